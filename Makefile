@@ -1,0 +1,94 @@
+# portcullis - a filtering SMTP proxy.
+#
+#   make            build build/portcullis
+#   make run        start the proxy on 127.0.0.1:2525 (BACKEND=host:port, else a demo backend)
+#   make test       unit + integration tests, then the same under ASan+UBSan
+#   make bench      throughput against a direct baseline measured in the same run
+#   make deps       install the Debian packages the build and tests need (idempotent)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make format     clang-format every C file in place
+
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+SYSCONFDIR ?= /etc/portcullis
+BUILD    ?= build
+CC       ?= cc
+PYTHON   := /usr/bin/python3
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+            -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
+CFLAGS   ?= -O2 -g
+CPPFLAGS += -Iinclude -Iproxy -D_GNU_SOURCE -DSYSCONFDIR='"$(SYSCONFDIR)"'
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS)
+LIBS     := -levent -lm
+
+PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
+             proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
+             proxy/log.c
+PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c
+UNIT_TESTS := test_smtp_parse test_dataread test_config
+
+PROXY_OBJ := $(PROXY_SRC:%.c=$(BUILD)/%.o)
+DEPFILES  := $(PROXY_OBJ:.o=.d)
+
+.PHONY: all deps run test unit integration asan bench install clean format check-format
+.DELETE_ON_ERROR:
+
+all: $(BUILD)/portcullis
+
+$(BUILD)/portcullis: $(PROXY_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(PURE_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
+
+-include $(DEPFILES)
+
+deps:
+	@tools/deps.sh
+
+run: deps all
+	@tools/run.sh $(BUILD)/portcullis
+
+unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
+	@set -e; for t in $^; do echo "== $$t"; $$t; done
+
+integration: all
+	PORTCULLIS=$(BUILD)/portcullis $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+# The same suite again under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan:
+	$(MAKE) BUILD=build/asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" unit integration
+
+test: deps check-format
+	$(MAKE) unit integration
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 $(MAKE) asan
+	@echo "make test: all suites passed (plain and ASan+UBSan)"
+
+bench: deps all
+	@bench/run.sh $(BUILD)/portcullis
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
+	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
+	test -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
+		install -m 644 etc/portcullis.conf $(DESTDIR)$(SYSCONFDIR)/portcullis.conf
+	install -d $(DESTDIR)/lib/systemd/system
+	install -m 644 etc/portcullis.service $(DESTDIR)/lib/systemd/system/portcullis.service
+
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+
+format:
+	clang-format -i $(C_FILES)
+
+check-format:
+	@out=$$(for f in $(C_FILES); do clang-format --dry-run -Werror $$f 2>&1 >/dev/null || echo $$f; done); \
+	if [ -n "$$out" ]; then echo "not clang-formatted (run 'make format'):"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf build

@@ -1,0 +1,254 @@
+/*
+ * backend.c - the backend leg: portcullis as an SMTP client of the real MTA.
+ *
+ * Exports backend_connect, backend_command, backend_send_message and
+ * backend_close. One command is outstanding at a time; its reply (or a
+ * timeout, a lost connection, or garbage) is handed to the callback given with
+ * the command. Every exchange runs against a deadline, not an idle timer, so a
+ * backend that trickles bytes still times out. Replies are parsed, never
+ * trusted: a malformed one is BACKEND_GARBLED and the leg is dead.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "session.h"
+
+static void backend_read_cb(struct bufferevent *bev, void *arg);
+static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
+static void backend_deadline_cb(evutil_socket_t fd, short what, void *arg);
+static void backend_finish(struct session *s, enum backend_result res);
+static void backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb);
+static void backend_quit_write_cb(struct bufferevent *bev, void *arg);
+static void backend_quit_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* backend_connect - open the backend leg; cb gets the banner */
+int
+backend_connect(struct session *s, backend_cb cb)
+{
+	struct backend *b = &s->be;
+	struct server *srv = s->srv;
+	evutil_socket_t fd;
+	int one = 1;
+
+	b->s = s;
+	fd = socket(srv->backend_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* Commands and replies are small and latency-bound (DESIGN §2). */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	b->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (b->bev == NULL) {
+		close(fd);
+		return -1;
+	}
+	b->deadline = evtimer_new(srv->base, backend_deadline_cb, s);
+	if (b->deadline == NULL)
+		return -1;
+	bufferevent_setcb(b->bev, backend_read_cb, NULL, backend_event_cb, s);
+	bufferevent_enable(b->bev, EV_READ | EV_WRITE);
+	smtp_reply_init(&b->reply);
+	backend_arm(s, srv->cfg->backend_connect_timeout_ms, cb);
+	if (bufferevent_socket_connect(
+	        b->bev, (struct sockaddr *)&srv->backend_addr, (int)srv->backend_addrlen) != 0) {
+		/* Refused at once (e.g. no route): report it from the loop. */
+		event_active(b->deadline, EV_READ, 0);
+	}
+	return 0;
+}
+
+/* backend_arm - wait for the next reply, with a deadline */
+static void
+backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb)
+{
+	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+
+	s->be.pending = cb;
+	smtp_reply_init(&s->be.reply);
+	evtimer_add(s->be.deadline, &tv);
+}
+
+/* backend_command - send one command line (without CRLF) and wait for its reply */
+void
+backend_command(struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb)
+{
+	struct backend *b = &s->be;
+
+	if (b->dead || b->bev == NULL) {
+		cb(s, BACKEND_LOST, NULL);
+		return;
+	}
+	struct evbuffer *out = bufferevent_get_output(b->bev);
+	evbuffer_add(out, line, len);
+	evbuffer_add(out, "\r\n", 2);
+	backend_arm(s, timeout_ms, cb);
+}
+
+/* backend_send_message - after the backend's 354: the message, ".", and wait */
+int
+backend_send_message(struct session *s, struct spool *sp, backend_cb cb)
+{
+	struct backend *b = &s->be;
+	struct evbuffer *out;
+
+	if (b->dead || b->bev == NULL)
+		return -1;
+	out = bufferevent_get_output(b->bev);
+	if (spool_move(sp, out) != 0)
+		return -1;
+	/* The framer ended every line with CR LF, so this is CR LF "." CR LF. */
+	evbuffer_add(out, ".\r\n", 3);
+	backend_arm(s, s->srv->cfg->backend_data_timeout_ms, cb);
+	return 0;
+}
+
+/* backend_finish - an exchange is over: tell whoever waits */
+static void
+backend_finish(struct session *s, enum backend_result res)
+{
+	struct backend *b = &s->be;
+	backend_cb cb = b->pending;
+
+	evtimer_del(b->deadline);
+	b->pending = NULL;
+	if (res != BACKEND_REPLY) {
+		b->dead = 1;
+		if (b->bev != NULL)
+			bufferevent_disable(b->bev, EV_READ);
+	}
+	if (cb != NULL) {
+		cb(s, res, res == BACKEND_REPLY ? &b->reply : NULL);
+		return;
+	}
+	/* Nobody asked: a backend that talks out of turn (an idle 421, say)
+	 * or goes away between commands is no longer in step with us. */
+	b->dead = 1;
+	if (b->bev != NULL)
+		bufferevent_disable(b->bev, EV_READ);
+	session_backend_gone(s);
+}
+
+/* backend_read_cb - read reply lines */
+static void
+backend_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	struct backend *b = &s->be;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (!b->dead) {
+		size_t n;
+		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+		int r;
+
+		if (line == NULL) {
+			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX + 2) {
+				log_warn(s->id, "backend sent a reply line over %d octets",
+				    SMTP_REPLY_LINE_MAX);
+				backend_finish(s, BACKEND_GARBLED);
+			}
+			return;
+		}
+		r = smtp_reply_feed(&b->reply, line, n);
+		if (r == PC_ERROR) {
+			char q[200];
+			log_warn(s->id, "backend sent garbage: \"%s\"",
+			    log_quote(q, sizeof(q), line, n));
+			free(line);
+			backend_finish(s, BACKEND_GARBLED);
+			return;
+		}
+		free(line);
+		if (r == PC_DONE) {
+			if (b->pending == NULL) {
+				size_t l;
+				const char *t = smtp_reply_line(&b->reply, 0, &l);
+				char q[200];
+				log_warn(s->id, "backend spoke out of turn: %d %s", b->reply.code,
+				    log_quote(q, sizeof(q), t, l));
+			}
+			/* The callback may free the session: touch nothing after. */
+			backend_finish(s, BACKEND_REPLY);
+			return;
+		}
+	}
+}
+
+/* backend_event_cb - connected, closed, or failed */
+static void
+backend_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	if (what & BEV_EVENT_ERROR)
+		log_warn(s->id, "backend connection error: %s",
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else
+		log_warn(s->id, "backend closed the connection");
+	backend_finish(s, BACKEND_LOST);
+}
+
+/* backend_deadline_cb - the backend did not answer in time */
+static void
+backend_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (what & EV_READ) { /* activated by a failed connect */
+		log_warn(s->id, "cannot connect to the backend: %s", strerror(errno));
+		backend_finish(s, BACKEND_LOST);
+		return;
+	}
+	log_warn(s->id, "backend timed out");
+	backend_finish(s, BACKEND_TIMEOUT);
+}
+
+/* backend_quit_write_cb - QUIT is out: the leg can go */
+static void
+backend_quit_write_cb(struct bufferevent *bev, void *arg)
+{
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_free(bev);
+}
+
+static void
+backend_quit_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	bufferevent_free(bev);
+}
+
+/*
+ * backend_close - end the leg. A healthy idle leg says QUIT and goes on its
+ * own; anything else (a message half sent, a dead leg) is cut, so the backend
+ * sees a closed connection and never a "." for a message we did not finish.
+ */
+void
+backend_close(struct session *s)
+{
+	struct backend *b = &s->be;
+
+	if (b->deadline != NULL) {
+		event_free(b->deadline);
+		b->deadline = NULL;
+	}
+	if (b->bev == NULL)
+		return;
+	if (!b->dead && b->pending == NULL && s->state != SESSION_CONNECTING) {
+		struct timeval tv = {5, 0};
+		bufferevent_setcb(b->bev, NULL, backend_quit_write_cb, backend_quit_event_cb, NULL);
+		bufferevent_set_timeouts(b->bev, &tv, &tv);
+		bufferevent_disable(b->bev, EV_READ);
+		evbuffer_add(bufferevent_get_output(b->bev), "QUIT\r\n", 6);
+	} else {
+		bufferevent_free(b->bev);
+	}
+	b->bev = NULL;
+}

@@ -1,0 +1,584 @@
+/*
+ * config.c - the configuration file into struct config (see config.h).
+ *
+ * Exports config_defaults, config_parse, config_load, config_set,
+ * config_check, config_free and the value parsers. Pure: no I/O beyond
+ * reading the file. Every top-level key is one row of the table below, with
+ * the kind of value it takes; sections are kept as key lists for the chain.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+enum key_kind {
+	K_SIZE,
+	K_COUNT,
+	K_TIME,
+	K_ADDR,
+	K_LISTEN,
+	K_STRING,
+	K_BARE_LF,
+	K_LOG,
+	K_LOG_LEVEL,
+};
+
+struct key_def {
+	const char *name;
+	enum key_kind kind;
+	size_t off; /* offset of the field in struct config */
+	size_t size; /* for K_STRING: the buffer size */
+	uint64_t min; /* for numbers: the smallest value that makes sense */
+};
+
+#define F(field) offsetof(struct config, field)
+
+static const struct key_def keys[] = {
+    {"listen", K_LISTEN, 0, 0, 0},
+    {"backend", K_ADDR, F(backend), 0, 0},
+    {"hostname", K_STRING, F(hostname), CONFIG_HOST_MAX, 0},
+    {"max_message_size", K_SIZE, F(max_message_size), 0, 1},
+    {"max_recipients", K_COUNT, F(max_recipients), 0, 1},
+    {"max_connections", K_COUNT, F(max_connections), 0, 1},
+    {"max_connections_per_ip", K_COUNT, F(max_connections_per_ip), 0, 1},
+    {"max_line_length", K_SIZE, F(max_line_length), 0, 510},
+    {"max_data_line_length", K_SIZE, F(max_data_line_length), 0, 998},
+    {"max_errors", K_COUNT, F(max_errors), 0, 1},
+    {"timeout", K_TIME, F(timeout_ms), 0, 1},
+    {"data_timeout", K_TIME, F(data_timeout_ms), 0, 1},
+    {"backend_connect_timeout", K_TIME, F(backend_connect_timeout_ms), 0, 1},
+    {"backend_timeout", K_TIME, F(backend_timeout_ms), 0, 1},
+    {"backend_data_timeout", K_TIME, F(backend_data_timeout_ms), 0, 1},
+    {"shutdown_timeout", K_TIME, F(shutdown_timeout_ms), 0, 0},
+    {"bare_lf", K_BARE_LF, F(bare_lf), 0, 0},
+    {"spool_memory", K_SIZE, F(spool_memory), 0, 0},
+    {"spool_dir", K_STRING, F(spool_dir), sizeof(((struct config *)0)->spool_dir), 0},
+    {"log", K_LOG, F(log), 0, 0},
+    {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0},
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static int errf(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static char *trim(char *s);
+static int parse_number(const char *s, uint64_t *out, const char **rest);
+static int set_key(struct config *cfg, const struct key_def *k, const char *value);
+static int section_add_key(
+    struct config_section *sec, const char *key, const char *value, int line);
+
+/* config_defaults - the values etc/portcullis.conf documents */
+void
+config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) != 0 || cfg->hostname[0] == '\0')
+		strcpy(cfg->hostname, "localhost");
+	strcpy(cfg->listen[0].host, "0.0.0.0");
+	strcpy(cfg->listen[0].port, "25");
+	cfg->nlisten = 1;
+	cfg->listen_is_default = 1;
+	cfg->max_message_size = 50ULL * 1024 * 1024;
+	cfg->max_recipients = 1000;
+	cfg->max_connections = 1000;
+	cfg->max_connections_per_ip = 50;
+	cfg->max_line_length = 2048;
+	cfg->max_data_line_length = 65536;
+	cfg->max_errors = 20;
+	cfg->timeout_ms = 300 * 1000;
+	cfg->data_timeout_ms = 600 * 1000;
+	cfg->backend_connect_timeout_ms = 30 * 1000;
+	cfg->backend_timeout_ms = 120 * 1000;
+	cfg->backend_data_timeout_ms = 600 * 1000;
+	cfg->shutdown_timeout_ms = 30 * 1000;
+	cfg->bare_lf = CONFIG_BARE_LF_REJECT;
+	cfg->spool_memory = 1024 * 1024;
+	strcpy(cfg->spool_dir, "/tmp");
+	cfg->log = CONFIG_LOG_STDERR;
+}
+
+/* errf - format "file:line: message" (or "file: message" for line 0) */
+static int
+errf(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (line > 0)
+		n = snprintf(err, errlen, "%s:%d: ", file ? file : "-", line);
+	else
+		n = snprintf(err, errlen, "%s: ", file ? file : "command line");
+	if (n < 0 || (size_t)n >= errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* trim - strip leading and trailing white space in place */
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+/* parse_number - a decimal number without sign; *rest points after it */
+static int
+parse_number(const char *s, uint64_t *out, const char **rest)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return -1;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	*rest = p;
+	return 0;
+}
+
+/* config_parse_size - 10, 10k, 10M, 10G (powers of 1024) */
+int
+config_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v, mult = 1;
+	const char *rest;
+
+	if (parse_number(s, &v, &rest) != 0)
+		return -1;
+	switch (*rest) {
+	case '\0':
+		break;
+	case 'k':
+	case 'K':
+		mult = 1024ULL;
+		rest++;
+		break;
+	case 'm':
+	case 'M':
+		mult = 1024ULL * 1024;
+		rest++;
+		break;
+	case 'g':
+	case 'G':
+		mult = 1024ULL * 1024 * 1024;
+		rest++;
+		break;
+	default:
+		return -1;
+	}
+	if (*rest != '\0' || (v != 0 && mult > UINT64_MAX / v))
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+/* config_parse_time - 250ms, 30s, 5m, 1h; a bare number is seconds */
+int
+config_parse_time(const char *s, uint64_t *ms)
+{
+	uint64_t v, mult;
+	const char *rest;
+
+	if (parse_number(s, &v, &rest) != 0)
+		return -1;
+	if (strcmp(rest, "ms") == 0)
+		mult = 1;
+	else if (*rest == '\0' || strcmp(rest, "s") == 0)
+		mult = 1000;
+	else if (strcmp(rest, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(rest, "h") == 0)
+		mult = 3600 * 1000;
+	else
+		return -1;
+	if (v != 0 && mult > UINT64_MAX / v)
+		return -1;
+	*ms = v * mult;
+	return 0;
+}
+
+/* config_parse_addr - host:port or [v6]:port */
+int
+config_parse_addr(const char *s, struct config_addr *out)
+{
+	const char *colon, *host = s;
+	size_t hlen;
+	uint64_t port;
+	const char *rest;
+
+	if (*s == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':')
+			return -1;
+		host = s + 1;
+		hlen = (size_t)(rb - host);
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return -1;
+		hlen = (size_t)(colon - s);
+		if (memchr(s, ':', hlen) != NULL) /* bare IPv6 needs brackets */
+			return -1;
+	}
+	if (hlen == 0 || hlen >= sizeof(out->host))
+		return -1;
+	for (size_t i = 0; i < hlen; i++) {
+		unsigned char c = (unsigned char)host[i];
+		if (!(isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_' || c == '*'))
+			return -1;
+	}
+	if (parse_number(colon + 1, &port, &rest) != 0 || *rest != '\0' || port == 0 ||
+	    port > 65535)
+		return -1;
+	memcpy(out->host, host, hlen);
+	out->host[hlen] = '\0';
+	snprintf(out->port, sizeof(out->port), "%u", (unsigned)port);
+	return 0;
+}
+
+/* config_parse_bool - yes/no and friends */
+int
+config_parse_bool(const char *s, int *out)
+{
+	if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on") ||
+	    !strcmp(s, "1"))
+		*out = 1;
+	else if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcasecmp(s, "off") ||
+	    !strcmp(s, "0"))
+		*out = 0;
+	else
+		return -1;
+	return 0;
+}
+
+/* set_key - store one value; returns 0 or a message index via -1/-2 */
+static int
+set_key(struct config *cfg, const struct key_def *k, const char *value)
+{
+	char *base = (char *)cfg;
+	uint64_t v;
+
+	switch (k->kind) {
+	case K_SIZE:
+	case K_COUNT:
+		if (config_parse_size(value, &v) != 0 || v < k->min)
+			return -1;
+		if (k->kind == K_COUNT && v > UINT32_MAX)
+			return -1;
+		*(uint64_t *)(base + k->off) = v;
+		return 0;
+	case K_TIME:
+		if (config_parse_time(value, &v) != 0 || v < k->min)
+			return -1;
+		*(uint64_t *)(base + k->off) = v;
+		return 0;
+	case K_ADDR:
+		if (config_parse_addr(value, (struct config_addr *)(base + k->off)) != 0)
+			return -1;
+		cfg->have_backend = 1;
+		return 0;
+	case K_LISTEN:
+		/* The first listen given replaces the built-in default. */
+		if (cfg->listen_is_default) {
+			cfg->nlisten = 0;
+			cfg->listen_is_default = 0;
+		}
+		if (cfg->nlisten >= CONFIG_LISTEN_MAX)
+			return -2;
+		if (config_parse_addr(value, &cfg->listen[cfg->nlisten]) != 0)
+			return -1;
+		cfg->nlisten++;
+		return 0;
+	case K_STRING:
+		if (strlen(value) >= k->size)
+			return -1;
+		strcpy(base + k->off, value);
+		return 0;
+	case K_BARE_LF:
+		if (strcmp(value, "reject") == 0)
+			cfg->bare_lf = CONFIG_BARE_LF_REJECT;
+		else if (strcmp(value, "normalize") == 0)
+			cfg->bare_lf = CONFIG_BARE_LF_NORMALIZE;
+		else
+			return -1;
+		return 0;
+	case K_LOG:
+		if (strcmp(value, "stderr") == 0)
+			cfg->log = CONFIG_LOG_STDERR;
+		else if (strcmp(value, "syslog") == 0)
+			cfg->log = CONFIG_LOG_SYSLOG;
+		else
+			return -1;
+		return 0;
+	case K_LOG_LEVEL:
+		if (strcmp(value, "info") == 0)
+			cfg->log_debug = 0;
+		else if (strcmp(value, "debug") == 0)
+			cfg->log_debug = 1;
+		else
+			return -1;
+		return 0;
+	}
+	return -1;
+}
+
+static const char *const kind_help[] = {
+    [K_SIZE] = "a size (e.g. 10, 64k, 50M, 1G)",
+    [K_COUNT] = "a positive whole number",
+    [K_TIME] = "a time (e.g. 500ms, 30s, 5m, 1h)",
+    [K_ADDR] = "host:port (IPv6 as [addr]:port)",
+    [K_LISTEN] = "host:port (IPv6 as [addr]:port)",
+    [K_STRING] = "a shorter string",
+    [K_BARE_LF] = "reject or normalize",
+    [K_LOG] = "stderr or syslog",
+    [K_LOG_LEVEL] = "info or debug",
+};
+
+/* config_set - set one top-level key */
+int
+config_set(
+    struct config *cfg, const char *key, const char *value, int line, char *err, size_t errlen)
+{
+	const char *file = line > 0 ? cfg->file : NULL;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key_def *k = &keys[i];
+		int r;
+
+		if (strcmp(k->name, key) != 0)
+			continue;
+		if (*value == '\0')
+			return errf(err, errlen, file, line, "%s: empty value", key);
+		r = set_key(cfg, k, value);
+		if (r == -2)
+			return errf(err, errlen, file, line, "%s: more than %d entries", key,
+			    CONFIG_LISTEN_MAX);
+		if (r != 0) {
+			if (k->min > 1 && (k->kind == K_SIZE || k->kind == K_COUNT))
+				return errf(err, errlen, file, line,
+				    "%s: bad value \"%s\": expected %s, at least %llu", key, value,
+				    kind_help[k->kind], (unsigned long long)k->min);
+			return errf(err, errlen, file, line, "%s: bad value \"%s\": expected %s",
+			    key, value, kind_help[k->kind]);
+		}
+		return 0;
+	}
+	return errf(err, errlen, file, line, "unknown key \"%s\"", key);
+}
+
+/* section_add_key - remember a key of a chain section, in order */
+static int
+section_add_key(struct config_section *sec, const char *key, const char *value, int line)
+{
+	struct config_kv *kv = calloc(1, sizeof(*kv)), **tail;
+
+	if (kv == NULL || (kv->key = strdup(key)) == NULL || (kv->value = strdup(value)) == NULL) {
+		if (kv != NULL) {
+			free(kv->key);
+			free(kv);
+		}
+		return -1;
+	}
+	kv->line = line;
+	for (tail = &sec->keys; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = kv;
+	return 0;
+}
+
+/* config_parse - parse a whole file's text */
+int
+config_parse(
+    struct config *cfg, const char *file, const char *text, size_t len, char *err, size_t errlen)
+{
+	const char *p = text, *end = text + len;
+	struct config_section *sec = NULL, **sec_tail = &cfg->sections;
+	char seen[NKEYS] = {0};
+	char buf[4096];
+	int line = 0;
+
+	free(cfg->file);
+	if ((cfg->file = strdup(file)) == NULL)
+		return errf(err, errlen, file, 0, "out of memory");
+	while (sec_tail != NULL && *sec_tail != NULL)
+		sec_tail = &(*sec_tail)->next;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char *s, *eq, *key, *value, *hash;
+
+		line++;
+		if (n >= sizeof(buf))
+			return errf(err, errlen, file, line, "line too long");
+		if (memchr(p, '\0', n) != NULL)
+			return errf(err, errlen, file, line, "NUL character");
+		memcpy(buf, p, n);
+		buf[n] = '\0';
+		p = nl ? nl + 1 : end;
+
+		/* A comment starts at '#' at the start or after white space. */
+		for (hash = buf; (hash = strchr(hash, '#')) != NULL; hash++) {
+			if (hash == buf || hash[-1] == ' ' || hash[-1] == '\t') {
+				*hash = '\0';
+				break;
+			}
+		}
+		s = trim(buf);
+		if (*s == '\0')
+			continue;
+
+		if (*s == '[') {
+			char *close = strchr(s, ']'), *type, *name;
+			if (close == NULL || *trim(close + 1) != '\0')
+				return errf(err, errlen, file, line,
+				    "bad section header: expected [type name]");
+			*close = '\0';
+			type = trim(s + 1);
+			name = type + strcspn(type, " \t");
+			if (*name != '\0')
+				*name++ = '\0';
+			name = trim(name);
+			if (*type == '\0' || *name == '\0' || strpbrk(name, " \t") != NULL)
+				return errf(err, errlen, file, line,
+				    "bad section header: expected [type name]");
+			if ((sec = calloc(1, sizeof(*sec))) == NULL ||
+			    (sec->type = strdup(type)) == NULL ||
+			    (sec->name = strdup(name)) == NULL) {
+				if (sec != NULL)
+					free(sec->type);
+				free(sec);
+				return errf(err, errlen, file, line, "out of memory");
+			}
+			sec->line = line;
+			*sec_tail = sec;
+			sec_tail = &sec->next;
+			continue;
+		}
+
+		if ((eq = strchr(s, '=')) == NULL)
+			return errf(err, errlen, file, line, "expected key = value");
+		*eq = '\0';
+		key = trim(s);
+		value = trim(eq + 1);
+		if (*key == '\0')
+			return errf(err, errlen, file, line, "missing key before '='");
+		if (*value == '\0')
+			return errf(err, errlen, file, line, "%s: empty value", key);
+
+		if (sec != NULL) {
+			if (section_add_key(sec, key, value, line) != 0)
+				return errf(err, errlen, file, line, "out of memory");
+			continue;
+		}
+		for (size_t i = 0; i < NKEYS; i++) {
+			if (strcmp(keys[i].name, key) != 0)
+				continue;
+			if (seen[i] && keys[i].kind != K_LISTEN)
+				return errf(err, errlen, file, line, "%s: given twice", key);
+			seen[i] = 1;
+			break;
+		}
+		if (config_set(cfg, key, value, line, err, errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* config_load - read a file and parse it */
+int
+config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	FILE *fp;
+	char *text = NULL;
+	size_t len = 0, cap = 0, n;
+	int r;
+
+	if ((fp = fopen(path, "r")) == NULL)
+		return errf(err, errlen, path, 0, "cannot open: %s", strerror(errno));
+	for (;;) {
+		if (cap - len < 4096) {
+			char *t;
+			cap = cap ? cap * 2 : 8192;
+			if (cap > 16 * 1024 * 1024 || (t = realloc(text, cap)) == NULL) {
+				free(text);
+				fclose(fp);
+				return errf(err, errlen, path, 0, "file too large");
+			}
+			text = t;
+		}
+		n = fread(text + len, 1, cap - len, fp);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(fp)) {
+		free(text);
+		fclose(fp);
+		return errf(err, errlen, path, 0, "read error");
+	}
+	fclose(fp);
+	r = config_parse(cfg, path, text ? text : "", len, err, errlen);
+	free(text);
+	return r;
+}
+
+/* config_check - cross-key rules */
+int
+config_check(struct config *cfg, char *err, size_t errlen)
+{
+	const char *file = cfg->file ? cfg->file : "configuration";
+
+	if (!cfg->have_backend)
+		return errf(err, errlen, file, 0, "no backend = host:port given");
+	if (cfg->nlisten == 0)
+		return errf(err, errlen, file, 0, "no listen = host:port given");
+	if (cfg->max_connections_per_ip > cfg->max_connections)
+		cfg->max_connections_per_ip = cfg->max_connections;
+	return 0;
+}
+
+/* config_free - release what config_parse allocated */
+void
+config_free(struct config *cfg)
+{
+	struct config_section *sec, *nsec;
+	struct config_kv *kv, *nkv;
+
+	for (sec = cfg->sections; sec != NULL; sec = nsec) {
+		nsec = sec->next;
+		for (kv = sec->keys; kv != NULL; kv = nkv) {
+			nkv = kv->next;
+			free(kv->key);
+			free(kv->value);
+			free(kv);
+		}
+		free(sec->type);
+		free(sec->name);
+		free(sec);
+	}
+	cfg->sections = NULL;
+	free(cfg->file);
+	cfg->file = NULL;
+}

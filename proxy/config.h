@@ -1,0 +1,115 @@
+/*
+ * config.h - the configuration file, parsed into struct config.
+ *
+ * INI-like (DESIGN.md §4): '#' comments, "key = value", top-level keys first,
+ * then "[type name]" sections in chain order whose keys belong to the filter.
+ * Sizes take k/M/G, times take ms/s/m/h. Errors read "file:line: message".
+ */
+#ifndef PORTCULLIS_CONFIG_H
+#define PORTCULLIS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_LISTEN_MAX 16
+#define CONFIG_ERR_MAX 512
+#define CONFIG_HOST_MAX 256
+
+enum config_bare_lf {
+	CONFIG_BARE_LF_REJECT = 0,
+	CONFIG_BARE_LF_NORMALIZE,
+};
+
+enum config_log {
+	CONFIG_LOG_STDERR = 0,
+	CONFIG_LOG_SYSLOG,
+};
+
+struct config_addr {
+	char host[CONFIG_HOST_MAX]; /* numeric address or name; "" never */
+	char port[16];
+};
+
+struct config_kv {
+	char *key;
+	char *value;
+	int line;
+	struct config_kv *next;
+};
+
+/* One "[type name]" section: a chain element with its own keys, in order. */
+struct config_section {
+	char *type;
+	char *name;
+	int line;
+	struct config_kv *keys;
+	struct config_section *next;
+};
+
+struct config {
+	char *file; /* the file it was read from, for messages */
+
+	struct config_addr listen[CONFIG_LISTEN_MAX];
+	size_t nlisten;
+	int listen_is_default; /* listen[0] is the default 0.0.0.0:25 */
+	struct config_addr backend;
+	int have_backend;
+	char hostname[CONFIG_HOST_MAX];
+
+	uint64_t max_message_size;
+	uint64_t max_recipients;
+	uint64_t max_connections;
+	uint64_t max_connections_per_ip;
+	uint64_t max_line_length; /* command lines, without CRLF */
+	uint64_t max_data_line_length; /* lines of mail, without CRLF */
+	uint64_t max_errors;
+
+	uint64_t timeout_ms; /* client: one command */
+	uint64_t data_timeout_ms; /* client: the whole DATA phase */
+	uint64_t backend_connect_timeout_ms; /* connect + banner */
+	uint64_t backend_timeout_ms; /* one command */
+	uint64_t backend_data_timeout_ms; /* message sent -> final reply */
+	uint64_t shutdown_timeout_ms; /* SIGTERM grace */
+
+	enum config_bare_lf bare_lf;
+	uint64_t spool_memory;
+	char spool_dir[1024];
+
+	enum config_log log;
+	int log_debug;
+
+	struct config_section *sections;
+};
+
+/* Defaults, as documented in etc/portcullis.conf. */
+void config_defaults(struct config *cfg);
+
+/*
+ * config_parse - parse text (len bytes) named file into cfg, which must hold
+ * defaults. Returns 0, or -1 with "file:line: message" in err.
+ */
+int config_parse(
+    struct config *cfg, const char *file, const char *text, size_t len, char *err, size_t errlen);
+
+/* config_load - read path and config_parse it. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/*
+ * config_set - set one top-level key (as "-o key=value" does). line is used
+ * in messages; 0 means "command line". Returns 0 or -1 with err.
+ */
+int config_set(
+    struct config *cfg, const char *key, const char *value, int line, char *err, size_t errlen);
+
+/* config_check - what no single key can tell (backend given, listen set...). */
+int config_check(struct config *cfg, char *err, size_t errlen);
+
+void config_free(struct config *cfg);
+
+/* Value parsers, exported for reuse and tests. Return 0 or -1. */
+int config_parse_size(const char *s, uint64_t *out); /* 10, 10k, 10M, 10G */
+int config_parse_time(const char *s, uint64_t *ms); /* 250ms, 30s, 5m, 1h; bare = s */
+int config_parse_addr(const char *s, struct config_addr *out); /* host:port, [v6]:port */
+int config_parse_bool(const char *s, int *out); /* yes/no/true/false/on/off/1/0 */
+
+#endif

@@ -1,0 +1,216 @@
+/*
+ * dataread.c - the DATA framer (see dataread.h for the rules it enforces).
+ *
+ * Exports dataread_init and dataread_feed. One byte-at-a-time state machine,
+ * with a fast path that copies runs of ordinary octets inside a line. The
+ * states describe what has been seen but not yet emitted, so any split of the
+ * input gives the same output.
+ */
+#include <string.h>
+
+#include "dataread.h"
+
+enum {
+	DR_SOL, /* at the start of a line */
+	DR_DOT, /* "." at the start of a line, held */
+	DR_DOT_CR, /* "." CR at the start of a line, held (the end, if LF follows) */
+	DR_CSTART, /* start of line content, nothing emitted yet: stuff a "." */
+	DR_MID, /* inside a line */
+	DR_CR, /* CR inside a line, held */
+};
+
+static void dr_flush(struct dataread *d);
+static void dr_put(struct dataread *d, const char *p, size_t n);
+static void dr_content(struct dataread *d, const char *p, size_t n);
+static void dr_eol(struct dataread *d, int real_crlf);
+static void dr_flag(struct dataread *d, unsigned bit);
+static void dr_bare_cr(struct dataread *d);
+static int dr_mid(struct dataread *d, const char *buf, size_t len, size_t i);
+
+/* dataread_init - prepare to frame one message */
+void
+dataread_init(struct dataread *d, enum dataread_mode mode, size_t max_size, size_t max_line,
+    dataread_emit_fn emit, void *emit_arg)
+{
+	memset(d, 0, offsetof(struct dataread, out));
+	d->mode = mode;
+	d->max_size = max_size;
+	d->max_line = max_line;
+	d->emit = emit;
+	d->emit_arg = emit_arg;
+	d->state = DR_SOL;
+	d->crlf_sol = 1; /* the DATA command line ended with CR LF */
+	d->out_len = 0;
+}
+
+/* dr_flush - hand what is staged to the emitter */
+static void
+dr_flush(struct dataread *d)
+{
+	if (d->out_len > 0 && d->emit != NULL)
+		d->emit(d->emit_arg, d->out, d->out_len);
+	d->out_len = 0;
+}
+
+/* dr_put - stage output octets, counting them against the size limit */
+static void
+dr_put(struct dataread *d, const char *p, size_t n)
+{
+	d->size += n;
+	if (d->max_size != 0 && d->size > d->max_size)
+		d->errors |= DATAREAD_ETOOBIG;
+	/* A refused message need not be kept: emit nothing after an error. */
+	if (d->errors != 0)
+		return;
+	while (n > 0) {
+		size_t room = sizeof(d->out) - d->out_len;
+		size_t k = n < room ? n : room;
+		memcpy(d->out + d->out_len, p, k);
+		d->out_len += k;
+		p += k;
+		n -= k;
+		if (d->out_len == sizeof(d->out))
+			dr_flush(d);
+	}
+}
+
+/* dr_content - octets of line content, counted against the line limit */
+static void
+dr_content(struct dataread *d, const char *p, size_t n)
+{
+	d->line_len += n;
+	if (d->max_line != 0 && d->line_len > d->max_line)
+		d->errors |= DATAREAD_ELONGLINE;
+	dr_put(d, p, n);
+}
+
+/* dr_flag - a framing fault: an error in REJECT mode */
+static void
+dr_flag(struct dataread *d, unsigned bit)
+{
+	if (bit == DATAREAD_EBARE_LF)
+		d->bare_lf++;
+	else if (bit == DATAREAD_EBARE_CR)
+		d->bare_cr++;
+	else
+		d->nul++;
+	if (d->mode == DATAREAD_REJECT)
+		d->errors |= bit;
+}
+
+/* dr_eol - end a line; real_crlf says whether the client sent CR LF */
+static void
+dr_eol(struct dataread *d, int real_crlf)
+{
+	if (!real_crlf)
+		dr_flag(d, DATAREAD_EBARE_LF);
+	dr_put(d, "\r\n", 2);
+	d->line_len = 0;
+	d->state = DR_SOL;
+	d->crlf_sol = real_crlf;
+}
+
+/* dr_bare_cr - a CR not followed by LF: a space when normalising */
+static void
+dr_bare_cr(struct dataread *d)
+{
+	dr_flag(d, DATAREAD_EBARE_CR);
+	dr_content(d, " ", 1);
+	d->state = DR_MID;
+}
+
+/*
+ * dr_mid - consume octets of line content from buf[i]: the fast path. Returns
+ * the index of the first octet it did not consume (a CR, LF or NUL).
+ */
+static int
+dr_mid(struct dataread *d, const char *buf, size_t len, size_t i)
+{
+	size_t j = i;
+
+	while (j < len && buf[j] != '\r' && buf[j] != '\n' && buf[j] != '\0')
+		j++;
+	if (j > i)
+		dr_content(d, buf + i, j - i);
+	return (int)j;
+}
+
+/* dataread_feed - frame len octets of the message */
+int
+dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		char c = buf[i];
+
+		switch (d->state) {
+		case DR_SOL:
+			if (c == '.') {
+				d->state = DR_DOT;
+				i++;
+				continue;
+			}
+			d->state = DR_CSTART;
+			continue;
+		case DR_DOT:
+			if (c == '\r' && d->crlf_sol) {
+				d->state = DR_DOT_CR;
+				i++;
+				continue;
+			}
+			/* RFC 5321 §4.5.2: the leading dot is removed. */
+			d->line_len = 1; /* the dot was on the wire */
+			d->state = DR_CSTART;
+			continue;
+		case DR_CSTART:
+			/* A removed NUL must not turn "\0.\r\n" into a lone dot:
+			 * the line is no longer a candidate for the end, and
+			 * content that begins with a dot is stuffed again. */
+			if (c == '\0') {
+				dr_flag(d, DATAREAD_ENUL);
+				i++;
+				continue;
+			}
+			if (c == '.')
+				dr_put(d, ".", 1);
+			d->state = DR_MID;
+			continue;
+		case DR_DOT_CR:
+			if (c == '\n') {
+				i++;
+				dr_flush(d);
+				*consumed = i;
+				return PC_DONE;
+			}
+			d->line_len = 1;
+			dr_bare_cr(d);
+			continue;
+		case DR_CR:
+			if (c == '\n') {
+				i++;
+				dr_eol(d, 1);
+				continue;
+			}
+			dr_bare_cr(d);
+			continue;
+		case DR_MID:
+			if (c == '\r') {
+				d->state = DR_CR;
+				i++;
+			} else if (c == '\n') {
+				i++;
+				dr_eol(d, 0);
+			} else if (c == '\0') {
+				dr_flag(d, DATAREAD_ENUL);
+				i++;
+			} else {
+				i = (size_t)dr_mid(d, buf, len, i);
+			}
+			continue;
+		}
+	}
+	dr_flush(d);
+	*consumed = len;
+	return PC_AGAIN;
+}

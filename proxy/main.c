@@ -1,0 +1,215 @@
+/*
+ * main.c - portcullis: command line, start-up, signals.
+ *
+ * portcullis [-c FILE] [-t] [-o key=value]... [-V]
+ * Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
+ * finish its transaction for up to shutdown_timeout, then send 421 to the rest.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "session.h"
+
+#define PORTCULLIS_VERSION "0.1.0"
+#define DEFAULT_CONFIG SYSCONFDIR "/portcullis.conf"
+
+static void usage(void);
+static int resolve_backend(struct server *srv, char *err, size_t errlen);
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: portcullis [-c file] [-t] [-o key=value]... [-V]\n"
+	    "  -c file         configuration (default " DEFAULT_CONFIG ")\n"
+	    "  -t              check the configuration and exit\n"
+	    "  -o key=value    override a top-level key\n"
+	    "  -V              print the version and exit\n");
+}
+
+/* resolve_backend - the backend address, once, at start */
+static int
+resolve_backend(struct server *srv, char *err, size_t errlen)
+{
+	struct addrinfo hints = {0}, *res;
+	struct config *cfg = srv->cfg;
+	int r;
+
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	r = getaddrinfo(cfg->backend.host, cfg->backend.port, &hints, &res);
+	if (r != 0) {
+		snprintf(err, errlen, "%.200s: backend %.200s: %.80s",
+		    cfg->file ? cfg->file : "config", cfg->backend.host, gai_strerror(r));
+		return -1;
+	}
+	memcpy(&srv->backend_addr, res->ai_addr, res->ai_addrlen);
+	srv->backend_addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* on_stop_signal - SIGTERM/SIGINT: drain */
+static void
+on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	uint64_t ms = srv->cfg->shutdown_timeout_ms;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	if (srv->draining) {
+		log_info(NULL, "second signal: stopping now");
+		session_shutdown_all(srv);
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	log_info(NULL, "signal %d: no new connections; %lu session(s) finishing", (int)sig,
+	    srv->nsessions);
+	srv->draining = 1;
+	listener_stop();
+	session_drain_all(srv);
+	if (srv->nsessions == 0) {
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	srv->drain_timer = evtimer_new(srv->base, on_drain_timeout, srv);
+	evtimer_add(srv->drain_timer, &tv);
+}
+
+/* on_drain_timeout - grace is over: 421 to the rest, then stop */
+static void
+on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	struct timeval tv = {2, 0};
+
+	session_shutdown_all(srv);
+	/* Their last replies get a moment to leave, no more. */
+	event_base_loopexit(srv->base, &tv);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *file = DEFAULT_CONFIG;
+	char err[CONFIG_ERR_MAX];
+	char *overrides[64];
+	int noverrides = 0, check = 0, ch;
+	struct config cfg;
+	struct server srv;
+	struct event *sigterm, *sigint;
+
+	while ((ch = getopt(argc, argv, "c:to:Vh")) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'o':
+			if (noverrides >= 64) {
+				fprintf(stderr, "portcullis: too many -o options\n");
+				return 2;
+			}
+			overrides[noverrides++] = optarg;
+			break;
+		case 'V':
+			printf("portcullis %s\n", PORTCULLIS_VERSION);
+			return 0;
+		default:
+			usage();
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage();
+		return 2;
+	}
+
+	config_defaults(&cfg);
+	if (config_load(&cfg, file, err, sizeof(err)) != 0)
+		goto bad_config;
+	for (int i = 0; i < noverrides; i++) {
+		char *eq = strchr(overrides[i], '=');
+		if (eq == NULL) {
+			snprintf(err, sizeof(err), "-o %s: expected key=value", overrides[i]);
+			goto bad_config;
+		}
+		*eq = '\0';
+		if (config_set(&cfg, overrides[i], eq + 1, 0, err, sizeof(err)) != 0)
+			goto bad_config;
+	}
+	if (config_check(&cfg, err, sizeof(err)) != 0)
+		goto bad_config;
+	if (cfg.sections != NULL) {
+		snprintf(err, sizeof(err),
+		    "%s:%d: [%s %s]: filter sections are not available in this version", cfg.file,
+		    cfg.sections->line, cfg.sections->type, cfg.sections->name);
+		goto bad_config;
+	}
+
+	memset(&srv, 0, sizeof(srv));
+	srv.cfg = &cfg;
+	TAILQ_INIT(&srv.sessions);
+	if (resolve_backend(&srv, err, sizeof(err)) != 0)
+		goto bad_config;
+	if (check) {
+		printf("%s: configuration OK\n", file);
+		config_free(&cfg);
+		return 0;
+	}
+
+	log_init(cfg.log, cfg.log_debug);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
+		srv.sid_base =
+		    (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
+	if ((srv.base = event_base_new()) == NULL) {
+		log_err(NULL, "cannot create the event loop");
+		return 1;
+	}
+	if (listener_start(&srv) != 0)
+		return 1;
+	sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
+	sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
+	evsignal_add(sigterm, NULL);
+	evsignal_add(sigint, NULL);
+	log_info(NULL, "portcullis %s started, backend %s:%s", PORTCULLIS_VERSION, cfg.backend.host,
+	    cfg.backend.port);
+
+	event_base_dispatch(srv.base);
+
+	log_info(NULL, "stopped");
+	listener_stop();
+	event_free(sigterm);
+	event_free(sigint);
+	if (srv.drain_timer != NULL)
+		event_free(srv.drain_timer);
+	while (!TAILQ_EMPTY(&srv.sessions)) {
+		struct session *s = TAILQ_FIRST(&srv.sessions);
+		session_destroy(s);
+	}
+	free(srv.ip_table);
+	event_base_free(srv.base);
+	config_free(&cfg);
+	return 0;
+
+bad_config:
+	fprintf(stderr, "%s\n", err);
+	config_free(&cfg);
+	return 1;
+}

@@ -1,0 +1,1175 @@
+/*
+ * session.c - the client leg: portcullis as the SMTP server the world sees.
+ *
+ * Exports session_new, session_drain, session_drain_all, session_shutdown_all
+ * and session_backend_gone. Every command goes through one table: check
+ * (state and syntax; our own error replies) -> hooks (the filter chain's stage,
+ * none yet) -> proceed (usually one backend command, whose reply is relayed).
+ * Commands are processed one at a time, so replies stay in order under
+ * PIPELINING (RFC 2920 §3.1); input that arrives meanwhile waits in the
+ * buffer. Deadlines, not idle timers, bound every wait on the client.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "replies.h"
+#include "session.h"
+
+/* Input held while one command is processed before we stop reading: a
+ * pipelining client cannot make us buffer without bound. */
+#define SESSION_INPUT_MAX (256 * 1024)
+/* Replies held for a client that does not read them before we stop
+ * processing its commands. */
+#define SESSION_OUTPUT_MAX (64 * 1024)
+/* How long a closing session waits for its last reply to be read. */
+#define SESSION_LINGER_MS 10000
+
+enum hook_stage {
+	HOOK_NONE = 0,
+	HOOK_HELO,
+	HOOK_MAIL,
+	HOOK_RCPT,
+	HOOK_DATA,
+};
+
+struct command {
+	enum smtp_verb verb;
+	int (*check)(struct session *s);
+	enum hook_stage stage;
+	void (*proceed)(struct session *s);
+};
+
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void session_process(struct session *s);
+static int session_data_input(struct session *s);
+static void session_command(struct session *s, char *line, size_t len);
+static void session_hooks(
+    struct session *s, enum hook_stage stage, void (*proceed)(struct session *));
+static void session_done(struct session *s);
+static void session_reply(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void session_relay(struct session *s, const struct smtp_reply *r);
+static void session_close(struct session *s, const char *reply);
+static void session_free(struct session *s);
+static void session_arm(struct session *s, uint64_t ms);
+static int session_backend_ok(
+    struct session *s, enum backend_result res, const struct smtp_reply *r, const char *classes);
+static void tx_end(struct session *s, const char *status, const char *reply);
+static void tx_log(struct session *s, const char *status, const char *reply);
+static void data_emit(void *arg, const char *bytes, size_t len);
+
+static int check_helo(struct session *s);
+static int check_mail(struct session *s);
+static int check_rcpt(struct session *s);
+static int check_data(struct session *s);
+static int check_noargs(struct session *s);
+static int check_any(struct session *s);
+static void proceed_helo(struct session *s);
+static void proceed_mail(struct session *s);
+static void proceed_rcpt(struct session *s);
+static void proceed_data(struct session *s);
+static void proceed_rset(struct session *s);
+static void proceed_noop(struct session *s);
+static void proceed_quit(struct session *s);
+static void proceed_help(struct session *s);
+static void proceed_vrfy(struct session *s);
+static void proceed_not_impl(struct session *s);
+static void proceed_refused(struct session *s);
+static void proceed_unknown(struct session *s);
+static void data_end(struct session *s);
+static void data_proceed(struct session *s);
+static void on_banner(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_mail(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_rcpt(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_rset(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_data_refused(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_data_go(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_data_final(struct session *s, enum backend_result res, const struct smtp_reply *r);
+
+/* The command table (STYLE.md, 3). Verbs not listed are "unknown". */
+static const struct command commands[] = {
+    {SMTP_VERB_HELO, check_helo, HOOK_HELO, proceed_helo},
+    {SMTP_VERB_EHLO, check_helo, HOOK_HELO, proceed_helo},
+    {SMTP_VERB_MAIL, check_mail, HOOK_MAIL, proceed_mail},
+    {SMTP_VERB_RCPT, check_rcpt, HOOK_RCPT, proceed_rcpt},
+    {SMTP_VERB_DATA, check_data, HOOK_NONE, proceed_data},
+    {SMTP_VERB_RSET, check_noargs, HOOK_NONE, proceed_rset},
+    {SMTP_VERB_NOOP, check_any, HOOK_NONE, proceed_noop},
+    {SMTP_VERB_QUIT, check_noargs, HOOK_NONE, proceed_quit},
+    {SMTP_VERB_HELP, check_any, HOOK_NONE, proceed_help},
+    {SMTP_VERB_VRFY, check_any, HOOK_NONE, proceed_vrfy},
+    {SMTP_VERB_EXPN, check_any, HOOK_NONE, proceed_not_impl},
+    {SMTP_VERB_ETRN, check_any, HOOK_NONE, proceed_not_impl},
+    {SMTP_VERB_BDAT, check_any, HOOK_NONE, proceed_not_impl},
+    {SMTP_VERB_STARTTLS, check_any, HOOK_NONE, proceed_not_impl},
+    {SMTP_VERB_AUTH, check_any, HOOK_NONE, proceed_not_impl},
+    /* Only a trusted proxy may say who the client is: never the client. */
+    {SMTP_VERB_XCLIENT, check_any, HOOK_NONE, proceed_refused},
+    {SMTP_VERB_XFORWARD, check_any, HOOK_NONE, proceed_refused},
+    {SMTP_VERB_UNKNOWN, check_any, HOOK_NONE, proceed_unknown},
+};
+
+/* session_new - a client connected */
+void
+session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+{
+	struct config *cfg = srv->cfg;
+	struct session *s;
+	char ip[64] = "?", port[8] = "0", msg[600];
+	int one = 1;
+
+	getnameinfo(sa, (socklen_t)salen, ip, sizeof(ip), port, sizeof(port),
+	    NI_NUMERICHOST | NI_NUMERICSERV);
+	/* Refusals at accept cost one write and no allocation. */
+	if (srv->draining || srv->nsessions >= cfg->max_connections) {
+		log_warn(NULL, "refused client=%s:%s: %s", ip, port,
+		    srv->draining ? "shutting down" : "max_connections reached");
+		if (srv->draining)
+			snprintf(msg, sizeof(msg), R_SHUTDOWN "\r\n", cfg->hostname);
+		else
+			snprintf(msg, sizeof(msg), R_TOO_MANY_CONN "\r\n", cfg->hostname);
+		goto refuse;
+	}
+	if (server_ip_acquire(srv, ip) != 0) {
+		log_warn(NULL, "refused client=%s:%s: max_connections_per_ip reached", ip, port);
+		snprintf(msg, sizeof(msg), R_TOO_MANY_CONN_IP "\r\n", cfg->hostname);
+		goto refuse;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		server_ip_release(srv, ip);
+		log_err(NULL, "out of memory accepting client=%s:%s", ip, port);
+		close(fd);
+		return;
+	}
+	s->srv = srv;
+	snprintf(
+	    s->id, sizeof(s->id), "%010llX", (srv->sid_base + srv->sid_next++) & 0xFFFFFFFFFFULL);
+	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
+	snprintf(s->client_port, sizeof(s->client_port), "%s", port);
+	snprintf(s->peer, sizeof(s->peer), "%s:%s", ip, port);
+	s->state = SESSION_CONNECTING;
+	s->tx.rcpt_tail = &s->tx.rcpts;
+	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
+	srv->nsessions++;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->cbev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->timer = evtimer_new(srv->base, session_timer_cb, s);
+	if (s->cbev == NULL || s->timer == NULL) {
+		if (s->cbev == NULL)
+			close(fd);
+		log_err(s->id, "out of memory for client=%s", s->peer);
+		session_free(s);
+		return;
+	}
+	bufferevent_setcb(s->cbev, session_read_cb, session_write_cb, session_event_cb, s);
+	bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_INPUT_MAX);
+	bufferevent_enable(s->cbev, EV_READ | EV_WRITE);
+	log_info(s->id, "connect from client=%s", s->peer);
+	if (backend_connect(s, on_banner) != 0) {
+		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
+		session_close(s, R_BACKEND_DOWN);
+	}
+	return;
+refuse:
+	if (write(fd, msg, strlen(msg)) < 0) {
+		/* The client gets nothing; it was leaving anyway. */
+	}
+	close(fd);
+}
+
+/* on_banner - the backend greeted (or did not): greet the client */
+static void
+on_banner(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (res != BACKEND_REPLY || r->code != 220) {
+		if (res == BACKEND_REPLY)
+			log_warn(s->id, "backend greeted with %d, not 220", r->code);
+		session_close(s, R_BACKEND_DOWN);
+		return;
+	}
+	s->state = SESSION_COMMAND;
+	session_reply(s, R_BANNER, s->srv->cfg->hostname);
+	session_process(s);
+}
+
+/* session_reply - send one reply line we wrote ourselves */
+static void
+session_reply(struct session *s, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->cbev);
+	va_list ap;
+
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+	if (fmt[0] == '4' || fmt[0] == '5')
+		s->errors++;
+}
+
+/* session_relay - send the backend's reply to the client, line by line */
+static void
+session_relay(struct session *s, const struct smtp_reply *r)
+{
+	struct evbuffer *out = bufferevent_get_output(s->cbev);
+	const char *t;
+	size_t len, n;
+
+	for (n = 0; (t = smtp_reply_line(r, n, &len)) != NULL; n++) {
+		char sep = n + 1 == r->nlines ? ' ' : '-';
+		evbuffer_add_printf(out, "%03d%c%.*s\r\n", r->code, sep, (int)len, t);
+	}
+	if (r->code >= 400)
+		s->errors++;
+}
+
+/* session_arm - (re)start the client's deadline */
+static void
+session_arm(struct session *s, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	evtimer_add(s->timer, &tv);
+}
+
+/* session_read_cb - bytes from the client */
+static void
+session_read_cb(struct bufferevent *bev, void *arg)
+{
+	session_process(arg);
+}
+
+/* session_write_cb - the client read everything we sent */
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SESSION_CLOSING) {
+		session_free(s);
+		return;
+	}
+	session_process(s);
+}
+
+/* session_event_cb - the client closed or failed */
+static void
+session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && s->state != SESSION_CLOSING) {
+		/* A client may half-close after its last command and still
+		 * read the replies: finish what is buffered first. */
+		s->eof = 1;
+		session_process(s);
+		return;
+	}
+	if (s->state != SESSION_CLOSING) {
+		log_info(s->id, "lost connection with client=%s%s", s->peer,
+		    s->state == SESSION_DATA ? " in the middle of DATA" : "");
+		tx_end(s, "aborted", "client disconnected");
+	}
+	session_free(s);
+}
+
+/* session_timer_cb - the client's deadline passed, or a closing linger ended */
+static void
+session_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SESSION_CLOSING) {
+		session_free(s);
+		return;
+	}
+	log_info(s->id, "timeout %s from client=%s",
+	    s->state == SESSION_DATA ? "during DATA" : "waiting for a command", s->peer);
+	tx_end(s, "aborted", "timeout");
+	session_close(s, R_TIMEOUT);
+}
+
+/*
+ * session_process - handle buffered client input: one command (or the
+ * message) at a time, until input runs out or a command has to wait.
+ */
+static void
+session_process(struct session *s)
+{
+	struct config *cfg = s->srv->cfg;
+	struct evbuffer *in = bufferevent_get_input(s->cbev);
+
+	if (s->in_process)
+		return;
+	s->in_process = 1;
+	while (!s->busy && (s->state == SESSION_COMMAND || s->state == SESSION_DATA)) {
+		struct evbuffer_ptr eol;
+		size_t len;
+		char *line;
+
+		if (evbuffer_get_length(bufferevent_get_output(s->cbev)) > SESSION_OUTPUT_MAX)
+			break; /* resumed by session_write_cb */
+		if (s->state == SESSION_DATA) {
+			if (session_data_input(s) == PC_AGAIN)
+				break;
+			continue;
+		}
+		eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+		if (eol.pos < 0) {
+			len = evbuffer_get_length(in);
+			/* RFC 5321 §4.5.3.1.4: an over-long line is refused,
+			 * not cut; what we hold of it is bounded. */
+			if (len > cfg->max_line_length + 2) {
+				if (!s->discarding)
+					log_info(s->id,
+					    "command line over %llu octets from client=%s",
+					    (unsigned long long)cfg->max_line_length, s->peer);
+				s->discarding = 1;
+				evbuffer_drain(in, len);
+			}
+			if (s->eof) {
+				log_info(s->id, "disconnect from client=%s commands=%lu", s->peer,
+				    s->ncommands);
+				tx_end(s, "aborted", "client disconnected");
+				session_close(s, NULL);
+				break;
+			}
+			if (!evtimer_pending(s->timer, NULL))
+				session_arm(s, cfg->timeout_ms);
+			break;
+		}
+		evtimer_del(s->timer);
+		len = (size_t)eol.pos;
+		if (s->discarding || len > cfg->max_line_length + 1) {
+			evbuffer_drain(in, len + 1);
+			s->discarding = 0;
+			s->busy = 1;
+			session_reply(s, R_LINE_TOO_LONG);
+			session_done(s);
+			continue;
+		}
+		if ((line = malloc(len + 1)) == NULL) {
+			session_close(s, NULL);
+			break;
+		}
+		evbuffer_remove(in, line, len + 1);
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		line[len] = '\0';
+		session_command(s, line, len);
+	}
+	s->in_process = 0;
+	if (s->state == SESSION_CLOSING && s->free_pending)
+		session_free(s);
+}
+
+/* session_data_input - feed the message to the framer; PC_AGAIN: need more */
+static int
+session_data_input(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->cbev);
+	struct evbuffer_iovec vec[8];
+	int n, i;
+
+	while (evbuffer_get_length(in) > 0) {
+		n = evbuffer_peek(in, -1, NULL, vec, 8);
+		if (n > 8)
+			n = 8;
+		for (i = 0; i < n; i++) {
+			size_t used;
+			int r =
+			    dataread_feed(&s->tx.framer, vec[i].iov_base, vec[i].iov_len, &used);
+			evbuffer_drain(in, used);
+			if (r == PC_DONE) {
+				evtimer_del(s->timer);
+				data_end(s);
+				return PC_DONE;
+			}
+		}
+	}
+	if (s->eof) {
+		log_info(s->id, "client=%s disconnected in the middle of DATA", s->peer);
+		tx_end(s, "aborted", "client disconnected in DATA");
+		session_close(s, NULL);
+		return PC_AGAIN;
+	}
+	return PC_AGAIN;
+}
+
+/* session_command - dispatch one command line through the table */
+static void
+session_command(struct session *s, char *line, size_t len)
+{
+	const struct command *c = NULL;
+
+	free(s->line);
+	s->line = line;
+	s->busy = 1;
+	s->ncommands++;
+	if (smtp_parse_command(line, len, &s->cmd) != PC_OK) {
+		char q[120];
+		log_info(s->id, "bad command line from client=%s: \"%s\"", s->peer,
+		    log_quote(q, sizeof(q), line, len));
+		session_reply(s, R_BAD_SYNTAX);
+		session_done(s);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (commands[i].verb == s->cmd.verb) {
+			c = &commands[i];
+			break;
+		}
+	}
+	if (c == NULL) /* a verb we parse but do not serve */
+		c = &commands[sizeof(commands) / sizeof(commands[0]) - 1];
+	if (c->check(s) != PC_OK) {
+		session_done(s);
+		return;
+	}
+	session_hooks(s, c->stage, c->proceed);
+}
+
+/* session_hooks - ask the filter chain about this stage, then proceed */
+static void
+session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct session *))
+{
+	/* The chain (DESIGN §3) decides here; with no filters every stage
+	 * continues. */
+	(void)stage;
+	proceed(s);
+}
+
+/* session_done - the current command has its reply */
+static void
+session_done(struct session *s)
+{
+	s->busy = 0;
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (s->errors >= s->srv->cfg->max_errors) {
+		log_info(s->id, "too many errors (%u) from client=%s", s->errors, s->peer);
+		tx_end(s, "aborted", "too many errors");
+		session_close(s, R_TOO_MANY_ERRORS);
+		return;
+	}
+	if (s->draining && !s->tx.active && s->state == SESSION_COMMAND) {
+		session_close(s, R_SHUTDOWN);
+		return;
+	}
+	session_process(s);
+}
+
+/*
+ * session_close - send a last reply (NULL: none), then free the session
+ * once the client has it, or after a linger.
+ */
+static void
+session_close(struct session *s, const char *reply)
+{
+	if (s->state == SESSION_CLOSING)
+		return;
+		/* reply is one of the 421 constants of replies.h, whose one %s is
+	 * the host name. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	if (reply != NULL)
+		session_reply(s, reply, s->srv->cfg->hostname);
+#pragma GCC diagnostic pop
+	s->state = SESSION_CLOSING;
+	bufferevent_disable(s->cbev, EV_READ);
+	backend_close(s);
+	if (evbuffer_get_length(bufferevent_get_output(s->cbev)) == 0) {
+		if (s->in_process)
+			s->free_pending = 1;
+		else
+			session_arm(s, 0);
+		return;
+	}
+	session_arm(s, SESSION_LINGER_MS);
+}
+
+/* session_free - release everything */
+static void
+session_free(struct session *s)
+{
+	struct server *srv = s->srv;
+
+	if (s->in_process) {
+		s->free_pending = 1;
+		s->state = SESSION_CLOSING;
+		return;
+	}
+	tx_end(s, "aborted", "session ended");
+	backend_close(s);
+	if (s->timer != NULL)
+		event_free(s->timer);
+	if (s->cbev != NULL)
+		bufferevent_free(s->cbev);
+	TAILQ_REMOVE(&srv->sessions, s, entry);
+	srv->nsessions--;
+	server_ip_release(srv, s->client_ip);
+	free(s->line);
+	free(s->helo);
+	free(s);
+	if (srv->draining && srv->nsessions == 0)
+		event_base_loopexit(srv->base, NULL);
+}
+
+/*
+ * session_backend_ok - is this a reply of one of the expected classes
+ * ("245": 2xx, 4xx or 5xx)? If not, the client gets a 451, then a 421, and
+ * the session ends: a backend out of step cannot be trusted with more.
+ */
+static int
+session_backend_ok(
+    struct session *s, enum backend_result res, const struct smtp_reply *r, const char *classes)
+{
+	const char *reply;
+
+	switch (res) {
+	case BACKEND_REPLY:
+		if (strchr(classes, '0' + r->code / 100) != NULL)
+			return 1;
+		log_warn(s->id, "backend answered %s with unexpected %d",
+		    smtp_verb_name(s->cmd.verb), r->code);
+		reply = R_BACKEND_ERROR;
+		break;
+	case BACKEND_TIMEOUT:
+		reply = R_BACKEND_TIMEOUT;
+		break;
+	default:
+		reply = R_BACKEND_LOST;
+		break;
+	}
+	s->be.dead = 1;
+	session_reply(s, "%s", reply);
+	tx_end(s, "tempfail", reply);
+	session_close(s, R_BACKEND_LOST_CLOSE);
+	s->busy = 0;
+	return 0;
+}
+
+/* session_backend_gone - the backend left between commands */
+void
+session_backend_gone(struct session *s)
+{
+	if (s->state == SESSION_COMMAND && !s->busy) {
+		tx_end(s, "aborted", "backend connection lost");
+		session_close(s, R_BACKEND_LOST_CLOSE);
+	}
+	/* Otherwise the next backend command finds the leg dead. */
+}
+
+/* tx_log - the one summary line of a transaction (STYLE.md, 8) */
+static void
+tx_log(struct session *s, const char *status, const char *reply)
+{
+	char to[1024], from[300], q[600], helo[200];
+	size_t o = 0;
+	struct rcpt *r;
+
+	to[0] = '\0';
+	for (r = s->tx.rcpts; r != NULL && o + 8 < sizeof(to); r = r->next) {
+		char a[300];
+		int n = snprintf(to + o, sizeof(to) - o, "%s<%s>", o ? "," : "",
+		    log_quote(a, sizeof(a), r->addr, strlen(r->addr)));
+		if (n < 0 || (size_t)n >= sizeof(to) - o)
+			break;
+		o += (size_t)n;
+	}
+	log_quote(from, sizeof(from), s->tx.sender ? s->tx.sender : "",
+	    s->tx.sender ? strlen(s->tx.sender) : 0);
+	log_quote(helo, sizeof(helo), s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
+	log_info(s->tx.id, "client=%s helo=%s from=<%s> to=%s size=%zu status=%s reply=\"%s\"",
+	    s->peer, helo, from, to[0] ? to : "<>", s->tx.size, status,
+	    log_quote(q, sizeof(q), reply, strlen(reply)));
+}
+
+/* tx_end - the transaction is over (if there was one): log it, forget it */
+static void
+tx_end(struct session *s, const char *status, const char *reply)
+{
+	struct transaction *tx = &s->tx;
+	struct rcpt *r, *next;
+
+	if (tx->active)
+		tx_log(s, status, reply);
+	for (r = tx->rcpts; r != NULL; r = next) {
+		next = r->next;
+		free(r->addr);
+		free(r);
+	}
+	if (tx->spool_open)
+		spool_close(&tx->spool);
+	free(tx->sender);
+	unsigned seq = tx->seq;
+	memset(tx, 0, offsetof(struct transaction, framer));
+	tx->spool_open = 0;
+	tx->seq = seq;
+	tx->rcpt_tail = &tx->rcpts;
+}
+
+/* ---- HELO / EHLO ---- */
+
+static int
+check_helo(struct session *s)
+{
+	if (s->cmd.arg_len == 0) {
+		session_reply(s, s->cmd.verb == SMTP_VERB_EHLO ? R_EHLO_SYNTAX : R_HELO_SYNTAX);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+static void
+proceed_helo(struct session *s)
+{
+	char line[SMTP_REPLY_LINE_MAX + 16];
+	int n;
+
+	/* RFC 5321 §4.1.4: a new EHLO resets the transaction, here and there. */
+	tx_end(s, "aborted", "new HELO/EHLO");
+	/* The backend always gets EHLO, so we learn what it offers; it gets
+	 * the client's own name, so its logs and checks see it. */
+	n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
+	backend_command(s, line, (size_t)n, s->srv->cfg->backend_timeout_ms, on_helo);
+}
+
+static void
+on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	struct config *cfg = s->srv->cfg;
+	struct smtp_caps *caps = &s->be.caps;
+	struct evbuffer *out;
+	unsigned long long size;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	if (r->code / 100 != 2) {
+		session_relay(s, r);
+		session_done(s);
+		return;
+	}
+	smtp_caps_parse(r, caps);
+	free(s->helo);
+	s->helo = strndup(s->cmd.arg, s->cmd.arg_len);
+	s->ehlo = s->cmd.verb == SMTP_VERB_EHLO;
+	if (!s->ehlo) {
+		session_reply(s, "250 %s", cfg->hostname);
+		session_done(s);
+		return;
+	}
+	/* Only what the proxy itself honours (DESIGN §2). */
+	size = cfg->max_message_size;
+	if (caps->size && caps->size_limit != 0 && caps->size_limit < size)
+		size = caps->size_limit;
+	out = bufferevent_get_output(s->cbev);
+	evbuffer_add_printf(
+	    out, "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n", cfg->hostname, size);
+	if (caps->eightbitmime)
+		evbuffer_add_printf(out, "250-8BITMIME\r\n");
+	if (caps->smtputf8)
+		evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
+	if (caps->enhancedstatuscodes)
+		evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
+	evbuffer_add_printf(out, "250 HELP\r\n");
+	session_done(s);
+}
+
+/* ---- MAIL ---- */
+
+/* path_error - the reply for a path that did not parse */
+static int
+path_error(struct session *s, enum smtp_path_result r, const char *syntax, const char *bad)
+{
+	char q[200];
+
+	switch (r) {
+	case SMTP_PATH_ETOOLONG:
+		session_reply(s, R_PATH_TOO_LONG);
+		break;
+	case SMTP_PATH_EPARAM:
+	case SMTP_PATH_ETOOMANY:
+		session_reply(s, R_BAD_PARAM);
+		break;
+	default:
+		session_reply(
+		    s, "%s", s->cmd.arg_len < 3 || !strchr(s->cmd.arg, ':') ? syntax : bad);
+		break;
+	}
+	log_info(s->id, "bad %s argument from client=%s: \"%s\"", smtp_verb_name(s->cmd.verb),
+	    s->peer, log_quote(q, sizeof(q), s->cmd.arg, s->cmd.arg_len));
+	return PC_ERROR;
+}
+
+/* mail_size_limit - what we advertised as SIZE */
+static unsigned long long
+mail_size_limit(struct session *s)
+{
+	unsigned long long size = s->srv->cfg->max_message_size;
+	const struct smtp_caps *caps = &s->be.caps;
+
+	if (caps->size && caps->size_limit != 0 && caps->size_limit < size)
+		size = caps->size_limit;
+	return size;
+}
+
+static int
+check_mail(struct session *s)
+{
+	enum smtp_path_result r;
+
+	if (s->helo == NULL) {
+		session_reply(s, R_NEED_HELO);
+		return PC_ERROR;
+	}
+	if (s->tx.active) {
+		session_reply(s, R_NESTED_MAIL);
+		return PC_ERROR;
+	}
+	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "FROM:", 1, 0, &s->path);
+	if (r != SMTP_PATH_OK)
+		return path_error(s, r, R_MAIL_SYNTAX, R_BAD_SENDER);
+	/* Only parameters of extensions we advertised (RFC 5321 §4.1.1.11). */
+	for (size_t i = 0; i < s->path.nparams; i++) {
+		const struct smtp_param *p = &s->path.params[i];
+		char v[32];
+
+		if (p->value != NULL && p->value_len < sizeof(v)) {
+			memcpy(v, p->value, p->value_len);
+			v[p->value_len] = '\0';
+		} else {
+			v[0] = '\0';
+		}
+		if (p->key_len == 4 && strncasecmp(p->key, "SIZE", 4) == 0) {
+			char *end;
+			unsigned long long n;
+			if (v[0] == '\0' || (n = strtoull(v, &end, 10), *end != '\0')) {
+				session_reply(s, R_BAD_PARAM);
+				return PC_ERROR;
+			}
+			if (n > mail_size_limit(s)) {
+				log_info(s->id, "declared SIZE=%llu over the limit %llu", n,
+				    mail_size_limit(s));
+				session_reply(s, R_TOO_BIG);
+				return PC_ERROR;
+			}
+		} else if (p->key_len == 4 && strncasecmp(p->key, "BODY", 4) == 0) {
+			if (strcasecmp(v, "7BIT") != 0 &&
+			    !(strcasecmp(v, "8BITMIME") == 0 && s->be.caps.eightbitmime)) {
+				session_reply(s, R_PARAM_UNSUPPORTED);
+				return PC_ERROR;
+			}
+		} else if (p->key_len == 8 && strncasecmp(p->key, "SMTPUTF8", 8) == 0) {
+			if (p->value != NULL || !s->be.caps.smtputf8) {
+				session_reply(s, R_PARAM_UNSUPPORTED);
+				return PC_ERROR;
+			}
+		} else {
+			session_reply(s, R_PARAM_UNSUPPORTED);
+			return PC_ERROR;
+		}
+	}
+	return PC_OK;
+}
+
+/* path_line - "VERB KEYWORD<addr> params" in canonical form, for the backend */
+static size_t
+path_line(struct session *s, const char *prefix, char *buf, size_t size)
+{
+	size_t o = (size_t)snprintf(buf, size, "%s<%s>", prefix, s->path.addr);
+
+	for (size_t i = 0; i < s->path.nparams && o < size; i++) {
+		const struct smtp_param *p = &s->path.params[i];
+		int n;
+		if (p->value != NULL)
+			n = snprintf(buf + o, size - o, " %.*s=%.*s", (int)p->key_len, p->key,
+			    (int)p->value_len, p->value);
+		else
+			n = snprintf(buf + o, size - o, " %.*s", (int)p->key_len, p->key);
+		o += (size_t)n;
+	}
+	return o < size ? o : size - 1;
+}
+
+static void
+proceed_mail(struct session *s)
+{
+	char line[SMTP_PATH_MAX + 1024];
+	size_t n = path_line(s, "MAIL FROM:", line, sizeof(line));
+
+	backend_command(s, line, n, s->srv->cfg->backend_timeout_ms, on_mail);
+}
+
+static void
+on_mail(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	struct transaction *tx = &s->tx;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_relay(s, r);
+	if (r->code / 100 == 2) {
+		tx->active = 1;
+		tx->seq = ++s->tx_count;
+		snprintf(tx->id, sizeof(tx->id), "%s.%u", s->id, tx->seq);
+		tx->sender = strdup(s->path.addr);
+	}
+	session_done(s);
+}
+
+/* ---- RCPT ---- */
+
+static int
+check_rcpt(struct session *s)
+{
+	enum smtp_path_result r;
+
+	if (!s->tx.active) {
+		session_reply(s, R_NEED_MAIL);
+		return PC_ERROR;
+	}
+	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "TO:", 0, 1, &s->path);
+	if (r != SMTP_PATH_OK)
+		return path_error(s, r, R_RCPT_SYNTAX, R_BAD_RCPT);
+	/* We advertise no RCPT extension (no DSN): refuse their parameters. */
+	if (s->path.nparams > 0) {
+		session_reply(s, R_PARAM_UNSUPPORTED);
+		return PC_ERROR;
+	}
+	/* The recipient limit stops one message fanning out without bound. */
+	if (s->tx.nrcpt >= s->srv->cfg->max_recipients) {
+		log_info(s->tx.id, "max_recipients (%llu) reached",
+		    (unsigned long long)s->srv->cfg->max_recipients);
+		session_reply(s, R_TOO_MANY_RCPT);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+static void
+proceed_rcpt(struct session *s)
+{
+	char line[SMTP_PATH_MAX + 1024];
+	size_t n = path_line(s, "RCPT TO:", line, sizeof(line));
+
+	s->tx.rcpt_tried++;
+	backend_command(s, line, n, s->srv->cfg->backend_timeout_ms, on_rcpt);
+}
+
+static void
+on_rcpt(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	struct rcpt *rc = NULL;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_relay(s, r);
+	if (r->code / 100 == 2 && (rc = calloc(1, sizeof(*rc))) != NULL &&
+	    (rc->addr = strdup(s->path.addr)) != NULL) {
+		*s->tx.rcpt_tail = rc;
+		s->tx.rcpt_tail = &rc->next;
+		s->tx.nrcpt++;
+	} else if (r->code / 100 == 2) {
+		free(rc);
+		log_err(s->tx.id, "out of memory recording a recipient");
+	}
+	session_done(s);
+}
+
+/* ---- DATA ---- */
+
+static int
+check_data(struct session *s)
+{
+	if (s->cmd.arg_len != 0) {
+		session_reply(s, R_NO_ARGS);
+		return PC_ERROR;
+	}
+	if (!s->tx.active) {
+		session_reply(s, R_NEED_MAIL);
+		return PC_ERROR;
+	}
+	if (s->tx.nrcpt == 0) {
+		/* RFC 5321 §3.3: 554 when every recipient was refused. */
+		session_reply(s, s->tx.rcpt_tried ? R_NO_VALID_RCPT : R_NEED_RCPT);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+/* data_emit - the framer's output goes to the spool */
+static void
+data_emit(void *arg, const char *bytes, size_t len)
+{
+	struct session *s = arg;
+
+	spool_write(&s->tx.spool, bytes, len);
+}
+
+/* proceed_data - our own 354: the message is read before the backend sees DATA */
+static void
+proceed_data(struct session *s)
+{
+	struct config *cfg = s->srv->cfg;
+	struct transaction *tx = &s->tx;
+
+	if (spool_open(&tx->spool, cfg->spool_memory, cfg->spool_dir) != 0) {
+		log_err(tx->id, "out of memory opening the spool");
+		session_reply(s, R_LOCAL_ERROR);
+		session_done(s);
+		return;
+	}
+	tx->spool_open = 1;
+	dataread_init(&tx->framer,
+	    cfg->bare_lf == CONFIG_BARE_LF_NORMALIZE ? DATAREAD_NORMALIZE : DATAREAD_REJECT,
+	    cfg->max_message_size, cfg->max_data_line_length, data_emit, s);
+	session_reply(s, R_DATA_GO);
+	s->state = SESSION_DATA;
+	evtimer_del(s->timer);
+	session_arm(s, cfg->data_timeout_ms);
+	session_done(s);
+}
+
+/* data_end - the client sent CR LF "." CR LF */
+static void
+data_end(struct session *s)
+{
+	struct transaction *tx = &s->tx;
+	struct dataread *d = &tx->framer;
+	const char *refuse = NULL;
+
+	s->busy = 1;
+	s->state = SESSION_COMMAND;
+	tx->size = d->size;
+	if (d->errors & DATAREAD_ETOOBIG)
+		refuse = R_TOO_BIG;
+	else if (d->errors & DATAREAD_ENUL)
+		refuse = R_NUL_IN_MESSAGE;
+	else if (d->errors & (DATAREAD_EBARE_LF | DATAREAD_EBARE_CR))
+		refuse = R_BAD_LINE_ENDS;
+	else if (d->errors & DATAREAD_ELONGLINE)
+		refuse = R_LONG_DATA_LINE;
+	else if (tx->spool.failed)
+		refuse = R_LOCAL_ERROR;
+	if (d->bare_lf || d->bare_cr || d->nul)
+		log_info(tx->id, "message had bare_lf=%lu bare_cr=%lu nul=%lu (%s)", d->bare_lf,
+		    d->bare_cr, d->nul, d->errors ? "refused" : "normalized");
+	if (refuse != NULL) {
+		if (tx->spool.failed)
+			log_err(tx->id, "spool write failed: %s", strerror(tx->spool.err));
+		/* The backend holds MAIL and RCPT: clear them, then refuse. */
+		s->refusal = refuse;
+		backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_data_refused);
+		return;
+	}
+	session_hooks(s, HOOK_DATA, data_proceed);
+}
+
+static void
+on_data_refused(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	const char *refuse = s->refusal;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_reply(s, "%s", refuse);
+	tx_end(s, "rejected", refuse);
+	session_done(s);
+}
+
+static void
+data_proceed(struct session *s)
+{
+	backend_command(s, "DATA", 4, s->srv->cfg->backend_timeout_ms, on_data_go);
+}
+
+static void
+on_data_go(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!session_backend_ok(s, res, r, "345"))
+		return;
+	if (r->code / 100 != 3) {
+		session_relay(s, r);
+		tx_end(s, r->code / 100 == 4 ? "tempfail" : "rejected", "backend refused DATA");
+		session_done(s);
+		return;
+	}
+	if (r->code != 354 || backend_send_message(s, &s->tx.spool, on_data_final) != 0) {
+		session_backend_ok(s, BACKEND_LOST, NULL, "");
+		return;
+	}
+}
+
+static void
+on_data_final(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	char reply[SMTP_REPLY_LINE_MAX + 8];
+	size_t len;
+	const char *t;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_relay(s, r);
+	t = smtp_reply_line(r, r->nlines - 1, &len);
+	snprintf(reply, sizeof(reply), "%d %.*s", r->code, (int)len, t ? t : "");
+	tx_end(s,
+	    r->code / 100 == 2       ? "sent"
+	        : r->code / 100 == 4 ? "tempfail"
+	                             : "rejected",
+	    reply);
+	session_done(s);
+}
+
+/* ---- the rest ---- */
+
+static int
+check_noargs(struct session *s)
+{
+	if (s->cmd.arg_len != 0) {
+		session_reply(s, R_NO_ARGS);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+static int
+check_any(struct session *s)
+{
+	return PC_OK;
+}
+
+static void
+proceed_rset(struct session *s)
+{
+	tx_end(s, "aborted", "RSET");
+	backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_rset);
+}
+
+static void
+on_rset(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_relay(s, r);
+	session_done(s);
+}
+
+static void
+proceed_noop(struct session *s)
+{
+	session_reply(s, R_OKAY);
+	session_done(s);
+}
+
+static void
+proceed_quit(struct session *s)
+{
+	tx_end(s, "aborted", "QUIT");
+	log_info(s->id, "disconnect from client=%s commands=%lu", s->peer, s->ncommands);
+	session_reply(s, R_BYE);
+	session_close(s, NULL);
+	s->busy = 0;
+}
+
+static void
+proceed_help(struct session *s)
+{
+	session_reply(s, R_HELP);
+	session_done(s);
+}
+
+static void
+proceed_vrfy(struct session *s)
+{
+	session_reply(s, s->cmd.arg_len ? R_VRFY : R_VRFY_SYNTAX);
+	session_done(s);
+}
+
+static void
+proceed_not_impl(struct session *s)
+{
+	session_reply(s, R_NOT_IMPL);
+	session_done(s);
+}
+
+static void
+proceed_refused(struct session *s)
+{
+	log_warn(s->id, "client=%s sent %s: refused", s->peer, smtp_verb_name(s->cmd.verb));
+	session_reply(s, R_REFUSED_CMD);
+	session_done(s);
+}
+
+static void
+proceed_unknown(struct session *s)
+{
+	char q[64];
+
+	log_info(s->id, "unknown command from client=%s: \"%s\"", s->peer,
+	    log_quote(q, sizeof(q), s->cmd.verb_text, s->cmd.verb_len));
+	session_reply(s, R_UNKNOWN);
+	session_done(s);
+}
+
+/* session_destroy - free a session now (at exit) */
+void
+session_destroy(struct session *s)
+{
+	s->in_process = 0;
+	session_free(s);
+}
+
+/* session_drain - SIGTERM: finish the transaction in progress, then 421 */
+void
+session_drain(struct session *s)
+{
+	if (s->state == SESSION_CLOSING)
+		return;
+	s->draining = 1;
+	if (!s->busy && !s->tx.active && s->state == SESSION_COMMAND)
+		session_close(s, R_SHUTDOWN);
+}
+
+void
+session_drain_all(struct server *srv)
+{
+	struct session *s, *next;
+
+	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		session_drain(s);
+	}
+}
+
+/* session_shutdown_all - the grace period is over: 421 to everyone left */
+void
+session_shutdown_all(struct server *srv)
+{
+	struct session *s, *next;
+
+	for (s = TAILQ_FIRST(&srv->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		if (s->state == SESSION_CLOSING)
+			continue;
+		log_info(s->id, "shutdown grace period over for client=%s", s->peer);
+		tx_end(s, "aborted", "shutdown");
+		session_close(s, R_SHUTDOWN);
+	}
+}

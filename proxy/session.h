@@ -1,0 +1,143 @@
+/*
+ * session.h - one client connection and its backend leg, and the daemon-wide
+ * state they share. session.c runs the client leg (the SMTP server side),
+ * backend.c the backend leg (the SMTP client side), listener.c accepts.
+ */
+#ifndef PORTCULLIS_SESSION_H
+#define PORTCULLIS_SESSION_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "dataread.h"
+#include "smtp_parse.h"
+#include "spool.h"
+
+struct session;
+
+/* How a backend exchange ended. */
+enum backend_result {
+	BACKEND_REPLY = 0, /* a complete, well-formed reply is in the callback's reply */
+	BACKEND_TIMEOUT, /* the deadline passed first */
+	BACKEND_LOST, /* the connection closed or failed */
+	BACKEND_GARBLED, /* the backend sent something that is not a reply */
+};
+
+typedef void (*backend_cb)(
+    struct session *s, enum backend_result res, const struct smtp_reply *reply);
+
+struct backend {
+	struct session *s;
+	struct bufferevent *bev;
+	struct event *deadline;
+	struct smtp_reply reply; /* the reply being read */
+	backend_cb pending; /* who waits for the next reply; NULL: nobody */
+	struct smtp_caps caps; /* from the last EHLO reply */
+	int dead; /* lost, timed out or garbled: no more use */
+};
+
+/* Where the client leg is. */
+enum session_state {
+	SESSION_CONNECTING, /* waiting for the backend's banner */
+	SESSION_COMMAND, /* reading command lines */
+	SESSION_DATA, /* reading the message after our 354 */
+	SESSION_CLOSING, /* flushing a last reply, then free */
+};
+
+/* One recipient the backend accepted. */
+struct rcpt {
+	char *addr;
+	struct rcpt *next;
+};
+
+/* The transaction: from MAIL to the end of data, RSET, or the end. */
+struct transaction {
+	unsigned seq; /* 1, 2, ... within the session */
+	char id[32]; /* session id "." seq, for logs */
+	int active; /* MAIL was accepted */
+	char *sender; /* accepted MAIL FROM address, "" for <> */
+	struct rcpt *rcpts; /* accepted recipients, in order */
+	struct rcpt **rcpt_tail;
+	unsigned nrcpt; /* accepted */
+	unsigned rcpt_tried; /* RCPT commands seen */
+	size_t size; /* message octets, once read */
+	struct dataread framer;
+	struct spool spool;
+	int spool_open;
+};
+
+struct session {
+	struct server *srv;
+	char id[16];
+	char client_ip[64];
+	char client_port[8];
+	char peer[80]; /* "ip:port" for logs */
+	struct bufferevent *cbev;
+	struct backend be;
+	struct event *timer; /* the client's deadline */
+	enum session_state state;
+	int busy; /* a command is being processed (waiting on backend or hooks) */
+	int discarding; /* inside an over-long command line */
+	int draining; /* shutting down: close after this transaction */
+	int eof; /* the client half-closed: finish what is buffered */
+	int in_process; /* inside session_process: free later, not now */
+	int free_pending;
+	const char *refusal; /* our reply for a message refused at the end of DATA */
+	int ehlo; /* the client greeted with EHLO (not HELO) */
+	char *helo; /* the client's HELO/EHLO argument */
+	unsigned errors; /* error replies sent */
+	unsigned long ncommands;
+	unsigned tx_count;
+	struct transaction tx;
+	struct smtp_cmd cmd; /* the command being processed */
+	char *line; /* its bytes (owned) */
+	struct smtp_path path; /* MAIL/RCPT argument being processed */
+	TAILQ_ENTRY(session) entry;
+};
+
+TAILQ_HEAD(session_list, session);
+
+struct ip_count;
+
+struct server {
+	struct event_base *base;
+	struct config *cfg;
+	struct sockaddr_storage backend_addr;
+	socklen_t backend_addrlen;
+	struct session_list sessions;
+	unsigned long nsessions;
+	struct ip_count **ip_table; /* per-IP connection counts */
+	size_t ip_buckets;
+	int draining; /* SIGTERM: no new sessions */
+	struct event *drain_timer;
+	unsigned long long sid_base;
+	unsigned long long sid_next;
+};
+
+/* listener.c */
+int listener_start(struct server *srv);
+void listener_stop(void);
+int server_ip_acquire(struct server *srv, const char *ip);
+void server_ip_release(struct server *srv, const char *ip);
+
+/* session.c */
+void session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+void session_drain(struct session *s);
+void session_destroy(struct session *s);
+void session_drain_all(struct server *srv);
+void session_shutdown_all(struct server *srv);
+void session_backend_gone(struct session *s);
+
+/* backend.c */
+int backend_connect(struct session *s, backend_cb cb);
+void backend_command(
+    struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb);
+int backend_send_message(struct session *s, struct spool *sp, backend_cb cb);
+void backend_close(struct session *s);
+
+#endif

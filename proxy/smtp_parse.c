@@ -1,0 +1,453 @@
+/*
+ * smtp_parse.c - pure SMTP parsers (see smtp_parse.h).
+ *
+ * Exports smtp_parse_command, smtp_verb_name, smtp_parse_path, smtp_path_param,
+ * smtp_reply_init, smtp_reply_feed, smtp_reply_line and smtp_caps_parse. Input
+ * is untrusted: every function bounds what it reads and what it writes.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp_parse.h"
+
+static int path_local(const char **pp, const char *end, char *out, size_t *olen);
+static int path_domain(const char **pp, const char *end, char *out, size_t *olen);
+static int path_params(const char *p, const char *end, struct smtp_path *out);
+static int out_put(char *out, size_t *olen, char c);
+static int is_atext(unsigned char c);
+static int reply_text_ok(const char *p, size_t len);
+static int cap_is(const char *line, size_t len, const char *kw, const char **arg, size_t *arglen);
+
+static const char *const verb_names[SMTP_VERB_COUNT] = {
+    [SMTP_VERB_UNKNOWN] = "UNKNOWN",
+    [SMTP_VERB_HELO] = "HELO",
+    [SMTP_VERB_EHLO] = "EHLO",
+    [SMTP_VERB_MAIL] = "MAIL",
+    [SMTP_VERB_RCPT] = "RCPT",
+    [SMTP_VERB_DATA] = "DATA",
+    [SMTP_VERB_RSET] = "RSET",
+    [SMTP_VERB_NOOP] = "NOOP",
+    [SMTP_VERB_QUIT] = "QUIT",
+    [SMTP_VERB_HELP] = "HELP",
+    [SMTP_VERB_VRFY] = "VRFY",
+    [SMTP_VERB_EXPN] = "EXPN",
+    [SMTP_VERB_STARTTLS] = "STARTTLS",
+    [SMTP_VERB_AUTH] = "AUTH",
+    [SMTP_VERB_BDAT] = "BDAT",
+    [SMTP_VERB_XCLIENT] = "XCLIENT",
+    [SMTP_VERB_XFORWARD] = "XFORWARD",
+    [SMTP_VERB_ETRN] = "ETRN",
+};
+
+/* smtp_parse_command - split a command line into verb and argument */
+int
+smtp_parse_command(const char *line, size_t len, struct smtp_cmd *cmd)
+{
+	size_t i, vlen;
+	int v;
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->arg = "";
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return PC_ERROR;
+	}
+	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		len--;
+	if (len == 0)
+		return PC_ERROR;
+	for (vlen = 0; vlen < len && line[vlen] != ' '; vlen++)
+		;
+	cmd->verb_text = line;
+	cmd->verb_len = vlen;
+	cmd->verb = SMTP_VERB_UNKNOWN;
+	for (v = 1; v < SMTP_VERB_COUNT; v++) {
+		if (strlen(verb_names[v]) == vlen && strncasecmp(verb_names[v], line, vlen) == 0) {
+			cmd->verb = (enum smtp_verb)v;
+			break;
+		}
+	}
+	i = vlen;
+	while (i < len && line[i] == ' ')
+		i++;
+	cmd->arg = line + i;
+	cmd->arg_len = len - i;
+	return PC_OK;
+}
+
+/* smtp_verb_name - a verb's name in upper case */
+const char *
+smtp_verb_name(enum smtp_verb verb)
+{
+	if ((int)verb < 0 || verb >= SMTP_VERB_COUNT)
+		return verb_names[SMTP_VERB_UNKNOWN];
+	return verb_names[verb];
+}
+
+/* is_atext - RFC 5322 §3.2.3 atext, plus UTF-8 octets (RFC 6531) */
+static int
+is_atext(unsigned char c)
+{
+	if (isalnum(c) || c >= 0x80)
+		return 1;
+	return strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL && c != '\0';
+}
+
+/* out_put - append one octet to a path under construction */
+static int
+out_put(char *out, size_t *olen, char c)
+{
+	if (*olen >= SMTP_PATH_MAX)
+		return SMTP_PATH_ETOOLONG;
+	out[(*olen)++] = c;
+	return SMTP_PATH_OK;
+}
+
+/* path_local - a dot-string or quoted-string local part (RFC 5321 §4.1.2) */
+static int
+path_local(const char **pp, const char *end, char *out, size_t *olen)
+{
+	const char *p = *pp;
+	int r;
+
+	if (p < end && *p == '"') {
+		if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+			return r;
+		for (;;) {
+			if (p >= end)
+				return SMTP_PATH_ESYNTAX;
+			unsigned char c = (unsigned char)*p;
+			if (c == '"')
+				break;
+			if (c == '\\') {
+				if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+					return r;
+				if (p >= end || (unsigned char)*p < 0x20 || *p == 0x7f)
+					return SMTP_PATH_ESYNTAX;
+			} else if (c < 0x20 || c == 0x7f) {
+				return SMTP_PATH_ESYNTAX;
+			}
+			if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+				return r;
+		}
+		if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+			return r;
+	} else {
+		const char *start = p;
+		while (p < end && (is_atext((unsigned char)*p) || *p == '.')) {
+			if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+				return r;
+		}
+		if (p == start)
+			return SMTP_PATH_ESYNTAX;
+	}
+	*pp = p;
+	return SMTP_PATH_OK;
+}
+
+/* path_domain - a domain name or an address literal [..] */
+static int
+path_domain(const char **pp, const char *end, char *out, size_t *olen)
+{
+	const char *p = *pp, *start = p;
+	int r;
+
+	if (p < end && *p == '[') {
+		while (p < end && *p != ']') {
+			unsigned char c = (unsigned char)*p;
+			if (c <= 0x20 || c >= 0x7f || c == '\\' || (c == '[' && p != start))
+				return SMTP_PATH_ESYNTAX;
+			if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+				return r;
+		}
+		if (p >= end || p - start < 2)
+			return SMTP_PATH_ESYNTAX;
+		if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+			return r;
+	} else {
+		while (p < end) {
+			unsigned char c = (unsigned char)*p;
+			if (!(isalnum(c) || c == '-' || c == '.' || c == '_' || c >= 0x80))
+				break;
+			if ((r = out_put(out, olen, *p++)) != SMTP_PATH_OK)
+				return r;
+		}
+		if (p == start || *start == '.' || p[-1] == '-')
+			return SMTP_PATH_ESYNTAX;
+	}
+	*pp = p;
+	return SMTP_PATH_OK;
+}
+
+/* path_params - SP-separated esmtp-param list (RFC 5321 §4.1.2) */
+static int
+path_params(const char *p, const char *end, struct smtp_path *out)
+{
+	while (p < end) {
+		struct smtp_param *sp;
+		const char *k;
+
+		while (p < end && *p == ' ')
+			p++;
+		if (p >= end)
+			break;
+		if (out->nparams >= SMTP_PARAMS_MAX)
+			return SMTP_PATH_ETOOMANY;
+		sp = &out->params[out->nparams];
+		k = p;
+		if (!isalnum((unsigned char)*p))
+			return SMTP_PATH_EPARAM;
+		while (p < end && (isalnum((unsigned char)*p) || *p == '-'))
+			p++;
+		sp->key = k;
+		sp->key_len = (size_t)(p - k);
+		sp->value = NULL;
+		sp->value_len = 0;
+		if (p < end && *p == '=') {
+			const char *v = ++p;
+			while (p < end && (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f &&
+			    *p != '=')
+				p++;
+			if (p == v)
+				return SMTP_PATH_EPARAM;
+			sp->value = v;
+			sp->value_len = (size_t)(p - v);
+		}
+		if (p < end && *p != ' ')
+			return SMTP_PATH_EPARAM;
+		out->nparams++;
+	}
+	return SMTP_PATH_OK;
+}
+
+/* smtp_parse_path - "FROM:<path> params" or "TO:<path> params" */
+enum smtp_path_result
+smtp_parse_path(const char *arg, size_t len, const char *keyword, int allow_null,
+    int allow_postmaster, struct smtp_path *out)
+{
+	const char *p = arg, *end = arg + len;
+	size_t klen = strlen(keyword);
+	int bracket = 0, r;
+
+	memset(out, 0, sizeof(*out));
+	if (len < klen || strncasecmp(arg, keyword, klen) != 0)
+		return SMTP_PATH_ESYNTAX;
+	p += klen;
+	while (p < end && *p == ' ') /* Postfix tolerates "FROM: <a@b>"; so do we */
+		p++;
+	if (p < end && *p == '<') {
+		bracket = 1;
+		p++;
+		if (p < end && *p == '>') {
+			if (!allow_null)
+				return SMTP_PATH_ESYNTAX;
+			p++;
+			goto params;
+		}
+		/* Obsolete source route "@a,@b:" (RFC 5321 §4.1.2, §C): skip it. */
+		if (p < end && *p == '@') {
+			const char *colon = memchr(p, ':', (size_t)(end - p));
+			const char *gt = memchr(p, '>', (size_t)(end - p));
+			if (colon == NULL || (gt != NULL && gt < colon))
+				return SMTP_PATH_ESYNTAX;
+			for (const char *q = p; q < colon; q++) {
+				unsigned char c = (unsigned char)*q;
+				if (!(isalnum(c) || c == '@' || c == ',' || c == '.' || c == '-' ||
+				        c == '[' || c == ']'))
+					return SMTP_PATH_ESYNTAX;
+			}
+			p = colon + 1;
+		}
+	} else if (p >= end) {
+		return SMTP_PATH_ESYNTAX;
+	}
+
+	if ((r = path_local(&p, end, out->addr, &out->addr_len)) != SMTP_PATH_OK)
+		return r;
+	if (p < end && *p == '@') {
+		if ((r = out_put(out->addr, &out->addr_len, *p++)) != SMTP_PATH_OK)
+			return r;
+		out->domain_off = out->addr_len;
+		if ((r = path_domain(&p, end, out->addr, &out->addr_len)) != SMTP_PATH_OK)
+			return r;
+	} else if (!(allow_postmaster && out->addr_len == 10 &&
+	               strncasecmp(out->addr, "postmaster", 10) == 0)) {
+		return SMTP_PATH_ESYNTAX;
+	}
+	if (bracket) {
+		if (p >= end || *p != '>')
+			return SMTP_PATH_ESYNTAX;
+		p++;
+	}
+params:
+	out->addr[out->addr_len] = '\0';
+	if (p < end && *p != ' ')
+		return SMTP_PATH_ESYNTAX;
+	/* RFC 5321 §4.5.3.1.3 counts the brackets too. */
+	if (out->addr_len + 2 > SMTP_PATH_MAX)
+		return SMTP_PATH_ETOOLONG;
+	return (enum smtp_path_result)path_params(p, end, out);
+}
+
+/* smtp_path_param - look a parameter up by keyword */
+const struct smtp_param *
+smtp_path_param(const struct smtp_path *path, const char *key)
+{
+	size_t i, klen = strlen(key);
+
+	for (i = 0; i < path->nparams; i++) {
+		const struct smtp_param *sp = &path->params[i];
+		if (sp->key_len == klen && strncasecmp(sp->key, key, klen) == 0)
+			return sp;
+	}
+	return NULL;
+}
+
+/* smtp_reply_init - start reading a new reply */
+void
+smtp_reply_init(struct smtp_reply *reply)
+{
+	reply->code = 0;
+	reply->nlines = 0;
+	reply->text_len = 0;
+	reply->text[0] = '\0';
+}
+
+/* reply_text_ok - printable text (TAB and UTF-8 allowed), nothing else */
+static int
+reply_text_ok(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* smtp_reply_feed - add one line to a reply being read */
+int
+smtp_reply_feed(struct smtp_reply *reply, const char *line, size_t len)
+{
+	int code, last;
+	const char *text;
+	size_t tlen;
+
+	if (len < 3 || len > SMTP_REPLY_LINE_MAX || reply->nlines >= SMTP_REPLY_LINES_MAX)
+		return PC_ERROR;
+	if (!isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1]) ||
+	    !isdigit((unsigned char)line[2]))
+		return PC_ERROR;
+	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	if (code < 200 || code > 599)
+		return PC_ERROR;
+	if (reply->nlines > 0 && code != reply->code)
+		return PC_ERROR;
+	if (len == 3) {
+		last = 1;
+		text = line + 3;
+		tlen = 0;
+	} else if (line[3] == ' ' || line[3] == '-') {
+		last = line[3] == ' ';
+		text = line + 4;
+		tlen = len - 4;
+	} else {
+		return PC_ERROR;
+	}
+	if (!reply_text_ok(text, tlen) || reply->text_len + tlen + 1 >= SMTP_REPLY_MAX)
+		return PC_ERROR;
+	memcpy(reply->text + reply->text_len, text, tlen);
+	reply->text_len += tlen;
+	reply->text[reply->text_len++] = '\n';
+	reply->text[reply->text_len] = '\0';
+	reply->code = code;
+	reply->nlines++;
+	return last ? PC_DONE : PC_AGAIN;
+}
+
+/* smtp_reply_line - the text of line n of a reply */
+const char *
+smtp_reply_line(const struct smtp_reply *reply, size_t n, size_t *len)
+{
+	const char *p = reply->text, *end = reply->text + reply->text_len;
+
+	if (n >= reply->nlines)
+		return NULL;
+	while (n-- > 0) {
+		p = memchr(p, '\n', (size_t)(end - p));
+		if (p == NULL)
+			return NULL;
+		p++;
+	}
+	const char *nl = memchr(p, '\n', (size_t)(end - p));
+	*len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+	return p;
+}
+
+/* cap_is - does an EHLO line name keyword kw? If so, where is its argument */
+static int
+cap_is(const char *line, size_t len, const char *kw, const char **arg, size_t *arglen)
+{
+	size_t klen = strlen(kw);
+
+	if (len < klen || strncasecmp(line, kw, klen) != 0)
+		return 0;
+	if (len > klen && line[klen] != ' ' && line[klen] != '=')
+		return 0;
+	*arg = line + klen;
+	*arglen = len - klen;
+	while (*arglen > 0 && (**arg == ' ' || **arg == '=')) {
+		(*arg)++;
+		(*arglen)--;
+	}
+	return 1;
+}
+
+/* smtp_caps_parse - what an EHLO reply offers */
+void
+smtp_caps_parse(const struct smtp_reply *reply, struct smtp_caps *caps)
+{
+	const char *line, *arg;
+	size_t len, alen, n;
+
+	memset(caps, 0, sizeof(*caps));
+	for (n = 1; (line = smtp_reply_line(reply, n, &len)) != NULL; n++) {
+		if (cap_is(line, len, "PIPELINING", &arg, &alen)) {
+			caps->pipelining = 1;
+		} else if (cap_is(line, len, "SIZE", &arg, &alen)) {
+			caps->size = 1;
+			caps->size_limit = 0;
+			for (size_t i = 0; i < alen && isdigit((unsigned char)arg[i]); i++) {
+				if (caps->size_limit > (~0ULL - 9) / 10)
+					break;
+				caps->size_limit = caps->size_limit * 10 + (unsigned)(arg[i] - '0');
+			}
+		} else if (cap_is(line, len, "8BITMIME", &arg, &alen)) {
+			caps->eightbitmime = 1;
+		} else if (cap_is(line, len, "SMTPUTF8", &arg, &alen)) {
+			caps->smtputf8 = 1;
+		} else if (cap_is(line, len, "ENHANCEDSTATUSCODES", &arg, &alen)) {
+			caps->enhancedstatuscodes = 1;
+		} else if (cap_is(line, len, "STARTTLS", &arg, &alen)) {
+			caps->starttls = 1;
+		} else if (cap_is(line, len, "AUTH", &arg, &alen)) {
+			caps->auth = 1;
+			if (alen >= sizeof(caps->auth_mechs))
+				alen = sizeof(caps->auth_mechs) - 1;
+			memcpy(caps->auth_mechs, arg, alen);
+			caps->auth_mechs[alen] = '\0';
+		} else if (cap_is(line, len, "XCLIENT", &arg, &alen)) {
+			caps->xclient = 1;
+			if (alen >= sizeof(caps->xclient_attrs))
+				alen = sizeof(caps->xclient_attrs) - 1;
+			memcpy(caps->xclient_attrs, arg, alen);
+			caps->xclient_attrs[alen] = '\0';
+		} else if (cap_is(line, len, "CHUNKING", &arg, &alen)) {
+			caps->chunking = 1;
+		} else if (cap_is(line, len, "DSN", &arg, &alen)) {
+			caps->dsn = 1;
+		}
+	}
+}

@@ -1,0 +1,119 @@
+/*
+ * spool.c - the message store for one transaction (see spool.h).
+ *
+ * Exports spool_open, spool_write, spool_move and spool_close. The file is
+ * unlinked the moment it is created: a crash, a client that goes away, or a
+ * refused message leaves nothing in spool_dir.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spool.h"
+
+static int spool_spill(struct spool *sp);
+static int write_all(int fd, const char *p, size_t n);
+
+/* spool_open - an empty spool */
+int
+spool_open(struct spool *sp, size_t threshold, const char *dir)
+{
+	memset(sp, 0, sizeof(*sp));
+	sp->fd = -1;
+	sp->threshold = threshold;
+	sp->dir = dir;
+	if ((sp->mem = evbuffer_new()) == NULL)
+		return -1;
+	return 0;
+}
+
+/* write_all - write(2) until done */
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* spool_spill - move what is in memory to a fresh unlinked file */
+static int
+spool_spill(struct spool *sp)
+{
+	char path[1100];
+	struct evbuffer_iovec vec[16];
+	int n;
+
+	snprintf(path, sizeof(path), "%s/portcullis.XXXXXX", sp->dir);
+	if ((sp->fd = mkostemp(path, O_CLOEXEC)) < 0)
+		return -1;
+	unlink(path);
+	while (evbuffer_get_length(sp->mem) > 0) {
+		n = evbuffer_peek(sp->mem, -1, NULL, vec, 16);
+		for (int i = 0; i < n && i < 16; i++) {
+			if (write_all(sp->fd, vec[i].iov_base, vec[i].iov_len) != 0)
+				return -1;
+			evbuffer_drain(sp->mem, vec[i].iov_len);
+		}
+	}
+	return 0;
+}
+
+/* spool_write - append message octets */
+void
+spool_write(struct spool *sp, const char *bytes, size_t len)
+{
+	if (sp->failed)
+		return;
+	sp->size += len;
+	if (sp->fd < 0 && sp->size > sp->threshold && spool_spill(sp) != 0)
+		goto fail;
+	if (sp->fd >= 0) {
+		if (write_all(sp->fd, bytes, len) != 0)
+			goto fail;
+		return;
+	}
+	if (evbuffer_add(sp->mem, bytes, len) != 0)
+		goto fail;
+	return;
+fail:
+	sp->err = errno;
+	sp->failed = 1;
+}
+
+/* spool_move - hand the message to an output buffer */
+int
+spool_move(struct spool *sp, struct evbuffer *out)
+{
+	if (sp->fd < 0)
+		return evbuffer_add_buffer(out, sp->mem);
+	/* evbuffer_add_file takes the descriptor and closes it when sent. */
+	if (evbuffer_add_file(out, sp->fd, 0, (ev_off_t)sp->size) != 0)
+		return -1;
+	sp->fd = -1;
+	return 0;
+}
+
+/* spool_close - release everything */
+void
+spool_close(struct spool *sp)
+{
+	if (sp->mem != NULL)
+		evbuffer_free(sp->mem);
+	sp->mem = NULL;
+	if (sp->fd >= 0)
+		close(sp->fd);
+	sp->fd = -1;
+	sp->size = 0;
+}

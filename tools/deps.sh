@@ -1,0 +1,26 @@
+#!/bin/sh
+# deps.sh - install the Debian packages portcullis builds and tests with, only
+# those missing. Idempotent; needs root (or sudo) only when something is missing.
+set -eu
+
+PKGS="gcc make pkg-config clang-format libevent-dev libssl-dev liblua5.4-dev
+libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2"
+
+missing=""
+for p in $PKGS; do
+	st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$st" in
+	*"install ok installed"*) ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing:$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# Postfix is only used as a test peer and for smtp-source/smtp-sink: install it
+# without a system configuration so no system mail server starts.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing </dev/null
