@@ -52,36 +52,50 @@ dr_flush(struct dataread *d)
 	d->out_len = 0;
 }
 
-/* dr_put - stage output octets, counting them against the size limit */
+/*
+ * dr_put - stage output octets. Past max_size only the part within the limit
+ * is staged, and nothing after: the output never depends on how the input
+ * was split.
+ */
 static void
 dr_put(struct dataread *d, const char *p, size_t n)
 {
+	size_t keep = n;
+
+	if (d->max_size != 0 && d->size + n > d->max_size)
+		keep = d->size < d->max_size ? d->max_size - d->size : 0;
 	d->size += n;
+	/* A refused message need not be kept: emit nothing after an error. */
+	if (d->errors == 0) {
+		while (keep > 0) {
+			size_t room = sizeof(d->out) - d->out_len;
+			size_t k = keep < room ? keep : room;
+			memcpy(d->out + d->out_len, p, k);
+			d->out_len += k;
+			p += k;
+			keep -= k;
+			if (d->out_len == sizeof(d->out))
+				dr_flush(d);
+		}
+	}
 	if (d->max_size != 0 && d->size > d->max_size)
 		d->errors |= DATAREAD_ETOOBIG;
-	/* A refused message need not be kept: emit nothing after an error. */
-	if (d->errors != 0)
-		return;
-	while (n > 0) {
-		size_t room = sizeof(d->out) - d->out_len;
-		size_t k = n < room ? n : room;
-		memcpy(d->out + d->out_len, p, k);
-		d->out_len += k;
-		p += k;
-		n -= k;
-		if (d->out_len == sizeof(d->out))
-			dr_flush(d);
-	}
 }
 
 /* dr_content - octets of line content, counted against the line limit */
 static void
 dr_content(struct dataread *d, const char *p, size_t n)
 {
+	size_t keep = n;
+
+	if (d->max_line != 0 && d->line_len + n > d->max_line)
+		keep = d->line_len < d->max_line ? d->max_line - d->line_len : 0;
 	d->line_len += n;
-	if (d->max_line != 0 && d->line_len > d->max_line)
+	dr_put(d, p, keep);
+	if (keep < n) {
 		d->errors |= DATAREAD_ELONGLINE;
-	dr_put(d, p, n);
+		dr_put(d, p + keep, n - keep); /* counted, not emitted */
+	}
 }
 
 /* dr_flag - a framing fault: an error in REJECT mode */
