@@ -21,6 +21,7 @@
 #include "session.h"
 
 static void backend_read_cb(struct bufferevent *bev, void *arg);
+static void backend_write_cb(struct bufferevent *bev, void *arg);
 static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
 static void backend_deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void backend_finish(struct session *s, enum backend_result res);
@@ -51,8 +52,10 @@ backend_connect(struct session *s, backend_cb cb)
 	b->deadline = evtimer_new(srv->base, backend_deadline_cb, s);
 	if (b->deadline == NULL)
 		return -1;
-	bufferevent_setcb(b->bev, backend_read_cb, NULL, backend_event_cb, s);
-	bufferevent_enable(b->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(b->bev, backend_read_cb, backend_write_cb, backend_event_cb, s);
+	/* A new bufferevent has EV_WRITE enabled: we write directly (io.c). */
+	bufferevent_disable(b->bev, EV_WRITE);
+	bufferevent_enable(b->bev, EV_READ);
 	smtp_reply_init(&b->reply);
 	backend_arm(s, srv->cfg->backend_connect_timeout_ms, cb);
 	if (bufferevent_socket_connect(
@@ -88,6 +91,7 @@ backend_command(struct session *s, const char *line, size_t len, uint64_t timeou
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
 	backend_arm(s, timeout_ms, cb);
+	io_flush(b->bev);
 }
 
 /* backend_send_message - after the backend's 354: the message, ".", and wait */
@@ -105,6 +109,7 @@ backend_send_message(struct session *s, struct spool *sp, backend_cb cb)
 	/* The framer ended every line with CR LF, so this is CR LF "." CR LF. */
 	evbuffer_add(out, ".\r\n", 3);
 	backend_arm(s, s->srv->cfg->backend_data_timeout_ms, cb);
+	io_flush(b->bev);
 	return 0;
 }
 
@@ -180,6 +185,13 @@ backend_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* backend_write_cb - a long write finished: back to writing directly */
+static void
+backend_write_cb(struct bufferevent *bev, void *arg)
+{
+	bufferevent_disable(bev, EV_WRITE);
+}
+
 /* backend_event_cb - connected, closed, or failed */
 static void
 backend_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -247,6 +259,7 @@ backend_close(struct session *s)
 		bufferevent_set_timeouts(b->bev, &tv, &tv);
 		bufferevent_disable(b->bev, EV_READ);
 		evbuffer_add(bufferevent_get_output(b->bev), "QUIT\r\n", 6);
+		bufferevent_enable(b->bev, EV_WRITE);
 	} else {
 		bufferevent_free(b->bev);
 	}

@@ -178,7 +178,15 @@ main(int argc, char **argv)
 	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
 		srv.sid_base =
 		    (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
-	if ((srv.base = event_base_new()) == NULL) {
+	/* The changelist folds the add/remove of write interest that every
+	 * reply causes into the next epoll_wait: a third of our syscalls. */
+	struct event_config *ecfg = event_config_new();
+	if (ecfg != NULL)
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	srv.base = ecfg != NULL ? event_base_new_with_config(ecfg) : event_base_new();
+	if (ecfg != NULL)
+		event_config_free(ecfg);
+	if (srv.base == NULL) {
 		log_err(NULL, "cannot create the event loop");
 		return 1;
 	}

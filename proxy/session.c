@@ -179,7 +179,9 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 	}
 	bufferevent_setcb(s->cbev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_INPUT_MAX);
-	bufferevent_enable(s->cbev, EV_READ | EV_WRITE);
+	/* A new bufferevent has EV_WRITE enabled: we write directly (io.c). */
+	bufferevent_disable(s->cbev, EV_WRITE);
+	bufferevent_enable(s->cbev, EV_READ);
 	log_info(s->id, "connect from client=%s", s->peer);
 	if (backend_connect(s, on_banner) != 0) {
 		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
@@ -208,18 +210,24 @@ on_banner(struct session *s, enum backend_result res, const struct smtp_reply *r
 	session_process(s);
 }
 
-/* session_reply - send one reply line we wrote ourselves */
+/* session_reply - send one reply line we wrote ourselves; 4xx/5xx count as errors */
 static void
 session_reply(struct session *s, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(s->cbev);
+	char line[1024];
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
-	if (fmt[0] == '4' || fmt[0] == '5')
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	memcpy(line + n, "\r\n", 2);
+	evbuffer_add(bufferevent_get_output(s->cbev), line, (size_t)n + 2);
+	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
 		s->errors++;
 }
 
@@ -261,6 +269,7 @@ session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	bufferevent_disable(bev, EV_WRITE);
 	if (s->state == SESSION_CLOSING) {
 		session_free(s);
 		return;
@@ -375,8 +384,11 @@ session_process(struct session *s)
 		session_command(s, line, len);
 	}
 	s->in_process = 0;
-	if (s->state == SESSION_CLOSING && s->free_pending)
+	if (s->state == SESSION_CLOSING && s->free_pending) {
 		session_free(s);
+		return;
+	}
+	io_flush(s->cbev);
 }
 
 /* session_data_input - feed the message to the framer; PC_AGAIN: need more */
@@ -494,6 +506,7 @@ session_close(struct session *s, const char *reply)
 	s->state = SESSION_CLOSING;
 	bufferevent_disable(s->cbev, EV_READ);
 	backend_close(s);
+	io_flush(s->cbev);
 	if (evbuffer_get_length(bufferevent_get_output(s->cbev)) == 0) {
 		if (s->in_process)
 			s->free_pending = 1;

@@ -133,6 +133,9 @@ void session_drain_all(struct server *srv);
 void session_shutdown_all(struct server *srv);
 void session_backend_gone(struct session *s);
 
+/* io.c */
+void io_flush(struct bufferevent *bev);
+
 /* backend.c */
 int backend_connect(struct session *s, backend_cb cb);
 void backend_command(
