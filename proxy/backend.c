@@ -26,8 +26,6 @@ static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
 static void backend_deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void backend_finish(struct session *s, enum backend_result res);
 static void backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb);
-static void backend_quit_write_cb(struct bufferevent *bev, void *arg);
-static void backend_quit_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* backend_connect - open the backend leg; cb gets the banner */
 int
@@ -223,24 +221,10 @@ backend_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	backend_finish(s, BACKEND_TIMEOUT);
 }
 
-/* backend_quit_write_cb - QUIT is out: the leg can go */
-static void
-backend_quit_write_cb(struct bufferevent *bev, void *arg)
-{
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		bufferevent_free(bev);
-}
-
-static void
-backend_quit_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	bufferevent_free(bev);
-}
-
 /*
- * backend_close - end the leg. A healthy idle leg says QUIT and goes on its
- * own; anything else (a message half sent, a dead leg) is cut, so the backend
- * sees a closed connection and never a "." for a message we did not finish.
+ * backend_close - end the leg. A healthy idle leg says QUIT first; anything
+ * else (a message half sent, a dead leg) is cut, so the backend sees a closed
+ * connection and never a "." for a message we did not finish.
  */
 void
 backend_close(struct session *s)
@@ -253,15 +237,12 @@ backend_close(struct session *s)
 	}
 	if (b->bev == NULL)
 		return;
-	if (!b->dead && b->pending == NULL && s->state != SESSION_CONNECTING) {
-		struct timeval tv = {5, 0};
-		bufferevent_setcb(b->bev, NULL, backend_quit_write_cb, backend_quit_event_cb, NULL);
-		bufferevent_set_timeouts(b->bev, &tv, &tv);
-		bufferevent_disable(b->bev, EV_READ);
+	if (!b->dead && b->pending == NULL) {
+		/* QUIT goes straight into the socket buffer, which close(2)
+		 * still delivers; nothing waits for the 221. */
 		evbuffer_add(bufferevent_get_output(b->bev), "QUIT\r\n", 6);
-		bufferevent_enable(b->bev, EV_WRITE);
-	} else {
-		bufferevent_free(b->bev);
+		io_flush(b->bev);
 	}
+	bufferevent_free(b->bev);
 	b->bev = NULL;
 }
