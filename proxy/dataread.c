@@ -25,7 +25,7 @@ static void dr_content(struct dataread *d, const char *p, size_t n);
 static void dr_eol(struct dataread *d, int real_crlf);
 static void dr_flag(struct dataread *d, unsigned bit);
 static void dr_bare_cr(struct dataread *d);
-static int dr_mid(struct dataread *d, const char *buf, size_t len, size_t i);
+static size_t dr_mid(struct dataread *d, const char *buf, size_t len, size_t i);
 
 /* dataread_init - prepare to frame one message */
 void
@@ -137,7 +137,7 @@ dr_bare_cr(struct dataread *d)
  * dr_mid - consume octets of line content from buf[i]: the fast path. Returns
  * the index of the first octet it did not consume (a CR, LF or NUL).
  */
-static int
+static size_t
 dr_mid(struct dataread *d, const char *buf, size_t len, size_t i)
 {
 	size_t j = i;
@@ -146,7 +146,7 @@ dr_mid(struct dataread *d, const char *buf, size_t len, size_t i)
 		j++;
 	if (j > i)
 		dr_content(d, buf + i, j - i);
-	return (int)j;
+	return j;
 }
 
 /* dataread_feed - frame len octets of the message */
@@ -219,7 +219,7 @@ dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
 				dr_flag(d, DATAREAD_ENUL);
 				i++;
 			} else {
-				i = (size_t)dr_mid(d, buf, len, i);
+				i = dr_mid(d, buf, len, i);
 			}
 			continue;
 		}

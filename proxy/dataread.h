@@ -43,7 +43,7 @@ typedef void (*dataread_emit_fn)(void *arg, const char *bytes, size_t len);
 
 struct dataread {
 	enum dataread_mode mode;
-	size_t max_size; /* bytes of emitted message; 0 = no limit */
+	size_t max_size; /* octets of emitted message; 0 = no limit */
 	size_t max_line; /* octets of one line without its CRLF; 0 = no limit */
 	dataread_emit_fn emit;
 	void *emit_arg;

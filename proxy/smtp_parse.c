@@ -229,6 +229,7 @@ smtp_parse_path(const char *arg, size_t len, const char *keyword, int allow_null
 {
 	const char *p = arg, *end = arg + len;
 	size_t klen = strlen(keyword);
+	const char *lt = NULL;
 	int bracket = 0, r;
 
 	memset(out, 0, sizeof(*out));
@@ -239,7 +240,7 @@ smtp_parse_path(const char *arg, size_t len, const char *keyword, int allow_null
 		p++;
 	if (p < end && *p == '<') {
 		bracket = 1;
-		p++;
+		lt = p++;
 		if (p < end && *p == '>') {
 			if (!allow_null)
 				return SMTP_PATH_ESYNTAX;
@@ -285,8 +286,9 @@ params:
 	out->addr[out->addr_len] = '\0';
 	if (p < end && *p != ' ')
 		return SMTP_PATH_ESYNTAX;
-	/* RFC 5321 §4.5.3.1.3 counts the brackets too. */
-	if (out->addr_len + 2 > SMTP_PATH_MAX)
+	/* RFC 5321 §4.5.3.1.3 counts the whole path: brackets and any
+	 * source route too. */
+	if (out->addr_len + 2 > SMTP_PATH_MAX || (lt != NULL && (size_t)(p - lt) > SMTP_PATH_MAX))
 		return SMTP_PATH_ETOOLONG;
 	return (enum smtp_path_result)path_params(p, end, out);
 }
