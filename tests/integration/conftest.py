@@ -1,0 +1,106 @@
+"""Fixtures for the integration tests.
+
+recorder  the recording backend (one server for the whole run, reset for
+          every test: rules, capabilities, banner and recordings start fresh)
+proxy     a factory: proxy(**config) starts build/portcullis in front of the
+          recorder (backend= overrides) in the test's temp dir and returns a
+          kit.proxy.Proxy; every proxy is stopped at the end of the test and
+          the test fails if it did not exit 0 on SIGTERM or if its stderr holds
+          an AddressSanitizer, UndefinedBehaviorSanitizer or LeakSanitizer
+          report.
+client    a factory: client(proxy_or_port, **kw) -> kit.smtpclient.RawClient,
+          closed at the end of the test.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from kit.proxy import Proxy, binary_path  # noqa: E402
+from kit.recorder import Recorder  # noqa: E402
+from kit.smtpclient import RawClient  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    if not os.access(binary_path(), os.X_OK):
+        raise pytest.UsageError(f"portcullis binary not found at {binary_path()} (set PORTCULLIS or run make)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(scope="session")
+def _shared_recorder():
+    rec = Recorder().start()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture
+def recorder(_shared_recorder):
+    _shared_recorder.reset()
+    yield _shared_recorder
+    _shared_recorder.reset()
+
+
+def _check_stopped(p, failed):
+    """What is wrong with a stopped proxy, as a list of strings."""
+    problems = []
+    reports = p.sanitizer_reports()
+    if reports:
+        problems.append("sanitizer report in the proxy's stderr:\n  " + "\n  ".join(reports[:20]))
+    if p.killed:
+        problems.append("the proxy did not exit after SIGTERM and was killed")
+    elif p.returncode != 0:
+        problems.append(f"the proxy exited with status {p.returncode} after SIGTERM (expected 0)")
+    return problems
+
+
+@pytest.fixture
+def proxy(request, recorder, tmp_path):
+    started = []
+
+    def start(backend=None, args=(), **settings):
+        n = len(started)
+        workdir = tmp_path / (f"proxy{n}" if n else "proxy")
+        p = Proxy(workdir, backend or recorder.address, args=args, **settings)
+        started.append(p)
+        return p.start()
+
+    yield start
+
+    problems = []
+    for p in started:
+        if p.proc is None:
+            continue
+        p.stop()
+        problems += _check_stopped(p, False)
+    failed = getattr(request.node, "rep_call", None)
+    if problems or (failed is not None and failed.failed):
+        for p in started:
+            sys.stderr.write(f"\n----- portcullis log ({p.log_path}) -----\n{p.log()[-20000:]}\n")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def client(proxy):
+    # Depends on proxy so that clients are closed before the proxies stop.
+    made = []
+
+    def connect(target, **kw):
+        port = target.port if hasattr(target, "port") else int(target)
+        c = RawClient(port, **kw)
+        made.append(c)
+        return c
+
+    yield connect
+    for c in made:
+        c.close()

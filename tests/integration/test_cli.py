@@ -1,0 +1,191 @@
+"""The command line (-t, -o, -V) and signals."""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from kit.proxy import config_text, run, run_check
+from kit.smtpclient import ConnectionClosed, RawClient, ReplyTimeout
+
+BOUND = 15.0
+
+
+def _write(tmp_path, text, name="p.conf"):
+    path = str(tmp_path / name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+GOOD = {"listen": "127.0.0.1:2525", "backend": "127.0.0.1:10025", "hostname": "mx.test"}
+
+
+def test_check_good_config(tmp_path):
+    path = _write(tmp_path, config_text(GOOD) + "# comment\nmax_message_size = 10M\ntimeout = 250ms\n")
+    rc, out = run_check(path)
+    assert rc == 0, out
+    assert "AddressSanitizer" not in out and "runtime error" not in out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "max_recipients = lots",
+        "no_such_key = 1",
+        "this line has no equals sign",
+        "timeout = 5 minutes",
+        "bare_lf = sometimes",
+        "max_message_size = 10Q",
+        "backend = nowhere",
+        "max_line_length = 100",
+        "[broken section",
+    ],
+)
+def test_check_broken_config(tmp_path, line):
+    text = "# a config with one bad line\n" + config_text(GOOD) + line + "\nhostname2 = x\n"
+    bad_line = 1 + len(GOOD) + 1
+    path = _write(tmp_path, text)
+    rc, out = run_check(path)
+    assert rc != 0, out
+    assert re.search(rf"^{re.escape(path)}:{bad_line}: \S", out, re.M), out
+
+
+def test_check_key_given_twice(tmp_path):
+    path = _write(tmp_path, config_text(GOOD) + "timeout = 5s\ntimeout = 6s\n")
+    rc, out = run_check(path)
+    assert rc != 0
+    assert re.search(rf"^{re.escape(path)}:5: \S", out, re.M), out
+
+
+def test_check_missing_backend(tmp_path):
+    path = _write(tmp_path, "listen = 127.0.0.1:2525\n")
+    rc, out = run_check(path)
+    assert rc != 0
+    assert path in out and "backend" in out, out
+
+
+def test_check_missing_file(tmp_path):
+    path = str(tmp_path / "nope.conf")
+    rc, out = run_check(path)
+    assert rc != 0
+    assert path in out, out
+
+
+def test_check_override(tmp_path):
+    path = _write(tmp_path, config_text(GOOD))
+    rc, out = run_check(path, "-o", "max_recipients=abc")
+    assert rc != 0
+    assert "max_recipients" in out, out
+    rc, out = run_check(path, "-o", "max_recipients=5")
+    assert rc == 0, out
+
+
+def test_override_applies(recorder, proxy, client):
+    p = proxy(args=("-o", "hostname=override.test"))
+    c = client(p)
+    assert c.banner().first == "220 override.test ESMTP"
+
+
+def test_version():
+    rc, out, err = run("-V")
+    assert rc == 0
+    assert re.search(r"portcullis\S*\s+v?\d+\.\d+", out + err), out + err
+
+
+def test_log_lines_carry_session_id(recorder, proxy, client):
+    p = proxy()
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.message(b"Subject: x\r\n\r\nx\r\n.\r\n").expect(250)
+    c.cmd("QUIT").expect(221)
+    s = p.wait_summaries(1)
+    assert s
+    sid = s[0]["id"].split(".")[0]
+    session_lines = [ln for ln in p.log().splitlines() if sid in ln]
+    assert len(session_lines) >= 2
+    line_re = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z portcullis\[\d+\]: \w+: ")
+    for ln in p.log().splitlines():
+        assert line_re.match(ln), ln
+    for ln in session_lines:
+        assert re.search(rf"\bid={re.escape(sid)}(\.\d+)?\b", ln), ln
+
+
+def test_sigterm_lets_transaction_finish(recorder, proxy, client):
+    p = proxy(shutdown_timeout="5s")
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    p.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert p.alive(), "exited with a transaction in progress"
+    # No new sessions once draining.
+    try:
+        n = RawClient(p.port, timeout=3)
+        try:
+            r = n.banner(timeout=3)
+            assert r.code != 220, r
+        except (ConnectionClosed, ReplyTimeout, OSError):
+            pass
+        finally:
+            n.close()
+    except OSError:
+        pass
+    r = c.message(b"Subject: late\r\n\r\nstill delivered\r\n.\r\n")
+    r.expect(250)
+    assert recorder.wait_for_transactions(1)[0].data == b"Subject: late\r\n\r\nstill delivered\r\n"
+    # After its transaction the session ends: 221 to QUIT or a 421.
+    try:
+        q = c.cmd("QUIT", timeout=BOUND)
+        assert q.code in (221, 421), q
+    except (ConnectionClosed, OSError):
+        pass
+    rc = p.wait(BOUND)
+    assert rc == 0, p.log()
+
+
+def test_sigterm_idle_session_gets_421(recorder, proxy, client):
+    p = proxy(shutdown_timeout="1s")
+    c = client(p)
+    c.greet()
+    p.signal(signal.SIGTERM)
+    r = c.reply(timeout=BOUND)
+    assert r.code == 421, r
+    assert c.closed(BOUND)
+    assert p.wait(BOUND) == 0, p.log()
+
+
+def test_sigterm_mid_data_past_grace(recorder, proxy, client):
+    """A transaction that does not finish within the grace period is cut:
+    the client gets 421 and the backend gets no partial message."""
+    p = proxy(shutdown_timeout="1s")
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.cmd("DATA").expect(354)
+    c.send(b"Subject: never finished\r\n\r\npart\r\n")
+    p.signal(signal.SIGTERM)
+    r = c.reply(timeout=BOUND)
+    assert r.code == 421, r
+    assert p.wait(BOUND) == 0, p.log()
+    assert recorder.wait_all_closed(BOUND)
+    assert "DATA" not in recorder.verbs()
+
+
+def test_sigterm_no_sessions_exits_promptly(recorder, proxy):
+    p = proxy(shutdown_timeout="30s")
+    p.signal(signal.SIGTERM)
+    # Nothing to drain: it does not wait out the grace period.
+    assert p.wait(10) == 0, p.log()
+
+
+def test_sigint_stops(recorder, proxy):
+    p = proxy()
+    p.signal(signal.SIGINT)
+    assert p.wait(BOUND) == 0, p.log()
