@@ -24,7 +24,7 @@ LIBS     := -levent -lm
 
 PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
-             proxy/log.c proxy/io.c
+             proxy/log.c proxy/conn.c
 PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c
 UNIT_TESTS := test_smtp_parse test_dataread test_config
 

@@ -20,9 +20,8 @@
 #include "log.h"
 #include "session.h"
 
-static void backend_read_cb(struct bufferevent *bev, void *arg);
-static void backend_write_cb(struct bufferevent *bev, void *arg);
-static void backend_event_cb(struct bufferevent *bev, short what, void *arg);
+static void backend_read_cb(struct conn *c, void *arg);
+static void backend_event_cb(struct conn *c, int what, void *arg);
 static void backend_deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void backend_finish(struct session *s, enum backend_result res);
 static void backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb);
@@ -42,25 +41,14 @@ backend_connect(struct session *s, backend_cb cb)
 		return -1;
 	/* Commands and replies are small and latency-bound (DESIGN §2). */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	b->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (b->bev == NULL) {
-		close(fd);
-		return -1;
-	}
+	b->conn = conn_new(srv->base, fd, backend_read_cb, NULL, backend_event_cb, s);
 	b->deadline = evtimer_new(srv->base, backend_deadline_cb, s);
-	if (b->deadline == NULL)
+	if (b->conn == NULL || b->deadline == NULL)
 		return -1;
-	bufferevent_setcb(b->bev, backend_read_cb, backend_write_cb, backend_event_cb, s);
-	/* A new bufferevent has EV_WRITE enabled: we write directly (io.c). */
-	bufferevent_disable(b->bev, EV_WRITE);
-	bufferevent_enable(b->bev, EV_READ);
 	smtp_reply_init(&b->reply);
 	backend_arm(s, srv->cfg->backend_connect_timeout_ms, cb);
-	if (bufferevent_socket_connect(
-	        b->bev, (struct sockaddr *)&srv->backend_addr, (int)srv->backend_addrlen) != 0) {
-		/* Refused at once (e.g. no route): report it from the loop. */
-		event_active(b->deadline, EV_READ, 0);
-	}
+	conn_connect(b->conn, (struct sockaddr *)&srv->backend_addr, srv->backend_addrlen);
+	conn_read_start(b->conn);
 	return 0;
 }
 
@@ -81,15 +69,15 @@ backend_command(struct session *s, const char *line, size_t len, uint64_t timeou
 {
 	struct backend *b = &s->be;
 
-	if (b->dead || b->bev == NULL) {
+	if (b->dead || b->conn == NULL) {
 		cb(s, BACKEND_LOST, NULL);
 		return;
 	}
-	struct evbuffer *out = bufferevent_get_output(b->bev);
+	struct evbuffer *out = b->conn->out;
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
 	backend_arm(s, timeout_ms, cb);
-	io_flush(b->bev);
+	conn_flush(b->conn);
 }
 
 /* backend_send_message - after the backend's 354: the message, ".", and wait */
@@ -99,15 +87,15 @@ backend_send_message(struct session *s, struct spool *sp, backend_cb cb)
 	struct backend *b = &s->be;
 	struct evbuffer *out;
 
-	if (b->dead || b->bev == NULL)
+	if (b->dead || b->conn == NULL)
 		return -1;
-	out = bufferevent_get_output(b->bev);
+	out = b->conn->out;
 	if (spool_move(sp, out) != 0)
 		return -1;
 	/* The framer ended every line with CR LF, so this is CR LF "." CR LF. */
 	evbuffer_add(out, ".\r\n", 3);
 	backend_arm(s, s->srv->cfg->backend_data_timeout_ms, cb);
-	io_flush(b->bev);
+	conn_flush(b->conn);
 	return 0;
 }
 
@@ -122,8 +110,8 @@ backend_finish(struct session *s, enum backend_result res)
 	b->pending = NULL;
 	if (res != BACKEND_REPLY) {
 		b->dead = 1;
-		if (b->bev != NULL)
-			bufferevent_disable(b->bev, EV_READ);
+		if (b->conn != NULL)
+			conn_read_stop(b->conn);
 	}
 	if (cb != NULL) {
 		cb(s, res, res == BACKEND_REPLY ? &b->reply : NULL);
@@ -132,18 +120,18 @@ backend_finish(struct session *s, enum backend_result res)
 	/* Nobody asked: a backend that talks out of turn (an idle 421, say)
 	 * or goes away between commands is no longer in step with us. */
 	b->dead = 1;
-	if (b->bev != NULL)
-		bufferevent_disable(b->bev, EV_READ);
+	if (b->conn != NULL)
+		conn_read_stop(b->conn);
 	session_backend_gone(s);
 }
 
 /* backend_read_cb - read reply lines */
 static void
-backend_read_cb(struct bufferevent *bev, void *arg)
+backend_read_cb(struct conn *c, void *arg)
 {
 	struct session *s = arg;
 	struct backend *b = &s->be;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = c->in;
 
 	while (!b->dead) {
 		size_t n;
@@ -183,24 +171,16 @@ backend_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* backend_write_cb - a long write finished: back to writing directly */
-static void
-backend_write_cb(struct bufferevent *bev, void *arg)
-{
-	bufferevent_disable(bev, EV_WRITE);
-}
-
 /* backend_event_cb - connected, closed, or failed */
 static void
-backend_event_cb(struct bufferevent *bev, short what, void *arg)
+backend_event_cb(struct conn *c, int what, void *arg)
 {
 	struct session *s = arg;
 
-	if (what & BEV_EVENT_CONNECTED)
+	if (what == CONN_CONNECTED)
 		return;
-	if (what & BEV_EVENT_ERROR)
-		log_warn(s->id, "backend connection error: %s",
-		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (what == CONN_ERROR)
+		log_warn(s->id, "backend connection error: %s", strerror(c->err));
 	else
 		log_warn(s->id, "backend closed the connection");
 	backend_finish(s, BACKEND_LOST);
@@ -235,14 +215,14 @@ backend_close(struct session *s)
 		event_free(b->deadline);
 		b->deadline = NULL;
 	}
-	if (b->bev == NULL)
+	if (b->conn == NULL)
 		return;
 	if (!b->dead && b->pending == NULL) {
 		/* QUIT goes straight into the socket buffer, which close(2)
 		 * still delivers; nothing waits for the 221. */
-		evbuffer_add(bufferevent_get_output(b->bev), "QUIT\r\n", 6);
-		io_flush(b->bev);
+		evbuffer_add(b->conn->out, "QUIT\r\n", 6);
+		conn_flush(b->conn);
 	}
-	bufferevent_free(b->bev);
-	b->bev = NULL;
+	conn_free(b->conn);
+	b->conn = NULL;
 }

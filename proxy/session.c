@@ -50,9 +50,9 @@ struct command {
 	void (*proceed)(struct session *s);
 };
 
-static void session_read_cb(struct bufferevent *bev, void *arg);
-static void session_write_cb(struct bufferevent *bev, void *arg);
-static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void session_read_cb(struct conn *c, void *arg);
+static void session_write_cb(struct conn *c, void *arg);
+static void session_event_cb(struct conn *c, int what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void session_process(struct session *s);
 static int session_data_input(struct session *s);
@@ -168,20 +168,15 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 	srv->nsessions++;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->cbev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->client = conn_new(srv->base, fd, session_read_cb, session_write_cb, session_event_cb, s);
 	s->timer = evtimer_new(srv->base, session_timer_cb, s);
-	if (s->cbev == NULL || s->timer == NULL) {
-		if (s->cbev == NULL)
-			close(fd);
+	if (s->client == NULL || s->timer == NULL) {
 		log_err(s->id, "out of memory for client=%s", s->peer);
 		session_free(s);
 		return;
 	}
-	bufferevent_setcb(s->cbev, session_read_cb, session_write_cb, session_event_cb, s);
-	bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_INPUT_MAX);
-	/* A new bufferevent has EV_WRITE enabled: we write directly (io.c). */
-	bufferevent_disable(s->cbev, EV_WRITE);
-	bufferevent_enable(s->cbev, EV_READ);
+	s->client->in_max = SESSION_INPUT_MAX;
+	conn_read_start(s->client);
 	log_info(s->id, "connect from client=%s", s->peer);
 	if (backend_connect(s, on_banner) != 0) {
 		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
@@ -226,7 +221,7 @@ session_reply(struct session *s, const char *fmt, ...)
 	if ((size_t)n > sizeof(line) - 3)
 		n = (int)sizeof(line) - 3;
 	memcpy(line + n, "\r\n", 2);
-	evbuffer_add(bufferevent_get_output(s->cbev), line, (size_t)n + 2);
+	evbuffer_add(s->client->out, line, (size_t)n + 2);
 	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
 		s->errors++;
 }
@@ -235,7 +230,7 @@ session_reply(struct session *s, const char *fmt, ...)
 static void
 session_relay(struct session *s, const struct smtp_reply *r)
 {
-	struct evbuffer *out = bufferevent_get_output(s->cbev);
+	struct evbuffer *out = s->client->out;
 	const char *t;
 	size_t len, n;
 
@@ -258,18 +253,17 @@ session_arm(struct session *s, uint64_t ms)
 
 /* session_read_cb - bytes from the client */
 static void
-session_read_cb(struct bufferevent *bev, void *arg)
+session_read_cb(struct conn *c, void *arg)
 {
 	session_process(arg);
 }
 
 /* session_write_cb - the client read everything we sent */
 static void
-session_write_cb(struct bufferevent *bev, void *arg)
+session_write_cb(struct conn *c, void *arg)
 {
 	struct session *s = arg;
 
-	bufferevent_disable(bev, EV_WRITE);
 	if (s->state == SESSION_CLOSING) {
 		session_free(s);
 		return;
@@ -279,11 +273,11 @@ session_write_cb(struct bufferevent *bev, void *arg)
 
 /* session_event_cb - the client closed or failed */
 static void
-session_event_cb(struct bufferevent *bev, short what, void *arg)
+session_event_cb(struct conn *c, int what, void *arg)
 {
 	struct session *s = arg;
 
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && s->state != SESSION_CLOSING) {
+	if (what == CONN_EOF && s->state != SESSION_CLOSING) {
 		/* A client may half-close after its last command and still
 		 * read the replies: finish what is buffered first. */
 		s->eof = 1;
@@ -322,7 +316,7 @@ static void
 session_process(struct session *s)
 {
 	struct config *cfg = s->srv->cfg;
-	struct evbuffer *in = bufferevent_get_input(s->cbev);
+	struct evbuffer *in = s->client->in;
 
 	if (s->in_process)
 		return;
@@ -332,7 +326,7 @@ session_process(struct session *s)
 		size_t len;
 		char *line;
 
-		if (evbuffer_get_length(bufferevent_get_output(s->cbev)) > SESSION_OUTPUT_MAX)
+		if (evbuffer_get_length(s->client->out) > SESSION_OUTPUT_MAX)
 			break; /* resumed by session_write_cb */
 		if (s->state == SESSION_DATA) {
 			if (session_data_input(s) == PC_AGAIN)
@@ -388,14 +382,15 @@ session_process(struct session *s)
 		session_free(s);
 		return;
 	}
-	io_flush(s->cbev);
+	conn_consumed(s->client);
+	conn_flush(s->client);
 }
 
 /* session_data_input - feed the message to the framer; PC_AGAIN: need more */
 static int
 session_data_input(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->cbev);
+	struct evbuffer *in = s->client->in;
 	struct evbuffer_iovec vec[8];
 	int n, i;
 
@@ -504,10 +499,10 @@ session_close(struct session *s, const char *reply)
 		session_reply(s, reply, s->srv->cfg->hostname);
 #pragma GCC diagnostic pop
 	s->state = SESSION_CLOSING;
-	bufferevent_disable(s->cbev, EV_READ);
+	conn_read_stop(s->client);
 	backend_close(s);
-	io_flush(s->cbev);
-	if (evbuffer_get_length(bufferevent_get_output(s->cbev)) == 0) {
+	conn_flush(s->client);
+	if (evbuffer_get_length(s->client->out) == 0) {
 		if (s->in_process)
 			s->free_pending = 1;
 		else
@@ -532,8 +527,7 @@ session_free(struct session *s)
 	backend_close(s);
 	if (s->timer != NULL)
 		event_free(s->timer);
-	if (s->cbev != NULL)
-		bufferevent_free(s->cbev);
+	conn_free(s->client);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nsessions--;
 	server_ip_release(srv, s->client_ip);
@@ -692,7 +686,7 @@ on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	size = cfg->max_message_size;
 	if (caps->size && caps->size_limit != 0 && caps->size_limit < size)
 		size = caps->size_limit;
-	out = bufferevent_get_output(s->cbev);
+	out = s->client->out;
 	evbuffer_add_printf(
 	    out, "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n", cfg->hostname, size);
 	if (caps->eightbitmime)

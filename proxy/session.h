@@ -10,10 +10,10 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "config.h"
+#include "conn.h"
 #include "dataread.h"
 #include "smtp_parse.h"
 #include "spool.h"
@@ -33,7 +33,7 @@ typedef void (*backend_cb)(
 
 struct backend {
 	struct session *s;
-	struct bufferevent *bev;
+	struct conn *conn;
 	struct event *deadline;
 	struct smtp_reply reply; /* the reply being read */
 	backend_cb pending; /* who waits for the next reply; NULL: nobody */
@@ -77,7 +77,7 @@ struct session {
 	char client_ip[64];
 	char client_port[8];
 	char peer[80]; /* "ip:port" for logs */
-	struct bufferevent *cbev;
+	struct conn *client;
 	struct backend be;
 	struct event *timer; /* the client's deadline */
 	enum session_state state;
@@ -132,9 +132,6 @@ void session_destroy(struct session *s);
 void session_drain_all(struct server *srv);
 void session_shutdown_all(struct server *srv);
 void session_backend_gone(struct session *s);
-
-/* io.c */
-void io_flush(struct bufferevent *bev);
 
 /* backend.c */
 int backend_connect(struct session *s, backend_cb cb);
