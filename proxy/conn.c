@@ -149,7 +149,8 @@ conn_write_some(struct conn *c)
 void
 conn_flush(struct conn *c)
 {
-	if (c->connecting || evbuffer_get_length(c->out) == 0 || event_pending(c->wev, EV_WRITE, NULL))
+	if (c->connecting || evbuffer_get_length(c->out) == 0 ||
+	    event_pending(c->wev, EV_WRITE, NULL))
 		return;
 	if (conn_write_some(c) != 0) {
 		/* Report from the loop: the caller is in the middle of things. */

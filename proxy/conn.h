@@ -18,8 +18,8 @@
 
 /* What conn_event_fn is told. */
 #define CONN_CONNECTED 0x01 /* an outgoing connect completed */
-#define CONN_EOF 0x02       /* the peer closed its side */
-#define CONN_ERROR 0x04     /* a socket error; errno-style code in conn->err */
+#define CONN_EOF 0x02 /* the peer closed its side */
+#define CONN_ERROR 0x04 /* a socket error; errno-style code in conn->err */
 
 struct conn;
 typedef void (*conn_fn)(struct conn *c, void *arg);
@@ -29,8 +29,8 @@ struct conn {
 	evutil_socket_t fd;
 	struct event *rev, *wev;
 	struct evbuffer *in, *out;
-	conn_fn on_read;        /* new bytes in in */
-	conn_fn on_drain;       /* out emptied after a write had to wait */
+	conn_fn on_read; /* new bytes in in */
+	conn_fn on_drain; /* out emptied after a write had to wait */
 	conn_event_fn on_event; /* CONN_* */
 	void *arg;
 	size_t in_max; /* stop reading while in holds this much */
