@@ -18,15 +18,24 @@ PYTHON   := /usr/bin/python3
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -Iinclude -Iproxy -D_GNU_SOURCE -DSYSCONFDIR='"$(SYSCONFDIR)"'
+CPPFLAGS += -Iinclude -Iproxy -D_GNU_SOURCE -DSYSCONFDIR='"$(SYSCONFDIR)"' \
+            -DPLUGINDIR='"$(PREFIX)/lib/portcullis/plugins"'
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS)
-LIBS     := -levent -lm
+LIBS     := -levent -ldl -lm
 
 PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
-             proxy/log.c proxy/conn.c
-PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c
-UNIT_TESTS := test_smtp_parse test_dataread test_config
+             proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
+             proxy/message.c
+PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
+             proxy/message.c
+UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message
+
+# Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
+PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
+TEST_PLUGINS := $(patsubst tests/plugins/%.c,%,$(wildcard tests/plugins/*.c))
+PLUGIN_SO    := $(PLUGINS:%=$(BUILD)/plugins/%.so)
+TEST_PLUGIN_SO := $(TEST_PLUGINS:%=$(BUILD)/tests/plugins/%.so)
 
 PROXY_OBJ := $(PROXY_SRC:%.c=$(BUILD)/%.o)
 DEPFILES  := $(PROXY_OBJ:.o=.d)
@@ -34,7 +43,7 @@ DEPFILES  := $(PROXY_OBJ:.o=.d)
 .PHONY: all deps run test unit integration asan bench install clean format check-format
 .DELETE_ON_ERROR:
 
-all: $(BUILD)/portcullis
+all: $(BUILD)/portcullis $(PLUGIN_SO)
 
 $(BUILD)/portcullis: $(PROXY_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
@@ -47,6 +56,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(PURE_SRC:%.c=$(BUILD)/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
+# A plugin is one .c file and needs only include/portcullis/plugin.h; the
+# daemon hands it libevent's base, so it links against nothing else.
+$(BUILD)/plugins/%.so: plugins/%.c include/portcullis/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -levent
+
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/portcullis/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -levent
+
 -include $(DEPFILES)
 
 deps:
@@ -58,8 +77,8 @@ run: deps all
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 
-integration: all
-	PORTCULLIS=$(BUILD)/portcullis $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+integration: all $(TEST_PLUGIN_SO)
+	PORTCULLIS=$(BUILD)/portcullis PLUGIN_DIR=$(BUILD)/plugins TEST_PLUGIN_DIR=$(BUILD)/tests/plugins $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # The same suite again under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:
@@ -76,6 +95,9 @@ bench: deps all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
 	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
+	install -d $(DESTDIR)$(PREFIX)/lib/portcullis/plugins $(DESTDIR)$(PREFIX)/include/portcullis
+	install -m 755 $(PLUGIN_SO) $(DESTDIR)$(PREFIX)/lib/portcullis/plugins/
+	install -m 644 include/portcullis/plugin.h include/portcullis/status.h $(DESTDIR)$(PREFIX)/include/portcullis/
 	test -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
 		install -m 644 etc/portcullis.conf $(DESTDIR)$(SYSCONFDIR)/portcullis.conf
 	install -d $(DESTDIR)/lib/systemd/system

@@ -80,18 +80,32 @@ backend_command(struct session *s, const char *line, size_t len, uint64_t timeou
 	conn_flush(b->conn);
 }
 
-/* backend_send_message - after the backend's 354: the message, ".", and wait */
+/* backend_send_message - after the backend's 354: the headers filters
+ * added, the message (less the header fields they removed), ".", and wait */
 int
-backend_send_message(struct session *s, struct spool *sp, backend_cb cb)
+backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
 {
 	struct backend *b = &s->be;
+	struct spool *sp = &tx->spool;
 	struct evbuffer *out;
 
 	if (b->dead || b->conn == NULL)
 		return -1;
 	out = b->conn->out;
-	if (spool_move(sp, out) != 0)
+	/* Header lines never start with ".": nothing to stuff. */
+	if (tx->added != NULL && evbuffer_add_buffer(out, tx->added) != 0)
 		return -1;
+	if (tx->edited) {
+		const struct message *m = &tx->msg;
+		for (size_t i = 0; i < m->nh; i++) {
+			if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)
+				return -1;
+		}
+		if (spool_copy(sp, m->body_off, sp->size - m->body_off, out) != 0)
+			return -1;
+	} else if (spool_move(sp, out) != 0) {
+		return -1;
+	}
 	/* The framer ended every line with CR LF, so this is CR LF "." CR LF. */
 	evbuffer_add(out, ".\r\n", 3);
 	backend_arm(s, s->srv->cfg->backend_data_timeout_ms, cb);

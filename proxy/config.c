@@ -27,6 +27,7 @@ enum key_kind {
 	K_BARE_LF,
 	K_LOG,
 	K_LOG_LEVEL,
+	K_ON_ERROR,
 };
 
 struct key_def {
@@ -61,6 +62,9 @@ static const struct key_def keys[] = {
     {"spool_dir", K_STRING, F(spool_dir), sizeof(((struct config *)0)->spool_dir), 0},
     {"log", K_LOG, F(log), 0, 0},
     {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0},
+    {"plugin_dir", K_STRING, F(plugin_dir), sizeof(((struct config *)0)->plugin_dir), 0},
+    {"on_error", K_ON_ERROR, F(on_error), 0, 0},
+    {"filter_timeout", K_TIME, F(filter_timeout_ms), 0, 1},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -101,6 +105,9 @@ config_defaults(struct config *cfg)
 	cfg->spool_memory = 1024 * 1024;
 	strcpy(cfg->spool_dir, "/tmp");
 	cfg->log = CONFIG_LOG_STDERR;
+	snprintf(cfg->plugin_dir, sizeof(cfg->plugin_dir), "%s", PLUGINDIR);
+	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
+	cfg->filter_timeout_ms = 30 * 1000;
 }
 
 /* errf - format "file:line: message" (or "file: message" for line 0) */
@@ -272,6 +279,21 @@ config_parse_bool(const char *s, int *out)
 	return 0;
 }
 
+/* config_parse_on_error - tempfail, accept or reject */
+int
+config_parse_on_error(const char *s, enum config_on_error *out)
+{
+	if (strcmp(s, "tempfail") == 0)
+		*out = CONFIG_ON_ERROR_TEMPFAIL;
+	else if (strcmp(s, "accept") == 0)
+		*out = CONFIG_ON_ERROR_ACCEPT;
+	else if (strcmp(s, "reject") == 0)
+		*out = CONFIG_ON_ERROR_REJECT;
+	else
+		return -1;
+	return 0;
+}
+
 /* set_key - store one value; returns 0 or a message index via -1/-2 */
 static int
 set_key(struct config *cfg, const struct key_def *k, const char *value)
@@ -331,6 +353,8 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		else
 			return -1;
 		return 0;
+	case K_ON_ERROR:
+		return config_parse_on_error(value, &cfg->on_error);
 	case K_LOG_LEVEL:
 		if (strcmp(value, "info") == 0)
 			cfg->log_debug = 0;
@@ -353,6 +377,7 @@ static const char *const kind_help[] = {
     [K_BARE_LF] = "reject or normalize",
     [K_LOG] = "stderr or syslog",
     [K_LOG_LEVEL] = "info or debug",
+    [K_ON_ERROR] = "tempfail, accept or reject",
 };
 
 /* config_set - set one top-level key */

@@ -20,6 +20,13 @@ enum config_bare_lf {
 	CONFIG_BARE_LF_NORMALIZE,
 };
 
+/* What a filter failure (error, bad verdict, timeout) becomes. */
+enum config_on_error {
+	CONFIG_ON_ERROR_TEMPFAIL = 0,
+	CONFIG_ON_ERROR_ACCEPT, /* fail open: the failing filter is skipped */
+	CONFIG_ON_ERROR_REJECT,
+};
+
 enum config_log {
 	CONFIG_LOG_STDERR = 0,
 	CONFIG_LOG_SYSLOG,
@@ -78,6 +85,10 @@ struct config {
 	enum config_log log;
 	int log_debug;
 
+	char plugin_dir[1024];
+	enum config_on_error on_error;
+	uint64_t filter_timeout_ms; /* one hook call, pending included */
+
 	struct config_section *sections;
 };
 
@@ -111,5 +122,6 @@ int config_parse_size(const char *s, uint64_t *out); /* 10, 10k, 10M, 10G */
 int config_parse_time(const char *s, uint64_t *ms); /* 250ms, 30s, 5m, 1h; bare = s */
 int config_parse_addr(const char *s, struct config_addr *out); /* host:port, [v6]:port */
 int config_parse_bool(const char *s, int *out); /* yes/no/true/false/on/off/1/0 */
+int config_parse_on_error(const char *s, enum config_on_error *out); /* tempfail/accept/reject */
 
 #endif

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
 
 #include "log.h"
@@ -154,25 +155,15 @@ main(int argc, char **argv)
 	}
 	if (config_check(&cfg, err, sizeof(err)) != 0)
 		goto bad_config;
-	if (cfg.sections != NULL) {
-		snprintf(err, sizeof(err),
-		    "%s:%d: [%s %s]: filter sections are not available in this version", cfg.file,
-		    cfg.sections->line, cfg.sections->type, cfg.sections->name);
-		goto bad_config;
-	}
 
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = &cfg;
 	TAILQ_INIT(&srv.sessions);
 	if (resolve_backend(&srv, err, sizeof(err)) != 0)
 		goto bad_config;
-	if (check) {
-		printf("%s: configuration OK\n", file);
-		config_free(&cfg);
-		return 0;
-	}
 
-	log_init(cfg.log, cfg.log_debug);
+	/* -t logs what plugins say to stderr, whatever log says. */
+	log_init(check ? CONFIG_LOG_STDERR : cfg.log, cfg.log_debug);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
@@ -190,14 +181,37 @@ main(int argc, char **argv)
 		log_err(NULL, "cannot create the event loop");
 		return 1;
 	}
+	/* The resolver plugins share (DESIGN §5): the system's name servers. */
+	srv.dns = evdns_base_new(srv.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (srv.dns == NULL)
+		srv.dns = evdns_base_new(srv.base, 0);
+	/* Every plugin is loaded and initialised, under -t too: a broken
+	 * section is found before the daemon starts, not by the first client. */
+	if (chain_load(&srv.chain, &cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s\n", err);
+		if (srv.dns != NULL)
+			evdns_base_free(srv.dns, 0);
+		event_base_free(srv.base);
+		config_free(&cfg);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration OK\n", file);
+		chain_free(srv.chain);
+		if (srv.dns != NULL)
+			evdns_base_free(srv.dns, 0);
+		event_base_free(srv.base);
+		config_free(&cfg);
+		return 0;
+	}
 	if (listener_start(&srv) != 0)
 		return 1;
 	sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
 	sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	log_info(NULL, "portcullis %s started, backend %s:%s", PORTCULLIS_VERSION, cfg.backend.host,
-	    cfg.backend.port);
+	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
+	    cfg.backend.host, cfg.backend.port, srv.chain->n);
 
 	event_base_dispatch(srv.base);
 
@@ -212,6 +226,9 @@ main(int argc, char **argv)
 		session_destroy(s);
 	}
 	free(srv.ip_table);
+	chain_free(srv.chain);
+	if (srv.dns != NULL)
+		evdns_base_free(srv.dns, 0);
 	event_base_free(srv.base);
 	config_free(&cfg);
 	return 0;

@@ -55,4 +55,29 @@
 #define R_NO_VALID_RCPT "554 5.5.1 Error: no valid recipients"
 #define R_PARAM_UNSUPPORTED "555 5.5.4 Error: unsupported parameter"
 
+/* Filter verdicts (DESIGN.md §3): the defaults when a filter gives no text,
+ * as code, enhanced code and text, and the replies a drop pretends. */
+#define R_FILTER_REJECT_CODE 550
+#define R_FILTER_REJECT_CONNECT_CODE 554
+#define R_FILTER_REJECT_ENH "5.7.1"
+#define R_FILTER_REJECT_TEXT "Rejected by policy"
+#define R_FILTER_TEMPFAIL_CODE 451
+#define R_FILTER_TEMPFAIL_CONNECT_CODE 421
+#define R_FILTER_TEMPFAIL_ENH "4.7.1"
+#define R_FILTER_TEMPFAIL_TEXT "Try again later"
+#define R_FILTER_DISCONNECT_CODE 421
+#define R_FILTER_DISCONNECT_ENH "4.7.0"
+#define R_FILTER_DISCONNECT_TEXT "Closing connection"
+#define R_DROP_MAIL "250 2.1.0 Ok"
+#define R_DROP_RCPT "250 2.1.5 Ok"
+#define R_DROP_DATA "250 2.0.0 Ok"
+#define R_DROP_HELO "250 %s"
+
+/* on_error (a filter failed, answered badly or too late): generic texts,
+ * the detail goes to the log. */
+#define R_FILTER_ERROR_TEMPFAIL "451 4.3.0 Temporary filter failure, try again later"
+#define R_FILTER_ERROR_TEMPFAIL_CONNECT "421 4.3.0 %s Temporary filter failure, try again later"
+#define R_FILTER_ERROR_REJECT "550 5.3.0 Refused after a filter failure"
+#define R_FILTER_ERROR_REJECT_CONNECT "554 5.3.0 Refused after a filter failure"
+
 #endif

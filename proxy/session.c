@@ -3,8 +3,10 @@
  *
  * Exports session_new, session_drain, session_drain_all, session_shutdown_all
  * and session_backend_gone. Every command goes through one table: check
- * (state and syntax; our own error replies) -> hooks (the filter chain's stage,
- * none yet) -> proceed (usually one backend command, whose reply is relayed).
+ * (state and syntax; our own error replies) -> hooks (the filter chain's
+ * stage, chain.c) -> proceed (usually one backend command, whose reply is
+ * relayed). A verdict other than continue or accept answers instead of
+ * proceed (session_verdict, DESIGN.md §3).
  * Commands are processed one at a time, so replies stay in order under
  * PIPELINING (RFC 2920 §3.1); input that arrives meanwhile waits in the
  * buffer. Deadlines, not idle timers, bound every wait on the client.
@@ -60,6 +62,13 @@ static void session_command(struct session *s, char *line, size_t len);
 static void session_hooks(
     struct session *s, enum hook_stage stage, void (*proceed)(struct session *));
 static void session_done(struct session *s);
+static void session_connect_backend(struct session *s);
+static void on_connect_verdict(struct session *s, const struct chain_result *r);
+static void on_hooks_done(struct session *s, const struct chain_result *r);
+static void session_verdict(struct session *s, enum pc_stage stage, const struct chain_result *r);
+static void helo_reply(struct session *s, const struct smtp_caps *caps);
+static void tx_begin(struct session *s);
+static void data_refuse(struct session *s, const char *reply, const char *status);
 static void session_reply(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void session_relay(struct session *s, const struct smtp_reply *r);
@@ -162,6 +171,15 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
 	snprintf(s->client_port, sizeof(s->client_port), "%s", port);
 	snprintf(s->peer, sizeof(s->peer), "%s:%s", ip, port);
+	{
+		struct sockaddr_storage local;
+		socklen_t llen = sizeof(local);
+		if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+			getnameinfo((struct sockaddr *)&local, llen, s->local_ip,
+			    sizeof(s->local_ip), s->local_port, sizeof(s->local_port),
+			    NI_NUMERICHOST | NI_NUMERICSERV);
+	}
+	s->chain = srv->chain;
 	s->state = SESSION_CONNECTING;
 	s->tx.rcpt_tail = &s->tx.rcpts;
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
@@ -170,7 +188,7 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->client = conn_new(srv->base, fd, session_read_cb, session_write_cb, session_event_cb, s);
 	s->timer = evtimer_new(srv->base, session_timer_cb, s);
-	if (s->client == NULL || s->timer == NULL) {
+	if (s->client == NULL || s->timer == NULL || chain_session_init(s->chain, &s->cs, s) != 0) {
 		log_err(s->id, "out of memory for client=%s", s->peer);
 		session_free(s);
 		return;
@@ -178,16 +196,72 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 	s->client->in_max = SESSION_INPUT_MAX;
 	conn_read_start(s->client);
 	log_info(s->id, "connect from client=%s", s->peer);
-	if (backend_connect(s, on_banner) != 0) {
-		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
-		session_close(s, R_BACKEND_DOWN);
+	if (chain_has(s->chain, PC_STAGE_CONNECT)) {
+		s->busy = 1;
+		chain_run(s->chain, s, PC_STAGE_CONNECT, NULL, on_connect_verdict);
+		return;
 	}
+	session_connect_backend(s);
 	return;
 refuse:
 	if (write(fd, msg, strlen(msg)) < 0) {
 		/* The client gets nothing; it was leaving anyway. */
 	}
 	close(fd);
+}
+
+/* session_connect_backend - connect hooks passed: now the backend */
+static void
+session_connect_backend(struct session *s)
+{
+	if (backend_connect(s, on_banner) != 0) {
+		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
+		session_close(s, R_BACKEND_DOWN);
+	}
+}
+
+/* on_connect_verdict - what the connect hooks said */
+static void
+on_connect_verdict(struct session *s, const struct chain_result *r)
+{
+	char q[600];
+
+	s->busy = 0;
+	switch (r->action) {
+	case PC_CONTINUE:
+	case PC_ACCEPT:
+		session_connect_backend(s);
+		return;
+	case PC_DROP:
+		/* A black hole: the session goes on, nothing is delivered and
+		 * the backend is never bothered. */
+		log_info(s->id, "client=%s dropped at connect by=%s: nothing will be delivered",
+		    s->peer, r->by);
+		s->blackhole = 1;
+		s->bh_by = r->by;
+		s->bh_stage = "connect";
+		s->state = SESSION_COMMAND;
+		session_reply(s, R_BANNER, s->srv->cfg->hostname);
+		session_process(s);
+		return;
+	case PC_REJECT:
+		/* RFC 5321 §3.1: a 554 greeting; the client should QUIT, and
+		 * whatever else it says gets the same answer. */
+		log_info(s->id, "client=%s rejected at connect by=%s reply=\"%s\"", s->peer, r->by,
+		    log_quote(q, sizeof(q), r->reply, strlen(r->reply)));
+		snprintf(s->refused, sizeof(s->refused), "%s", r->reply);
+		s->state = SESSION_COMMAND;
+		session_reply(s, "%s", r->reply);
+		session_process(s);
+		return;
+	default:
+		log_info(s->id, "client=%s %s at connect by=%s reply=\"%s\"", s->peer,
+		    verdict_action_name(r->action), r->by,
+		    log_quote(q, sizeof(q), r->reply, strlen(r->reply)));
+		session_reply(s, "%s", r->reply);
+		session_close(s, NULL);
+		return;
+	}
 }
 
 /* on_banner - the backend greeted (or did not): greet the client */
@@ -445,6 +519,11 @@ session_command(struct session *s, char *line, size_t len)
 	}
 	if (c == NULL) /* a verb we parse but do not serve */
 		c = &commands[sizeof(commands) / sizeof(commands[0]) - 1];
+	if (s->refused[0] != '\0' && c->verb != SMTP_VERB_QUIT && c->verb != SMTP_VERB_NOOP) {
+		session_reply(s, "%s", s->refused);
+		session_done(s);
+		return;
+	}
 	if (c->check(s) != PC_OK) {
 		session_done(s);
 		return;
@@ -456,10 +535,109 @@ session_command(struct session *s, char *line, size_t len)
 static void
 session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct session *))
 {
-	/* The chain (DESIGN §3) decides here; with no filters every stage
-	 * continues. */
-	(void)stage;
-	proceed(s);
+	static const enum pc_stage stages[] = {
+	    [HOOK_HELO] = PC_STAGE_HELO,
+	    [HOOK_MAIL] = PC_STAGE_MAIL,
+	    [HOOK_RCPT] = PC_STAGE_RCPT,
+	    [HOOK_DATA] = PC_STAGE_DATA,
+	};
+
+	/* Nothing to ask: no stage, no filter, or nothing will be delivered
+	 * anyway (a drop already decided). */
+	if (stage == HOOK_NONE || s->blackhole || s->tx.dropped ||
+	    !chain_has(s->chain, stages[stage])) {
+		proceed(s);
+		return;
+	}
+	s->proceed = proceed;
+	chain_run(
+	    s->chain, s, stages[stage], stage == HOOK_RCPT ? s->path.addr : NULL, on_hooks_done);
+}
+
+/* on_hooks_done - the stage is decided: proceed, or answer the verdict */
+static void
+on_hooks_done(struct session *s, const struct chain_result *r)
+{
+	if (r->action == PC_CONTINUE || r->action == PC_ACCEPT) {
+		s->proceed(s);
+		return;
+	}
+	session_verdict(s, s->cs.call.stage, r);
+}
+
+/* session_verdict - reject, tempfail, drop or disconnect at a stage */
+static void
+session_verdict(struct session *s, enum pc_stage stage, const struct chain_result *r)
+{
+	struct transaction *tx = &s->tx;
+	const char *status = r->action == PC_REJECT ? "rejected" : "tempfail";
+	char q[600];
+
+	/* The summary line names who decided the transaction; a refused
+	 * recipient does not decide it (its own line says who refused it). */
+	if (tx->id[0] != '\0' && tx->by == NULL && stage != PC_STAGE_RCPT) {
+		tx->by = r->by;
+		tx->stage = verdict_stage_name(stage);
+	}
+	if (r->action == PC_DISCONNECT) {
+		log_info(s->id, "client=%s disconnected at %s by=%s", s->peer,
+		    verdict_stage_name(stage), r->by);
+		session_reply(s, "%s", r->reply);
+		tx_end(s, "aborted", r->reply);
+		session_close(s, NULL);
+		s->busy = 0;
+		return;
+	}
+	switch (stage) {
+	case PC_STAGE_HELO:
+		if (r->action == PC_DROP) {
+			log_info(s->id,
+			    "client=%s dropped at helo by=%s: nothing will be delivered", s->peer,
+			    r->by);
+			s->blackhole = 1;
+			s->bh_by = r->by;
+			s->bh_stage = "helo";
+			backend_close(s);
+			proceed_helo(s);
+			return;
+		}
+		log_info(s->id, "%s from client=%s %s by=%s reply=\"%s\"",
+		    smtp_verb_name(s->cmd.verb), s->peer, status, r->by,
+		    log_quote(q, sizeof(q), r->reply, strlen(r->reply)));
+		session_reply(s, "%s", r->reply);
+		break;
+	case PC_STAGE_MAIL:
+		if (r->action == PC_DROP) {
+			tx->active = 1;
+			tx->dropped = 1;
+			session_reply(s, R_DROP_MAIL);
+			break;
+		}
+		session_reply(s, "%s", r->reply);
+		tx_end(s, status, r->reply);
+		break;
+	case PC_STAGE_RCPT:
+		tx->rcpt_tried++;
+		if (r->action == PC_DROP) {
+			tx->nrcpt_dropped++;
+			tx->rcpt_drop_by = r->by;
+			status = "dropped";
+		}
+		log_info(tx->id, "to=<%s> %s at rcpt by=%s reply=\"%s\"",
+		    log_quote(q, sizeof(q), s->path.addr, strlen(s->path.addr)), status, r->by,
+		    r->action == PC_DROP ? R_DROP_RCPT : r->reply);
+		session_reply(s, "%s", r->action == PC_DROP ? R_DROP_RCPT : r->reply);
+		break;
+	case PC_STAGE_DATA:
+		if (r->action == PC_DROP)
+			data_refuse(s, R_DROP_DATA, "dropped");
+		else
+			data_refuse(s, r->reply, status);
+		return;
+	case PC_STAGE_CONNECT:
+		break; /* on_connect_verdict */
+	}
+	session_done(s);
 }
 
 /* session_done - the current command has its reply */
@@ -491,7 +669,8 @@ session_close(struct session *s, const char *reply)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
-		/* reply is one of the 421 constants of replies.h, whose one %s is
+	chain_cancel(s);
+	/* reply is one of the 421 constants of replies.h, whose one %s is
 	 * the host name. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
@@ -524,6 +703,7 @@ session_free(struct session *s)
 		return;
 	}
 	tx_end(s, "aborted", "session ended");
+	chain_session_end(s->chain, s);
 	backend_close(s);
 	if (s->timer != NULL)
 		event_free(s->timer);
@@ -603,8 +783,10 @@ tx_log(struct session *s, const char *status, const char *reply)
 	log_quote(from, sizeof(from), s->tx.sender ? s->tx.sender : "",
 	    s->tx.sender ? strlen(s->tx.sender) : 0);
 	log_quote(helo, sizeof(helo), s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
-	log_info(s->tx.id, "client=%s helo=%s from=<%s> to=%s size=%zu status=%s reply=\"%s\"",
-	    s->peer, helo, from, to[0] ? to : "<>", s->tx.size, status,
+	log_info(s->tx.id,
+	    "client=%s helo=%s from=<%s> to=%s size=%zu status=%s%s%s%s%s reply=\"%s\"", s->peer,
+	    helo, from, to[0] ? to : "<>", s->tx.size, status, s->tx.by ? " stage=" : "",
+	    s->tx.by ? s->tx.stage : "", s->tx.by ? " by=" : "", s->tx.by ? s->tx.by : "",
 	    log_quote(q, sizeof(q), reply, strlen(reply)));
 }
 
@@ -615,8 +797,10 @@ tx_end(struct session *s, const char *status, const char *reply)
 	struct transaction *tx = &s->tx;
 	struct rcpt *r, *next;
 
-	if (tx->active)
+	if (tx->active || tx->by != NULL)
 		tx_log(s, status, reply);
+	if (tx->id[0] != '\0')
+		chain_tx_end(s->chain, s);
 	for (r = tx->rcpts; r != NULL; r = next) {
 		next = r->next;
 		free(r->addr);
@@ -625,11 +809,31 @@ tx_end(struct session *s, const char *status, const char *reply)
 	if (tx->spool_open)
 		spool_close(&tx->spool);
 	free(tx->sender);
+	if (tx->added != NULL)
+		evbuffer_free(tx->added);
+	message_free(&tx->msg);
 	unsigned seq = tx->seq;
 	memset(tx, 0, offsetof(struct transaction, framer));
 	tx->spool_open = 0;
 	tx->seq = seq;
 	tx->rcpt_tail = &tx->rcpts;
+}
+
+/* tx_begin - MAIL passed its checks: a transaction id, before the hooks */
+static void
+tx_begin(struct session *s)
+{
+	struct transaction *tx = &s->tx;
+
+	tx->seq = ++s->tx_count;
+	snprintf(tx->id, sizeof(tx->id), "%s.%u", s->id, tx->seq);
+	free(tx->sender);
+	tx->sender = strdup(s->path.addr);
+	s->cs.trail_tx = strlen(s->cs.trail);
+	if (s->blackhole) {
+		tx->by = s->bh_by;
+		tx->stage = s->bh_stage;
+	}
 }
 
 /* ---- HELO / EHLO ---- */
@@ -652,6 +856,15 @@ proceed_helo(struct session *s)
 
 	/* RFC 5321 §4.1.4: a new EHLO resets the transaction, here and there. */
 	tx_end(s, "aborted", "new HELO/EHLO");
+	if (s->blackhole) {
+		static const struct smtp_caps local = {.eightbitmime = 1, .enhancedstatuscodes = 1};
+		free(s->helo);
+		s->helo = strndup(s->cmd.arg, s->cmd.arg_len);
+		s->ehlo = s->cmd.verb == SMTP_VERB_EHLO;
+		helo_reply(s, &local);
+		session_done(s);
+		return;
+	}
 	/* The backend always gets EHLO, so we learn what it offers; it gets
 	 * the client's own name, so its logs and checks see it. */
 	n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
@@ -661,10 +874,7 @@ proceed_helo(struct session *s)
 static void
 on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
-	struct config *cfg = s->srv->cfg;
 	struct smtp_caps *caps = &s->be.caps;
-	struct evbuffer *out;
-	unsigned long long size;
 
 	if (!session_backend_ok(s, res, r, "245"))
 		return;
@@ -677,9 +887,20 @@ on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	free(s->helo);
 	s->helo = strndup(s->cmd.arg, s->cmd.arg_len);
 	s->ehlo = s->cmd.verb == SMTP_VERB_EHLO;
+	helo_reply(s, caps);
+	session_done(s);
+}
+
+/* helo_reply - our 250 to HELO, or to EHLO with what we honour */
+static void
+helo_reply(struct session *s, const struct smtp_caps *caps)
+{
+	struct config *cfg = s->srv->cfg;
+	struct evbuffer *out;
+	unsigned long long size;
+
 	if (!s->ehlo) {
 		session_reply(s, "250 %s", cfg->hostname);
-		session_done(s);
 		return;
 	}
 	/* Only what the proxy itself honours (DESIGN §2). */
@@ -696,7 +917,6 @@ on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	if (caps->enhancedstatuscodes)
 		evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
 	evbuffer_add_printf(out, "250 HELP\r\n");
-	session_done(s);
 }
 
 /* ---- MAIL ---- */
@@ -793,6 +1013,7 @@ check_mail(struct session *s)
 			return PC_ERROR;
 		}
 	}
+	tx_begin(s);
 	return PC_OK;
 }
 
@@ -819,8 +1040,16 @@ static void
 proceed_mail(struct session *s)
 {
 	char line[SMTP_PATH_MAX + 1024];
-	size_t n = path_line(s, "MAIL FROM:", line, sizeof(line));
+	size_t n;
 
+	if (s->blackhole) {
+		s->tx.active = 1;
+		s->tx.dropped = 1;
+		session_reply(s, R_DROP_MAIL);
+		session_done(s);
+		return;
+	}
+	n = path_line(s, "MAIL FROM:", line, sizeof(line));
 	backend_command(s, line, n, s->srv->cfg->backend_timeout_ms, on_mail);
 }
 
@@ -834,9 +1063,10 @@ on_mail(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	session_relay(s, r);
 	if (r->code / 100 == 2) {
 		tx->active = 1;
-		tx->seq = ++s->tx_count;
-		snprintf(tx->id, sizeof(tx->id), "%s.%u", s->id, tx->seq);
-		tx->sender = strdup(s->path.addr);
+		tx->forwarded = 1;
+	} else {
+		tx_end(
+		    s, r->code / 100 == 4 ? "tempfail" : "rejected", "MAIL refused by the backend");
 	}
 	session_done(s);
 }
@@ -861,7 +1091,7 @@ check_rcpt(struct session *s)
 		return PC_ERROR;
 	}
 	/* The recipient limit stops one message fanning out without bound. */
-	if (s->tx.nrcpt >= s->srv->cfg->max_recipients) {
+	if (s->tx.nrcpt + s->tx.nrcpt_dropped >= s->srv->cfg->max_recipients) {
 		log_info(s->tx.id, "max_recipients (%llu) reached",
 		    (unsigned long long)s->srv->cfg->max_recipients);
 		session_reply(s, R_TOO_MANY_RCPT);
@@ -874,9 +1104,16 @@ static void
 proceed_rcpt(struct session *s)
 {
 	char line[SMTP_PATH_MAX + 1024];
-	size_t n = path_line(s, "RCPT TO:", line, sizeof(line));
+	size_t n;
 
 	s->tx.rcpt_tried++;
+	if (s->tx.dropped) { /* a drop at MAIL or before: 250 and forget */
+		s->tx.nrcpt_dropped++;
+		session_reply(s, R_DROP_RCPT);
+		session_done(s);
+		return;
+	}
+	n = path_line(s, "RCPT TO:", line, sizeof(line));
 	backend_command(s, line, n, s->srv->cfg->backend_timeout_ms, on_rcpt);
 }
 
@@ -913,7 +1150,7 @@ check_data(struct session *s)
 		session_reply(s, R_NEED_MAIL);
 		return PC_ERROR;
 	}
-	if (s->tx.nrcpt == 0) {
+	if (s->tx.nrcpt + s->tx.nrcpt_dropped == 0) {
 		/* RFC 5321 §3.3: 554 when every recipient was refused. */
 		session_reply(s, s->tx.rcpt_tried ? R_NO_VALID_RCPT : R_NEED_RCPT);
 		return PC_ERROR;
@@ -981,23 +1218,46 @@ data_end(struct session *s)
 	if (refuse != NULL) {
 		if (tx->spool.failed)
 			log_err(tx->id, "spool write failed: %s", strerror(tx->spool.err));
-		/* The backend holds MAIL and RCPT: clear them, then refuse. */
-		s->refusal = refuse;
-		backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_data_refused);
+		data_refuse(s, refuse, "rejected");
+		return;
+	}
+	if (tx->dropped || tx->nrcpt == 0) {
+		/* Dropped at MAIL, or every recipient was: 250, deliver nothing. */
+		if (tx->by == NULL && tx->rcpt_drop_by != NULL) {
+			tx->by = tx->rcpt_drop_by;
+			tx->stage = "rcpt";
+		}
+		data_refuse(s, R_DROP_DATA, "dropped");
 		return;
 	}
 	session_hooks(s, HOOK_DATA, data_proceed);
 }
 
+/*
+ * data_refuse - the message is not delivered: reply (a refusal, or a drop's
+ * 250) once the backend has forgotten MAIL and RCPT, if it had them.
+ */
+static void
+data_refuse(struct session *s, const char *reply, const char *status)
+{
+	snprintf(s->refusal, sizeof(s->refusal), "%s", reply);
+	s->refusal_status = status;
+	if (s->tx.forwarded && !s->be.dead) {
+		backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_data_refused);
+		return;
+	}
+	session_reply(s, "%s", s->refusal);
+	tx_end(s, status, s->refusal);
+	session_done(s);
+}
+
 static void
 on_data_refused(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
-	const char *refuse = s->refusal;
-
 	if (!session_backend_ok(s, res, r, "245"))
 		return;
-	session_reply(s, "%s", refuse);
-	tx_end(s, "rejected", refuse);
+	session_reply(s, "%s", s->refusal);
+	tx_end(s, s->refusal_status, s->refusal);
 	session_done(s);
 }
 
@@ -1018,7 +1278,7 @@ on_data_go(struct session *s, enum backend_result res, const struct smtp_reply *
 		session_done(s);
 		return;
 	}
-	if (r->code != 354 || backend_send_message(s, &s->tx.spool, on_data_final) != 0) {
+	if (r->code != 354 || backend_send_message(s, &s->tx, on_data_final) != 0) {
 		session_backend_ok(s, BACKEND_LOST, NULL, "");
 		return;
 	}
@@ -1066,6 +1326,11 @@ static void
 proceed_rset(struct session *s)
 {
 	tx_end(s, "aborted", "RSET");
+	if (s->blackhole) {
+		session_reply(s, R_OKAY);
+		session_done(s);
+		return;
+	}
 	backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_rset);
 }
 

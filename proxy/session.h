@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "chain.h"
 #include "config.h"
 #include "conn.h"
 #include "dataread.h"
@@ -65,7 +66,17 @@ struct transaction {
 	struct rcpt **rcpt_tail;
 	unsigned nrcpt; /* accepted */
 	unsigned rcpt_tried; /* RCPT commands seen */
+	unsigned nrcpt_dropped; /* answered 250 by a drop, not forwarded */
 	size_t size; /* message octets, once read */
+	int forwarded; /* the backend has our MAIL */
+	int dropped; /* a drop verdict: nothing is delivered */
+	const char *by; /* the filter that decided, for the summary line */
+	const char *stage; /* and at which stage */
+	const char *rcpt_drop_by; /* the last filter that dropped a recipient */
+	struct evbuffer *added; /* header fields filters added */
+	struct message msg; /* the header index, for filters */
+	int msg_parsed;
+	int edited; /* a filter removed header fields */
 	struct dataread framer;
 	struct spool spool;
 	int spool_open;
@@ -77,6 +88,8 @@ struct session {
 	char client_ip[64];
 	char client_port[8];
 	char peer[80]; /* "ip:port" for logs */
+	char local_ip[64];
+	char local_port[8];
 	struct conn *client;
 	struct backend be;
 	struct event *timer; /* the client's deadline */
@@ -87,7 +100,14 @@ struct session {
 	int eof; /* the client half-closed: finish what is buffered */
 	int in_process; /* inside session_process: free later, not now */
 	int free_pending;
-	const char *refusal; /* our reply for a message refused at the end of DATA */
+	char refusal[VERDICT_LINE_MAX + 64]; /* our reply to a message refused at the end of DATA */
+	const char *refusal_status; /* its status for the summary line */
+	char refused[VERDICT_LINE_MAX + 64]; /* a connect reject: the reply to every command */
+	int blackhole; /* a drop at connect or HELO: nothing is delivered */
+	const char *bh_by, *bh_stage; /* who dropped the session, where */
+	struct chain *chain;
+	struct chain_session cs;
+	void (*proceed)(struct session *s); /* after the hooks */
 	int ehlo; /* the client greeted with EHLO (not HELO) */
 	char *helo; /* the client's HELO/EHLO argument */
 	unsigned errors; /* error replies sent */
@@ -106,7 +126,9 @@ struct ip_count;
 
 struct server {
 	struct event_base *base;
+	struct evdns_base *dns;
 	struct config *cfg;
+	struct chain *chain;
 	struct sockaddr_storage backend_addr;
 	socklen_t backend_addrlen;
 	struct session_list sessions;
@@ -137,7 +159,7 @@ void session_backend_gone(struct session *s);
 int backend_connect(struct session *s, backend_cb cb);
 void backend_command(
     struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb);
-int backend_send_message(struct session *s, struct spool *sp, backend_cb cb);
+int backend_send_message(struct session *s, struct transaction *tx, backend_cb cb);
 void backend_close(struct session *s);
 
 #endif

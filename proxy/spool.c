@@ -1,7 +1,8 @@
 /*
  * spool.c - the message store for one transaction (see spool.h).
  *
- * Exports spool_open, spool_write, spool_move and spool_close. The file is
+ * Exports spool_open, spool_write, spool_pread, spool_copy, spool_move and
+ * spool_close. The file is
  * unlinked the moment it is created: a crash, a client that goes away, or a
  * refused message leaves nothing in spool_dir.
  */
@@ -105,10 +106,71 @@ spool_move(struct spool *sp, struct evbuffer *out)
 	return 0;
 }
 
+/* spool_pread - read back part of the message */
+ssize_t
+spool_pread(struct spool *sp, size_t off, char *buf, size_t len)
+{
+	struct evbuffer_ptr pos;
+
+	if (off >= sp->size)
+		return 0;
+	if (len > sp->size - off)
+		len = sp->size - off;
+	if (sp->fd >= 0) {
+		ssize_t n;
+		do
+			n = pread(sp->fd, buf, len, (off_t)off);
+		while (n < 0 && errno == EINTR);
+		return n;
+	}
+	if (sp->mem == NULL || evbuffer_ptr_set(sp->mem, &pos, off, EVBUFFER_PTR_SET) != 0)
+		return -1;
+	return evbuffer_copyout_from(sp->mem, &pos, buf, len);
+}
+
+/* spool_copy - a range of the message into an output buffer */
+int
+spool_copy(struct spool *sp, size_t off, size_t len, struct evbuffer *out)
+{
+	char chunk[16384];
+
+	if (off > sp->size || len > sp->size - off)
+		return -1;
+	if (sp->fd >= 0) {
+		/* One segment over a duplicate of the file: every range added
+		 * holds a reference, so the bytes stay readable until sent
+		 * even if the transaction ends first. */
+		if (sp->seg == NULL) {
+			int fd = dup(sp->fd);
+			if (fd < 0)
+				return -1;
+			sp->seg = evbuffer_file_segment_new(
+			    fd, 0, (ev_off_t)sp->size, EVBUF_FS_CLOSE_ON_FREE);
+			if (sp->seg == NULL) {
+				close(fd);
+				return -1;
+			}
+		}
+		return evbuffer_add_file_segment(out, sp->seg, (ev_off_t)off, (ev_off_t)len);
+	}
+	while (len > 0) {
+		size_t n = len < sizeof(chunk) ? len : sizeof(chunk);
+		ssize_t got = spool_pread(sp, off, chunk, n);
+		if (got <= 0 || evbuffer_add(out, chunk, (size_t)got) != 0)
+			return -1;
+		off += (size_t)got;
+		len -= (size_t)got;
+	}
+	return 0;
+}
+
 /* spool_close - release everything */
 void
 spool_close(struct spool *sp)
 {
+	if (sp->seg != NULL)
+		evbuffer_file_segment_free(sp->seg);
+	sp->seg = NULL;
 	if (sp->mem != NULL)
 		evbuffer_free(sp->mem);
 	sp->mem = NULL;

@@ -7,6 +7,7 @@
 #define PORTCULLIS_SPOOL_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <event2/buffer.h>
 
@@ -16,6 +17,7 @@ struct spool {
 	size_t size; /* octets written so far */
 	size_t threshold; /* spool_memory */
 	const char *dir; /* spool_dir */
+	struct evbuffer_file_segment *seg; /* the file, for spool_copy */
 	int failed; /* a write failed (errno kept in err) */
 	int err;
 };
@@ -29,6 +31,14 @@ void spool_write(struct spool *sp, const char *bytes, size_t len);
 /* spool_move - append the whole message to out (zero-copy where it can) and
  * leave the spool empty. Returns 0 or -1. */
 int spool_move(struct spool *sp, struct evbuffer *out);
+
+/* spool_pread - copy up to len octets from offset off into buf; returns the
+ * count (0 at the end) or -1. */
+ssize_t spool_pread(struct spool *sp, size_t off, char *buf, size_t len);
+
+/* spool_copy - append octets [off, off+len) to out (zero-copy from a file).
+ * The spool stays as it is. Returns 0 or -1. */
+int spool_copy(struct spool *sp, size_t off, size_t len, struct evbuffer *out);
 
 /* spool_close - free memory, close (and so delete) the file. */
 void spool_close(struct spool *sp);

@@ -67,10 +67,10 @@ def _check_stopped(p, failed):
 def proxy(request, recorder, tmp_path):
     started = []
 
-    def start(backend=None, args=(), **settings):
+    def start(backend=None, args=(), sections=None, **settings):
         n = len(started)
         workdir = tmp_path / (f"proxy{n}" if n else "proxy")
-        p = Proxy(workdir, backend or recorder.address, args=args, **settings)
+        p = Proxy(workdir, backend or recorder.address, args=args, sections=sections, **settings)
         started.append(p)
         return p.start()
 

@@ -13,6 +13,16 @@ directory or else to the repository root). Config keys are passed as keyword
 arguments and written as "key = value" lines; a value of None leaves the key
 out; a list repeats the key (listen). The test defaults keep every timeout
 short so a broken daemon fails fast instead of hanging the suite.
+
+Filter sections come after the top-level keys, in chain order:
+
+    Proxy(workdir, backend, sections=[
+        ("plugin access", {"sender_list": "/tmp/x/senders"}),
+        ("plugin verdict", {"path": test_plugin("verdict"), "stage": "mail"}),
+    ])
+
+plugin_dir defaults to $PLUGIN_DIR (build/plugins); test_plugin(name) is the
+path of a test plugin built from tests/plugins/NAME.c ($TEST_PLUGIN_DIR).
 """
 
 import os
@@ -38,6 +48,27 @@ def binary_path():
     if os.path.exists(b):
         return os.path.abspath(b)
     return os.path.join(REPO, b)
+
+
+def plugin_dir():
+    d = os.environ.get("PLUGIN_DIR", "build/plugins")
+    return d if os.path.isabs(d) else os.path.join(REPO, d)
+
+
+def test_plugin(name):
+    """The path of tests/plugins/NAME.c built as a shared object."""
+    d = os.environ.get("TEST_PLUGIN_DIR", "build/tests/plugins")
+    d = d if os.path.isabs(d) else os.path.join(REPO, d)
+    return os.path.join(d, name + ".so")
+
+
+def sections_text(sections):
+    """[header] blocks from (header, {key: value}) pairs, in order."""
+    out = []
+    for header, keys in sections or ():
+        out.append(f"\n[{header}]")
+        out.append(config_text(keys).rstrip("\n"))
+    return "\n".join(out) + "\n" if out else ""
 
 
 def free_port(host="127.0.0.1"):
@@ -127,7 +158,7 @@ class ProxyError(Exception):
 
 
 class Proxy:
-    def __init__(self, workdir, backend, args=(), **settings):
+    def __init__(self, workdir, backend, args=(), sections=None, **settings):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.host = "127.0.0.1"
@@ -144,7 +175,9 @@ class Proxy:
             "backend_data_timeout": "10s",
             "shutdown_timeout": "2s",
             "spool_dir": self.workdir,
+            "plugin_dir": plugin_dir(),
         }
+        self.sections = list(sections or [])
         self.settings.update(settings)
         self.config_path = os.path.join(self.workdir, "portcullis.conf")
         self.log_path = os.path.join(self.workdir, "portcullis.log")
@@ -163,6 +196,7 @@ class Proxy:
     def write_config(self):
         with open(self.config_path, "w") as f:
             f.write(config_text(self.settings))
+            f.write(sections_text(self.sections))
 
     def start(self):
         self.write_config()

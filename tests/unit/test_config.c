@@ -1009,11 +1009,48 @@ test_parse_addr(void **state)
 	assert_int_equal(config_parse_addr("", &a), -1);
 }
 
+/* The chain's top-level keys: plugin_dir, on_error, filter_timeout. */
+static void
+test_chain_keys(void **state)
+{
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+	enum config_on_error oe;
+
+	config_defaults(&cfg);
+	assert_int_equal(cfg.on_error, CONFIG_ON_ERROR_TEMPFAIL);
+	assert_int_equal(cfg.filter_timeout_ms, 30000);
+	assert_string_equal(cfg.plugin_dir, PLUGINDIR);
+	assert_int_equal(parse(&cfg,
+	                     "plugin_dir = /opt/pc\non_error = reject\nfilter_timeout = 250ms\n"
+	                     "[plugin access]\nobserve = yes\n",
+	                     err),
+	    0);
+	assert_string_equal(cfg.plugin_dir, "/opt/pc");
+	assert_int_equal(cfg.on_error, CONFIG_ON_ERROR_REJECT);
+	assert_int_equal(cfg.filter_timeout_ms, 250);
+	config_free(&cfg);
+	assert_int_equal(config_parse_on_error("accept", &oe), 0);
+	assert_int_equal(oe, CONFIG_ON_ERROR_ACCEPT);
+	assert_int_equal(config_parse_on_error("tempfail", &oe), 0);
+	assert_int_equal(oe, CONFIG_ON_ERROR_TEMPFAIL);
+	assert_int_equal(config_parse_on_error("Accept", &oe), -1);
+	assert_int_equal(config_parse_on_error("drop", &oe), -1);
+	check_bad_value("on_error", "continue");
+	check_bad_value("filter_timeout", "0");
+	check_bad_value("filter_timeout", "soon");
+	/* Keys of a section stay the plugin's: "observe" in a section is not a
+	 * top-level key, and a top-level key inside a section is the
+	 * section's. */
+	check_err("observe = yes\n", 1);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_chain_keys),
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_enums),
 	    cmocka_unit_test(test_sample_file),

@@ -1,0 +1,244 @@
+/*
+ * portcullis/plugin.h - the C plugin ABI: the only header a plugin includes.
+ *
+ * A plugin is a shared object (build/plugins/NAME.so) that exports one symbol,
+ *
+ *	const struct pc_plugin portcullis_plugin = { ... };
+ *
+ * whose abi field is PC_PLUGIN_ABI. Every configuration section naming the
+ * plugin makes one instance: init() is called with that section's keys and
+ * returns the instance pointer that every hook then gets back.
+ *
+ *	[plugin NAME]        loads plugin_dir/NAME.so (or path = ...), instance NAME
+ *	[TYPE NAME]          loads plugin_dir/TYPE.so, instance NAME ([lua policy])
+ *
+ * Keys the host keeps for itself in every section (the plugin never sees
+ * them): path, observe, on_error, filter_timeout.
+ *
+ * STAGES AND VERDICTS. For each client at connect, HELO, MAIL, RCPT and the
+ * end of DATA, the host calls that stage's hook of every instance in
+ * configuration order. A hook answers by filling in *v and returning
+ * PC_HOOK_DONE (a zeroed *v is "continue"), or by returning PC_HOOK_PENDING
+ * and answering later with host->resume(call, &v). The first verdict that is
+ * not PC_CONTINUE decides the stage (DESIGN.md §3):
+ *
+ *	PC_CONTINUE    no opinion: ask the next instance
+ *	PC_ACCEPT      ask no more instances at this stage; the backend decides
+ *	PC_REJECT      5xx to the client (default "550 5.7.1 ...")
+ *	PC_TEMPFAIL    4xx to the client (default "451 4.7.1 ...")
+ *	PC_DROP        pretend success and deliver nothing: at connect or HELO
+ *	               the whole session, at MAIL the transaction, at RCPT that
+ *	               recipient, at DATA the message
+ *	PC_DISCONNECT  "421 4.7.0 ..." and close
+ *
+ * v->reply, when not NULL, is the reply text: "[CODE] [X.Y.Z] text", e.g.
+ * "554 5.7.1 Spam not welcome here", "5.7.1 Go away" or "Go away". What is
+ * left out comes from the default. The host validates it (CODE of the
+ * verdict's class, X of the same class, no CR or LF, at most 512 octets);
+ * an invalid reply, a hook that fails (PC_FAIL) and a hook that does not
+ * answer within filter_timeout all become the section's on_error action,
+ * and the client sees a generic text while the detail goes to the log. The
+ * host copies v->reply before the hook call (or resume) returns.
+ *
+ * ASYNCHRONOUS HOOKS. A hook that must wait (DNS, a network service, a
+ * timer) calls host->pending(call, cancel, arg) and returns PC_HOOK_PENDING.
+ * The session waits; the event loop does not. Later, from any callback, it
+ * calls host->resume(call, &v) exactly once. If the host gives up first (the
+ * client went away, filter_timeout), it calls cancel(arg) instead, and from
+ * then on the plugin must not use call: cancel is where it frees what it
+ * allocated and cancels its DNS request or timer. resume may be called from
+ * inside the hook itself (an answer from a cache); that is fine.
+ *
+ * THREADS. There are none: every hook, every callback and every host
+ * service runs on the one event loop thread. Never block it.
+ *
+ * LIFETIMES. Strings the host hands out stay valid until the hook returns
+ * (or, for a pending hook, until resume or cancel); copy what you keep.
+ * Session data (host->session_data) lives until the close hook, transaction
+ * data (host->tx_data) until the reset hook.
+ */
+#ifndef PORTCULLIS_PLUGIN_H
+#define PORTCULLIS_PLUGIN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Bump on any change to the structs or function tables below. */
+#define PC_PLUGIN_ABI 1
+
+/* The symbol every plugin exports. */
+#define PC_PLUGIN_SYMBOL "portcullis_plugin"
+
+/* Longest reply a filter may give, without CR LF (RFC 5321 §4.5.3.1.5). */
+#define PC_REPLY_MAX 512
+
+struct event_base;
+struct evdns_base;
+
+/* What a hook decides. */
+enum pc_action {
+	PC_CONTINUE = 0,
+	PC_ACCEPT,
+	PC_REJECT,
+	PC_TEMPFAIL,
+	PC_DROP,
+	PC_DISCONNECT,
+	PC_FAIL, /* the filter could not decide: the on_error action */
+};
+
+struct pc_verdict {
+	enum pc_action action;
+	const char *reply; /* NULL: the default for the action */
+};
+
+/* What a hook returns. */
+#define PC_HOOK_DONE 0 /* *v holds the verdict */
+#define PC_HOOK_PENDING 1 /* host->pending() was called; host->resume() follows */
+
+enum pc_stage {
+	PC_STAGE_CONNECT = 0,
+	PC_STAGE_HELO,
+	PC_STAGE_MAIL,
+	PC_STAGE_RCPT,
+	PC_STAGE_DATA,
+};
+
+/* What host->get() can tell about the session and transaction. NULL when
+ * there is nothing (yet): no HELO before the HELO stage, no sender outside
+ * a transaction, no TLS on a plaintext session. */
+enum pc_field {
+	PC_SESSION_ID = 0, /* "0A1B2C3D4E", on every log line of the session */
+	PC_CLIENT_IP, /* "192.0.2.7" or "2001:db8::7" */
+	PC_CLIENT_PORT, /* "51234" */
+	PC_LOCAL_IP, /* the address the client connected to */
+	PC_LOCAL_PORT,
+	PC_HOSTNAME, /* our own name (config hostname) */
+	PC_HELO, /* the client's HELO/EHLO argument; at the HELO stage, the new one */
+	PC_TLS, /* the TLS protocol ("TLSv1.3") once TLS is up, else NULL */
+	PC_AUTH_USER, /* the authenticated user, else NULL */
+	PC_TX_ID, /* "0A1B2C3D4E.1": session id and transaction number */
+	PC_SENDER, /* MAIL FROM address without <>; "" for the null sender */
+	PC_RCPT, /* at the RCPT stage: the recipient being asked about */
+	PC_TRAIL, /* the verdicts so far: "access:accept@mail,rbl:continue@rcpt" */
+	PC_STAGE_NAME, /* "connect", "helo", "mail", "rcpt" or "data" */
+};
+
+/* Log levels for host->log. */
+enum pc_log_level {
+	PC_LOG_DEBUG = 0,
+	PC_LOG_INFO,
+	PC_LOG_WARN,
+	PC_LOG_ERR,
+};
+
+/* One "key = value" line of the instance's section, in file order. */
+struct pc_option {
+	const char *key;
+	const char *value;
+	int line; /* in the configuration file */
+	const struct pc_option *next;
+};
+
+struct pc_call; /* one hook invocation: the session, the transaction, the stage */
+struct pc_instance; /* the host's handle for one section */
+
+typedef void (*pc_cancel_fn)(void *arg);
+
+/* The services the host offers. Every function is safe to call from a hook
+ * or from an event callback; none blocks. */
+struct pc_host {
+	/* The libevent base every plugin event must use, and the daemon's
+	 * asynchronous resolver (evdns). */
+	struct event_base *base;
+	struct evdns_base *dns;
+
+	/* log - one line, with the session id when call is not NULL and the
+	 * instance name when self or call tells it. Either may be NULL. */
+	void (*log)(struct pc_instance *self, struct pc_call *call, enum pc_log_level level,
+	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+	/* get - a field of the session or transaction (see enum pc_field). */
+	const char *(*get)(struct pc_call *call, enum pc_field field);
+	/* rcpt - the n-th recipient accepted so far (0-based), NULL past the
+	 * end; rcpt_count - how many. */
+	const char *(*rcpt)(struct pc_call *call, size_t n);
+	size_t (*rcpt_count)(struct pc_call *call);
+	/* stage - which hook this call is. */
+	enum pc_stage (*stage)(struct pc_call *call);
+
+	/* session_data / tx_data - one pointer per instance and session (or
+	 * transaction), NULL at first, for the plugin's own state. Free it in
+	 * the close (or reset) hook. */
+	void **(*session_data)(struct pc_call *call);
+	void **(*tx_data)(struct pc_call *call);
+
+	/* pending / resume - see ASYNCHRONOUS HOOKS above. pending returns 0,
+	 * or -1 if the call cannot wait (then answer at once). */
+	int (*pending)(struct pc_call *call, pc_cancel_fn cancel, void *arg);
+	void (*resume)(struct pc_call *call, const struct pc_verdict *v);
+
+	/* The message, at the DATA stage only (elsewhere: 0, NULL, -1). */
+	/* msg_size - octets of the message as the client sent it. */
+	size_t (*msg_size)(struct pc_call *call);
+	/* header - the n-th (0-based) header field called name (any case),
+	 * unfolded, without the name, the colon and leading blanks; NULL if
+	 * there is none. */
+	const char *(*header)(struct pc_call *call, const char *name, size_t n);
+	/* header_at - the n-th header field of the message, in order; 0 or -1
+	 * past the end. */
+	int (*header_at)(struct pc_call *call, size_t n, const char **name, const char **value);
+	/* body_read - the next octets of the body (after the blank line),
+	 * un-dot-stuffed, CR LF line ends: a stream from the start for each
+	 * call of the hook. Returns the count, 0 at the end, -1 on error. */
+	ssize_t (*body_read)(struct pc_call *call, char *buf, size_t len);
+	/* add_header - prepend "name: value" when the message goes to the
+	 * backend (in the order added); remove_header - leave out every
+	 * incoming header field called name. 0 or -1 (bad name or value:
+	 * CR, LF, NUL, a name with ':' or blanks; too long). */
+	int (*add_header)(struct pc_call *call, const char *name, const char *value);
+	int (*remove_header)(struct pc_call *call, const char *name);
+};
+
+/* What init gets. */
+struct pc_init {
+	const struct pc_host *host;
+	struct pc_instance *self; /* for host->log outside hooks */
+	const char *name; /* the instance (section) name */
+	const char *file; /* the configuration file */
+	int line; /* the section header's line */
+	const struct pc_option *options; /* the section's own keys */
+	int check_only; /* portcullis -t: check everything, start nothing */
+	/* On failure, init writes a message here (without file or line) and,
+	 * if it is about one key, that key's line into err_line. */
+	char *err;
+	size_t errlen;
+	int err_line;
+};
+
+/* A hook. */
+typedef int (*pc_hook_fn)(void *instance, struct pc_call *call, struct pc_verdict *v);
+
+/* The descriptor: export it as PC_PLUGIN_SYMBOL. Any hook may be NULL. */
+struct pc_plugin {
+	unsigned abi; /* PC_PLUGIN_ABI */
+	const char *name; /* for logs: "access" */
+	const char *version;
+	/* keys - the section keys init accepts, NULL-terminated; the host
+	 * refuses any other with "file:line: unknown key". NULL: the plugin
+	 * checks keys itself. */
+	const char *const *keys;
+
+	/* init - make an instance; 0, or -1 with in->err filled in. */
+	int (*init)(struct pc_init *in, void **instance);
+	/* fini - the instance is no longer used (at exit). */
+	void (*fini)(void *instance);
+
+	pc_hook_fn connect, helo, mail, rcpt, data;
+	/* reset - the transaction ended (delivered, refused, RSET, new HELO,
+	 * disconnect): free tx_data. close - the session ended: free
+	 * session_data. Neither answers. */
+	void (*reset)(void *instance, struct pc_call *call);
+	void (*close)(void *instance, struct pc_call *call);
+};
+
+#endif

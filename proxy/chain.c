@@ -1,0 +1,661 @@
+/*
+ * chain.c - running the filter chain for a session (see chain.h), and the
+ * services the host offers plugins (struct pc_host).
+ *
+ * Exports chain_host_init, chain_session_init, chain_has, chain_run,
+ * chain_cancel, chain_tx_end and chain_session_end. A session asks one
+ * stage at a time (commands are processed one at a time), so each session
+ * has one struct pc_call, reused. The rules (DESIGN.md §3): instances are
+ * asked in configuration order; the first verdict that is not continue
+ * decides; accept ends the stage; observe logs and enforces nothing; a bad
+ * verdict, a failure or a timeout is the instance's on_error.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "chain.h"
+#include "log.h"
+#include "replies.h"
+#include "session.h"
+
+enum call_state {
+	CALL_IDLE = 0,
+	CALL_IN_HOOK, /* inside the plugin's hook function */
+	CALL_PENDING, /* the hook answered pending: waiting for resume */
+};
+
+/* The longest header line a filter may add (RFC 5322 §2.1.1). */
+#define CHAIN_HEADER_MAX 998
+
+static pc_hook_fn stage_hook(const struct pc_plugin *pl, enum pc_stage stage);
+static void chain_step(struct pc_call *call);
+static int chain_verdict(struct pc_call *call, int action, const char *reply);
+static int chain_fail(struct pc_call *call, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void chain_finish(struct pc_call *call, enum pc_action action, const char *line, int failed);
+static void chain_trail(struct pc_call *call, const char *what);
+static void chain_timeout_cb(evutil_socket_t fd, short what, void *arg);
+static int call_message(struct pc_call *call);
+
+static void host_log(struct pc_instance *self, struct pc_call *call, enum pc_log_level level,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static const char *host_get(struct pc_call *call, enum pc_field field);
+static const char *host_rcpt(struct pc_call *call, size_t n);
+static size_t host_rcpt_count(struct pc_call *call);
+static enum pc_stage host_stage(struct pc_call *call);
+static void **host_session_data(struct pc_call *call);
+static void **host_tx_data(struct pc_call *call);
+static int host_pending(struct pc_call *call, pc_cancel_fn cancel, void *arg);
+static void host_resume(struct pc_call *call, const struct pc_verdict *v);
+static size_t host_msg_size(struct pc_call *call);
+static const char *host_header(struct pc_call *call, const char *name, size_t n);
+static int host_header_at(struct pc_call *call, size_t n, const char **name, const char **value);
+static ssize_t host_body_read(struct pc_call *call, char *buf, size_t len);
+static int host_add_header(struct pc_call *call, const char *name, const char *value);
+static int host_remove_header(struct pc_call *call, const char *name);
+
+/* chain_host_init - the service table every plugin gets */
+void
+chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns)
+{
+	host->base = base;
+	host->dns = dns;
+	host->log = host_log;
+	host->get = host_get;
+	host->rcpt = host_rcpt;
+	host->rcpt_count = host_rcpt_count;
+	host->stage = host_stage;
+	host->session_data = host_session_data;
+	host->tx_data = host_tx_data;
+	host->pending = host_pending;
+	host->resume = host_resume;
+	host->msg_size = host_msg_size;
+	host->header = host_header;
+	host->header_at = host_header_at;
+	host->body_read = host_body_read;
+	host->add_header = host_add_header;
+	host->remove_header = host_remove_header;
+}
+
+/* chain_session_init - per-session state; 0 or -1 (out of memory) */
+int
+chain_session_init(struct chain *c, struct chain_session *cs, struct session *s)
+{
+	memset(cs, 0, sizeof(*cs));
+	cs->call.s = s;
+	cs->call.chain = c;
+	if (c == NULL || c->n == 0)
+		return 0;
+	cs->sdata = calloc(c->n, sizeof(void *));
+	cs->tdata = calloc(c->n, sizeof(void *));
+	cs->call.timer = evtimer_new(c->host.base, chain_timeout_cb, &cs->call);
+	if (cs->sdata == NULL || cs->tdata == NULL || cs->call.timer == NULL)
+		return -1;
+	return 0;
+}
+
+/* chain_has - is there anyone to ask at this stage? */
+int
+chain_has(const struct chain *c, enum pc_stage stage)
+{
+	return c != NULL && (c->stages & (1u << stage)) != 0;
+}
+
+/* stage_hook - the plugin's function for a stage */
+static pc_hook_fn
+stage_hook(const struct pc_plugin *pl, enum pc_stage stage)
+{
+	switch (stage) {
+	case PC_STAGE_CONNECT:
+		return pl->connect;
+	case PC_STAGE_HELO:
+		return pl->helo;
+	case PC_STAGE_MAIL:
+		return pl->mail;
+	case PC_STAGE_RCPT:
+		return pl->rcpt;
+	case PC_STAGE_DATA:
+		return pl->data;
+	}
+	return NULL;
+}
+
+/* chain_run - ask this stage's hooks, in order */
+void
+chain_run(
+    struct chain *c, struct session *s, enum pc_stage stage, const char *rcpt, chain_done_fn done)
+{
+	struct pc_call *call = &s->cs.call;
+
+	call->stage = stage;
+	call->in_stage = 1;
+	call->rcpt = rcpt;
+	call->next = 0;
+	call->done = done;
+	chain_step(call);
+}
+
+/* chain_step - ask instances from call->next on, until one decides or waits */
+static void
+chain_step(struct pc_call *call)
+{
+	struct chain *c = call->chain;
+
+	while (call->next < c->n) {
+		struct pc_instance *f = &c->f[call->next++];
+		pc_hook_fn hook = stage_hook(f->pl, call->stage);
+		struct pc_verdict v = {PC_CONTINUE, NULL};
+		int r;
+
+		if (hook == NULL)
+			continue;
+		call->f = f;
+		call->state = CALL_IN_HOOK;
+		call->resumed = 0;
+		call->cancel = NULL;
+		call->body_pos = 0;
+		r = hook(f->inst, call, &v);
+		if (r == PC_HOOK_DONE) {
+			call->state = CALL_IDLE;
+			if (chain_verdict(call, (int)v.action, v.reply))
+				return;
+		} else if (r == PC_HOOK_PENDING && call->resumed) {
+			call->state = CALL_IDLE;
+			if (chain_verdict(call, (int)call->r_action,
+			        call->r_has_reply ? call->r_reply : NULL))
+				return;
+		} else if (r == PC_HOOK_PENDING && call->cancel != NULL) {
+			struct timeval tv = {(time_t)(f->timeout_ms / 1000),
+			    (suseconds_t)(f->timeout_ms % 1000) * 1000};
+			call->state = CALL_PENDING;
+			evtimer_add(call->timer, &tv);
+			return;
+		} else {
+			call->state = CALL_IDLE;
+			if (r == PC_HOOK_PENDING ? chain_fail(call,
+			                               "answered pending without "
+			                               "calling host->pending()")
+			                         : chain_fail(call, "hook returned %d", r))
+				return;
+		}
+	}
+	call->f = NULL;
+	chain_finish(call, PC_CONTINUE, "", 0);
+}
+
+/* chain_verdict - judge one answer; 1 if the stage is decided (done called) */
+static int
+chain_verdict(struct pc_call *call, int action, const char *reply)
+{
+	struct session *s = call->s;
+	struct pc_instance *f = call->f;
+	char line[VERDICT_LINE_MAX], q[600], what[64];
+	const char *why;
+
+	if (action < PC_CONTINUE || action > PC_FAIL)
+		return chain_fail(call, "invalid verdict %d", action);
+	if (action == PC_FAIL)
+		return chain_fail(call, "the filter failed");
+	if (action == PC_CONTINUE)
+		return 0;
+	if (verdict_reply((enum pc_action)action, call->stage, reply, s->srv->cfg->hostname, line,
+	        sizeof(line), &why) != 0)
+		return chain_fail(call, "invalid reply \"%s\" for %s: %s",
+		    log_quote(q, sizeof(q), reply, strlen(reply)), verdict_action_name(action),
+		    why);
+	if (f->observe) {
+		log_info(s->tx.id[0] ? s->tx.id : s->id,
+		    "observe: %s would %s at %s%s%s%s (not enforced)", f->name,
+		    verdict_action_name(action), verdict_stage_name(call->stage),
+		    line[0] ? " \"" : "", line, line[0] ? "\"" : "");
+		snprintf(what, sizeof(what), "observe-%s", verdict_action_name(action));
+		chain_trail(call, what);
+		return 0;
+	}
+	chain_trail(call, verdict_action_name(action));
+	chain_finish(call, (enum pc_action)action, line, 0);
+	return 1;
+}
+
+/* chain_fail - the instance failed: log why, then its on_error */
+static int
+chain_fail(struct pc_call *call, const char *fmt, ...)
+{
+	struct session *s = call->s;
+	struct pc_instance *f = call->f;
+	static const char *const names[] = {"tempfail", "accept", "reject"};
+	char why[600], line[VERDICT_LINE_MAX + 64];
+	int connect = call->stage == PC_STAGE_CONNECT;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	log_warn(s->tx.id[0] ? s->tx.id : s->id, "filter %s failed at %s: %s (on_error=%s)",
+	    f->name, verdict_stage_name(call->stage), why, names[f->on_error]);
+	chain_trail(call, "error");
+	switch (f->on_error) {
+	case CONFIG_ON_ERROR_ACCEPT:
+		return 0;
+	case CONFIG_ON_ERROR_REJECT:
+		snprintf(line, sizeof(line), "%s",
+		    connect ? R_FILTER_ERROR_REJECT_CONNECT : R_FILTER_ERROR_REJECT);
+		chain_finish(call, PC_REJECT, line, 1);
+		return 1;
+	case CONFIG_ON_ERROR_TEMPFAIL:
+		break;
+	}
+	if (connect)
+		snprintf(
+		    line, sizeof(line), R_FILTER_ERROR_TEMPFAIL_CONNECT, s->srv->cfg->hostname);
+	else
+		snprintf(line, sizeof(line), "%s", R_FILTER_ERROR_TEMPFAIL);
+	chain_finish(call, PC_TEMPFAIL, line, 1);
+	return 1;
+}
+
+/* chain_finish - the stage is decided: tell the session */
+static void
+chain_finish(struct pc_call *call, enum pc_action action, const char *line, int failed)
+{
+	struct chain_result r;
+
+	r.action = action;
+	snprintf(r.reply, sizeof(r.reply), "%s", line);
+	r.by = call->f != NULL ? call->f->name : NULL;
+	r.failed = failed;
+	call->state = CALL_IDLE;
+	call->f = NULL;
+	call->in_stage = 0;
+	/* The session may end in here: nothing touches call afterwards. */
+	call->done(call->s, &r);
+}
+
+/* chain_trail - "name:what@stage" for PC_TRAIL and the headers plugin */
+static void
+chain_trail(struct pc_call *call, const char *what)
+{
+	struct chain_session *cs = &call->s->cs;
+	size_t len = strlen(cs->trail);
+
+	snprintf(cs->trail + len, sizeof(cs->trail) - len, "%s%s:%s@%s", len ? "," : "",
+	    call->f->name, what, verdict_stage_name(call->stage));
+}
+
+/* chain_timeout_cb - filter_timeout passed while a hook was pending */
+static void
+chain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pc_call *call = arg;
+	pc_cancel_fn cancel = call->cancel;
+
+	if (call->state != CALL_PENDING)
+		return;
+	call->state = CALL_IDLE;
+	call->cancel = NULL;
+	cancel(call->cancel_arg);
+	if (!chain_fail(call, "no verdict within filter_timeout (%llu ms)",
+	        (unsigned long long)call->f->timeout_ms))
+		chain_step(call);
+}
+
+/* chain_cancel - give up a pending hook: the session is going away */
+void
+chain_cancel(struct session *s)
+{
+	struct pc_call *call = &s->cs.call;
+	pc_cancel_fn cancel = call->cancel;
+
+	if (call->state != CALL_PENDING)
+		return;
+	log_info(
+	    s->id, "filter %s cancelled at %s", call->f->name, verdict_stage_name(call->stage));
+	evtimer_del(call->timer);
+	call->state = CALL_IDLE;
+	call->cancel = NULL;
+	call->f = NULL;
+	call->in_stage = 0;
+	cancel(call->cancel_arg);
+}
+
+/* chain_tx_end - reset hooks; transaction data is gone */
+void
+chain_tx_end(struct chain *c, struct session *s)
+{
+	struct chain_session *cs = &s->cs;
+	struct pc_call *call = &cs->call;
+
+	if (c == NULL || c->n == 0 || cs->tdata == NULL)
+		return;
+	chain_cancel(s);
+	for (size_t i = 0; i < c->n; i++) {
+		struct pc_instance *f = &c->f[i];
+		if (f->pl->reset != NULL) {
+			call->f = f;
+			f->pl->reset(f->inst, call);
+		}
+		cs->tdata[i] = NULL;
+	}
+	call->f = NULL;
+	cs->trail[cs->trail_tx] = '\0';
+}
+
+/* chain_session_end - the session is over */
+void
+chain_session_end(struct chain *c, struct session *s)
+{
+	struct chain_session *cs = &s->cs;
+	struct pc_call *call = &cs->call;
+
+	chain_cancel(s);
+	if (c != NULL && cs->sdata != NULL) {
+		for (size_t i = 0; i < c->n; i++) {
+			struct pc_instance *f = &c->f[i];
+			if (f->pl->close != NULL) {
+				call->f = f;
+				f->pl->close(f->inst, call);
+			}
+			cs->sdata[i] = NULL;
+		}
+	}
+	call->f = NULL;
+	if (call->timer != NULL)
+		event_free(call->timer);
+	call->timer = NULL;
+	free(cs->sdata);
+	free(cs->tdata);
+	free(call->tmp);
+	cs->sdata = cs->tdata = NULL;
+	call->tmp = NULL;
+}
+
+/* ---- host services ---- */
+
+static const int log_prio[] = {
+    [PC_LOG_DEBUG] = LOG_DEBUG,
+    [PC_LOG_INFO] = LOG_INFO,
+    [PC_LOG_WARN] = LOG_WARNING,
+    [PC_LOG_ERR] = LOG_ERR,
+};
+
+/* host_log - a plugin's log line, with the session (or transaction) id */
+static void
+host_log(
+    struct pc_instance *self, struct pc_call *call, enum pc_log_level level, const char *fmt, ...)
+{
+	char buf[2048];
+	const char *sid = NULL, *name;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (call != NULL)
+		sid = call->s->tx.id[0] ? call->s->tx.id : call->s->id;
+	name = self != NULL                   ? self->name
+	    : call != NULL && call->f != NULL ? call->f->name
+	                                      : "plugin";
+	if ((unsigned)level > PC_LOG_ERR)
+		level = PC_LOG_ERR;
+	log_msg(log_prio[level], sid, "[%s] %s", name, buf);
+}
+
+/* host_get - read access to the session and transaction */
+static const char *
+host_get(struct pc_call *call, enum pc_field field)
+{
+	struct session *s = call->s;
+
+	switch (field) {
+	case PC_SESSION_ID:
+		return s->id;
+	case PC_CLIENT_IP:
+		return s->client_ip;
+	case PC_CLIENT_PORT:
+		return s->client_port;
+	case PC_LOCAL_IP:
+		return s->local_ip;
+	case PC_LOCAL_PORT:
+		return s->local_port;
+	case PC_HOSTNAME:
+		return s->srv->cfg->hostname;
+	case PC_HELO:
+		if (call->in_stage && call->stage == PC_STAGE_HELO) {
+			free(call->tmp);
+			call->tmp = strndup(s->cmd.arg, s->cmd.arg_len);
+			return call->tmp;
+		}
+		return s->helo;
+	case PC_TLS:
+	case PC_AUTH_USER:
+		return NULL; /* no TLS or AUTH yet */
+	case PC_TX_ID:
+		return s->tx.id[0] ? s->tx.id : NULL;
+	case PC_SENDER:
+		return s->tx.sender;
+	case PC_RCPT:
+		return call->in_stage && call->stage == PC_STAGE_RCPT ? call->rcpt : NULL;
+	case PC_TRAIL:
+		return s->cs.trail;
+	case PC_STAGE_NAME:
+		return call->in_stage ? verdict_stage_name(call->stage) : NULL;
+	}
+	return NULL;
+}
+
+/* host_rcpt - recipients the backend accepted so far */
+static const char *
+host_rcpt(struct pc_call *call, size_t n)
+{
+	for (struct rcpt *r = call->s->tx.rcpts; r != NULL; r = r->next) {
+		if (n-- == 0)
+			return r->addr;
+	}
+	return NULL;
+}
+
+static size_t
+host_rcpt_count(struct pc_call *call)
+{
+	return call->s->tx.nrcpt;
+}
+
+static enum pc_stage
+host_stage(struct pc_call *call)
+{
+	return call->stage;
+}
+
+/* host_session_data / host_tx_data - the instance's own slots */
+static void **
+host_session_data(struct pc_call *call)
+{
+	return &call->s->cs.sdata[call->f->index];
+}
+
+static void **
+host_tx_data(struct pc_call *call)
+{
+	return &call->s->cs.tdata[call->f->index];
+}
+
+/* host_pending - the hook will answer later */
+static int
+host_pending(struct pc_call *call, pc_cancel_fn cancel, void *arg)
+{
+	if (call->state != CALL_IN_HOOK || cancel == NULL)
+		return -1;
+	call->cancel = cancel;
+	call->cancel_arg = arg;
+	return 0;
+}
+
+/* host_resume - a pending hook's answer */
+static void
+host_resume(struct pc_call *call, const struct pc_verdict *v)
+{
+	size_t len;
+
+	if (call->state == CALL_IDLE || call->cancel == NULL || call->resumed) {
+		log_err(call->s->id, "filter %s: resume without a pending call (ignored)",
+		    call->f ? call->f->name : "?");
+		return;
+	}
+	call->r_action = v->action;
+	call->r_has_reply = v->reply != NULL;
+	if (v->reply != NULL) {
+		/* One octet over the limit is enough for verdict_reply to say
+		 * it is too long. */
+		len = strnlen(v->reply, PC_REPLY_MAX + 1);
+		memcpy(call->r_reply, v->reply, len);
+		call->r_reply[len] = '\0';
+	}
+	if (call->state == CALL_IN_HOOK) {
+		call->resumed = 1; /* chain_step takes it when the hook returns */
+		return;
+	}
+	evtimer_del(call->timer);
+	call->state = CALL_IDLE;
+	call->cancel = NULL;
+	if (!chain_verdict(call, (int)call->r_action, call->r_has_reply ? call->r_reply : NULL))
+		chain_step(call);
+}
+
+/* call_message - the header index, built on first use at the DATA stage */
+static int
+call_message(struct pc_call *call)
+{
+	struct transaction *tx = &call->s->tx;
+	size_t want;
+	char *buf;
+	ssize_t n;
+
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || !tx->spool_open)
+		return -1;
+	if (tx->msg_parsed)
+		return 0;
+	want = tx->spool.size < MESSAGE_HEADER_MAX ? tx->spool.size : MESSAGE_HEADER_MAX;
+	if ((buf = malloc(want + 1)) == NULL)
+		return -1;
+	n = spool_pread(&tx->spool, 0, buf, want);
+	if (n < 0 || message_parse(&tx->msg, buf, (size_t)n, (size_t)n == tx->spool.size) != 0) {
+		free(buf);
+		message_free(&tx->msg);
+		return -1;
+	}
+	free(buf);
+	tx->msg_parsed = 1;
+	return 0;
+}
+
+static size_t
+host_msg_size(struct pc_call *call)
+{
+	if (!call->in_stage || call->stage != PC_STAGE_DATA)
+		return 0;
+	return call->s->tx.size;
+}
+
+static const char *
+host_header(struct pc_call *call, const char *name, size_t n)
+{
+	if (name == NULL || call_message(call) != 0)
+		return NULL;
+	return message_header(&call->s->tx.msg, name, n);
+}
+
+static int
+host_header_at(struct pc_call *call, size_t n, const char **name, const char **value)
+{
+	struct message *m = &call->s->tx.msg;
+
+	if (call_message(call) != 0 || n >= m->nh)
+		return -1;
+	*name = m->h[n].name;
+	*value = m->h[n].value;
+	return 0;
+}
+
+/* host_body_read - the body as a stream, dots un-stuffed (RFC 5321 §4.5.2) */
+static ssize_t
+host_body_read(struct pc_call *call, char *buf, size_t len)
+{
+	struct transaction *tx = &call->s->tx;
+
+	if (call_message(call) != 0)
+		return -1;
+	if (call->body_pos == 0) { /* a new hook call: from the start */
+		call->body_pos = tx->msg.body_off + 1;
+		call->body_sol = 1;
+	}
+	while (len > 0) {
+		size_t off = call->body_pos - 1, o = 0;
+		ssize_t n = spool_pread(&tx->spool, off, buf, len);
+
+		if (n <= 0)
+			return n;
+		call->body_pos += (size_t)n;
+		for (ssize_t i = 0; i < n; i++) {
+			char c = buf[i];
+			if (call->body_sol && c == '.') {
+				call->body_sol = 0;
+				continue;
+			}
+			call->body_sol = c == '\n';
+			buf[o++] = c;
+		}
+		if (o > 0)
+			return (ssize_t)o;
+	}
+	return 0;
+}
+
+/* header_name_ok - a field name we let a filter write or name */
+static int
+header_name_ok(const char *name)
+{
+	size_t n = 0;
+
+	if (name == NULL || name[0] == '.')
+		return 0;
+	for (; name[n] != '\0'; n++) {
+		unsigned char c = (unsigned char)name[n];
+		if (c <= ' ' || c > '~' || c == ':')
+			return 0;
+	}
+	return n > 0 && n <= 76;
+}
+
+/* host_add_header - prepended when the message goes to the backend */
+static int
+host_add_header(struct pc_call *call, const char *name, const char *value)
+{
+	struct transaction *tx = &call->s->tx;
+
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || !header_name_ok(name) ||
+	    value == NULL || strlen(name) + 2 + strlen(value) > CHAIN_HEADER_MAX)
+		return -1;
+	for (const char *p = value; *p != '\0'; p++) {
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return -1;
+	}
+	if (tx->added == NULL && (tx->added = evbuffer_new()) == NULL)
+		return -1;
+	return evbuffer_add_printf(tx->added, "%s: %s\r\n", name, value) < 0 ? -1 : 0;
+}
+
+/* host_remove_header - leave out incoming fields of that name */
+static int
+host_remove_header(struct pc_call *call, const char *name)
+{
+	if (!header_name_ok(name) || call_message(call) != 0)
+		return -1;
+	if (message_remove(&call->s->tx.msg, name) > 0)
+		call->s->tx.edited = 1;
+	return 0;
+}

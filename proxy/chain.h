@@ -1,0 +1,109 @@
+/*
+ * chain.h - the filter chain: the configured instances in order, and one
+ * run of a stage's hooks for a session (DESIGN.md §3, §5).
+ *
+ * plugin.c builds a chain from the configuration (dlopen, ABI check, init);
+ * chain.c runs it: each instance's hook in order, pending hooks waited for
+ * without blocking, verdicts validated, failures turned into on_error.
+ */
+#ifndef PORTCULLIS_CHAIN_H
+#define PORTCULLIS_CHAIN_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "message.h"
+#include "portcullis/plugin.h"
+#include "verdict.h"
+
+struct session;
+struct event;
+
+/* One configured section: a plugin instance. (The ABI's opaque handle.) */
+struct pc_instance {
+	char *name; /* the section name: "by=" in logs */
+	char *type;
+	char *path; /* the shared object */
+	const struct pc_plugin *pl;
+	void *dl;
+	void *inst; /* what init returned */
+	int inited;
+	int observe;
+	enum config_on_error on_error;
+	uint64_t timeout_ms;
+	struct pc_option *options;
+	size_t index;
+	int line; /* the section header's line */
+};
+
+struct chain {
+	struct pc_instance *f;
+	size_t n;
+	unsigned stages; /* bit (1 << stage) when some instance hooks it */
+	struct pc_host host;
+};
+
+/* The outcome of a stage. */
+struct chain_result {
+	enum pc_action action; /* continue, accept, or what the session must do */
+	char reply[VERDICT_LINE_MAX + 64];
+	const char *by; /* the deciding instance, NULL if none */
+	int failed; /* on_error decided */
+};
+
+typedef void (*chain_done_fn)(struct session *s, const struct chain_result *r);
+
+/* One hook call in flight, and what the host services read. */
+struct pc_call {
+	struct session *s;
+	struct chain *chain;
+	struct pc_instance *f; /* the instance being asked */
+	enum pc_stage stage;
+	int in_stage; /* a stage hook, not reset/close */
+	const char *rcpt; /* at the RCPT stage */
+	size_t next; /* the next instance to ask */
+	int state; /* CALL_* in chain.c */
+	int resumed; /* resume came while the hook ran */
+	enum pc_action r_action;
+	char r_reply[PC_REPLY_MAX + 2];
+	int r_has_reply;
+	pc_cancel_fn cancel;
+	void *cancel_arg;
+	struct event *timer;
+	chain_done_fn done;
+	size_t body_pos; /* body_read position in the spool */
+	int body_sol; /* at the start of a line (for un-stuffing) */
+	char *tmp; /* a string returned by get() */
+};
+
+/* Per-session state of the chain. */
+struct chain_session {
+	struct pc_call call;
+	void **sdata, **tdata; /* per instance */
+	char trail[1024];
+	size_t trail_tx; /* where the transaction's part of trail starts */
+};
+
+/* plugin.c */
+/* chain_load - every section of cfg, loaded and initialised in order.
+ * Returns 0, or -1 with "file:line: [type name]: message" in err. */
+int chain_load(struct chain **out, struct config *cfg, struct event_base *base,
+    struct evdns_base *dns, int check_only, char *err, size_t errlen);
+void chain_free(struct chain *c);
+
+/* chain.c */
+void chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns);
+int chain_session_init(struct chain *c, struct chain_session *cs, struct session *s);
+/* chain_has - does any instance hook this stage? */
+int chain_has(const struct chain *c, enum pc_stage stage);
+/* chain_run - ask the stage's hooks; done is called once, maybe at once. */
+void chain_run(
+    struct chain *c, struct session *s, enum pc_stage stage, const char *rcpt, chain_done_fn done);
+/* chain_cancel - give up a pending hook (its done is never called). */
+void chain_cancel(struct session *s);
+/* chain_tx_end - the transaction ended: reset hooks, tx data dropped. */
+void chain_tx_end(struct chain *c, struct session *s);
+/* chain_session_end - cancel a pending hook, close hooks, free. */
+void chain_session_end(struct chain *c, struct session *s);
+
+#endif
