@@ -29,7 +29,10 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/message.c
 PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c
-UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message
+UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message test_chain
+# The chain's rules are tested with fake plugins in-process: it needs the
+# parts a session's chain touches, and no sockets.
+CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -65,6 +68,10 @@ $(BUILD)/plugins/%.so: plugins/%.c include/portcullis/plugin.h
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/portcullis/plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -levent
+
+$(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(CHAIN_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
 -include $(DEPFILES)
 
