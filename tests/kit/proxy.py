@@ -62,6 +62,9 @@ def test_plugin(name):
     return os.path.join(d, name + ".so")
 
 
+test_plugin.__test__ = False  # a helper, not a test, wherever it is imported
+
+
 def sections_text(sections):
     """[header] blocks from (header, {key: value}) pairs, in order."""
     out = []
