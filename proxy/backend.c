@@ -101,7 +101,9 @@ backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
 			if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)
 				return -1;
 		}
-		if (spool_copy(sp, m->body_off, sp->size - m->body_off, out) != 0)
+		/* The rest: the blank line (if any) and the body. */
+		size_t rest = m->nh > 0 ? m->h[m->nh - 1].off + m->h[m->nh - 1].len : 0;
+		if (spool_copy(sp, rest, sp->size - rest, out) != 0)
 			return -1;
 	} else if (spool_move(sp, out) != 0) {
 		return -1;

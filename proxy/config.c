@@ -6,6 +6,7 @@
  * reading the file. Every top-level key is one row of the table below, with
  * the kind of value it takes; sections are kept as key lists for the chain.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -28,6 +29,7 @@ enum key_kind {
 	K_LOG,
 	K_LOG_LEVEL,
 	K_ON_ERROR,
+	K_DNS_SERVER,
 };
 
 struct key_def {
@@ -64,6 +66,8 @@ static const struct key_def keys[] = {
     {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0},
     {"plugin_dir", K_STRING, F(plugin_dir), sizeof(((struct config *)0)->plugin_dir), 0},
     {"on_error", K_ON_ERROR, F(on_error), 0, 0},
+    {"dns_server", K_DNS_SERVER, F(dns_server), 0, 0},
+    {"dns_timeout", K_TIME, F(dns_timeout_ms), 0, 100},
     {"filter_timeout", K_TIME, F(filter_timeout_ms), 0, 1},
 };
 
@@ -108,6 +112,7 @@ config_defaults(struct config *cfg)
 	snprintf(cfg->plugin_dir, sizeof(cfg->plugin_dir), "%s", PLUGINDIR);
 	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
 	cfg->filter_timeout_ms = 30 * 1000;
+	cfg->dns_timeout_ms = 5 * 1000;
 }
 
 /* errf - format "file:line: message" (or "file: message" for line 0) */
@@ -355,6 +360,30 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		return 0;
 	case K_ON_ERROR:
 		return config_parse_on_error(value, &cfg->on_error);
+	case K_DNS_SERVER: {
+		/* A numeric address, with a port or without (53). */
+		struct config_addr a;
+		char with_port[CONFIG_HOST_MAX + 16];
+
+		if (strlen(value) > 64) /* no numeric address is longer */
+			return -1;
+		unsigned char tmp[16];
+		if (config_parse_addr(value, &a) != 0) {
+			snprintf(with_port, sizeof(with_port), "%s:53", value);
+			if (strchr(value, ':') != NULL && value[0] != '[')
+				snprintf(with_port, sizeof(with_port), "[%s]:53", value);
+			if (config_parse_addr(with_port, &a) != 0)
+				return -1;
+		}
+		if (inet_pton(AF_INET, a.host, tmp) == 1)
+			snprintf(cfg->dns_server, sizeof(cfg->dns_server), "%s:%s", a.host, a.port);
+		else if (inet_pton(AF_INET6, a.host, tmp) == 1)
+			snprintf(
+			    cfg->dns_server, sizeof(cfg->dns_server), "[%s]:%s", a.host, a.port);
+		else
+			return -1;
+		return 0;
+	}
 	case K_LOG_LEVEL:
 		if (strcmp(value, "info") == 0)
 			cfg->log_debug = 0;
@@ -378,6 +407,7 @@ static const char *const kind_help[] = {
     [K_LOG] = "stderr or syslog",
     [K_LOG_LEVEL] = "info or debug",
     [K_ON_ERROR] = "tempfail, accept or reject",
+    [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
 };
 
 /* config_set - set one top-level key */

@@ -86,6 +86,8 @@ struct config {
 	int log_debug;
 
 	char plugin_dir[1024];
+	char dns_server[CONFIG_HOST_MAX + 32]; /* "ip:port"; "" = /etc/resolv.conf */
+	uint64_t dns_timeout_ms;
 	enum config_on_error on_error;
 	uint64_t filter_timeout_ms; /* one hook call, pending included */
 

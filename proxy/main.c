@@ -28,6 +28,8 @@ static void usage(void);
 static int resolve_backend(struct server *srv, char *err, size_t errlen);
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
+static int dns_start(struct server *srv, char *err, size_t errlen);
 
 static void
 usage(void)
@@ -60,6 +62,65 @@ resolve_backend(struct server *srv, char *err, size_t errlen)
 	srv->backend_addrlen = res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
+}
+
+/* dns_start - the resolver plugins share (DESIGN §5): dns_server, or the
+ * name servers of /etc/resolv.conf */
+static int
+dns_start(struct server *srv, char *err, size_t errlen)
+{
+	struct config *cfg = srv->cfg;
+	char secs[32];
+
+	if (cfg->dns_server[0] == '\0') {
+		srv->dns = evdns_base_new(srv->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+		if (srv->dns == NULL) /* no usable resolv.conf: no DNS, say so */
+			log_warn(NULL, "no name server in /etc/resolv.conf: DNS lookups will fail");
+	}
+	if (srv->dns == NULL)
+		srv->dns = evdns_base_new(srv->base, 0);
+	if (srv->dns == NULL) {
+		snprintf(err, errlen, "cannot create the DNS resolver");
+		return -1;
+	}
+	if (cfg->dns_server[0] != '\0' &&
+	    evdns_base_nameserver_ip_add(srv->dns, cfg->dns_server) != 0) {
+		snprintf(
+		    err, errlen, "%s: dns_server %s: cannot use it", cfg->file, cfg->dns_server);
+		return -1;
+	}
+	snprintf(secs, sizeof(secs), "%.3f", (double)cfg->dns_timeout_ms / 1000.0);
+	evdns_base_set_option(srv->dns, "timeout:", secs);
+	evdns_base_set_option(srv->dns, "attempts:", "2");
+	/* Answers must match the question's case exactly (0x20 hardening) is
+	 * off: blocklists answer in the case they like. */
+	evdns_base_set_option(srv->dns, "randomize-case:", "0");
+	return 0;
+}
+
+/* on_reload_signal - SIGHUP: plugins re-read their files and scripts; one
+ * that fails keeps what it had (DESIGN §4) */
+static void
+on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	char err[CONFIG_ERR_MAX];
+	size_t ok = 0, failed = 0;
+
+	for (size_t i = 0; i < srv->chain->n; i++) {
+		struct pc_instance *f = &srv->chain->f[i];
+		if (f->pl->reload == NULL)
+			continue;
+		err[0] = '\0';
+		if (f->pl->reload(f->inst, err, sizeof(err)) != 0) {
+			log_err(NULL, "reload of [%s %s] failed, keeping the old one: %s", f->type,
+			    f->name, err[0] ? err : "no reason given");
+			failed++;
+		} else {
+			ok++;
+		}
+	}
+	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed", ok, failed);
 }
 
 /* on_stop_signal - SIGTERM/SIGINT: drain */
@@ -110,7 +171,7 @@ main(int argc, char **argv)
 	int noverrides = 0, check = 0, ch;
 	struct config cfg;
 	struct server srv;
-	struct event *sigterm, *sigint;
+	struct event *sigterm, *sigint, *sighup;
 
 	while ((ch = getopt(argc, argv, "c:to:Vh")) != -1) {
 		switch (ch) {
@@ -165,7 +226,6 @@ main(int argc, char **argv)
 	/* -t logs what plugins say to stderr, whatever log says. */
 	log_init(check ? CONFIG_LOG_STDERR : cfg.log, cfg.log_debug);
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
 	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
 		srv.sid_base =
 		    (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
@@ -181,10 +241,8 @@ main(int argc, char **argv)
 		log_err(NULL, "cannot create the event loop");
 		return 1;
 	}
-	/* The resolver plugins share (DESIGN §5): the system's name servers. */
-	srv.dns = evdns_base_new(srv.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-	if (srv.dns == NULL)
-		srv.dns = evdns_base_new(srv.base, 0);
+	if (dns_start(&srv, err, sizeof(err)) != 0)
+		goto bad_config;
 	/* Every plugin is loaded and initialised, under -t too: a broken
 	 * section is found before the daemon starts, not by the first client. */
 	if (chain_load(&srv.chain, &cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0) {
@@ -210,6 +268,8 @@ main(int argc, char **argv)
 	sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
+	sighup = evsignal_new(srv.base, SIGHUP, on_reload_signal, &srv);
+	evsignal_add(sighup, NULL);
 	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
 	    cfg.backend.host, cfg.backend.port, srv.chain->n);
 
@@ -219,6 +279,7 @@ main(int argc, char **argv)
 	listener_stop();
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sighup);
 	if (srv.drain_timer != NULL)
 		event_free(srv.drain_timer);
 	while (!TAILQ_EMPTY(&srv.sessions)) {

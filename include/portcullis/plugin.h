@@ -239,6 +239,12 @@ struct pc_plugin {
 	 * session_data. Neither answers. */
 	void (*reset)(void *instance, struct pc_call *call);
 	void (*close)(void *instance, struct pc_call *call);
+
+	/* reload - SIGHUP: read again what the instance was built from (list
+	 * files, scripts). 0, or -1 with a message in err, and then the
+	 * instance must go on exactly as before. Sessions already running may
+	 * finish with what they started with. NULL: nothing to reload. */
+	int (*reload)(void *instance, char *err, size_t errlen);
 };
 
 #endif
