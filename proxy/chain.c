@@ -453,7 +453,7 @@ static const char *
 host_rcpt(struct pc_call *call, size_t n)
 {
 	for (struct rcpt *r = call->s->tx.rcpts; r != NULL; r = r->next) {
-		if (n-- == 0)
+		if (!r->dropped && n-- == 0)
 			return r->addr;
 	}
 	return NULL;

@@ -68,6 +68,8 @@ static void on_hooks_done(struct session *s, const struct chain_result *r);
 static void session_verdict(struct session *s, enum pc_stage stage, const struct chain_result *r);
 static void helo_reply(struct session *s, const struct smtp_caps *caps);
 static void tx_begin(struct session *s);
+static void tx_add_rcpt(struct session *s, const char *addr, int dropped);
+static size_t rcpt_list(const struct transaction *tx, int dropped, char *buf, size_t size);
 static void data_refuse(struct session *s, const char *reply, const char *status);
 static void session_reply(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -621,6 +623,7 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 		if (r->action == PC_DROP) {
 			tx->nrcpt_dropped++;
 			tx->rcpt_drop_by = r->by;
+			tx_add_rcpt(s, s->path.addr, 1);
 			status = "dropped";
 		}
 		log_info(tx->id, "to=<%s> %s at rcpt by=%s reply=\"%s\"",
@@ -767,27 +770,58 @@ session_backend_gone(struct session *s)
 static void
 tx_log(struct session *s, const char *status, const char *reply)
 {
-	char to[1024], from[300], q[600], helo[200];
-	size_t o = 0;
-	struct rcpt *r;
+	char to[1024], dropped[1024], from[300], q[600], helo[200];
 
-	to[0] = '\0';
-	for (r = s->tx.rcpts; r != NULL && o + 8 < sizeof(to); r = r->next) {
-		char a[300];
-		int n = snprintf(to + o, sizeof(to) - o, "%s<%s>", o ? "," : "",
-		    log_quote(a, sizeof(a), r->addr, strlen(r->addr)));
-		if (n < 0 || (size_t)n >= sizeof(to) - o)
-			break;
-		o += (size_t)n;
-	}
+	rcpt_list(&s->tx, 0, to, sizeof(to));
+	rcpt_list(&s->tx, 1, dropped, sizeof(dropped));
 	log_quote(from, sizeof(from), s->tx.sender ? s->tx.sender : "",
 	    s->tx.sender ? strlen(s->tx.sender) : 0);
 	log_quote(helo, sizeof(helo), s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
 	log_info(s->tx.id,
-	    "client=%s helo=%s from=<%s> to=%s size=%zu status=%s%s%s%s%s reply=\"%s\"", s->peer,
-	    helo, from, to[0] ? to : "<>", s->tx.size, status, s->tx.by ? " stage=" : "",
+	    "client=%s helo=%s from=<%s> to=%s%s%s size=%zu status=%s%s%s%s%s reply=\"%s\"",
+	    s->peer, helo, from, to[0] ? to : "<>", dropped[0] ? " dropped_to=" : "", dropped,
+	    s->tx.size, status, s->tx.by ? " stage=" : "",
 	    s->tx.by ? s->tx.stage : "", s->tx.by ? " by=" : "", s->tx.by ? s->tx.by : "",
 	    log_quote(q, sizeof(q), reply, strlen(reply)));
+}
+
+/* rcpt_list - "<a>,<b>" of the forwarded (or dropped) recipients, for the log */
+static size_t
+rcpt_list(const struct transaction *tx, int dropped, char *buf, size_t size)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (struct rcpt *r = tx->rcpts; r != NULL && o + 8 < size; r = r->next) {
+		char a[300];
+		int n;
+		if (r->dropped != dropped)
+			continue;
+		n = snprintf(buf + o, size - o, "%s<%s>", o ? "," : "",
+		    log_quote(a, sizeof(a), r->addr, strlen(r->addr)));
+		if (n < 0 || (size_t)n >= size - o)
+			break;
+		o += (size_t)n;
+	}
+	return o;
+}
+
+/* tx_add_rcpt - remember an accepted (or dropped) recipient */
+static void
+tx_add_rcpt(struct session *s, const char *addr, int dropped)
+{
+	struct rcpt *rc = calloc(1, sizeof(*rc));
+
+	if (rc == NULL || (rc->addr = strdup(addr)) == NULL) {
+		free(rc);
+		log_err(s->tx.id, "out of memory recording a recipient");
+		return;
+	}
+	rc->dropped = dropped;
+	*s->tx.rcpt_tail = rc;
+	s->tx.rcpt_tail = &rc->next;
+	if (!dropped)
+		s->tx.nrcpt++;
 }
 
 /* tx_end - the transaction is over (if there was one): log it, forget it */
@@ -1109,6 +1143,7 @@ proceed_rcpt(struct session *s)
 	s->tx.rcpt_tried++;
 	if (s->tx.dropped) { /* a drop at MAIL or before: 250 and forget */
 		s->tx.nrcpt_dropped++;
+		tx_add_rcpt(s, s->path.addr, 1);
 		session_reply(s, R_DROP_RCPT);
 		session_done(s);
 		return;
@@ -1120,20 +1155,11 @@ proceed_rcpt(struct session *s)
 static void
 on_rcpt(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
-	struct rcpt *rc = NULL;
-
 	if (!session_backend_ok(s, res, r, "245"))
 		return;
 	session_relay(s, r);
-	if (r->code / 100 == 2 && (rc = calloc(1, sizeof(*rc))) != NULL &&
-	    (rc->addr = strdup(s->path.addr)) != NULL) {
-		*s->tx.rcpt_tail = rc;
-		s->tx.rcpt_tail = &rc->next;
-		s->tx.nrcpt++;
-	} else if (r->code / 100 == 2) {
-		free(rc);
-		log_err(s->tx.id, "out of memory recording a recipient");
-	}
+	if (r->code / 100 == 2)
+		tx_add_rcpt(s, s->path.addr, 0);
 	session_done(s);
 }
 

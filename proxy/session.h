@@ -53,6 +53,7 @@ enum session_state {
 /* One recipient the backend accepted. */
 struct rcpt {
 	char *addr;
+	int dropped; /* answered 250 by a drop, never forwarded */
 	struct rcpt *next;
 };
 
@@ -62,7 +63,7 @@ struct transaction {
 	char id[32]; /* session id "." seq, for logs */
 	int active; /* MAIL was accepted */
 	char *sender; /* accepted MAIL FROM address, "" for <> */
-	struct rcpt *rcpts; /* accepted recipients, in order */
+	struct rcpt *rcpts; /* accepted (and dropped) recipients, in order */
 	struct rcpt **rcpt_tail;
 	unsigned nrcpt; /* accepted */
 	unsigned rcpt_tried; /* RCPT commands seen */
