@@ -780,8 +780,8 @@ tx_log(struct session *s, const char *status, const char *reply)
 	log_info(s->tx.id,
 	    "client=%s helo=%s from=<%s> to=%s%s%s size=%zu status=%s%s%s%s%s reply=\"%s\"",
 	    s->peer, helo, from, to[0] ? to : "<>", dropped[0] ? " dropped_to=" : "", dropped,
-	    s->tx.size, status, s->tx.by ? " stage=" : "",
-	    s->tx.by ? s->tx.stage : "", s->tx.by ? " by=" : "", s->tx.by ? s->tx.by : "",
+	    s->tx.size, status, s->tx.by ? " stage=" : "", s->tx.by ? s->tx.stage : "",
+	    s->tx.by ? " by=" : "", s->tx.by ? s->tx.by : "",
 	    log_quote(q, sizeof(q), reply, strlen(reply)));
 }
 
