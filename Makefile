@@ -37,7 +37,11 @@ CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
 TEST_PLUGINS := $(patsubst tests/plugins/%.c,%,$(wildcard tests/plugins/*.c))
-PLUGIN_SO    := $(PLUGINS:%=$(BUILD)/plugins/%.so)
+PLUGIN_SO    := $(PLUGINS:%=$(BUILD)/plugins/%.so) $(BUILD)/plugins/lua.so
+# The Lua host (lua/*.c) is a plugin like any other; only it links Lua.
+LUA_SRC      := $(wildcard lua/*.c)
+LUA_CFLAGS   := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIBS     := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 TEST_PLUGIN_SO := $(TEST_PLUGINS:%=$(BUILD)/tests/plugins/%.so)
 
 PROXY_OBJ := $(PROXY_SRC:%.c=$(BUILD)/%.o)
@@ -64,6 +68,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(PURE_SRC:%.c=$(BUILD)/%.o)
 $(BUILD)/plugins/%.so: plugins/%.c include/portcullis/plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -levent
+
+$(BUILD)/plugins/lua.so: $(LUA_SRC) lua/luahost.h include/portcullis/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(LUA_CFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $(LUA_SRC) $(LUA_LIBS) -levent
 
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/portcullis/plugin.h
 	@mkdir -p $(dir $@)

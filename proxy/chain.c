@@ -388,7 +388,7 @@ static void
 host_log(
     struct pc_instance *self, struct pc_call *call, enum pc_log_level level, const char *fmt, ...)
 {
-	char buf[2048];
+	char buf[2048], q[4096];
 	const char *sid = NULL, *name;
 	va_list ap;
 
@@ -402,7 +402,8 @@ host_log(
 	                                      : "plugin";
 	if ((unsigned)level > PC_LOG_ERR)
 		level = PC_LOG_ERR;
-	log_msg(log_prio[level], sid, "[%s] %s", name, buf);
+	/* A plugin logs what clients sent it: one line, no control bytes. */
+	log_msg(log_prio[level], sid, "[%s] %s", name, log_clean(q, sizeof(q), buf));
 }
 
 /* host_get - read access to the session and transaction */
@@ -444,8 +445,37 @@ host_get(struct pc_call *call, enum pc_field field)
 		return s->cs.trail;
 	case PC_STAGE_NAME:
 		return call->in_stage ? verdict_stage_name(call->stage) : NULL;
+	case PC_SENDER_PARAMS:
+		return s->tx.sender ? s->tx.sender_params : NULL;
+	case PC_RCPT_PARAMS:
+		if (!call->in_stage || call->stage != PC_STAGE_RCPT)
+			return NULL;
+		free(call->tmp);
+		call->tmp = path_params(&s->path);
+		return call->tmp;
 	}
 	return NULL;
+}
+
+/* path_params - "KEY=value KEY" of a MAIL or RCPT path, malloc'd */
+char *
+path_params(const struct smtp_path *path)
+{
+	size_t size = 1, o = 0;
+	char *buf;
+
+	for (size_t i = 0; i < path->nparams; i++)
+		size += path->params[i].key_len + path->params[i].value_len + 2;
+	if ((buf = malloc(size)) == NULL)
+		return NULL;
+	buf[0] = '\0';
+	for (size_t i = 0; i < path->nparams; i++) {
+		const struct smtp_param *p = &path->params[i];
+		o += (size_t)snprintf(buf + o, size - o, "%s%.*s%s%.*s", i ? " " : "",
+		    (int)p->key_len, p->key, p->value ? "=" : "", p->value ? (int)p->value_len : 0,
+		    p->value ? p->value : "");
+	}
+	return buf;
 }
 
 /* host_rcpt - recipients the backend accepted so far */

@@ -105,5 +105,8 @@ void chain_cancel(struct session *s);
 void chain_tx_end(struct chain *c, struct session *s);
 /* chain_session_end - cancel a pending hook, close hooks, free. */
 void chain_session_end(struct chain *c, struct session *s);
+/* path_params - a path's ESMTP parameters as one string (malloc'd). */
+struct smtp_path;
+char *path_params(const struct smtp_path *path);
 
 #endif

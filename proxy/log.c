@@ -1,7 +1,7 @@
 /*
  * log.c - log lines to stderr or syslog.
  *
- * Exports log_init, log_msg and log_quote. A line on stderr reads
+ * Exports log_init, log_msg, log_quote and log_clean. A line on stderr reads
  * "2026-11-23T07:46:00.123Z portcullis[PID]: info: id=SID message"; syslog
  * gets the part after the level. Untrusted text goes through log_quote first,
  * so a peer cannot forge log lines.
@@ -106,6 +106,29 @@ log_quote(char *buf, size_t size, const char *s, size_t len)
 	for (size_t i = 0; i < len && o + 5 < size; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+			buf[o++] = (char)c;
+		} else {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		}
+	}
+	if (size > 0)
+		buf[o < size ? o : size - 1] = '\0';
+	return buf;
+}
+
+/* log_clean - text for one log line: control bytes escaped, the rest kept */
+const char *
+log_clean(char *buf, size_t size, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *s != '\0' && o + 5 < size; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c != 0x7f) {
 			buf[o++] = (char)c;
 		} else {
 			buf[o++] = '\\';

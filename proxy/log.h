@@ -22,4 +22,7 @@ void log_msg(int prio, const char *sid, const char *fmt, ...) __attribute__((for
 /* log_quote - printable copy of untrusted bytes for a log line ("\xNN" escapes). */
 const char *log_quote(char *buf, size_t size, const char *s, size_t len);
 
+/* log_clean - a copy for one log line: control bytes (CR, LF...) escaped. */
+const char *log_clean(char *buf, size_t size, const char *s);
+
 #endif

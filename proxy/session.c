@@ -843,6 +843,7 @@ tx_end(struct session *s, const char *status, const char *reply)
 	if (tx->spool_open)
 		spool_close(&tx->spool);
 	free(tx->sender);
+	free(tx->sender_params);
 	if (tx->added != NULL)
 		evbuffer_free(tx->added);
 	message_free(&tx->msg);
@@ -862,7 +863,9 @@ tx_begin(struct session *s)
 	tx->seq = ++s->tx_count;
 	snprintf(tx->id, sizeof(tx->id), "%s.%u", s->id, tx->seq);
 	free(tx->sender);
+	free(tx->sender_params);
 	tx->sender = strdup(s->path.addr);
+	tx->sender_params = path_params(&s->path);
 	s->cs.trail_tx = strlen(s->cs.trail);
 	if (s->blackhole) {
 		tx->by = s->bh_by;

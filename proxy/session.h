@@ -63,6 +63,7 @@ struct transaction {
 	char id[32]; /* session id "." seq, for logs */
 	int active; /* MAIL was accepted */
 	char *sender; /* accepted MAIL FROM address, "" for <> */
+	char *sender_params; /* its ESMTP parameters, "KEY=value ..." */
 	struct rcpt *rcpts; /* accepted (and dropped) recipients, in order */
 	struct rcpt **rcpt_tail;
 	unsigned nrcpt; /* accepted */

@@ -119,8 +119,10 @@ enum pc_field {
 	PC_TX_ID, /* "0A1B2C3D4E.1": session id and transaction number */
 	PC_SENDER, /* MAIL FROM address without <>; "" for the null sender */
 	PC_RCPT, /* at the RCPT stage: the recipient being asked about */
-	PC_TRAIL, /* the verdicts so far: "access:accept@mail,rbl:continue@rcpt" */
+	PC_TRAIL, /* the verdicts so far: "access:accept@mail,rbl:observe-reject@rcpt" */
 	PC_STAGE_NAME, /* "connect", "helo", "mail", "rcpt" or "data" */
+	PC_SENDER_PARAMS, /* MAIL's ESMTP parameters as sent: "SIZE=1234 BODY=8BITMIME" or "" */
+	PC_RCPT_PARAMS, /* at the RCPT stage: that RCPT's parameters, or "" */
 };
 
 /* Log levels for host->log. */
