@@ -286,6 +286,8 @@ main(int argc, char **argv)
 		struct session *s = TAILQ_FIRST(&srv.sessions);
 		session_destroy(s);
 	}
+	/* Cancelled DNS queries call back once more, from the loop. */
+	event_base_loop(srv.base, EVLOOP_NONBLOCK);
 	free(srv.ip_table);
 	chain_free(srv.chain);
 	if (srv.dns != NULL)
