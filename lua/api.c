@@ -799,6 +799,22 @@ call_of(lua_State *L)
 	return run != NULL ? run->call : NULL;
 }
 
+/* object_mt - a metatable for objects scripts read and cannot change */
+static void
+object_mt(lua_State *L, const char *name, lua_CFunction index)
+{
+	luaL_newmetatable(L, name);
+	if (index != NULL) {
+		lua_pushcfunction(L, index);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, readonly);
+		lua_setfield(L, -2, "__newindex");
+	}
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_pop(L, 1);
+}
+
 /* lh_api_open - the globals and metatables of a new state */
 void
 lh_api_open(lua_State *L, struct lh_instance *in)
@@ -823,37 +839,10 @@ lh_api_open(lua_State *L, struct lh_instance *in)
 
 	lua_pushlightuserdata(L, in);
 	lua_setfield(L, LUA_REGISTRYINDEX, "portcullis.instance");
-	luaL_newmetatable(L, MT_CONN);
-	lua_pushcfunction(L, conn_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, readonly);
-	lua_setfield(L, -2, "__newindex");
-	lua_pushliteral(L, "conn");
-	lua_setfield(L, -2, "__name");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
-	luaL_newmetatable(L, MT_TX);
-	lua_pushcfunction(L, tx_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, readonly);
-	lua_setfield(L, -2, "__newindex");
-	lua_pushliteral(L, "tx");
-	lua_setfield(L, -2, "__name");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
-	luaL_newmetatable(L, MT_MSG);
-	lua_pushcfunction(L, msg_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, readonly);
-	lua_setfield(L, -2, "__newindex");
-	lua_pushliteral(L, "msg");
-	lua_setfield(L, -2, "__name");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
-	luaL_newmetatable(L, MT_VERDICT);
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 4);
+	object_mt(L, MT_CONN, conn_index);
+	object_mt(L, MT_TX, tx_index);
+	object_mt(L, MT_MSG, msg_index);
+	object_mt(L, MT_VERDICT, NULL);
 
 	luaL_newlib(L, smtp);
 	lua_setglobal(L, "smtp");

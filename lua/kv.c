@@ -227,16 +227,21 @@ kv_get(lua_State *L)
 	return 1;
 }
 
+/* kv_store - set (replace) or add (only if absent) key = value [ttl] */
 static int
-kv_set(lua_State *L)
+kv_store(lua_State *L, int replace)
 {
 	size_t len;
 	const char *key = luaL_checklstring(L, 1, &len);
-	struct kv_entry *e;
 	uint64_t exp = ttl_ms(L, 3);
+	struct kv_entry *e;
 
 	check_value(L, 2);
-	if ((e = kv_find(key, len, NULL)) == NULL)
+	if ((e = kv_find(key, len, NULL)) != NULL && !replace) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	if (e == NULL)
 		e = kv_insert(L, key, len);
 	kv_value(L, 2, e);
 	e->expires_ms = exp;
@@ -245,23 +250,15 @@ kv_set(lua_State *L)
 }
 
 static int
+kv_set(lua_State *L)
+{
+	return kv_store(L, 1);
+}
+
+static int
 kv_add(lua_State *L)
 {
-	size_t len;
-	const char *key = luaL_checklstring(L, 1, &len);
-	struct kv_entry *e;
-	uint64_t exp = ttl_ms(L, 3);
-
-	check_value(L, 2);
-	if (kv_find(key, len, NULL) != NULL) {
-		lua_pushboolean(L, 0);
-		return 1;
-	}
-	e = kv_insert(L, key, len);
-	kv_value(L, 2, e);
-	e->expires_ms = exp;
-	lua_pushboolean(L, 1);
-	return 1;
+	return kv_store(L, 0);
 }
 
 static int

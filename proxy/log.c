@@ -96,16 +96,18 @@ log_msg(int prio, const char *sid, const char *fmt, ...)
 	}
 }
 
-/* log_quote - make untrusted bytes safe for one log line */
-const char *
-log_quote(char *buf, size_t size, const char *s, size_t len)
+/* escape - copy s for a log line, \xNN for bytes that keep() refuses */
+static const char *
+escape(char *buf, size_t size, const char *s, size_t len, int strict)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
 
 	for (size_t i = 0; i < len && o + 5 < size; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+		int keep = strict ? c >= 0x20 && c < 0x7f && c != '\\' && c != '"'
+		                  : c >= 0x20 && c != 0x7f;
+		if (keep) {
 			buf[o++] = (char)c;
 		} else {
 			buf[o++] = '\\';
@@ -119,25 +121,16 @@ log_quote(char *buf, size_t size, const char *s, size_t len)
 	return buf;
 }
 
+/* log_quote - make untrusted bytes safe for one log line, inside quotes */
+const char *
+log_quote(char *buf, size_t size, const char *s, size_t len)
+{
+	return escape(buf, size, s, len, 1);
+}
+
 /* log_clean - text for one log line: control bytes escaped, the rest kept */
 const char *
 log_clean(char *buf, size_t size, const char *s)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-
-	for (; *s != '\0' && o + 5 < size; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= 0x20 && c != 0x7f) {
-			buf[o++] = (char)c;
-		} else {
-			buf[o++] = '\\';
-			buf[o++] = 'x';
-			buf[o++] = hex[c >> 4];
-			buf[o++] = hex[c & 15];
-		}
-	}
-	if (size > 0)
-		buf[o < size ? o : size - 1] = '\0';
-	return buf;
+	return escape(buf, size, s, strlen(s), 0);
 }

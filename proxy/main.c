@@ -30,6 +30,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int dns_start(struct server *srv, char *err, size_t errlen);
+static void server_free(struct server *srv);
 
 static void
 usage(void)
@@ -121,6 +122,18 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		}
 	}
 	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed", ok, failed);
+}
+
+/* server_free - the chain, the resolver, the loop and the config */
+static void
+server_free(struct server *srv)
+{
+	free(srv->ip_table);
+	chain_free(srv->chain);
+	if (srv->dns != NULL)
+		evdns_base_free(srv->dns, 0);
+	event_base_free(srv->base);
+	config_free(srv->cfg);
 }
 
 /* on_stop_signal - SIGTERM/SIGINT: drain */
@@ -247,19 +260,12 @@ main(int argc, char **argv)
 	 * section is found before the daemon starts, not by the first client. */
 	if (chain_load(&srv.chain, &cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s\n", err);
-		if (srv.dns != NULL)
-			evdns_base_free(srv.dns, 0);
-		event_base_free(srv.base);
-		config_free(&cfg);
+		server_free(&srv);
 		return 1;
 	}
 	if (check) {
 		printf("%s: configuration OK\n", file);
-		chain_free(srv.chain);
-		if (srv.dns != NULL)
-			evdns_base_free(srv.dns, 0);
-		event_base_free(srv.base);
-		config_free(&cfg);
+		server_free(&srv);
 		return 0;
 	}
 	if (listener_start(&srv) != 0)
@@ -288,12 +294,7 @@ main(int argc, char **argv)
 	}
 	/* Cancelled DNS queries call back once more, from the loop. */
 	event_base_loop(srv.base, EVLOOP_NONBLOCK);
-	free(srv.ip_table);
-	chain_free(srv.chain);
-	if (srv.dns != NULL)
-		evdns_base_free(srv.dns, 0);
-	event_base_free(srv.base);
-	config_free(&cfg);
+	server_free(&srv);
 	return 0;
 
 bad_config:
