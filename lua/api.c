@@ -10,6 +10,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -699,6 +700,44 @@ smtp_sleep(lua_State *L)
 	return lh_wait_start(L, w, sleep_cancel);
 }
 
+/* A list file read at load time is at most this big. */
+#define LH_LINES_MAX (16 * 1024 * 1024)
+
+/* smtp_lines - the lines of a file, at load time only: reading a file in a
+ * hook would stop every session while the disk answers */
+static int
+smtp_lines(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	char line[8192];
+	size_t total = 0;
+	lua_Integer n = 0;
+	FILE *fp;
+
+	if (!lh_state_of(L)->loading)
+		return luaL_error(L, "smtp.lines: files can only be read when the script loads");
+	if ((fp = fopen(path, "r")) == NULL) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "%s: %s", path, strerror(errno));
+		return 2;
+	}
+	lua_newtable(L);
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		size_t len = strlen(line);
+		total += len;
+		if (total > LH_LINES_MAX) {
+			fclose(fp);
+			return luaL_error(L, "smtp.lines: %s is larger than 16 MB", path);
+		}
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			len--;
+		lua_pushlstring(L, line, len);
+		lua_rawseti(L, -2, ++n);
+	}
+	fclose(fp);
+	return 1;
+}
+
 static int
 smtp_now(lua_State *L)
 {
@@ -828,6 +867,7 @@ lh_api_open(lua_State *L, struct lh_instance *in)
 	    {"sleep", smtp_sleep},
 	    {"now", smtp_now},
 	    {"net", smtp_net},
+	    {"lines", smtp_lines},
 	    {NULL, NULL},
 	};
 	static const luaL_Reg logf[] = {

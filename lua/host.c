@@ -127,9 +127,9 @@ lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	return n;
 }
 
-/* state_of - the lh_state every thread of a state carries */
-static struct lh_state *
-state_of(lua_State *L)
+/* lh_state_of - the lh_state every thread of a state carries */
+struct lh_state *
+lh_state_of(lua_State *L)
 {
 	return *(struct lh_state **)lua_getextraspace(L);
 }
@@ -138,14 +138,14 @@ state_of(lua_State *L)
 struct lh_run *
 lh_current(lua_State *L)
 {
-	return state_of(L)->running;
+	return lh_state_of(L)->running;
 }
 
 /* lh_count_hook - every LH_COUNT_EVERY instructions: deadline and slice */
 static void
 lh_count_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lh_state *st = state_of(L);
+	struct lh_state *st = lh_state_of(L);
 	struct lh_run *run = st->running;
 
 	if (run == NULL)
@@ -164,7 +164,7 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 static int
 lh_blocked(lua_State *L)
 {
-	struct lh_state *st = state_of(L);
+	struct lh_state *st = lh_state_of(L);
 
 	lua_pushboolean(L, st->preempted || (st->running != NULL && st->running->waiting));
 	return 1;
@@ -273,7 +273,7 @@ load_script(lua_State *L)
 static void
 load_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lh_state *st = state_of(L);
+	struct lh_state *st = lh_state_of(L);
 
 	if (st->loading && lh_now_ms() >= st->load_deadline_ms)
 		luaL_error(L, "the script's top level ran over hook_timeout");

@@ -117,6 +117,7 @@ int lh_key_reserved(const char *key);
  * pushed on run->co. */
 int lh_wait_start(lua_State *L, void *w, lh_wait_cancel_fn cancel);
 struct lh_run *lh_current(lua_State *L);
+struct lh_state *lh_state_of(lua_State *L);
 void lh_wait_done(struct lh_run *run, int n);
 void lh_log(struct lh_state *st, struct pc_call *call, enum pc_log_level level, const char *fmt,
     ...) __attribute__((format(printf, 4, 5)));
