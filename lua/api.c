@@ -725,6 +725,10 @@ smtp_lines(lua_State *L)
 	while (fgets(line, sizeof(line), fp) != NULL) {
 		size_t len = strlen(line);
 		total += len;
+		if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+			fclose(fp);
+			return luaL_error(L, "smtp.lines: %s has a line longer than 8 KB", path);
+		}
 		if (total > LH_LINES_MAX) {
 			fclose(fp);
 			return luaL_error(L, "smtp.lines: %s is larger than 16 MB", path);

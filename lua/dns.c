@@ -344,7 +344,8 @@ reverse_ip(const char *ip, char *out, size_t size)
 	return 0;
 }
 
-/* dns_zones - zones from a string ("a b") or an array, into names */
+/* dns_lists - ask prefix.zone for every zone (a string or an array of up
+ * to DNS_ZONES_MAX) */
 static int
 dns_lists(lua_State *L, const char *prefix, int zones_idx)
 {
@@ -362,6 +363,8 @@ dns_lists(lua_State *L, const char *prefix, int zones_idx)
 		lua_replace(L, zones_idx);
 	}
 	luaL_checktype(L, zones_idx, LUA_TTABLE);
+	if (lua_rawlen(L, zones_idx) > DNS_ZONES_MAX)
+		return luaL_argerror(L, zones_idx, "more than 32 zones");
 	for (lua_Integer i = 1; n < DNS_ZONES_MAX; i++) {
 		if (lua_rawgeti(L, zones_idx, i) == LUA_TNIL) {
 			lua_pop(L, 1);

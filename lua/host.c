@@ -580,8 +580,10 @@ lh_hook(struct lh_instance *in, struct pc_call *call, struct pc_verdict *v, enum
 	}
 	nargs = (int)lua_tointeger(L, -1);
 	lua_pop(L, 1);
-	if (lh_step(run, nargs, v) == PC_HOOK_DONE)
+	if (lh_step(run, nargs, v) == PC_HOOK_DONE) {
+		lh_run_free(run, 0);
 		return PC_HOOK_DONE;
+	}
 	if (in->host->pending(call, lh_cancel_cb, run) != 0) {
 		lh_run_free(run, 1);
 		v->action = PC_FAIL;

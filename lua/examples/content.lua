@@ -10,8 +10,8 @@
 --                                                    server tries again later
 --                                                    (only if tempfail_score is set)
 --        anything lower                           -> delivered, marked
---   3. A delivered message gets a header field on top, for the mail server
---      and the users' filters to sort on:
+--   3. The message gets a header field on top, for the mail server and the
+--      users' filters to sort on (only delivered messages carry it, of course):
 --        X-Spam-Score: 7 (SUBJ_ALL_CAPS, SUBJ_FREE_MONEY)
 --        X-Spam-Score: 0 (none)
 --
@@ -88,6 +88,10 @@ local REJECT_SCORE = number("reject_score", 10)
 local TEMPFAIL_SCORE = number("tempfail_score", nil) -- nil: never tempfail
 local HEADER = config.header or "X-Spam-Score"
 
+-- A field name is printable US-ASCII without ":" or blanks (RFC 5322 §2.2).
+if not string.match(HEADER, "^[!-9;-~]+$") then
+	error("header: not a header field name: " .. HEADER)
+end
 if TEMPFAIL_SCORE and TEMPFAIL_SCORE >= REJECT_SCORE then
 	error("tempfail_score must be below reject_score")
 end
@@ -160,6 +164,11 @@ function on_data(tx, msg)
 	-- far, by earlier hooks of this script too (say an on_rcpt rule).
 	local score, symbols = tx.score, symbol_list(tx.symbols)
 
+	-- The header is added whatever the verdict: a refused message is not
+	-- delivered anyway, and with `observe = yes` the messages that would
+	-- have been refused arrive marked.
+	tx:add_header(HEADER, show(score) .. " (" .. symbols .. ")")
+
 	if score >= REJECT_SCORE then
 		tx.conn:log("score %s (%s): refused", show(score), symbols)
 		return smtp.reject("550 5.7.1", "Message refused as spam")
@@ -169,5 +178,4 @@ function on_data(tx, msg)
 		return smtp.tempfail("451 4.7.1", "Message deferred, try again later")
 	end
 	tx.conn:log("score %s (%s): passed", show(score), symbols)
-	tx:add_header(HEADER, show(score) .. " (" .. symbols .. ")")
 end

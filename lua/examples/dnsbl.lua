@@ -93,6 +93,12 @@ for _, w in ipairs(setting("trusted", "127.0.0.0/8 ::1/128")) do
 	TRUSTED[#TRUSTED + 1] = { bits = bits, v6 = v6, net = net }
 end
 
+-- plain(ip) -> the IPv4 address inside an IPv4-mapped IPv6 one (a dual-stack
+-- listener on [::]:25 reports IPv4 clients as "::ffff:192.0.2.7"), else ip
+local function plain(ip)
+	return string.match(ip, "^::[fF][fF][fF][fF]:(%d+%.%d+%.%d+%.%d+)$") or ip
+end
+
 -- is_trusted(ip) -> the trusted network ip is in, or nil
 local function is_trusted(ip)
 	local v6 = string.find(ip, ":", 1, true) ~= nil
@@ -110,36 +116,42 @@ end
 -- ---------------------------------------------------------------------------
 
 -- At connect: look the client up, keep the result for on_rcpt.
---   conn.notes.dnsbl = { zone = "zen.spamhaus.org", answer = "127.0.0.2" }
+--   conn.notes.dnsbl = { ip = "192.0.2.7", zone = "zen.spamhaus.org", answer = "127.0.0.2" }
 -- (absent when the client is not listed).
 function on_connect(conn)
 	if conn.trusted then
 		return -- the host already trusts this client
 	end
-	local net = is_trusted(conn.client_ip)
+	local ip = plain(conn.client_ip)
+	local net = is_trusted(ip)
 	if net then
-		conn:log("%s is in trusted network %s, not looked up", conn.client_ip, net)
+		conn:log("%s is in trusted network %s, not looked up", ip, net)
 		return
 	end
 
-	local listed, errors = dns.rbl(conn.client_ip, ZONES)
+	local listed, errors = dns.rbl(ip, ZONES)
+	if not listed then
+		-- The lookup could not even start (errors is then the reason).
+		log.warn("lookup of %s failed: %s (not blocking)", ip, tostring(errors))
+		return
+	end
 
 	-- A zone that could not answer is logged and otherwise ignored.
 	for zone, err in pairs(errors or {}) do
-		log.warn("lookup of %s in %s failed: %s (not blocking)", conn.client_ip, zone, err)
+		log.warn("lookup of %s in %s failed: %s (not blocking)", ip, zone, err)
 	end
 
 	-- Listed: remember the first zone in the order of `zones`, log them all.
 	local found = {}
 	for _, zone in ipairs(ZONES) do
-		local answer = listed and listed[zone]
+		local answer = listed[zone]
 		if answer then
-			conn.notes.dnsbl = conn.notes.dnsbl or { zone = zone, answer = answer }
+			conn.notes.dnsbl = conn.notes.dnsbl or { ip = ip, zone = zone, answer = answer }
 			found[#found + 1] = zone .. " (" .. answer .. ")"
 		end
 	end
 	if #found > 0 then
-		conn:log("%s is listed in %s", conn.client_ip, table.concat(found, ", "))
+		conn:log("%s is listed in %s", ip, table.concat(found, ", "))
 	end
 end
 
@@ -153,16 +165,16 @@ function on_rcpt(tx, rcpt)
 	end
 	if conn.auth_user then
 		conn:log("%s is listed in %s but logged in as %s: accepted",
-			conn.client_ip, hit.zone, conn.auth_user)
+			hit.ip, hit.zone, conn.auth_user)
 		return
 	end
 	if ALLOW_RCPT[string.lower(rcpt.user or "")] then
 		conn:log("%s is listed in %s: letting <%s> through (allow_rcpt)",
-			conn.client_ip, hit.zone, rcpt.addr)
+			hit.ip, hit.zone, rcpt.addr)
 		return
 	end
 	conn:log("refusing <%s> from %s, listed in %s (%s)",
-		rcpt.addr, conn.client_ip, hit.zone, hit.answer)
+		rcpt.addr, hit.ip, hit.zone, hit.answer)
 	return smtp.reject(REJECT_CODE,
-		"Service unavailable; client host [" .. conn.client_ip .. "] blocked using " .. hit.zone)
+		"Service unavailable; client host [" .. hit.ip .. "] blocked using " .. hit.zone)
 end
