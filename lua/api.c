@@ -288,10 +288,13 @@ static int
 tx_add_header(lua_State *L)
 {
 	struct lh_session *ls = check_tx(L, 1);
-	const char *name = luaL_checkstring(L, 2), *value = luaL_checkstring(L, 3), *bad;
+	size_t nlen, vlen;
+	const char *name = luaL_checklstring(L, 2, &nlen), *value = luaL_checklstring(L, 3, &vlen);
 	const struct pc_host *host = ls->in->host;
+	const char *bad = strlen(name) != nlen || strlen(value) != vlen ? "NUL in the header"
+	                                                                : header_ok(name, value);
 
-	if ((bad = header_ok(name, value)) != NULL)
+	if (bad != NULL)
 		return luaL_error(L, "tx:add_header: %s", bad);
 	if (ls->run != NULL && ls->run->hook == LH_DATA) {
 		if (host->add_header(ls->call, name, value) != 0)
@@ -442,8 +445,8 @@ msg_body(lua_State *L)
 
 	if (max < 0)
 		max = 0;
-	/* A new hook call streams from the start; body_read restarts per call
-	 * of the hook, so read it whole here each time. */
+	/* Every msg:body() reads from the start of the body. */
+	host->body_rewind(ls->call);
 	luaL_buffinit(L, &b);
 	while (got < (size_t)max) {
 		size_t want = (size_t)max - got;
@@ -519,24 +522,25 @@ verdict_new(lua_State *L, enum pc_action action, const char *reply)
 	return 1;
 }
 
-/* check_code - "550" or "550 5.7.1" of the right class; 0 or raises */
+/* check_code - "550" or "550 5.7.1" of the right class; raises if not */
 static void
 check_code(lua_State *L, const char *code, char cls, const char *what)
 {
 	const char *p = code;
+	char msg[160];
 
+	msg[0] = '\0';
 	if (!(isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[1]) &&
 	        isdigit((unsigned char)p[2])) ||
 	    (p[3] != '\0' && p[3] != ' '))
-		luaL_error(L, "smtp.%s: \"%s\" is not a reply code", what, code);
-	if (p[0] != cls)
-		luaL_error(L, "smtp.%s needs a %cxx code, not %.3s", what, cls, code);
-	if (p[3] == ' ') {
-		p += 4;
-		if (!(p[0] == cls && p[1] == '.'))
-			luaL_error(
-			    L, "smtp.%s: enhanced code \"%s\" must start with %c.", what, p, cls);
-	}
+		snprintf(msg, sizeof(msg), "smtp.%s: \"%.40s\" is not a reply code", what, code);
+	else if (p[0] != cls)
+		snprintf(msg, sizeof(msg), "smtp.%s needs a %cxx code, not %.3s", what, cls, code);
+	else if (p[3] == ' ' && !(p[4] == cls && p[5] == '.'))
+		snprintf(msg, sizeof(msg), "smtp.%s: enhanced code \"%.20s\" must start with %c.",
+		    what, p + 4, cls);
+	if (msg[0] != '\0')
+		luaL_error(L, "%s", msg);
 }
 
 /* reply_verdict - smtp.reject / smtp.tempfail ([code], [text]) */
@@ -560,7 +564,9 @@ reply_verdict(lua_State *L, enum pc_action action, char cls, const char *what)
 			if (!lua_isnoneornil(L, 2))
 				return luaL_error(L, "smtp.%s(text) takes one text", what);
 		}
-	} else if (!lua_isnoneornil(L, 1)) {
+	} else if (lua_isnoneornil(L, 1)) {
+		text = luaL_optstring(L, 2, NULL); /* smtp.reject(nil, "text") */
+	} else {
 		return luaL_argerror(L, 1, "expected a reply code or a text");
 	}
 	if (code != NULL)

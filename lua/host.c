@@ -29,6 +29,11 @@
 #define LH_COUNT_EVERY 1000
 #define LH_SLICE 200000
 
+/* Inside a metamethod, an iterator or a callback from C a script cannot be
+ * made to yield; if it runs that long without a chance to, it is stopped,
+ * so that it holds the other sessions up for this long at the most. */
+#define LH_STALL_MS 250
+
 #define LH_DEFAULT_MEM (64u * 1024 * 1024)
 #define LH_DEFAULT_TIMEOUT_MS 5000
 
@@ -80,6 +85,7 @@ static void lh_resume_cb(evutil_socket_t fd, short what, void *arg);
 static void lh_deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void lh_script_error(struct lh_run *run, const char *what);
 static int lh_apply(lua_State *L);
+static int lh_traceback(lua_State *L);
 static void lh_arm_deadline(struct lh_run *run);
 
 /* lh_now_ms - a monotonic clock for deadlines */
@@ -150,9 +156,25 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 
 	if (run == NULL)
 		return;
+	uint64_t now = lh_now_ms();
+
 	run->count += LH_COUNT_EVERY;
-	if (lh_now_ms() >= run->deadline_ms)
-		luaL_error(L, "hook timeout (%d ms)", (int)st->in->hook_timeout_ms);
+	if (now >= run->deadline_ms || now >= run->slice_start_ms + LH_STALL_MS) {
+		/* Stopped for good: a yield cannot be caught by pcall, and the
+		 * host never resumes a killed run. Where no yield is possible,
+		 * an error (and the next yieldable point yields). */
+		run->killed = now >= run->deadline_ms ? 1 : 2;
+		if (lua_isyieldable(L))
+			lua_yield(L, 0);
+		if (run->killed == 1)
+			luaL_error(L, "hook timeout (%d ms)", (int)st->in->hook_timeout_ms);
+		luaL_error(L,
+		    "ran %d ms without a chance to yield (in a metamethod, an iterator "
+		    "or a callback)",
+		    LH_STALL_MS);
+	}
+	if (run->killed && lua_isyieldable(L))
+		lua_yield(L, 0);
 	if (run->count >= LH_SLICE && lua_isyieldable(L)) {
 		run->count = 0;
 		st->preempted = 1;
@@ -166,7 +188,9 @@ lh_blocked(lua_State *L)
 {
 	struct lh_state *st = lh_state_of(L);
 
-	lua_pushboolean(L, st->preempted || (st->running != NULL && st->running->waiting));
+	lua_pushboolean(L,
+	    st->preempted ||
+	        (st->running != NULL && (st->running->waiting || st->running->killed)));
 	return 1;
 }
 
@@ -187,6 +211,23 @@ lh_load(lua_State *L)
 		lua_pushglobaltable(L);
 	lua_call(L, 4, LUA_MULTRET);
 	return lua_gettop(L) - 4;
+}
+
+/* lh_setmetatable - setmetatable, refusing finalizers */
+static int
+lh_setmetatable(lua_State *L)
+{
+	if (lua_type(L, 2) == LUA_TTABLE) {
+		lua_pushliteral(L, "__gc");
+		if (lua_rawget(L, 2) != LUA_TNIL)
+			return luaL_error(L, "setmetatable: __gc (finalizers) is not allowed");
+		lua_pop(L, 1);
+	}
+	lua_settop(L, 2);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, 2, 1);
+	return 1;
 }
 
 /* sandbox - what a script may use (DESIGN §6) */
@@ -224,6 +265,11 @@ sandbox(lua_State *L)
 	lua_pushnil(L);
 	lua_setfield(L, -2, "dump");
 	lua_pop(L, 1);
+	/* setmetatable: no __gc (finalizers run with the count hook off, so a
+	 * looping one would hang the daemon) */
+	lua_getglobal(L, "setmetatable");
+	lua_pushcclosure(L, lh_setmetatable, 1);
+	lua_setglobal(L, "setmetatable");
 	/* load: text only (no bytecode, which can break the VM) */
 	lua_getglobal(L, "load");
 	lua_pushcclosure(L, lh_load, 1);
@@ -649,8 +695,26 @@ lh_step(struct lh_run *run, int nargs, struct pc_verdict *v)
 
 	st->running = run;
 	run->count = 0;
+	run->slice_start_ms = lh_now_ms();
 	status = lua_resume(co, NULL, nargs, &nres);
 	st->running = NULL;
+	if (status == LUA_YIELD && run->killed) {
+		/* The count hook stopped it; it is never resumed. */
+		char msg[160];
+		st->preempted = 0;
+		if (run->killed == 1)
+			snprintf(
+			    msg, sizeof(msg), "hook timeout (%d ms)", (int)st->in->hook_timeout_ms);
+		else
+			snprintf(msg, sizeof(msg),
+			    "ran %d ms without a chance to yield (in a metamethod, an iterator or a "
+			    "callback)",
+			    LH_STALL_MS);
+		lh_script_error(run, msg);
+		memset(v, 0, sizeof(*v));
+		v->action = PC_FAIL;
+		return PC_HOOK_DONE;
+	}
 	if (status == LUA_YIELD) {
 		lua_pop(co, nres);
 		if (run->waiting)
@@ -677,13 +741,36 @@ lh_step(struct lh_run *run, int nargs, struct pc_verdict *v)
 		}
 		return PC_HOOK_DONE;
 	}
-	luaL_traceback(st->L, co, lua_tostring(co, -1) ? lua_tostring(co, -1) : "error", 0);
-	lh_script_error(run, lua_tostring(st->L, -1));
-	lua_pop(st->L, 1);
-	if (status == LUA_ERRMEM)
-		lua_gc(st->L, LUA_GCCOLLECT);
+	/* The traceback needs memory, which a memory error may have left
+	 * none of: build it protected, and fall back to the message. */
+	lua_pushcfunction(st->L, lh_traceback);
+	lua_pushlightuserdata(st->L, co);
+	if (status != LUA_ERRMEM && lua_pcall(st->L, 1, 1, 0) == LUA_OK) {
+		lh_script_error(run, lua_tostring(st->L, -1));
+		lua_pop(st->L, 1);
+	} else {
+		if (status != LUA_ERRMEM)
+			lua_pop(st->L, 1);
+		else
+			lua_pop(st->L, 2);
+		lh_script_error(run,
+		    lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1)
+		                                    : "error (not a string)");
+	}
 	v->action = PC_FAIL;
 	return PC_HOOK_DONE;
+}
+
+/* lh_traceback - protected: the error at the top of a coroutine, with
+ * where it happened */
+static int
+lh_traceback(lua_State *L)
+{
+	lua_State *co = lua_touserdata(L, 1);
+	const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+
+	luaL_traceback(L, co, msg != NULL ? msg : "error (not a string)", 0);
+	return 1;
 }
 
 /* lh_continue - the coroutine may go on (nargs values on it) */
@@ -771,6 +858,10 @@ lh_run_free(struct lh_run *run, int cancel_wait)
 	if (run->ls->run == run)
 		run->ls->run = NULL;
 	free(run);
+	/* A call that ran out of memory leaves its garbage unreachable now:
+	 * give it back before the next session needs it. */
+	if (st->mem_limit != 0 && st->mem > st->mem_limit / 4 * 3)
+		lua_gc(st->L, LUA_GCCOLLECT);
 }
 
 static int

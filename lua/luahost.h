@@ -101,6 +101,8 @@ struct lh_run {
 	struct pc_call *call;
 	int pending; /* host->pending() was called */
 	int waiting; /* a helper yielded for a result */
+	int killed; /* 1: hook_timeout, 2: ran too long where it could not yield */
+	uint64_t slice_start_ms; /* when this resume began */
 	unsigned long count; /* instructions in this slice */
 	uint64_t deadline_ms; /* monotonic */
 	struct event *ev_resume; /* runs the coroutine again after a forced yield */

@@ -56,6 +56,7 @@ static size_t host_msg_size(struct pc_call *call);
 static const char *host_header(struct pc_call *call, const char *name, size_t n);
 static int host_header_at(struct pc_call *call, size_t n, const char **name, const char **value);
 static ssize_t host_body_read(struct pc_call *call, char *buf, size_t len);
+static void host_body_rewind(struct pc_call *call);
 static int host_add_header(struct pc_call *call, const char *name, const char *value);
 static int host_remove_header(struct pc_call *call, const char *name);
 
@@ -78,6 +79,7 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	host->header = host_header;
 	host->header_at = host_header_at;
 	host->body_read = host_body_read;
+	host->body_rewind = host_body_rewind;
 	host->add_header = host_add_header;
 	host->remove_header = host_remove_header;
 }
@@ -643,6 +645,13 @@ host_body_read(struct pc_call *call, char *buf, size_t len)
 			return (ssize_t)o;
 	}
 	return 0;
+}
+
+/* host_body_rewind - body_read from the start again */
+static void
+host_body_rewind(struct pc_call *call)
+{
+	call->body_pos = 0;
 }
 
 /* header_name_ok - a field name we let a filter write or name */

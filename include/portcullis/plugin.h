@@ -193,6 +193,8 @@ struct pc_host {
 	 * un-dot-stuffed, CR LF line ends: a stream from the start for each
 	 * call of the hook. Returns the count, 0 at the end, -1 on error. */
 	ssize_t (*body_read)(struct pc_call *call, char *buf, size_t len);
+	/* body_rewind - the next body_read starts from the body's start. */
+	void (*body_rewind)(struct pc_call *call);
 	/* add_header - prepend "name: value" when the message goes to the
 	 * backend (in the order added); remove_header - leave out every
 	 * incoming header field called name. 0 or -1 (bad name or value:
