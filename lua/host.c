@@ -164,8 +164,12 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 		 * host never resumes a killed run. Where no yield is possible,
 		 * an error (and the next yieldable point yields). */
 		run->killed = now >= run->deadline_ms ? 1 : 2;
-		if (lua_isyieldable(L))
+		if (lua_isyieldable(L)) {
+			/* In a hook, lua_yield only marks the yield; it
+			 * happens when the hook returns, so return now. */
 			lua_yield(L, 0);
+			return;
+		}
 		if (run->killed == 1)
 			luaL_error(L, "hook timeout (%d ms)", (int)st->in->hook_timeout_ms);
 		luaL_error(L,
@@ -173,8 +177,10 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 		    "or a callback)",
 		    LH_STALL_MS);
 	}
-	if (run->killed && lua_isyieldable(L))
+	if (run->killed && lua_isyieldable(L)) {
 		lua_yield(L, 0);
+		return;
+	}
 	if (run->count >= LH_SLICE && lua_isyieldable(L)) {
 		run->count = 0;
 		st->preempted = 1;

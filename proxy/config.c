@@ -30,6 +30,10 @@ enum key_kind {
 	K_LOG_LEVEL,
 	K_ON_ERROR,
 	K_DNS_SERVER,
+	K_BOOL,
+	K_TLS_PROTO,
+	K_NETS,
+	K_BACKEND_TLS,
 };
 
 struct key_def {
@@ -69,6 +73,20 @@ static const struct key_def keys[] = {
     {"dns_server", K_DNS_SERVER, F(dns_server), 0, 0},
     {"dns_timeout", K_TIME, F(dns_timeout_ms), 0, 100},
     {"filter_timeout", K_TIME, F(filter_timeout_ms), 0, 1},
+    {"tls_cert", K_STRING, F(tls_cert), sizeof(((struct config *)0)->tls_cert), 0},
+    {"tls_key", K_STRING, F(tls_key), sizeof(((struct config *)0)->tls_key), 0},
+    {"tls_chain", K_STRING, F(tls_chain), sizeof(((struct config *)0)->tls_chain), 0},
+    {"tls_ciphers", K_STRING, F(tls_ciphers), sizeof(((struct config *)0)->tls_ciphers), 0},
+    {"tls_min_protocol", K_TLS_PROTO, F(tls_min_v13), 0, 0},
+    {"tls_required", K_BOOL, F(tls_required), 0, 0},
+    {"auth_plaintext", K_BOOL, F(auth_plaintext), 0, 0},
+    {"proxy_trusted", K_NETS, 0, 0, 0},
+    {"backend_tls", K_BACKEND_TLS, F(backend_tls), 0, 0},
+    {"backend_tls_ca", K_STRING, F(backend_tls_ca), sizeof(((struct config *)0)->backend_tls_ca),
+        0},
+    {"backend_tls_verify", K_BOOL, F(backend_tls_verify), 0, 0},
+    {"backend_tls_name", K_STRING, F(backend_tls_name), CONFIG_HOST_MAX, 0},
+    {"backend_xclient", K_BOOL, F(backend_xclient), 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -78,6 +96,7 @@ static int errf(char *err, size_t errlen, const char *file, int line, const char
 static char *trim(char *s);
 static int parse_number(const char *s, uint64_t *out, const char **rest);
 static int set_key(struct config *cfg, const struct key_def *k, const char *value);
+static int parse_listen(const char *value, struct config_addr *out);
 static int section_add_key(
     struct config_section *sec, const char *key, const char *value, int line);
 
@@ -113,6 +132,8 @@ config_defaults(struct config *cfg)
 	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
 	cfg->filter_timeout_ms = 30 * 1000;
 	cfg->dns_timeout_ms = 5 * 1000;
+	cfg->backend_tls_verify = 1;
+	cfg->backend_xclient = 1;
 }
 
 /* errf - format "file:line: message" (or "file: message" for line 0) */
@@ -284,6 +305,94 @@ config_parse_bool(const char *s, int *out)
 	return 0;
 }
 
+/* parse_listen - "host:port [tls] [proxy_protocol]" */
+static int
+parse_listen(const char *value, struct config_addr *out)
+{
+	char copy[CONFIG_HOST_MAX + 64], *save = NULL, *tok;
+
+	if (strlen(value) >= sizeof(copy))
+		return -1;
+	strcpy(copy, value);
+	memset(out, 0, sizeof(*out));
+	if ((tok = strtok_r(copy, " \t", &save)) == NULL || config_parse_addr(tok, out) != 0)
+		return -1;
+	while ((tok = strtok_r(NULL, " \t", &save)) != NULL) {
+		if (strcmp(tok, "tls") == 0)
+			out->tls = 1;
+		else if (strcmp(tok, "proxy_protocol") == 0)
+			out->proxy = 1;
+		else
+			return -1;
+	}
+	return 0;
+}
+
+/* config_parse_net - an address, or a network with /bits */
+int
+config_parse_net(const char *s, struct config_net *out)
+{
+	char host[64];
+	const char *slash = strchr(s, '/');
+	size_t hlen = slash ? (size_t)(slash - s) : strlen(s);
+	uint64_t bits;
+	const char *rest;
+
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -1;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, host, out->addr) == 1)
+		out->family = AF_INET;
+	else if (inet_pton(AF_INET6, host, out->addr) == 1)
+		out->family = AF_INET6;
+	else
+		return -1;
+	bits = out->family == AF_INET ? 32 : 128;
+	if (slash != NULL &&
+	    (parse_number(slash + 1, &bits, &rest) != 0 || *rest != '\0' ||
+	        bits > (out->family == AF_INET ? 32u : 128u)))
+		return -1;
+	out->bits = (int)bits;
+	return 0;
+}
+
+/* config_net_match - is the address in one of the networks? */
+int
+config_net_match(const struct config_net *nets, size_t n, const struct sockaddr *sa)
+{
+	const unsigned char *a;
+	int family = sa->sa_family;
+
+	if (family == AF_INET)
+		a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+	else if (family == AF_INET6)
+		a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	else
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct config_net *net = &nets[i];
+		int full = net->bits / 8, rem = net->bits % 8;
+		if (net->family != family || memcmp(a, net->addr, (size_t)full) != 0)
+			continue;
+		if (rem == 0 || ((a[full] ^ net->addr[full]) & (0xff << (8 - rem))) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* config_key_line - where a key was set */
+int
+config_key_line(const struct config *cfg, const char *key)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].name, key) == 0)
+			return cfg->key_line[i];
+	}
+	return 0;
+}
+
 /* config_parse_on_error - tempfail, accept or reject */
 int
 config_parse_on_error(const char *s, enum config_on_error *out)
@@ -333,7 +442,7 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		}
 		if (cfg->nlisten >= CONFIG_LISTEN_MAX)
 			return -2;
-		if (config_parse_addr(value, &cfg->listen[cfg->nlisten]) != 0)
+		if (parse_listen(value, &cfg->listen[cfg->nlisten]) != 0)
 			return -1;
 		cfg->nlisten++;
 		return 0;
@@ -360,6 +469,42 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		return 0;
 	case K_ON_ERROR:
 		return config_parse_on_error(value, &cfg->on_error);
+	case K_BOOL:
+		return config_parse_bool(value, (int *)(base + k->off));
+	case K_TLS_PROTO:
+		if (strcmp(value, "TLSv1.2") == 0)
+			cfg->tls_min_v13 = 0;
+		else if (strcmp(value, "TLSv1.3") == 0)
+			cfg->tls_min_v13 = 1;
+		else
+			return -1;
+		return 0;
+	case K_BACKEND_TLS:
+		if (strcmp(value, "no") == 0)
+			cfg->backend_tls = CONFIG_BACKEND_TLS_NO;
+		else if (strcmp(value, "opportunistic") == 0)
+			cfg->backend_tls = CONFIG_BACKEND_TLS_OPPORTUNISTIC;
+		else if (strcmp(value, "required") == 0)
+			cfg->backend_tls = CONFIG_BACKEND_TLS_REQUIRED;
+		else
+			return -1;
+		return 0;
+	case K_NETS: {
+		/* The whole list, each time: the last proxy_trusted wins. */
+		char copy[2048], *save = NULL, *tok;
+		if (strlen(value) >= sizeof(copy))
+			return -1;
+		strcpy(copy, value);
+		cfg->nproxy_trusted = 0;
+		for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+		     tok = strtok_r(NULL, " \t,", &save)) {
+			if (cfg->nproxy_trusted >= CONFIG_NETS_MAX ||
+			    config_parse_net(tok, &cfg->proxy_trusted[cfg->nproxy_trusted]) != 0)
+				return -1;
+			cfg->nproxy_trusted++;
+		}
+		return 0;
+	}
 	case K_DNS_SERVER: {
 		/* A numeric address, with a port or without (53). */
 		struct config_addr a;
@@ -401,12 +546,16 @@ static const char *const kind_help[] = {
     [K_COUNT] = "a positive whole number",
     [K_TIME] = "a time (e.g. 500ms, 30s, 5m, 1h)",
     [K_ADDR] = "host:port (IPv6 as [addr]:port)",
-    [K_LISTEN] = "host:port (IPv6 as [addr]:port)",
+    [K_LISTEN] = "host:port (IPv6 as [addr]:port), then options: tls, proxy_protocol",
     [K_STRING] = "a shorter string",
     [K_BARE_LF] = "reject or normalize",
     [K_LOG] = "stderr or syslog",
     [K_LOG_LEVEL] = "info or debug",
     [K_ON_ERROR] = "tempfail, accept or reject",
+    [K_BOOL] = "yes or no",
+    [K_TLS_PROTO] = "TLSv1.2 or TLSv1.3",
+    [K_NETS] = "addresses or networks (e.g. 127.0.0.1/32 ::1 10.0.0.0/8), at most 64",
+    [K_BACKEND_TLS] = "no, opportunistic or required",
     [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
 };
 
@@ -426,6 +575,8 @@ config_set(
 		if (*value == '\0')
 			return errf(err, errlen, file, line, "%s: empty value", key);
 		r = set_key(cfg, k, value);
+		if (i < sizeof(cfg->key_line) / sizeof(cfg->key_line[0]))
+			cfg->key_line[i] = line;
 		if (r == -2)
 			return errf(err, errlen, file, line, "%s: more than %d entries", key,
 			    CONFIG_LISTEN_MAX);
@@ -609,6 +760,20 @@ config_check(struct config *cfg, char *err, size_t errlen)
 		return errf(err, errlen, file, 0, "no backend = host:port given");
 	if (cfg->nlisten == 0)
 		return errf(err, errlen, file, 0, "no listen = host:port given");
+	for (size_t i = 0; i < cfg->nlisten; i++) {
+		if (cfg->listen[i].tls && cfg->tls_cert[0] == '\0')
+			return errf(err, errlen, file, config_key_line(cfg, "listen"),
+			    "listen %s:%s tls: no tls_cert = FILE given", cfg->listen[i].host,
+			    cfg->listen[i].port);
+		if (cfg->listen[i].proxy && cfg->nproxy_trusted == 0)
+			return errf(err, errlen, file, config_key_line(cfg, "listen"),
+			    "listen %s:%s proxy_protocol: no proxy_trusted = NETWORKS given",
+			    cfg->listen[i].host, cfg->listen[i].port);
+	}
+	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
+		return errf(err, errlen, file,
+		    config_key_line(cfg, cfg->tls_cert[0] ? "tls_cert" : "tls_key"),
+		    "tls_cert and tls_key go together");
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		cfg->max_connections_per_ip = cfg->max_connections;
 	return 0;

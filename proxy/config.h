@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define CONFIG_LISTEN_MAX 16
 #define CONFIG_ERR_MAX 512
@@ -35,6 +36,23 @@ enum config_log {
 struct config_addr {
 	char host[CONFIG_HOST_MAX]; /* numeric address or name; "" never */
 	char port[16];
+	int tls; /* listen option "tls": implicit TLS */
+	int proxy; /* listen option "proxy_protocol" */
+};
+
+/* A network, for proxy_trusted. */
+struct config_net {
+	int family; /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	int bits;
+};
+
+#define CONFIG_NETS_MAX 64
+
+enum config_backend_tls {
+	CONFIG_BACKEND_TLS_NO = 0,
+	CONFIG_BACKEND_TLS_OPPORTUNISTIC,
+	CONFIG_BACKEND_TLS_REQUIRED,
 };
 
 struct config_kv {
@@ -91,6 +109,23 @@ struct config {
 	enum config_on_error on_error;
 	uint64_t filter_timeout_ms; /* one hook call, pending included */
 
+	char tls_cert[1024]; /* "" : no TLS for clients */
+	char tls_key[1024];
+	char tls_chain[1024];
+	char tls_ciphers[1024];
+	int tls_min_v13; /* tls_min_protocol = TLSv1.3 */
+	int tls_required;
+	int auth_plaintext;
+	struct config_net proxy_trusted[CONFIG_NETS_MAX];
+	size_t nproxy_trusted;
+	enum config_backend_tls backend_tls;
+	char backend_tls_ca[1024];
+	int backend_tls_verify;
+	char backend_tls_name[CONFIG_HOST_MAX];
+	int backend_xclient;
+
+	int key_line[64]; /* where each key of the table was set (0: not in the file) */
+
 	struct config_section *sections;
 };
 
@@ -125,5 +160,9 @@ int config_parse_time(const char *s, uint64_t *ms); /* 250ms, 30s, 5m, 1h; bare 
 int config_parse_addr(const char *s, struct config_addr *out); /* host:port, [v6]:port */
 int config_parse_bool(const char *s, int *out); /* yes/no/true/false/on/off/1/0 */
 int config_parse_on_error(const char *s, enum config_on_error *out); /* tempfail/accept/reject */
+int config_parse_net(const char *s, struct config_net *out); /* 192.0.2.0/24, ::1, 2001:db8::/32 */
+int config_net_match(const struct config_net *nets, size_t n, const struct sockaddr *sa);
+/* config_key_line - the line a key was set on, 0 if it was not in the file */
+int config_key_line(const struct config *cfg, const char *key);
 
 #endif

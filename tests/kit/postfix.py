@@ -26,6 +26,18 @@ Mail routing:
     sent off the machine, and there is no DNS anywhere.
   - smtpd_authorized_xclient_hosts = 127.0.0.0/8, so the proxy may send XCLIENT.
 
+Options (all off by default; the plain instance is unchanged):
+  - sasl=True: SMTP AUTH (PLAIN, LOGIN) through a private Dovecot (class Dovecot
+    below: its own base_dir, a passwd-file with SASL_USERS, the auth socket in a
+    directory of its own; started before Postfix and stopped after it, by PID).
+    Postfix offers AUTH without TLS too (smtpd_tls_auth_only = no): the proxy
+    decides whether its clients may AUTH in plaintext. The Received header
+    names the authenticated user (smtpd_sasl_authenticated_header).
+  - tls=(cert, key) (or an object with .cert and .key, e.g. a tlskit Pair):
+    STARTTLS on smtpd (smtpd_tls_security_level = may, loglevel 1, the TLS
+    details in the Received header); a tlsmgr service is added to master.cf.
+  - xclient_hosts: smtpd_authorized_xclient_hosts (default 127.0.0.0/8).
+
 Gotchas, learned the hard way (each is handled below):
   - `postfix -c DIR` as root is enough for an alternate instance; the
     alternate_config_directories / multi_instance_* settings are only needed for
@@ -81,6 +93,10 @@ DOMAIN = "example.test"
 UNKNOWN = "unknown@" + DOMAIN  # any local part starting with unknown/nosuch is refused
 PIPE_USER = "nobody"
 MAIL_OWNER = "postfix"
+DOVECOT = "/usr/sbin/dovecot"
+
+# The SASL users of Postfix(sasl=True): name -> password.
+SASL_USERS = {"alice": "secret", "bob": "hunter2"}
 
 # The delivery script. argv: outdir queue_id sender recipient... The message is on
 # stdin. Exit 75 (EX_TEMPFAIL) makes Postfix defer and retry instead of bouncing.
@@ -156,9 +172,17 @@ class Postfix:
     """A private Postfix instance on 127.0.0.1:<free port>. Use as a context manager
     or call start()/stop(). main_cf: extra or overriding main.cf settings."""
 
-    def __init__(self, users=None, main_cf=None, port=None, keep=False):
+    def __init__(self, users=None, main_cf=None, port=None, keep=False, sasl=False, tls=None,
+                 xclient_hosts="127.0.0.0/8"):
         self.users = users
         self.extra = dict(main_cf or {})
+        self.sasl = sasl
+        self.sasl_users = dict(SASL_USERS if sasl is True else (sasl or {}))
+        if tls is not None and not isinstance(tls, (tuple, list)):
+            tls = (tls.cert, tls.key)
+        self.tls = tls
+        self.xclient_hosts = xclient_hosts
+        self.dovecot = None
         self.host = "127.0.0.1"
         self.port = port
         self.keep = keep or bool(os.environ.get("PORTCULLIS_KEEP_POSTFIX"))
@@ -208,7 +232,7 @@ class Postfix:
             "inet_interfaces": "127.0.0.1",
             "inet_protocols": "ipv4",
             "mynetworks": "127.0.0.0/8",
-            "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+            "smtpd_authorized_xclient_hosts": self.xclient_hosts,
             # Only DOMAIN is accepted; everything else is refused, never relayed.
             "relay_domains": "",
             "smtpd_relay_restrictions": "reject_unauth_destination",
@@ -260,6 +284,25 @@ class Postfix:
             "maillog_file": self.log_path,
             "maillog_file_prefixes": r,
         }
+        if self.sasl:
+            cf.update({
+                "smtpd_sasl_auth_enable": "yes",
+                "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": self.dovecot.auth_socket,
+                "smtpd_sasl_security_options": "noanonymous",
+                "smtpd_tls_auth_only": "no",
+                "smtpd_sasl_authenticated_header": "yes",
+                "broken_sasl_auth_clients": "no",
+            })
+        if self.tls:
+            cf.update({
+                "smtpd_tls_security_level": "may",
+                "smtpd_tls_cert_file": self.tls[0],
+                "smtpd_tls_key_file": self.tls[1],
+                "smtpd_tls_loglevel": "1",
+                "smtpd_tls_received_header": "yes",
+                "smtpd_tls_session_cache_database": "",
+            })
         cf.update(self.extra)
         return "".join("%s = %s\n" % kv for kv in cf.items())
 
@@ -298,6 +341,7 @@ class Postfix:
             "anvil     unix - - n - 1 anvil",
             "scache    unix - - n - 1 scache",
             "postlog   unix-dgram n - n - 1 postlogd",
+        ] + (["tlsmgr    unix - - n 1000? 1 tlsmgr"] if self.tls else []) + [
             "capture   unix - n n - - pipe",
             "  flags= user=%s null_sender=" % PIPE_USER,
             "  argv=/bin/sh %s %s ${queue_id} ${sender} ${recipient}" % (
@@ -354,6 +398,15 @@ class Postfix:
         if not os.path.exists(POSTFIX):
             raise RuntimeError("postfix is not installed (tools/deps.sh installs it)")
         self.root = tempfile.mkdtemp(prefix="portcullis-postfix-")
+        if self.sasl:
+            os.chmod(self.root, 0o755)
+            self.dovecot = Dovecot(os.path.join(self.root, "dovecot"), self.sasl_users)
+            try:
+                self.dovecot.start()
+            except Exception:
+                self.dovecot.stop()
+                self._cleanup_dir()
+                raise
         fixed = self.port is not None
         err = ""
         quick = True
@@ -383,6 +436,8 @@ class Postfix:
             if not quick:
                 break
             quick = False
+        if self.dovecot is not None:
+            self.dovecot.stop()
         self._cleanup_dir()
         raise RuntimeError("postfix start failed:\n" + err)
 
@@ -416,6 +471,8 @@ class Postfix:
                     os.killpg(pid, 9)
                 except (OSError, ValueError, IndexError):
                     pass
+        if self.dovecot is not None:
+            self.dovecot.stop()
         self._cleanup_dir()
 
     def _cleanup_dir(self):
@@ -478,6 +535,16 @@ class Postfix:
                                  % (len(got), n, timeout, self.log()[-4000:]))
         return got
 
+    def wait_log(self, needle, timeout=10):
+        """Wait until Postfix's log contains needle (a string); returns the
+        matching lines (empty after timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [ln for ln in self.log().splitlines() if needle in ln]
+            if lines or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.05)
+
     def count(self):
         try:
             return sum(1 for n in os.listdir(self.out_dir)
@@ -492,6 +559,120 @@ class Postfix:
                 if files:
                     return False
         return True
+
+
+DOVECOT_CONF = """\
+# A private Dovecot that only authenticates (for Postfix's SASL): no mail
+# protocols, no SSL, no system paths.
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+protocols =
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  unix_listener {root}/sock/auth {{
+    mode = 0660
+    user = {owner}
+    group = {owner}
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"""
+
+
+class Dovecot:
+    """A private Dovecot auth server for Postfix's SASL (smtpd_sasl_type = dovecot).
+
+    Runs in the foreground (dovecot -F) as a child of the test from its own
+    directory: config, base_dir, state_dir, log, a passwd-file with the users
+    (plain-text passwords: test users only) and the auth socket in sock/
+    (owned by Postfix's mail_owner). Stopped by PID: SIGTERM, then SIGKILL."""
+
+    def __init__(self, root, users, owner=MAIL_OWNER):
+        self.root = root
+        self.users = dict(users)
+        self.owner = owner
+        self.proc = None
+
+    @property
+    def auth_socket(self):
+        return os.path.join(self.root, "sock", "auth")
+
+    @property
+    def config_path(self):
+        return os.path.join(self.root, "dovecot.conf")
+
+    @property
+    def log_path(self):
+        return os.path.join(self.root, "dovecot.log")
+
+    def start(self, timeout=15):
+        if not os.path.exists(DOVECOT):
+            raise RuntimeError("dovecot is not installed (tools/deps.sh installs dovecot-core)")
+        for d in ("", "run", "state", "sock"):
+            os.makedirs(os.path.join(self.root, d), exist_ok=True)
+            os.chmod(os.path.join(self.root, d), 0o755)
+        with open(os.path.join(self.root, "users"), "w") as f:
+            for u, pw in self.users.items():
+                f.write("%s:{PLAIN}%s::::::\n" % (u, pw))
+        # The auth process reads the passwd-file as root before dropping privileges,
+        # but auth-worker processes may not: readable by the internal user.
+        os.chmod(os.path.join(self.root, "users"), 0o644)
+        with open(self.config_path, "w") as f:
+            f.write(DOVECOT_CONF.format(root=self.root, owner=self.owner))
+        self._out = open(os.path.join(self.root, "stdout.log"), "ab")
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.config_path],
+                                     stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.auth_socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                out = self.log()
+                self.stop()
+                raise RuntimeError("dovecot did not create %s:\n%s" % (self.auth_socket, out))
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if getattr(self, "_out", None) is not None and not self._out.closed:
+            self._out.close()
+
+    def log(self):
+        out = ""
+        for name in ("stdout.log", "dovecot.log"):
+            try:
+                with open(os.path.join(self.root, name), errors="replace") as f:
+                    out += f.read()
+            except OSError:
+                pass
+        return out
 
 
 if __name__ == "__main__":
