@@ -6,9 +6,14 @@
  * handler does, so a callback may free the conn.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "conn.h"
 
@@ -19,6 +24,10 @@
 static void conn_read_ev(evutil_socket_t fd, short what, void *arg);
 static void conn_write_ev(evutil_socket_t fd, short what, void *arg);
 static int conn_write_some(struct conn *c);
+static int conn_tls_write(struct conn *c);
+static void conn_handshake(struct conn *c);
+static void conn_tls_read(struct conn *c);
+static void tls_error(struct conn *c, const char *what);
 
 /* conn_new - wrap a socket */
 struct conn *
@@ -82,8 +91,13 @@ conn_consumed(struct conn *c)
 {
 	if (c->paused && evbuffer_get_length(c->in) < c->in_max) {
 		c->paused = 0;
-		if (c->reading)
+		if (c->reading) {
 			event_add(c->rev, NULL);
+			/* OpenSSL may hold decrypted bytes the socket no longer
+			 * signals: go and get them. */
+			if (c->ssl != NULL && SSL_pending(c->ssl) > 0)
+				event_active(c->rev, EV_READ, 0);
+		}
 	}
 }
 
@@ -96,6 +110,13 @@ conn_read_ev(evutil_socket_t fd, short what, void *arg)
 	int nvec;
 	ssize_t n;
 
+	if (c->ssl != NULL) {
+		if (c->handshaking)
+			conn_handshake(c);
+		else
+			conn_tls_read(c);
+		return;
+	}
 	nvec = evbuffer_reserve_space(c->in, CONN_READ_CHUNK, vec, 2);
 	if (nvec <= 0) {
 		c->err = ENOMEM;
@@ -133,10 +154,173 @@ error:
 	c->on_event(c, CONN_ERROR, c->arg);
 }
 
+/* tls_error - remember why TLS failed, for the log */
+static void
+tls_error(struct conn *c, const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char buf[120];
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	else
+		snprintf(buf, sizeof(buf), "%s", c->err ? strerror(c->err) : "connection closed");
+	snprintf(c->tls_error, sizeof(c->tls_error), "%s: %s", what, buf);
+	ERR_clear_error();
+}
+
+/* conn_tls_read - read and decrypt what is there (and what OpenSSL holds) */
+static void
+conn_tls_read(struct conn *c)
+{
+	size_t got = 0;
+
+	for (;;) {
+		struct evbuffer_iovec vec[1];
+		int n, e;
+
+		if (c->in_max != 0 && evbuffer_get_length(c->in) >= c->in_max) {
+			c->paused = 1;
+			event_del(c->rev);
+			break;
+		}
+		if (evbuffer_reserve_space(c->in, CONN_READ_CHUNK, vec, 1) < 1) {
+			c->err = ENOMEM;
+			goto error;
+		}
+		ERR_clear_error();
+		n = SSL_read(c->ssl, vec[0].iov_base, (int)vec[0].iov_len);
+		if (n > 0) {
+			vec[0].iov_len = (size_t)n;
+			evbuffer_commit_space(c->in, vec, 1);
+			got += (size_t)n;
+			continue;
+		}
+		evbuffer_commit_space(c->in, vec, 0);
+		e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) {
+			if (got > 0)
+				c->on_read(c, c->arg);
+			conn_read_stop(c);
+			c->on_event(c, CONN_EOF, c->arg);
+			return;
+		}
+		/* WANT_WRITE would be a renegotiation: not ours to do. */
+		c->err = e == SSL_ERROR_SYSCALL ? errno : EPROTO;
+		tls_error(c, "TLS read");
+		goto error;
+	}
+	if (got > 0)
+		c->on_read(c, c->arg);
+	return;
+error:
+	conn_read_stop(c);
+	c->on_event(c, CONN_ERROR, c->arg);
+}
+
+/* conn_handshake - one step of the handshake */
+static void
+conn_handshake(struct conn *c)
+{
+	int r, e;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		c->handshaking = 0;
+		event_del(c->wev);
+		if (!c->reading)
+			event_del(c->rev);
+		c->on_event(c, CONN_TLS, c->arg);
+		return;
+	}
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		event_add(c->rev, NULL);
+		return;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		event_add(c->wev, NULL);
+		return;
+	}
+	c->err = e == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
+	tls_error(c, "TLS handshake");
+	if (SSL_get_verify_result(c->ssl) != X509_V_OK)
+		snprintf(c->tls_error, sizeof(c->tls_error), "TLS handshake: certificate: %s",
+		    X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
+	c->handshaking = 0;
+	event_del(c->rev);
+	event_del(c->wev);
+	c->on_event(c, CONN_ERROR, c->arg);
+}
+
+/* conn_tls_start - begin TLS on the socket */
+int
+conn_tls_start(struct conn *c, SSL_CTX *ctx, int server, const char *name, int verify)
+{
+	if ((c->ssl = SSL_new(ctx)) == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+		tls_error(c, "TLS setup");
+		return -1;
+	}
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (server) {
+		SSL_set_accept_state(c->ssl);
+	} else {
+		SSL_set_connect_state(c->ssl);
+		if (name != NULL && name[0] != '\0') {
+			SSL_set_tlsext_host_name(c->ssl, name);
+			if (verify)
+				SSL_set1_host(c->ssl, name);
+		}
+	}
+	/* What arrived before the handshake is not to be trusted. */
+	evbuffer_drain(c->in, evbuffer_get_length(c->in));
+	c->handshaking = 1;
+	conn_handshake(c);
+	return 0;
+}
+
+/* conn_tls_version - the protocol in use */
+const char *
+conn_tls_version(const struct conn *c)
+{
+	return c->ssl != NULL && !c->handshaking ? SSL_get_version(c->ssl) : NULL;
+}
+
+/* conn_tls_write - encrypt and send what out holds; -1 on a hard error */
+static int
+conn_tls_write(struct conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		struct evbuffer_iovec v;
+		int n, e;
+
+		if (evbuffer_peek(c->out, -1, NULL, &v, 1) < 1)
+			break;
+		ERR_clear_error();
+		n = SSL_write(c->ssl, v.iov_base, (int)(v.iov_len > 16384 ? 16384 : v.iov_len));
+		if (n > 0) {
+			evbuffer_drain(c->out, (size_t)n);
+			continue;
+		}
+		e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+			return 0;
+		c->err = e == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
+		tls_error(c, "TLS write");
+		return -1;
+	}
+	return 0;
+}
+
 /* conn_write_some - one write; -1 on a hard error (in c->err) */
 static int
 conn_write_some(struct conn *c)
 {
+	if (c->ssl != NULL)
+		return conn_tls_write(c);
 	if (evbuffer_write(c->out, c->fd) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	    errno != EINTR) {
 		c->err = errno;
@@ -149,7 +333,7 @@ conn_write_some(struct conn *c)
 void
 conn_flush(struct conn *c)
 {
-	if (c->connecting || evbuffer_get_length(c->out) == 0 ||
+	if (c->connecting || c->handshaking || evbuffer_get_length(c->out) == 0 ||
 	    event_pending(c->wev, EV_WRITE, NULL))
 		return;
 	if (conn_write_some(c) != 0) {
@@ -181,6 +365,10 @@ conn_write_ev(evutil_socket_t fd, short what, void *arg)
 		c->on_event(c, CONN_CONNECTED, c->arg);
 		return;
 	}
+	if (c->handshaking) {
+		conn_handshake(c);
+		return;
+	}
 	if (c->err != 0 || conn_write_some(c) != 0) {
 		c->on_event(c, CONN_ERROR, c->arg);
 		return;
@@ -207,6 +395,11 @@ conn_free(struct conn *c)
 		evbuffer_free(c->in);
 	if (c->out != NULL)
 		evbuffer_free(c->out);
+	if (c->ssl != NULL) {
+		if (!c->handshaking)
+			SSL_shutdown(c->ssl); /* close_notify, best effort */
+		SSL_free(c->ssl);
+	}
 	close(c->fd);
 	free(c);
 }

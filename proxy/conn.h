@@ -15,11 +15,13 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 /* What conn_event_fn is told. */
 #define CONN_CONNECTED 0x01 /* an outgoing connect completed */
 #define CONN_EOF 0x02 /* the peer closed its side */
 #define CONN_ERROR 0x04 /* a socket error; errno-style code in conn->err */
+#define CONN_TLS 0x08 /* a TLS handshake completed */
 
 struct conn;
 typedef void (*conn_fn)(struct conn *c, void *arg);
@@ -35,7 +37,9 @@ struct conn {
 	void *arg;
 	size_t in_max; /* stop reading while in holds this much */
 	int err;
-	unsigned reading : 1, paused : 1, connecting : 1;
+	SSL *ssl; /* TLS once conn_tls_start was called */
+	char tls_error[160]; /* why a handshake or TLS I/O failed */
+	unsigned reading : 1, paused : 1, connecting : 1, handshaking : 1;
 };
 
 /* conn_new - wrap a connected (or to-be-connected) non-blocking socket. The
@@ -56,6 +60,15 @@ void conn_consumed(struct conn *c);
 
 /* conn_flush - write what out holds now; wait for the rest in the loop. */
 void conn_flush(struct conn *c);
+
+/* conn_tls_start - a TLS handshake on the connection, as server or client
+ * (name: the server name to send and, with verify, to check). Input
+ * already buffered is dropped: it was sent before TLS (RFC 3207 §4.2).
+ * CONN_TLS or CONN_ERROR (with tls_error) follows. 0 or -1. */
+int conn_tls_start(struct conn *c, SSL_CTX *ctx, int server, const char *name, int verify);
+
+/* conn_tls_version - "TLSv1.3", or NULL without TLS */
+const char *conn_tls_version(const struct conn *c);
 
 /* conn_free - close and release; pending output is dropped. */
 void conn_free(struct conn *c);
