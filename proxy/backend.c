@@ -115,6 +115,26 @@ backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
 	return 0;
 }
 
+/* backend_starttls - after the backend's 220 to STARTTLS: the handshake;
+ * cb gets BACKEND_REPLY with a NULL reply once TLS is up */
+int
+backend_starttls(struct session *s, backend_cb cb)
+{
+	const struct config *cfg = s->srv->cfg;
+	struct backend *b = &s->be;
+	const char *name = cfg->backend_tls_name[0] ? cfg->backend_tls_name : cfg->backend.host;
+
+	if (b->dead || b->conn == NULL || s->srv->tls_client == NULL)
+		return -1;
+	backend_arm(s, cfg->backend_timeout_ms, cb);
+	if (conn_tls_start(b->conn, s->srv->tls_client, 0, name, cfg->backend_tls_verify) != 0) {
+		b->pending = NULL;
+		evtimer_del(b->deadline);
+		return -1;
+	}
+	return 0;
+}
+
 /* backend_finish - an exchange is over: tell whoever waits */
 static void
 backend_finish(struct session *s, enum backend_result res)
@@ -195,6 +215,17 @@ backend_event_cb(struct conn *c, int what, void *arg)
 
 	if (what == CONN_CONNECTED)
 		return;
+	if (what == CONN_TLS) {
+		struct backend *b = &s->be;
+		backend_cb cb = b->pending;
+		b->pending = NULL;
+		evtimer_del(b->deadline);
+		if (cb != NULL)
+			cb(s, BACKEND_REPLY, NULL); /* NULL: TLS is up */
+		return;
+	}
+	if (c->tls_error[0] != '\0')
+		log_warn(s->id, "backend %s", c->tls_error);
 	if (what == CONN_ERROR)
 		log_warn(s->id, "backend connection error: %s", strerror(c->err));
 	else

@@ -435,8 +435,9 @@ host_get(struct pc_call *call, enum pc_field field)
 		}
 		return s->helo;
 	case PC_TLS:
+		return s->tls_proto;
 	case PC_AUTH_USER:
-		return NULL; /* no TLS or AUTH yet */
+		return s->auth_user;
 	case PC_TX_ID:
 		return s->tx.id[0] ? s->tx.id : NULL;
 	case PC_SENDER:

@@ -25,6 +25,11 @@ struct ip_count {
 };
 
 static struct evconnlistener *listeners[LISTENER_MAX];
+/* What a listener knows: the server and its listen entry (options). */
+static struct listener_ctx {
+	struct server *srv;
+	const struct config_addr *l;
+} lctx[LISTENER_MAX];
 static size_t nlisteners;
 
 static void listener_accept_cb(
@@ -55,9 +60,12 @@ listener_start(struct server *srv)
 			    gai_strerror(r));
 			return -1;
 		}
-		listeners[nlisteners] = evconnlistener_new_bind(srv->base, listener_accept_cb, srv,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
-		    res->ai_addr, (int)res->ai_addrlen);
+		lctx[nlisteners].srv = srv;
+		lctx[nlisteners].l = &cfg->listen[i];
+		listeners[nlisteners] =
+		    evconnlistener_new_bind(srv->base, listener_accept_cb, &lctx[nlisteners],
+		        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
+		        res->ai_addr, (int)res->ai_addrlen);
 		freeaddrinfo(res);
 		if (listeners[nlisteners] == NULL) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
@@ -66,7 +74,9 @@ listener_start(struct server *srv)
 		}
 		evconnlistener_set_error_cb(listeners[nlisteners], listener_error_cb);
 		nlisteners++;
-		log_info(NULL, "listening on %s:%s", cfg->listen[i].host, cfg->listen[i].port);
+		log_info(NULL, "listening on %s:%s%s%s", cfg->listen[i].host, cfg->listen[i].port,
+		    cfg->listen[i].tls ? " tls" : "",
+		    cfg->listen[i].proxy ? " proxy_protocol" : "");
 	}
 	return 0;
 }
@@ -84,7 +94,9 @@ static void
 listener_accept_cb(
     struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
-	session_new(arg, fd, sa, salen);
+	struct listener_ctx *lc = arg;
+
+	session_new(lc->srv, lc->l, fd, sa, salen);
 }
 
 /* listener_error_cb - accept failed (EMFILE and friends): log, keep going */

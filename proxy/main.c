@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "session.h"
+#include "tls.h"
 
 #define PORTCULLIS_VERSION "0.1.0"
 #define DEFAULT_CONFIG SYSCONFDIR "/portcullis.conf"
@@ -122,6 +123,18 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		}
 	}
 	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed", ok, failed);
+	/* New certificates for new sessions; running ones keep theirs. */
+	if (srv->cfg->tls_cert[0] != '\0') {
+		SSL_CTX *ctx = tls_server_ctx(srv->cfg, err, sizeof(err));
+		if (ctx == NULL) {
+			log_err(NULL, "SIGHUP: certificate reload failed, keeping the old one: %s",
+			    err);
+		} else {
+			SSL_CTX_free(srv->tls_server);
+			srv->tls_server = ctx;
+			log_info(NULL, "SIGHUP: certificate %s reloaded", srv->cfg->tls_cert);
+		}
+	}
 }
 
 /* server_free - the chain, the resolver, the loop and the config */
@@ -130,6 +143,8 @@ server_free(struct server *srv)
 {
 	free(srv->ip_table);
 	chain_free(srv->chain);
+	SSL_CTX_free(srv->tls_server);
+	SSL_CTX_free(srv->tls_client);
 	if (srv->dns != NULL)
 		evdns_base_free(srv->dns, 0);
 	event_base_free(srv->base);
@@ -255,6 +270,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (dns_start(&srv, err, sizeof(err)) != 0)
+		goto bad_config;
+	srv.tls_server = tls_server_ctx(&cfg, err, sizeof(err));
+	if (srv.tls_server == NULL && err[0] != '\0')
+		goto bad_config;
+	srv.tls_client = tls_client_ctx(&cfg, err, sizeof(err));
+	if (srv.tls_client == NULL && err[0] != '\0')
 		goto bad_config;
 	/* Every plugin is loaded and initialised, under -t too: a broken
 	 * section is found before the daemon starts, not by the first client. */

@@ -13,6 +13,8 @@
 #define R_OKAY "250 2.0.0 Ok"
 #define R_VRFY "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
 #define R_DATA_GO "354 End data with <CR><LF>.<CR><LF>"
+#define R_TLS_GO "220 2.0.0 Ready to start TLS"
+#define R_AUTH_OK_LOG "235" /* the backend's; relayed as sent */
 
 /* 421: we close the connection after sending these (RFC 5321 §3.8). */
 #define R_BACKEND_DOWN "421 4.4.1 %s Service not available, try again later"
@@ -45,6 +47,13 @@
 #define R_NOT_IMPL "502 5.5.1 Error: command not implemented"
 #define R_NEED_HELO "503 5.5.1 Error: send HELO/EHLO first"
 #define R_NESTED_MAIL "503 5.5.1 Error: nested MAIL command"
+#define R_TLS_ACTIVE "503 5.5.1 Error: TLS already active"
+#define R_AUTH_NOT_ENABLED "503 5.5.1 Error: authentication not enabled"
+#define R_AUTH_IN_TX "503 5.5.1 Error: MAIL transaction in progress"
+#define R_AUTH_TWICE "503 5.5.1 Error: already authenticated"
+#define R_AUTH_SYNTAX "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
+#define R_NEED_TLS "530 5.7.0 Must issue a STARTTLS command first"
+#define R_TLS_UNAVAILABLE "454 4.7.0 TLS not available due to temporary reason"
 #define R_NEED_MAIL "503 5.5.1 Error: need MAIL command"
 #define R_NEED_RCPT "503 5.5.1 Error: need RCPT command"
 #define R_REFUSED_CMD "550 5.7.0 Error: insufficient authorization"

@@ -24,7 +24,10 @@
 
 #include <event2/buffer.h>
 
+#include <openssl/evp.h>
+
 #include "log.h"
+#include "proxyproto.h"
 #include "replies.h"
 #include "session.h"
 
@@ -34,6 +37,8 @@
 /* Replies held for a client that does not read them before we stop
  * processing its commands. */
 #define SESSION_OUTPUT_MAX (64 * 1024)
+/* RFC 4954 §4: an AUTH line may be 12288 octets. */
+#define SESSION_AUTH_LINE_MAX 12288
 /* How long a closing session waits for its last reply to be read. */
 #define SESSION_LINGER_MS 10000
 
@@ -62,6 +67,20 @@ static void session_command(struct session *s, char *line, size_t len);
 static void session_hooks(
     struct session *s, enum hook_stage stage, void (*proceed)(struct session *));
 static void session_done(struct session *s);
+static void session_start(struct session *s);
+static void session_begin(struct session *s);
+static void session_proxy_cb(evutil_socket_t fd, short what, void *arg);
+static void session_tls_done(struct session *s);
+static void session_auth_line(struct session *s, char *line, size_t len);
+static int check_starttls(struct session *s);
+static void proceed_starttls(struct session *s);
+static int check_auth(struct session *s);
+static void proceed_auth(struct session *s);
+static void on_auth(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_be_starttls(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static int helo_backend_next(struct session *s);
 static void session_connect_backend(struct session *s);
 static void on_connect_verdict(struct session *s, const struct chain_result *r);
 static void on_hooks_done(struct session *s, const struct chain_result *r);
@@ -127,8 +146,8 @@ static const struct command commands[] = {
     {SMTP_VERB_EXPN, check_any, HOOK_NONE, proceed_not_impl},
     {SMTP_VERB_ETRN, check_any, HOOK_NONE, proceed_not_impl},
     {SMTP_VERB_BDAT, check_any, HOOK_NONE, proceed_not_impl},
-    {SMTP_VERB_STARTTLS, check_any, HOOK_NONE, proceed_not_impl},
-    {SMTP_VERB_AUTH, check_any, HOOK_NONE, proceed_not_impl},
+    {SMTP_VERB_STARTTLS, check_starttls, HOOK_NONE, proceed_starttls},
+    {SMTP_VERB_AUTH, check_auth, HOOK_NONE, proceed_auth},
     /* Only a trusted proxy may say who the client is: never the client. */
     {SMTP_VERB_XCLIENT, check_any, HOOK_NONE, proceed_refused},
     {SMTP_VERB_XFORWARD, check_any, HOOK_NONE, proceed_refused},
@@ -137,7 +156,8 @@ static const struct command commands[] = {
 
 /* session_new - a client connected */
 void
-session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen)
 {
 	struct config *cfg = srv->cfg;
 	struct session *s;
@@ -156,13 +176,21 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 			snprintf(msg, sizeof(msg), R_TOO_MANY_CONN "\r\n", cfg->hostname);
 		goto refuse;
 	}
-	if (server_ip_acquire(srv, ip) != 0) {
+	if (l->proxy && !config_net_match(cfg->proxy_trusted, cfg->nproxy_trusted, sa)) {
+		/* Only a trusted balancer may say who the client is. */
+		log_warn(NULL, "refused %s:%s on a proxy_protocol listener: not in proxy_trusted",
+		    ip, port);
+		close(fd);
+		return;
+	}
+	if (!l->proxy && server_ip_acquire(srv, ip) != 0) {
 		log_warn(NULL, "refused client=%s:%s: max_connections_per_ip reached", ip, port);
 		snprintf(msg, sizeof(msg), R_TOO_MANY_CONN_IP "\r\n", cfg->hostname);
 		goto refuse;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
-		server_ip_release(srv, ip);
+		if (!l->proxy)
+			server_ip_release(srv, ip);
 		log_err(NULL, "out of memory accepting client=%s:%s", ip, port);
 		close(fd);
 		return;
@@ -182,6 +210,9 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 			    NI_NUMERICHOST | NI_NUMERICSERV);
 	}
 	s->chain = srv->chain;
+	s->listener = l;
+	s->ip_held = !l->proxy;
+	s->tls_implicit = l->tls;
 	s->state = SESSION_CONNECTING;
 	s->tx.rcpt_tail = &s->tx.rcpts;
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
@@ -196,20 +227,139 @@ session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, i
 		return;
 	}
 	s->client->in_max = SESSION_INPUT_MAX;
-	conn_read_start(s->client);
-	log_info(s->id, "connect from client=%s", s->peer);
-	if (chain_has(s->chain, PC_STAGE_CONNECT)) {
-		s->busy = 1;
-		chain_run(s->chain, s, PC_STAGE_CONNECT, NULL, on_connect_verdict);
+	if (l->proxy) {
+		/* Edge-triggered: the header is peeked at, so the socket stays
+		 * readable until it is complete. */
+		s->state = SESSION_PROXY;
+		s->proxy_ev =
+		    event_new(srv->base, fd, EV_READ | EV_PERSIST | EV_ET, session_proxy_cb, s);
+		if (s->proxy_ev == NULL || event_add(s->proxy_ev, NULL) != 0) {
+			session_free(s);
+			return;
+		}
+		session_arm(s, cfg->timeout_ms);
 		return;
 	}
-	session_connect_backend(s);
+	session_start(s);
 	return;
 refuse:
 	if (write(fd, msg, strlen(msg)) < 0) {
 		/* The client gets nothing; it was leaving anyway. */
 	}
 	close(fd);
+}
+
+/* session_proxy_cb - the PROXY header, peeked at until complete, then read
+ * exactly: what follows it (SMTP, or a TLS ClientHello) stays in the socket */
+static void
+session_proxy_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	unsigned char buf[PROXYPROTO_V2_MAX];
+	struct proxyproto pp;
+	size_t consumed = 0;
+	const char *why = NULL;
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+	int r;
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		log_info(s->id, "%s closed before its PROXY header", s->peer);
+		session_close(s, NULL);
+		return;
+	}
+	r = proxyproto_parse(buf, (size_t)n, &pp, &consumed, &why);
+	if (r == PC_AGAIN && (size_t)n < sizeof(buf))
+		return;
+	if (r != PC_DONE) {
+		log_warn(s->id, "bad PROXY header from %s: %s; closing", s->peer,
+		    why ? why : "too long");
+		session_close(s, NULL);
+		return;
+	}
+	if (recv(fd, buf, consumed, 0) != (ssize_t)consumed) {
+		session_close(s, NULL);
+		return;
+	}
+	event_free(s->proxy_ev);
+	s->proxy_ev = NULL;
+	evtimer_del(s->timer);
+	if (!pp.local) {
+		char via[80];
+		snprintf(via, sizeof(via), "%s", s->peer);
+		getnameinfo((struct sockaddr *)&pp.src, pp.src_len, s->client_ip,
+		    sizeof(s->client_ip), s->client_port, sizeof(s->client_port),
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+		getnameinfo((struct sockaddr *)&pp.dst, pp.dst_len, s->local_ip,
+		    sizeof(s->local_ip), s->local_port, sizeof(s->local_port),
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+		snprintf(s->peer, sizeof(s->peer), "%s:%s", s->client_ip, s->client_port);
+		log_info(s->id, "PROXY v%d header from %s: client=%s", pp.version, via, s->peer);
+	}
+	if (server_ip_acquire(s->srv, s->client_ip) != 0) {
+		log_warn(s->id, "refused client=%s: max_connections_per_ip reached", s->peer);
+		session_close(s, R_TOO_MANY_CONN_IP);
+		return;
+	}
+	s->ip_held = 1;
+	s->state = SESSION_CONNECTING;
+	session_start(s);
+}
+
+/* session_start - the client is known: TLS first on a tls listener */
+static void
+session_start(struct session *s)
+{
+	conn_read_start(s->client);
+	if (s->tls_implicit) {
+		s->state = SESSION_TLS;
+		session_arm(s, s->srv->cfg->timeout_ms);
+		if (conn_tls_start(s->client, s->srv->tls_server, 1, NULL, 0) != 0) {
+			log_err(s->id, "cannot start TLS for client=%s: %s", s->peer,
+			    s->client->tls_error);
+			session_close(s, NULL);
+		}
+		return;
+	}
+	session_begin(s);
+}
+
+/* session_begin - connect hooks, then the backend */
+static void
+session_begin(struct session *s)
+{
+	log_info(s->id, "connect from client=%s%s%s", s->peer, s->tls_proto ? " tls=" : "",
+	    s->tls_proto ? s->tls_proto : "");
+	s->state = SESSION_CONNECTING;
+	if (chain_has(s->chain, PC_STAGE_CONNECT)) {
+		s->busy = 1;
+		chain_run(s->chain, s, PC_STAGE_CONNECT, NULL, on_connect_verdict);
+		return;
+	}
+	session_connect_backend(s);
+}
+
+/* session_tls_done - a handshake finished */
+static void
+session_tls_done(struct session *s)
+{
+	s->tls_proto = conn_tls_version(s->client);
+	evtimer_del(s->timer);
+	log_info(s->id, "TLS %s with client=%s cipher=%s", s->tls_proto, s->peer,
+	    SSL_get_cipher_name(s->client->ssl));
+	if (s->tls_implicit) {
+		s->tls_implicit = 0;
+		session_begin(s);
+		return;
+	}
+	/* RFC 3207 §4.2: after STARTTLS the client starts over with EHLO. */
+	tx_end(s, "aborted", "STARTTLS");
+	free(s->helo);
+	s->helo = NULL;
+	s->ehlo = 0;
+	s->state = SESSION_COMMAND;
+	session_done(s);
 }
 
 /* session_connect_backend - connect hooks passed: now the backend */
@@ -353,6 +503,16 @@ session_event_cb(struct conn *c, int what, void *arg)
 {
 	struct session *s = arg;
 
+	if (what == CONN_TLS) {
+		session_tls_done(s);
+		return;
+	}
+	if (s->state == SESSION_TLS) {
+		log_info(s->id, "TLS handshake with client=%s failed: %s", s->peer,
+		    s->client->tls_error[0] ? s->client->tls_error : "connection closed");
+		session_free(s);
+		return;
+	}
 	if (what == CONN_EOF && s->state != SESSION_CLOSING) {
 		/* A client may half-close after its last command and still
 		 * read the replies: finish what is buffered first. */
@@ -378,6 +538,12 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 		return;
 	}
+	if (s->state == SESSION_PROXY || s->state == SESSION_TLS) {
+		log_info(s->id, "timeout waiting for %s from %s",
+		    s->state == SESSION_PROXY ? "the PROXY header" : "the TLS handshake", s->peer);
+		session_free(s);
+		return;
+	}
 	log_info(s->id, "timeout %s from client=%s",
 	    s->state == SESSION_DATA ? "during DATA" : "waiting for a command", s->peer);
 	tx_end(s, "aborted", "timeout");
@@ -397,7 +563,8 @@ session_process(struct session *s)
 	if (s->in_process)
 		return;
 	s->in_process = 1;
-	while (!s->busy && (s->state == SESSION_COMMAND || s->state == SESSION_DATA)) {
+	while (!s->busy &&
+	    (s->state == SESSION_COMMAND || s->state == SESSION_DATA || s->state == SESSION_AUTH)) {
 		struct evbuffer_ptr eol;
 		size_t len;
 		char *line;
@@ -410,11 +577,15 @@ session_process(struct session *s)
 			continue;
 		}
 		eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+		size_t max =
+		    s->state == SESSION_AUTH && cfg->max_line_length < SESSION_AUTH_LINE_MAX
+		    ? SESSION_AUTH_LINE_MAX
+		    : cfg->max_line_length;
 		if (eol.pos < 0) {
 			len = evbuffer_get_length(in);
 			/* RFC 5321 §4.5.3.1.4: an over-long line is refused,
 			 * not cut; what we hold of it is bounded. */
-			if (len > cfg->max_line_length + 2) {
+			if (len > max + 2) {
 				if (!s->discarding)
 					log_info(s->id,
 					    "command line over %llu octets from client=%s",
@@ -435,7 +606,7 @@ session_process(struct session *s)
 		}
 		evtimer_del(s->timer);
 		len = (size_t)eol.pos;
-		if (s->discarding || len > cfg->max_line_length + 1) {
+		if (s->discarding || len > max + 1) {
 			evbuffer_drain(in, len + 1);
 			s->discarding = 0;
 			s->busy = 1;
@@ -451,7 +622,10 @@ session_process(struct session *s)
 		if (len > 0 && line[len - 1] == '\r')
 			len--;
 		line[len] = '\0';
-		session_command(s, line, len);
+		if (s->state == SESSION_AUTH)
+			session_auth_line(s, line, len);
+		else
+			session_command(s, line, len);
 	}
 	s->in_process = 0;
 	if (s->state == SESSION_CLOSING && s->free_pending) {
@@ -713,7 +887,12 @@ session_free(struct session *s)
 	conn_free(s->client);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nsessions--;
-	server_ip_release(srv, s->client_ip);
+	if (s->ip_held)
+		server_ip_release(srv, s->client_ip);
+	if (s->proxy_ev != NULL)
+		event_free(s->proxy_ev);
+	free(s->auth_user);
+	free(s->auth_candidate);
 	free(s->line);
 	free(s->helo);
 	free(s);
@@ -778,11 +957,12 @@ tx_log(struct session *s, const char *status, const char *reply)
 	    s->tx.sender ? strlen(s->tx.sender) : 0);
 	log_quote(helo, sizeof(helo), s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
 	log_info(s->tx.id,
-	    "client=%s helo=%s from=<%s> to=%s%s%s size=%zu status=%s%s%s%s%s reply=\"%s\"",
-	    s->peer, helo, from, to[0] ? to : "<>", dropped[0] ? " dropped_to=" : "", dropped,
-	    s->tx.size, status, s->tx.by ? " stage=" : "", s->tx.by ? s->tx.stage : "",
-	    s->tx.by ? " by=" : "", s->tx.by ? s->tx.by : "",
-	    log_quote(q, sizeof(q), reply, strlen(reply)));
+	    "client=%s helo=%s%s%s%s%s from=<%s> to=%s%s%s size=%zu status=%s%s%s%s%s reply=\"%s\"",
+	    s->peer, helo, s->tls_proto ? " tls=" : "", s->tls_proto ? s->tls_proto : "",
+	    s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "", from, to[0] ? to : "<>",
+	    dropped[0] ? " dropped_to=" : "", dropped, s->tx.size, status,
+	    s->tx.by ? " stage=" : "", s->tx.by ? s->tx.stage : "", s->tx.by ? " by=" : "",
+	    s->tx.by ? s->tx.by : "", log_quote(q, sizeof(q), reply, strlen(reply)));
 }
 
 /* rcpt_list - "<a>,<b>" of the forwarded (or dropped) recipients, for the log */
@@ -893,6 +1073,8 @@ proceed_helo(struct session *s)
 
 	/* RFC 5321 §4.1.4: a new EHLO resets the transaction, here and there. */
 	tx_end(s, "aborted", "new HELO/EHLO");
+	s->xclient_next = 0; /* XCLIENT again, with this HELO */
+	s->xclient_failed = 0;
 	if (s->blackhole) {
 		static const struct smtp_caps local = {.eightbitmime = 1, .enhancedstatuscodes = 1};
 		free(s->helo);
@@ -924,6 +1106,8 @@ on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	free(s->helo);
 	s->helo = strndup(s->cmd.arg, s->cmd.arg_len);
 	s->ehlo = s->cmd.verb == SMTP_VERB_EHLO;
+	if (helo_backend_next(s))
+		return;
 	helo_reply(s, caps);
 	session_done(s);
 }
@@ -953,6 +1137,11 @@ helo_reply(struct session *s, const struct smtp_caps *caps)
 		evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
 	if (caps->enhancedstatuscodes)
 		evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
+	if (s->srv->tls_server != NULL && s->tls_proto == NULL)
+		evbuffer_add_printf(out, "250-STARTTLS\r\n");
+	if (caps->auth && caps->auth_mechs[0] != '\0' && s->auth_user == NULL &&
+	    (s->tls_proto != NULL || cfg->auth_plaintext))
+		evbuffer_add_printf(out, "250-AUTH %s\r\n", caps->auth_mechs);
 	evbuffer_add_printf(out, "250 HELP\r\n");
 }
 
@@ -1005,6 +1194,10 @@ check_mail(struct session *s)
 	}
 	if (s->tx.active) {
 		session_reply(s, R_NESTED_MAIL);
+		return PC_ERROR;
+	}
+	if (s->srv->cfg->tls_required && s->tls_proto == NULL) {
+		session_reply(s, R_NEED_TLS);
 		return PC_ERROR;
 	}
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "FROM:", 1, 0, &s->path);
@@ -1331,6 +1524,360 @@ on_data_final(struct session *s, enum backend_result res, const struct smtp_repl
 	                             : "rejected",
 	    reply);
 	session_done(s);
+}
+
+/* ---- STARTTLS (RFC 3207) ---- */
+
+static int
+check_starttls(struct session *s)
+{
+	if (s->cmd.arg_len != 0) {
+		session_reply(s, R_NO_ARGS);
+		return PC_ERROR;
+	}
+	if (s->tls_proto != NULL) {
+		session_reply(s, R_TLS_ACTIVE);
+		return PC_ERROR;
+	}
+	if (s->srv->tls_server == NULL) {
+		session_reply(s, R_NOT_IMPL);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+static void
+proceed_starttls(struct session *s)
+{
+	size_t early = evbuffer_get_length(s->client->in);
+
+	session_reply(s, R_TLS_GO);
+	conn_flush(s->client);
+	if (evbuffer_get_length(s->client->out) > 0) {
+		log_info(s->id, "client=%s does not read its replies; closing", s->peer);
+		session_close(s, NULL);
+		s->busy = 0;
+		return;
+	}
+	/* RFC 3207 §4.2, CVE-2011-0411: what came with STARTTLS is not
+	 * trusted; conn_tls_start drops it. */
+	if (early > 0)
+		log_warn(s->id,
+		    "client=%s sent %zu octets after STARTTLS, before the handshake: discarded",
+		    s->peer, early);
+	s->state = SESSION_TLS;
+	session_arm(s, s->srv->cfg->timeout_ms);
+	if (conn_tls_start(s->client, s->srv->tls_server, 1, NULL, 0) != 0) {
+		log_err(s->id, "cannot start TLS: %s", s->client->tls_error);
+		session_close(s, NULL);
+		s->busy = 0;
+	}
+}
+
+/* ---- AUTH passthrough (RFC 4954) ---- */
+
+static int
+check_auth(struct session *s)
+{
+	const char *refuse = NULL;
+
+	if (s->cmd.arg_len == 0)
+		refuse = R_AUTH_SYNTAX;
+	else if (s->helo == NULL)
+		refuse = R_NEED_HELO;
+	else if (s->auth_user != NULL)
+		refuse = R_AUTH_TWICE;
+	else if (s->tx.active)
+		refuse = R_AUTH_IN_TX;
+	else if (!s->be.caps.auth || s->blackhole || s->be.conn == NULL)
+		refuse = R_AUTH_NOT_ENABLED;
+	else if (s->tls_proto == NULL && !s->srv->cfg->auth_plaintext)
+		refuse = R_NEED_TLS; /* credentials never travel in the clear */
+	if (refuse != NULL) {
+		session_reply(s, "%s", refuse);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+/* auth_name - the user an AUTH answer names (PLAIN's authcid, LOGIN's
+ * user), printable only; NULL if it does not decode */
+static char *
+auth_name(const char *mech, const char *b64, size_t len)
+{
+	unsigned char out[1024];
+	const unsigned char *u;
+	char name[256];
+	size_t o = 0;
+	int n;
+
+	if (len == 0 || len > 1360 || len % 4 != 0)
+		return NULL;
+	n = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)len);
+	if (n < 0)
+		return NULL;
+	n -= (b64[len - 1] == '=') + (len > 1 && b64[len - 2] == '=');
+	u = out;
+	if (strcasecmp(mech, "PLAIN") == 0) { /* authzid NUL authcid NUL password */
+		const unsigned char *nul = memchr(out, '\0', (size_t)n);
+		if (nul == NULL)
+			return NULL;
+		u = nul + 1;
+		n -= (int)(u - out);
+		nul = memchr(u, '\0', (size_t)n);
+		if (nul == NULL)
+			return NULL;
+		n = (int)(nul - u);
+	} else if (strcasecmp(mech, "LOGIN") != 0) {
+		return NULL;
+	}
+	for (int i = 0; i < n && o + 1 < sizeof(name); i++)
+		name[o++] = u[i] > ' ' && u[i] < 0x7f ? (char)u[i] : '?';
+	name[o] = '\0';
+	return o > 0 ? strdup(name) : NULL;
+}
+
+static void
+proceed_auth(struct session *s)
+{
+	char line[SMTP_PATH_MAX + 64];
+	const char *arg = s->cmd.arg, *sp = memchr(arg, ' ', s->cmd.arg_len);
+	size_t mlen = sp ? (size_t)(sp - arg) : s->cmd.arg_len;
+	int n;
+
+	snprintf(s->auth_mech, sizeof(s->auth_mech), "%.*s", (int)mlen, arg);
+	s->auth_step = 0;
+	free(s->auth_candidate);
+	s->auth_candidate = NULL;
+	if (sp != NULL)
+		s->auth_candidate = auth_name(s->auth_mech, sp + 1, s->cmd.arg_len - mlen - 1);
+	n = snprintf(line, sizeof(line), "AUTH %.*s", (int)s->cmd.arg_len, arg);
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		session_reply(s, R_LINE_TOO_LONG);
+		session_done(s);
+		return;
+	}
+	backend_command(s, line, (size_t)n, s->srv->cfg->backend_timeout_ms, on_auth);
+}
+
+/* session_auth_line - the client's answer to a 334: to the backend, never
+ * to the log */
+static void
+session_auth_line(struct session *s, char *line, size_t len)
+{
+	free(s->line);
+	s->line = line;
+	s->busy = 1;
+	if (s->auth_step++ == 0 && s->auth_candidate == NULL)
+		s->auth_candidate = auth_name(s->auth_mech, line, len);
+	backend_command(s, line, len, s->srv->cfg->timeout_ms, on_auth);
+}
+
+static void
+on_auth(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!session_backend_ok(s, res, r, "2345"))
+		return;
+	session_relay(s, r);
+	if (r->code == 334) {
+		s->state = SESSION_AUTH;
+		session_done(s);
+		return;
+	}
+	s->state = SESSION_COMMAND;
+	log_info(s->id, "auth: client=%s user=%s mechanism=%s result=%d", s->peer,
+	    s->auth_candidate ? s->auth_candidate : "unknown", s->auth_mech, r->code);
+	if (r->code == 235) {
+		s->auth_user = s->auth_candidate ? s->auth_candidate : strdup("unknown");
+		s->auth_candidate = NULL;
+	}
+	free(s->auth_candidate);
+	s->auth_candidate = NULL;
+	session_done(s);
+}
+
+/* ---- the backend's side of EHLO: STARTTLS, then XCLIENT ---- */
+
+/* xtext - RFC 3461 §4 encoding for XCLIENT values */
+static void
+xtext(char *out, size_t size, const char *in)
+{
+	size_t o = 0;
+
+	for (; *in != '\0' && o + 4 < size; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c > ' ' && c < 0x7f && c != '+' && c != '=')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, size - o, "+%02X", c);
+	}
+	out[o] = '\0';
+}
+
+/* xclient_has - does the backend take this XCLIENT attribute? */
+static int
+xclient_has(const struct smtp_caps *caps, const char *attr)
+{
+	size_t n = strlen(attr);
+
+	for (const char *p = caps->xclient_attrs; (p = strcasestr(p, attr)) != NULL; p += n) {
+		if ((p == caps->xclient_attrs || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+	}
+	return 0;
+}
+
+/* xclient_attrs - "ADDR=..." and friends the backend takes, in attrs[] */
+static size_t
+xclient_attrs(struct session *s, char attrs[6][600])
+{
+	const struct smtp_caps *caps = &s->be.caps;
+	char v[580];
+	size_t n = 0;
+
+	if (xclient_has(caps, "ADDR"))
+		snprintf(attrs[n++], 600, "ADDR=%s%s", strchr(s->client_ip, ':') ? "IPV6:" : "",
+		    s->client_ip);
+	if (xclient_has(caps, "PORT"))
+		snprintf(attrs[n++], 600, "PORT=%s", s->client_port);
+	if (xclient_has(caps, "NAME"))
+		snprintf(attrs[n++], 600, "NAME=[UNAVAILABLE]");
+	if (xclient_has(caps, "HELO")) {
+		char helo[190];
+		snprintf(helo, sizeof(helo), "%.*s", (int)s->cmd.arg_len, s->cmd.arg);
+		xtext(v, sizeof(v), helo);
+		snprintf(attrs[n++], 600, "HELO=%s", v);
+	}
+	if (xclient_has(caps, "PROTO"))
+		snprintf(
+		    attrs[n++], 600, "PROTO=%s", s->cmd.verb == SMTP_VERB_EHLO ? "ESMTP" : "SMTP");
+	if (xclient_has(caps, "LOGIN") && s->auth_user != NULL) {
+		xtext(v, sizeof(v), s->auth_user);
+		snprintf(attrs[n++], 600, "LOGIN=%s", v);
+	}
+	return n;
+}
+
+/* xclient_send - the next XCLIENT command, within 512 octets (Postfix's
+ * XCLIENT_README); 0 when every attribute went */
+static int
+xclient_send(struct session *s)
+{
+	char attrs[6][600], line[520];
+	size_t n = xclient_attrs(s, attrs), i = s->xclient_next - 1, o;
+
+	if (i >= n)
+		return 0;
+	o = (size_t)snprintf(line, sizeof(line), "XCLIENT");
+	for (; i < n && o + 1 + strlen(attrs[i]) <= 510; i++)
+		o += (size_t)snprintf(line + o, sizeof(line) - o, " %s", attrs[i]);
+	if (i == s->xclient_next - 1)
+		i++; /* one attribute alone over the limit: left out */
+	s->xclient_next = (unsigned)i + 1;
+	backend_command(s, line, o, s->srv->cfg->backend_timeout_ms, on_xclient);
+	return 1;
+}
+
+/* helo_ehlo_again - EHLO to the backend after STARTTLS or XCLIENT */
+static void
+helo_ehlo_again(struct session *s)
+{
+	char line[SMTP_REPLY_LINE_MAX + 16];
+	int n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
+
+	backend_command(s, line, (size_t)n, s->srv->cfg->backend_timeout_ms, on_helo);
+}
+
+/* helo_backend_down - backend TLS did not work out: the client is told */
+static void
+helo_backend_down(struct session *s, const char *why)
+{
+	log_warn(s->id, "backend TLS: %s", why);
+	session_close(s, R_BACKEND_DOWN);
+	s->busy = 0;
+}
+
+/* helo_backend_next - what the backend needs before we answer EHLO; 1 if
+ * something was sent (its callback carries on), 0 to answer now */
+static int
+helo_backend_next(struct session *s)
+{
+	const struct config *cfg = s->srv->cfg;
+	const struct smtp_caps *caps = &s->be.caps;
+
+	if (cfg->backend_tls != CONFIG_BACKEND_TLS_NO && s->be.conn->ssl == NULL &&
+	    !s->be_tls_started) {
+		if (caps->starttls) {
+			s->be_tls_started = 1;
+			backend_command(s, "STARTTLS", 8, cfg->backend_timeout_ms, on_be_starttls);
+			return 1;
+		}
+		if (cfg->backend_tls == CONFIG_BACKEND_TLS_REQUIRED) {
+			helo_backend_down(
+			    s, "the backend does not offer STARTTLS (backend_tls = required)");
+			return 1;
+		}
+	}
+	if (caps->xclient && cfg->backend_xclient && !s->xclient_failed) {
+		if (s->xclient_next == 0)
+			s->xclient_next = 1;
+		if (xclient_send(s))
+			return 1;
+	}
+	return 0;
+}
+
+static void
+on_be_starttls(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!session_backend_ok(s, res, r, "2345"))
+		return;
+	if (r->code != 220) {
+		if (s->srv->cfg->backend_tls == CONFIG_BACKEND_TLS_REQUIRED) {
+			helo_backend_down(s, "the backend refused STARTTLS");
+			return;
+		}
+		log_info(s->id, "backend refused STARTTLS (%d): going on without TLS", r->code);
+		if (!helo_backend_next(s)) {
+			helo_reply(s, &s->be.caps);
+			session_done(s);
+		}
+		return;
+	}
+	if (backend_starttls(s, on_be_tls) != 0)
+		helo_backend_down(s, s->be.conn->tls_error);
+}
+
+static void
+on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (res != BACKEND_REPLY) {
+		helo_backend_down(s,
+		    s->be.conn && s->be.conn->tls_error[0] ? s->be.conn->tls_error
+		                                           : "handshake failed");
+		return;
+	}
+	log_info(s->id, "TLS %s with the backend", conn_tls_version(s->be.conn));
+	helo_ehlo_again(s);
+}
+
+static void
+on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!session_backend_ok(s, res, r, "2345"))
+		return;
+	if (r->code / 100 != 2) { /* Postfix says 220; test sinks say 250 */
+		/* The session is as it was: go on, just without XCLIENT. */
+		log_warn(s->id, "backend refused XCLIENT with %d; going on without it", r->code);
+		s->xclient_failed = 1;
+		helo_reply(s, &s->be.caps);
+		session_done(s);
+		return;
+	}
+	if (!xclient_send(s)) {
+		s->xclient_failed = 1; /* done for this EHLO: not again */
+		helo_ehlo_again(s);
+	}
 }
 
 /* ---- the rest ---- */

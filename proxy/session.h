@@ -48,6 +48,9 @@ enum session_state {
 	SESSION_COMMAND, /* reading command lines */
 	SESSION_DATA, /* reading the message after our 354 */
 	SESSION_CLOSING, /* flushing a last reply, then free */
+	SESSION_PROXY, /* waiting for the PROXY protocol header */
+	SESSION_TLS, /* in a TLS handshake (implicit TLS or after STARTTLS) */
+	SESSION_AUTH, /* relaying an AUTH exchange: lines are answers, not commands */
 };
 
 /* One recipient the backend accepted. */
@@ -92,6 +95,18 @@ struct session {
 	char peer[80]; /* "ip:port" for logs */
 	char local_ip[64];
 	char local_port[8];
+	const struct config_addr *listener; /* the listen entry it came in on */
+	int ip_held; /* counted in the per-IP table */
+	struct event *proxy_ev; /* reading the PROXY header */
+	const char *tls_proto; /* "TLSv1.3" once TLS is up */
+	int tls_implicit; /* the handshake comes before our banner */
+	char *auth_user; /* after the backend's 235 */
+	char auth_mech[24]; /* the AUTH exchange in progress */
+	char *auth_candidate; /* the user it names, until 235 */
+	unsigned auth_step; /* client answers so far */
+	unsigned xclient_next; /* XCLIENT commands sent for this EHLO */
+	int xclient_failed; /* the backend refused XCLIENT: go on without */
+	int be_tls_started; /* STARTTLS sent to the backend */
 	struct conn *client;
 	struct backend be;
 	struct event *timer; /* the client's deadline */
@@ -129,6 +144,8 @@ struct ip_count;
 struct server {
 	struct event_base *base;
 	struct evdns_base *dns;
+	SSL_CTX *tls_server; /* NULL: no TLS for clients */
+	SSL_CTX *tls_client; /* NULL: backend_tls = no */
 	struct config *cfg;
 	struct chain *chain;
 	struct sockaddr_storage backend_addr;
@@ -150,7 +167,8 @@ int server_ip_acquire(struct server *srv, const char *ip);
 void server_ip_release(struct server *srv, const char *ip);
 
 /* session.c */
-void session_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+void session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen);
 void session_drain(struct session *s);
 void session_destroy(struct session *s);
 void session_drain_all(struct server *srv);
@@ -162,6 +180,7 @@ int backend_connect(struct session *s, backend_cb cb);
 void backend_command(
     struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb);
 int backend_send_message(struct session *s, struct transaction *tx, backend_cb cb);
+int backend_starttls(struct session *s, backend_cb cb);
 void backend_close(struct session *s);
 
 #endif
