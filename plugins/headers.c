@@ -74,6 +74,8 @@ static const struct {
     {"sender", PC_SENDER},
     {"hostname", PC_HOSTNAME},
     {"trail", PC_TRAIL},
+    {"tls", PC_TLS},
+    {"auth_user", PC_AUTH_USER},
 };
 
 static const char *const headers_keys[] = {"add", "remove", NULL};
@@ -261,7 +263,7 @@ headers_parse(struct pc_init *in, struct headers_add *add, const char *tmpl)
 		if (headers_lookup(p + 2, (size_t)(end - p - 2), &field) < 0) {
 			snprintf(in->err, in->errlen,
 			    "add %s: unknown field %%{%.*s} (known: tx_id, session_id, "
-			    "client_ip, client_port, helo, sender, hostname, trail)",
+			    "client_ip, client_port, helo, sender, hostname, trail, tls, auth_user)",
 			    add->name, (int)(end - p - 2), p + 2);
 			return -1;
 		}

@@ -77,6 +77,8 @@ static void proceed_starttls(struct session *s);
 static int check_auth(struct session *s);
 static void proceed_auth(struct session *s);
 static void on_auth(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_auth_cancelled(
+    struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_be_starttls(struct session *s, enum backend_result res, const struct smtp_reply *r);
@@ -610,6 +612,14 @@ session_process(struct session *s)
 			evbuffer_drain(in, len + 1);
 			s->discarding = 0;
 			s->busy = 1;
+			if (s->state == SESSION_AUTH) {
+				/* The backend still waits for an answer: cancel
+				 * the exchange there too (RFC 4954 §4). */
+				s->state = SESSION_COMMAND;
+				backend_command(
+				    s, "*", 1, cfg->backend_timeout_ms, on_auth_cancelled);
+				continue;
+			}
 			session_reply(s, R_LINE_TOO_LONG);
 			session_done(s);
 			continue;
@@ -1696,7 +1706,25 @@ on_auth(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	session_done(s);
 }
 
+/* on_auth_cancelled - the backend's answer to our "*": the client gets the
+ * line-too-long error instead */
+static void
+on_auth_cancelled(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!session_backend_ok(s, res, r, "2345"))
+		return;
+	log_info(s->id, "auth: client=%s mechanism=%s: answer over %d octets, cancelled", s->peer,
+	    s->auth_mech, SESSION_AUTH_LINE_MAX);
+	free(s->auth_candidate);
+	s->auth_candidate = NULL;
+	session_reply(s, R_LINE_TOO_LONG);
+	session_done(s);
+}
+
 /* ---- the backend's side of EHLO: STARTTLS, then XCLIENT ---- */
+
+/* One XCLIENT attribute, xtext-encoded (three octets an octet at worst). */
+#define XCLIENT_ATTR_MAX 1600
 
 /* xtext - RFC 3461 §4 encoding for XCLIENT values */
 static void
@@ -1729,31 +1757,31 @@ xclient_has(const struct smtp_caps *caps, const char *attr)
 
 /* xclient_attrs - "ADDR=..." and friends the backend takes, in attrs[] */
 static size_t
-xclient_attrs(struct session *s, char attrs[6][600])
+xclient_attrs(struct session *s, char attrs[6][XCLIENT_ATTR_MAX])
 {
 	const struct smtp_caps *caps = &s->be.caps;
-	char v[580];
+	char v[XCLIENT_ATTR_MAX - 16];
 	size_t n = 0;
 
 	if (xclient_has(caps, "ADDR"))
-		snprintf(attrs[n++], 600, "ADDR=%s%s", strchr(s->client_ip, ':') ? "IPV6:" : "",
-		    s->client_ip);
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "ADDR=%s%s",
+		    strchr(s->client_ip, ':') ? "IPV6:" : "", s->client_ip);
 	if (xclient_has(caps, "PORT"))
-		snprintf(attrs[n++], 600, "PORT=%s", s->client_port);
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PORT=%s", s->client_port);
 	if (xclient_has(caps, "NAME"))
-		snprintf(attrs[n++], 600, "NAME=[UNAVAILABLE]");
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "NAME=[UNAVAILABLE]");
 	if (xclient_has(caps, "HELO")) {
-		char helo[190];
+		char helo[520]; /* a domain is at most 255 octets */
 		snprintf(helo, sizeof(helo), "%.*s", (int)s->cmd.arg_len, s->cmd.arg);
 		xtext(v, sizeof(v), helo);
-		snprintf(attrs[n++], 600, "HELO=%s", v);
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "HELO=%s", v);
 	}
 	if (xclient_has(caps, "PROTO"))
-		snprintf(
-		    attrs[n++], 600, "PROTO=%s", s->cmd.verb == SMTP_VERB_EHLO ? "ESMTP" : "SMTP");
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PROTO=%s",
+		    s->cmd.verb == SMTP_VERB_EHLO ? "ESMTP" : "SMTP");
 	if (xclient_has(caps, "LOGIN") && s->auth_user != NULL) {
 		xtext(v, sizeof(v), s->auth_user);
-		snprintf(attrs[n++], 600, "LOGIN=%s", v);
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "LOGIN=%s", v);
 	}
 	return n;
 }
@@ -1763,7 +1791,7 @@ xclient_attrs(struct session *s, char attrs[6][600])
 static int
 xclient_send(struct session *s)
 {
-	char attrs[6][600], line[520];
+	char attrs[6][XCLIENT_ATTR_MAX], line[520];
 	size_t n = xclient_attrs(s, attrs), i = s->xclient_next - 1, o;
 
 	if (i >= n)
