@@ -273,6 +273,53 @@ for w in "${FILTER_WORKLOADS[@]}"; do
 done
 echo "filters: every message was delivered through the filters (one status=sent line each)"
 
+# ---- TLS: 1 KB x 20 sessions, a new connection per message, with STARTTLS
+# against the same without, both through a proxy with a certificate; then
+# the handshake rate of its implicit-TLS listener (openssl s_time). The
+# driver is bench/tls_load.py (smtp-source has no STARTTLS).
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" \
+	-days 2 -subj "/CN=bench.test" >/dev/null 2>&1 || die "openssl cannot make a certificate"
+TLS_PORT=$(free_port)
+{
+	sed "s/^listen = .*/listen = 127.0.0.1:$FPROXY_PORT/" "$WORK/bench.conf"
+	echo "listen = 127.0.0.1:$TLS_PORT tls"
+	echo "tls_cert = $WORK/cert.pem"
+	echo "tls_key = $WORK/key.pem"
+} >"$WORK/tls.conf"
+"$BIN" -t -c "$WORK/tls.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the TLS bench config"; }
+"$BIN" -c "$WORK/tls.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
+FPROXY_PID=$!
+wait_listen "$TLS_PORT" "$FPROXY_PID" "portcullis (tls)"
+count=$(awk -v s="$SCALE" 'BEGIN { n = int(2000 * s); print (n < 20 ? 20 : n) }')
+: >"$WORK/plain.rates"
+: >"$WORK/tls.rates"
+for _ in $(seq "$REPEAT"); do
+	before=$(sink_count)
+	timeout "$RUN_BOUND" /usr/bin/python3 "$(dirname "$0")/tls_load.py" 127.0.0.1 "$FPROXY_PORT" "$count" 20 1024 >>"$WORK/plain.rates" || die "tls_load (plain) failed"
+	timeout "$RUN_BOUND" /usr/bin/python3 "$(dirname "$0")/tls_load.py" 127.0.0.1 "$FPROXY_PORT" "$count" 20 1024 starttls >>"$WORK/tls.rates" || die "tls_load (STARTTLS) failed"
+	sleep 0.2
+	after=$(sink_count)
+	[ $((after - before)) -eq $((count * 2)) ] || die "TLS workload: sent $((count * 2)), the sink counted $((after - before))"
+done
+d=$(median <"$WORK/plain.rates")
+p=$(median <"$WORK/tls.rates")
+ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
+hs=$(timeout 30 openssl s_time -connect "127.0.0.1:$TLS_PORT" -new -time 3 2>/dev/null |
+	sed -n 's/^\([0-9]*\) connections in \([0-9.]*\) real.*/\1 \2/p' | head -n 1 |
+	awk '{ if ($2 > 0) printf "%.0f", $1 / $2; else print "?" }')
+echo
+echo "TLS: the same proxy, a new connection per message (bench/tls_load.py, 20 processes)"
+echo
+printf "%-42s %7s %9s %11s %7s\n" "workload" "msgs" "plain/s" "starttls/s" "ratio"
+printf "%-42s %7s %9s %11s %7s\n" "--------" "----" "-------" "----------" "-----"
+printf "%-42s %7d %9.0f %11.0f %7s\n" "1 KB x 20 sessions, STARTTLS" "$count" "$d" "$p" "$ratio"
+echo "TLS handshakes/s on the implicit-TLS listener (openssl s_time -new, 3 s): ${hs:-?}"
+kill -TERM "$FPROXY_PID"
+rc=0
+wait "$FPROXY_PID" || rc=$?
+FPROXY_PID=""
+[ "$rc" -eq 0 ] || die "the TLS portcullis exited with status $rc after SIGTERM"
+
 # Stop the proxy now (SIGTERM) and check it exits cleanly.
 kill -TERM "$PROXY_PID"
 for _ in $(seq 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
