@@ -147,6 +147,21 @@ run_one() { # label port opts count
 	awk -v n="$count" -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f\n", n / (ns / 1e9) }'
 }
 
+# pair_rates NAME LABEL_A PORT_A LABEL_B PORT_B OPTS COUNT - run A and B in
+# turn REPEAT times; sets d and p (median msgs/s of each) and ratio (p/d).
+pair_rates() {
+	local name=$1 la=$2 a=$3 lb=$4 b=$5 opts=$6 count=$7
+	: >"$WORK/a.rates"
+	: >"$WORK/b.rates"
+	for _ in $(seq "$REPEAT"); do
+		run_one "$name ($la)" "$a" "$opts" "$count" >>"$WORK/a.rates"
+		run_one "$name ($lb)" "$b" "$opts" "$count" >>"$WORK/b.rates"
+	done
+	d=$(median <"$WORK/a.rates")
+	p=$(median <"$WORK/b.rates")
+	ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "portcullis bench: $("$BIN" -V 2>&1 | head -n 1); $(nproc) cores; median of $REPEAT runs each"
@@ -159,15 +174,7 @@ WARN=0
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name opts count <<<"$w"
 	count=$(awk -v c="$count" -v s="$SCALE" 'BEGIN { n = int(c * s); print (n < 1 ? 1 : n) }')
-	: >"$WORK/direct.rates"
-	: >"$WORK/proxy.rates"
-	for _ in $(seq "$REPEAT"); do
-		run_one "$name (direct)" "$SINK_PORT" "$opts" "$count" >>"$WORK/direct.rates"
-		run_one "$name (proxy)" "$PROXY_PORT" "$opts" "$count" >>"$WORK/proxy.rates"
-	done
-	d=$(median <"$WORK/direct.rates")
-	p=$(median <"$WORK/proxy.rates")
-	ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
+	pair_rates "$name" direct "$SINK_PORT" proxy "$PROXY_PORT" "$opts" "$count"
 	mark=""
 	if awk -v r="$ratio" 'BEGIN { exit !(r < 0.6) }'; then mark="  (< 0.6 target)"; WARN=1; fi
 	printf "%-38s %7d %11.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
@@ -250,15 +257,7 @@ for w in "${FILTER_WORKLOADS[@]}"; do
 	"$BIN" -c "$WORK/filters.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
 	FPROXY_PID=$!
 	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis ($conf)"
-	: >"$WORK/plain.rates"
-	: >"$WORK/filters.rates"
-	for _ in $(seq "$REPEAT"); do
-		run_one "$name (plain)" "$PROXY_PORT" "$opts" "$count" >>"$WORK/plain.rates"
-		run_one "$name (filters)" "$FPROXY_PORT" "$opts" "$count" >>"$WORK/filters.rates"
-	done
-	d=$(median <"$WORK/plain.rates")
-	p=$(median <"$WORK/filters.rates")
-	ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
+	pair_rates "$name" plain "$PROXY_PORT" filters "$FPROXY_PORT" "$opts" "$count"
 	mark=""
 	if awk -v r="$ratio" -v t="$target" 'BEGIN { exit !(r < t) }'; then mark="  (< $target target)"; fi
 	printf "%-42s %7d %9.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
