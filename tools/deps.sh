@@ -23,5 +23,14 @@ SUDO=""
 # Postfix is only used as a test peer and for smtp-source/smtp-sink: install it
 # without a system configuration so no system mail server starts.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+# HAProxy and Dovecot are test peers too, started privately by the tests:
+# keep their packages from starting system services while they install
+# (policy-rc.d, exit 101: "action forbidden"), unless the admin has a policy.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+	$SUDO chmod 755 "$POLICY"
+	trap '$SUDO rm -f "$POLICY"' EXIT
+fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing </dev/null
