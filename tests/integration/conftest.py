@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kit.proxy import Proxy, binary_path  # noqa: E402
+from kit.proxy import Proxy, binary_path, stop_all  # noqa: E402
 from kit.recorder import Recorder  # noqa: E402
 from kit.smtpclient import RawClient  # noqa: E402
 
@@ -50,19 +50,6 @@ def recorder(_shared_recorder):
     _shared_recorder.reset()
 
 
-def _check_stopped(p, failed):
-    """What is wrong with a stopped proxy, as a list of strings."""
-    problems = []
-    reports = p.sanitizer_reports()
-    if reports:
-        problems.append("sanitizer report in the proxy's stderr:\n  " + "\n  ".join(reports[:20]))
-    if p.killed:
-        problems.append("the proxy did not exit after SIGTERM and was killed")
-    elif p.returncode != 0:
-        problems.append(f"the proxy exited with status {p.returncode} after SIGTERM (expected 0)")
-    return problems
-
-
 @pytest.fixture
 def proxy(request, recorder, tmp_path):
     started = []
@@ -76,16 +63,8 @@ def proxy(request, recorder, tmp_path):
 
     yield start
 
-    problems = []
-    for p in started:
-        if p.proc is None:
-            continue
-        p.stop()
-        problems += _check_stopped(p, False)
     failed = getattr(request.node, "rep_call", None)
-    if problems or (failed is not None and failed.failed):
-        for p in started:
-            sys.stderr.write(f"\n----- portcullis log ({p.log_path}) -----\n{p.log()[-20000:]}\n")
+    problems = stop_all(started, failed is not None and failed.failed)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

@@ -16,8 +16,7 @@ import pytest
 
 import kit.proxy as kp
 from kit.messages import make_message, stuff
-from kit.proxy import Proxy, ProxyError, run_check
-from kit.smtpclient import ConnectionClosed
+from kit.proxy import Proxy, run_check
 
 VERDICT = kp.test_plugin("verdict")
 TEST_PLUGIN_DIR = os.path.dirname(VERDICT)

@@ -26,7 +26,7 @@ import pytest
 from kit import tlskit
 from kit.messages import stuff
 from kit.postfix import DOMAIN, Postfix
-from kit.proxy import Proxy, ProxyError, _listening, free_port, run_check
+from kit.proxy import Proxy, ProxyError, _listening, free_port, run_check, stop_all
 from kit.smtpclient import RawClient, ReplyTimeout, reply_lines_caps
 
 HOST = "proxy.test"
@@ -53,18 +53,6 @@ def tls_keys(kit, **more):
     d = {"tls_cert": kit.proxy.cert, "tls_key": kit.proxy.key}
     d.update(more)
     return d
-
-
-def _problems(p):
-    out = []
-    reports = p.sanitizer_reports()
-    if reports:
-        out.append("sanitizer report in the proxy's stderr:\n  " + "\n  ".join(reports[:20]))
-    if p.killed:
-        out.append("the proxy did not exit after SIGTERM and was killed")
-    elif p.returncode != 0:
-        out.append(f"the proxy exited with status {p.returncode} after SIGTERM (expected 0)")
-    return out
 
 
 @pytest.fixture
@@ -96,16 +84,8 @@ def tproxy(request, recorder, tmp_path):
 
     yield start
 
-    problems = []
-    for p in started:
-        if p.proc is None:
-            continue
-        p.stop()
-        problems += _problems(p)
     failed = getattr(request.node, "rep_call", None)
-    if problems or (failed is not None and failed.failed):
-        for p in started:
-            sys.stderr.write(f"\n----- portcullis log ({p.log_path}) -----\n{p.log()[-20000:]}\n")
+    problems = stop_all(started, failed is not None and failed.failed)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

@@ -305,3 +305,33 @@ class Proxy:
         except OSError:
             pass
         return out
+
+
+def stopped_problems(p):
+    """What is wrong with a stopped proxy, as a list of strings."""
+    problems = []
+    reports = p.sanitizer_reports()
+    if reports:
+        problems.append("sanitizer report in the proxy's stderr:\n  " + "\n  ".join(reports[:20]))
+    if p.killed:
+        problems.append("the proxy did not exit after SIGTERM and was killed")
+    elif p.returncode != 0:
+        problems.append(f"the proxy exited with status {p.returncode} after SIGTERM (expected 0)")
+    return problems
+
+
+def stop_all(started, failed):
+    """Stop the proxies a test started; if anything is wrong with them (or
+    the test failed), print their logs; return the problems found."""
+    import sys
+
+    problems = []
+    for p in started:
+        if p.proc is None:
+            continue
+        p.stop()
+        problems += stopped_problems(p)
+    if problems or failed:
+        for p in started:
+            sys.stderr.write(f"\n----- portcullis log ({p.log_path}) -----\n{p.log()[-20000:]}\n")
+    return problems
