@@ -159,6 +159,15 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 	uint64_t now = lh_now_ms();
 
 	run->count += LH_COUNT_EVERY;
+	if (now >= run->slice_start_ms + LH_STALL_MS && now < run->deadline_ms && !run->killed &&
+	    lua_isyieldable(L)) {
+		/* A slow slice (allocations, a slow machine): give the
+		 * others their turn now, whatever the count says. */
+		run->count = 0;
+		st->preempted = 1;
+		lua_yield(L, 0);
+		return;
+	}
 	if (now >= run->deadline_ms || now >= run->slice_start_ms + LH_STALL_MS) {
 		/* Stopped for good: a yield cannot be caught by pcall, and the
 		 * host never resumes a killed run. Where no yield is possible,
