@@ -10,6 +10,7 @@
  * decides; accept ends the stage; observe logs and enforces nothing; a bad
  * verdict, a failure or a timeout is the instance's on_error.
  */
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -422,9 +423,17 @@ host_get(struct pc_call *call, enum pc_field field)
 	case PC_CLIENT_PORT:
 		return s->client_port;
 	case PC_LOCAL_IP:
-		return s->local_ip;
 	case PC_LOCAL_PORT:
-		return s->local_port;
+		/* Asked for rarely: one getsockname then, not one per connection. */
+		if (s->local_ip[0] == '\0') {
+			struct sockaddr_storage local;
+			socklen_t len = sizeof(local);
+			if (getsockname(s->client->fd, (struct sockaddr *)&local, &len) == 0)
+				getnameinfo((struct sockaddr *)&local, len, s->local_ip,
+				    sizeof(s->local_ip), s->local_port, sizeof(s->local_port),
+				    NI_NUMERICHOST | NI_NUMERICSERV);
+		}
+		return field == PC_LOCAL_IP ? s->local_ip : s->local_port;
 	case PC_HOSTNAME:
 		return s->srv->cfg->hostname;
 	case PC_HELO:

@@ -203,14 +203,6 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
 	snprintf(s->client_port, sizeof(s->client_port), "%s", port);
 	snprintf(s->peer, sizeof(s->peer), "%s:%s", ip, port);
-	{
-		struct sockaddr_storage local;
-		socklen_t llen = sizeof(local);
-		if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
-			getnameinfo((struct sockaddr *)&local, llen, s->local_ip,
-			    sizeof(s->local_ip), s->local_port, sizeof(s->local_port),
-			    NI_NUMERICHOST | NI_NUMERICSERV);
-	}
 	s->chain = srv->chain;
 	s->listener = l;
 	s->ip_held = !l->proxy;
