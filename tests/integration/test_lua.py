@@ -40,18 +40,8 @@ from kit.dialogue import (  # noqa: E402  shared with the other filter tests
     refused,
     reply_at,
     start_txn,
+    with_body,
 )
-from kit import dialogue  # noqa: E402
-
-
-def run_session(c, body=None, **kw):
-    """kit.dialogue.run_session with this file's BODY by default."""
-    return dialogue.run_session(c, BODY if body is None else body, **kw)
-
-
-def assert_delivered(recorder, body=None, **kw):
-    """kit.dialogue.assert_delivered with this file's BODY by default."""
-    return dialogue.assert_delivered(recorder, BODY if body is None else body, **kw)
 
 
 BODY = (
@@ -63,6 +53,8 @@ BODY = (
     b".a line with a leading dot\r\n"
     b"last line\r\n"
 )
+# This file's BODY is the message by default.
+run_session, assert_delivered = with_body(BODY)
 
 # Appended (not prepended) to every script so that line numbers in the
 # test's own text are the line numbers in the file.

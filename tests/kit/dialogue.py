@@ -1,7 +1,8 @@
 """dialogue.py - one SMTP session driven step by step, and what to check
 after it, shared by the filter tests (test_chain.py, test_lua*.py).
 
-    replies, closed = run_session(client, body=BODY)
+    run_session, assert_delivered = with_body(BODY)   # BODY by default
+    replies, closed = run_session(client)
     reply_at(replies, "mail")        # the reply at a stage
     assert_delivered(recorder, body=BODY)
     assert_backend_stopped_at(recorder, "rcpt")
@@ -150,3 +151,15 @@ def config_line(path, prefix):
             if ln.startswith(prefix):
                 return i
     raise AssertionError(f"no line starting with {prefix!r} in {path}")
+
+
+def with_body(default_body):
+    """run_session and assert_delivered with default_body as the message."""
+
+    def run(c, body=None, **kw):
+        return run_session(c, default_body if body is None else body, **kw)
+
+    def delivered(recorder, body=None, **kw):
+        return assert_delivered(recorder, default_body if body is None else body, **kw)
+
+    return run, delivered
