@@ -289,14 +289,22 @@ main(int argc, char **argv)
 		server_free(&srv);
 		return 0;
 	}
-	if (listener_start(&srv) != 0)
-		return 1;
+	/* Handlers first, then the sockets: whoever sees the port open may
+	 * signal us at once, and SIGHUP's default action would end the daemon. */
 	sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
 	sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
 	sighup = evsignal_new(srv.base, SIGHUP, on_reload_signal, &srv);
 	evsignal_add(sighup, NULL);
+	if (listener_start(&srv) != 0) {
+		listener_stop();
+		event_free(sigterm);
+		event_free(sigint);
+		event_free(sighup);
+		server_free(&srv);
+		return 1;
+	}
 	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
 	    cfg.backend.host, cfg.backend.port, srv.chain->n);
 

@@ -3,11 +3,13 @@
 import os
 import re
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
 
-from kit.proxy import config_text, run, run_check
+from kit.proxy import Proxy, binary_path, free_port, config_text, run, run_check
 from kit.smtpclient import ConnectionClosed, RawClient, ReplyTimeout
 
 BOUND = 15.0
@@ -189,3 +191,40 @@ def test_sigint_stops(recorder, proxy):
     p = proxy()
     p.signal(signal.SIGINT)
     assert p.wait(BOUND) == 0, p.log()
+
+
+def test_sighup_as_soon_as_port_opens(recorder, tmp_path):
+    """An init script may signal the daemon the moment its port is open.
+
+    SIGHUP's default action ends a process, so the handlers must be in place
+    before the first socket listens. Sixteen listen addresses widen the window
+    between the first listen() and the rest of start-up; the first port is
+    probed by connecting in a tight loop and the signal sent on first success,
+    a few times over."""
+    for n in range(5):
+        p = Proxy(tmp_path / f"p{n}", recorder.address)
+        p.write_config()
+        with open(p.config_path, "a") as f:
+            for _ in range(15):
+                f.write(f"listen = 127.0.0.1:{free_port()}\n")
+        with open(p.log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [binary_path(), "-c", p.config_path], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        try:
+            deadline = time.monotonic() + BOUND
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(p.address, timeout=BOUND).close()
+                    break
+                except ConnectionRefusedError:
+                    pass
+            os.kill(proc.pid, signal.SIGHUP)
+            time.sleep(0.2)
+            assert proc.poll() is None, f"SIGHUP at start ended the daemon ({proc.returncode}):\n{p.log()}"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(BOUND) == 0, p.log()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

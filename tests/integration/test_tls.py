@@ -26,7 +26,7 @@ import pytest
 from kit import tlskit
 from kit.messages import stuff
 from kit.postfix import DOMAIN, Postfix
-from kit.proxy import Proxy, ProxyError, _listening, free_port, run_check, stop_all
+from kit.proxy import Proxy, ProxyError, listening, free_port, run_check, stop_all
 from kit.smtpclient import RawClient, ReplyTimeout, reply_lines_caps
 
 HOST = "proxy.test"
@@ -77,7 +77,7 @@ def tproxy(request, recorder, tmp_path):
         started.append(p)
         deadline = time.monotonic() + 10
         for port in p.ports.values():
-            while not _listening(port):
+            while not listening(port):
                 assert time.monotonic() < deadline, f"port {port} never listened:\n{p.log()}"
                 time.sleep(0.01)
         return p

@@ -34,6 +34,8 @@ import subprocess
 import tempfile
 import time
 
+from kit.proxy import listening
+
 HAPROXY = "/usr/sbin/haproxy"
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -49,20 +51,6 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
     finally:
         s.close()
-
-
-def _listening(port):
-    want = ":%04X" % port
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for ln in f:
-                parts = ln.split()
-                if parts[3] == "0A" and parts[1].endswith(want):
-                    return True
-    except OSError:
-        pass
-    return False
 
 
 # ---- hand-made PROXY headers ------------------------------------------------------
@@ -202,7 +190,7 @@ class HAProxy:
                                          stdin=subprocess.DEVNULL, stdout=self._log,
                                          stderr=subprocess.STDOUT, cwd=self.workdir)
             deadline = time.monotonic() + START_TIMEOUT
-            while not _listening(self.port):
+            while not listening(self.port):
                 if self.proc.poll() is not None:
                     break
                 if time.monotonic() > deadline:

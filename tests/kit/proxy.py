@@ -136,7 +136,7 @@ def parse_summary(line):
     return d
 
 
-def _listening(port):
+def listening(port):
     """True when some socket listens on 127.0.0.1:port (or the wildcard).
 
     Readiness is read from /proc/net/tcp instead of by connecting: a probe
@@ -211,7 +211,7 @@ class Proxy:
             stderr=self._log,
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while not _listening(self.port):
+        while not listening(self.port):
             if self.proc.poll() is not None:
                 self.returncode = self.proc.returncode
                 raise ProxyError(f"portcullis exited with {self.proc.returncode} at start:\n{self.log()}")
