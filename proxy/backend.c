@@ -226,7 +226,7 @@ backend_event_cb(struct conn *c, int what, void *arg)
 	}
 	if (c->tls_error[0] != '\0')
 		log_warn(s->id, "backend %s", c->tls_error);
-	if (what == CONN_ERROR)
+	else if (what == CONN_ERROR)
 		log_warn(s->id, "backend connection error: %s", strerror(c->err));
 	else
 		log_warn(s->id, "backend closed the connection");

@@ -82,6 +82,8 @@ static void on_auth_cancelled(
 static void on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_be_starttls(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void on_be_plain_banner(
+    struct session *s, enum backend_result res, const struct smtp_reply *r);
 static int helo_backend_next(struct session *s);
 static void session_connect_backend(struct session *s);
 static void on_connect_verdict(struct session *s, const struct chain_result *r);
@@ -1817,6 +1819,40 @@ helo_backend_down(struct session *s, const char *why)
 	s->busy = 0;
 }
 
+/*
+ * helo_backend_plaintext - opportunistic TLS failed half-way: the leg is
+ * unusable (a handshake cannot be taken back), so it is closed and a new one
+ * opened without TLS, as Postfix's "may" level does. STARTTLS is not tried
+ * again in this session (be_tls_started stays set).
+ */
+static void
+helo_backend_plaintext(struct session *s, const char *why)
+{
+	log_warn(
+	    s->id, "backend TLS: %s; reconnecting without TLS (backend_tls = opportunistic)", why);
+	backend_close(s);
+	s->be.dead = 0;
+	if (backend_connect(s, on_be_plain_banner) != 0) {
+		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
+		session_close(s, R_BACKEND_DOWN);
+		s->busy = 0;
+	}
+}
+
+/* on_be_plain_banner - the new plaintext leg greeted: EHLO again */
+static void
+on_be_plain_banner(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (res != BACKEND_REPLY || r->code != 220) {
+		if (res == BACKEND_REPLY)
+			log_warn(s->id, "backend greeted with %d, not 220", r->code);
+		session_close(s, R_BACKEND_DOWN);
+		s->busy = 0;
+		return;
+	}
+	helo_ehlo_again(s);
+}
+
 /* helo_backend_next - what the backend needs before we answer EHLO; 1 if
  * something was sent (its callback carries on), 0 to answer now */
 static int
@@ -1872,9 +1908,14 @@ static void
 on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
 	if (res != BACKEND_REPLY) {
-		helo_backend_down(s,
-		    s->be.conn && s->be.conn->tls_error[0] ? s->be.conn->tls_error
-		                                           : "handshake failed");
+		/* The detail is already in the log (backend_event_cb). */
+		const char *why =
+		    res == BACKEND_TIMEOUT ? "handshake timed out" : "handshake failed";
+		if (s->srv->cfg->backend_tls == CONFIG_BACKEND_TLS_OPPORTUNISTIC) {
+			helo_backend_plaintext(s, why);
+			return;
+		}
+		helo_backend_down(s, why);
 		return;
 	}
 	log_info(s->id, "TLS %s with the backend", conn_tls_version(s->be.conn));

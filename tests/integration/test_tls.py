@@ -739,6 +739,36 @@ def test_backend_tls_opportunistic_plaintext_without_starttls(tproxy, raw, recor
     assert "STARTTLS" not in recorder.verbs()
 
 
+def test_backend_tls_opportunistic_failed_handshake_falls_back(tproxy, raw, recorder, tls):
+    """The backend offers STARTTLS, says 220, and the handshake fails: with
+    opportunistic TLS the proxy opens a new plaintext leg (Postfix's "may")
+    and the client never notices. STARTTLS is not tried a second time."""
+    recorder.configure(extra_caps=["STARTTLS"])
+    recorder.reply("STARTTLS", "220 2.0.0 Ready to start TLS")
+    p = tproxy(backend_tls="opportunistic", backend_tls_ca=tls.ca)
+    c = raw(p)
+    c.greet()
+    send_message(c).expect(250)
+    [t] = recorder.wait_for_transactions(1)
+    assert t.data == stuff(BODY)
+    assert recorder.verbs().count("STARTTLS") == 1
+    assert len(recorder.conns()) == 2
+    assert recorder.conns()[1].commands[0].startswith("EHLO ")
+    assert p.wait_log(r"backend TLS: .*reconnecting without TLS", timeout=BOUND)
+
+
+def test_backend_tls_required_failed_handshake_421(tproxy, raw, recorder, tls):
+    recorder.configure(extra_caps=["STARTTLS"])
+    recorder.reply("STARTTLS", "220 2.0.0 Ready to start TLS")
+    p = tproxy(backend_tls="required", backend_tls_ca=tls.ca)
+    c = raw(p)
+    c.banner().expect(220)
+    assert c.cmd("EHLO client.test").code == 421
+    assert c.closed(timeout=BOUND)
+    assert len(recorder.conns()) == 1
+    assert "MAIL" not in recorder.verbs()
+
+
 def test_backend_tls_required_without_starttls_421(tproxy, raw, recorder, tls):
     p = tproxy(backend_tls="required", backend_tls_ca=tls.ca)
     c = raw(p)

@@ -522,7 +522,10 @@ class _Session:
         self._act(self.rec._find_rule(verb, line), "250 2.0.0 Ok")
 
     def _cmd_STARTTLS(self, verb, line):
-        self._act(self.rec._find_rule(verb, line), "454 4.7.0 TLS not available")
+        # The recorder speaks no TLS: told to answer 220, it then hangs up,
+        # which the other side sees as a handshake that failed.
+        if self._act(self.rec._find_rule(verb, line), "454 4.7.0 TLS not available") == 220:
+            raise _Hangup()
 
     def _cmd_AUTH(self, verb, line):
         self._act(self.rec._find_rule(verb, line), "535 5.7.8 Authentication failed")
