@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kit.proxy import Proxy, binary_path, free_port, config_text, run, run_check
+from kit.proxy import Proxy, binary_path, config_text, run, run_check
 from kit.smtpclient import ConnectionClosed, RawClient, ReplyTimeout
 
 BOUND = 15.0
@@ -204,9 +204,15 @@ def test_sighup_as_soon_as_port_opens(recorder, tmp_path):
     for n in range(5):
         p = Proxy(tmp_path / f"p{n}", recorder.address)
         p.write_config()
+        # Fifteen distinct ports: held bound while chosen, so that none
+        # comes back twice, and released just before the start.
+        held = [socket.socket() for _ in range(15)]
         with open(p.config_path, "a") as f:
-            for _ in range(15):
-                f.write(f"listen = 127.0.0.1:{free_port()}\n")
+            for h in held:
+                h.bind(("127.0.0.1", 0))
+                f.write(f"listen = 127.0.0.1:{h.getsockname()[1]}\n")
+        for h in held:
+            h.close()
         with open(p.log_path, "wb") as log:
             proc = subprocess.Popen(
                 [binary_path(), "-c", p.config_path], stdin=subprocess.DEVNULL, stdout=log, stderr=log

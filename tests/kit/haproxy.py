@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 import time
 
+from kit.ports import free_port
 from kit.proxy import listening
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -42,15 +43,6 @@ V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-
-
-def free_port(host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 # ---- hand-made PROXY headers ------------------------------------------------------

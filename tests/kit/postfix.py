@@ -88,6 +88,8 @@ import subprocess
 import tempfile
 import time
 
+from kit.ports import free_port
+
 POSTFIX = "/usr/sbin/postfix"
 DOMAIN = "example.test"
 UNKNOWN = "unknown@" + DOMAIN  # any local part starting with unknown/nosuch is refused
@@ -121,15 +123,6 @@ QUEUE_DIRS = [("active", 0o700, False), ("bounce", 0o700, False),
               ("private", 0o700, False), ("maildrop", 0o1730, True),
               ("public", 0o2710, True), ("pid", 0o755, False),
               ("saved", 0o700, False), ("trace", 0o700, False)]
-
-
-def free_port(host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 class Message:

@@ -28,9 +28,10 @@ path of a test plugin built from tests/plugins/NAME.c ($TEST_PLUGIN_DIR).
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
+
+from kit.ports import free_port  # noqa: F401 (tests import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -72,15 +73,6 @@ def sections_text(sections):
         out.append(f"\n[{header}]")
         out.append(config_text(keys).rstrip("\n"))
     return "\n".join(out) + "\n" if out else ""
-
-
-def free_port(host="127.0.0.1"):
-    """A TCP port nobody listens on right now (bound and released)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def closed_port(host="127.0.0.1"):
