@@ -87,6 +87,7 @@ static const struct key_def keys[] = {
     {"backend_tls_verify", K_BOOL, F(backend_tls_verify), 0, 0},
     {"backend_tls_name", K_STRING, F(backend_tls_name), CONFIG_HOST_MAX, 0},
     {"backend_xclient", K_BOOL, F(backend_xclient), 0, 0},
+    {"client_rdns", K_BOOL, F(client_rdns), 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -134,6 +135,7 @@ config_defaults(struct config *cfg)
 	cfg->dns_timeout_ms = 5 * 1000;
 	cfg->backend_tls_verify = 1;
 	cfg->backend_xclient = 1;
+	cfg->client_rdns = 1;
 }
 
 /* errf - format "file:line: message" (or "file: message" for line 0) */

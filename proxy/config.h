@@ -123,6 +123,7 @@ struct config {
 	int backend_tls_verify;
 	char backend_tls_name[CONFIG_HOST_MAX];
 	int backend_xclient;
+	int client_rdns; /* look up the client's name for XCLIENT NAME */
 
 	int key_line[64]; /* where each key of the table was set (0: not in the file) */
 

@@ -248,6 +248,7 @@ main(int argc, char **argv)
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = &cfg;
 	TAILQ_INIT(&srv.sessions);
+	srv.backend_xclient_name = 1; /* until its first EHLO says */
 	if (resolve_backend(&srv, err, sizeof(err)) != 0)
 		goto bad_config;
 

@@ -81,6 +81,8 @@ static void on_auth_cancelled(
     struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static int xclient_has(const struct smtp_caps *caps, const char *attr);
+static int helo_backend_next(struct session *s);
 static void on_be_starttls(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_be_plain_banner(
     struct session *s, enum backend_result res, const struct smtp_reply *r);
@@ -307,6 +309,12 @@ session_proxy_cb(evutil_socket_t fd, short what, void *arg)
 static void
 session_start(struct session *s)
 {
+	const struct config *cfg = s->srv->cfg;
+
+	/* The name is wanted for XCLIENT after EHLO: ask now, so the answer
+	 * is usually in by then. */
+	if (cfg->client_rdns && cfg->backend_xclient && s->srv->backend_xclient_name)
+		rdns_start(s);
 	conn_read_start(s->client);
 	if (s->tls_implicit) {
 		s->state = SESSION_TLS;
@@ -885,6 +893,7 @@ session_free(struct session *s)
 	}
 	tx_end(s, "aborted", "session ended");
 	chain_session_end(s->chain, s);
+	rdns_cancel(s);
 	backend_close(s);
 	if (s->timer != NULL)
 		event_free(s->timer);
@@ -899,6 +908,7 @@ session_free(struct session *s)
 	free(s->auth_candidate);
 	free(s->line);
 	free(s->helo);
+	free(s->client_name);
 	free(s);
 	if (srv->draining && srv->nsessions == 0)
 		event_base_loopexit(srv->base, NULL);
@@ -1107,6 +1117,8 @@ on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 		return;
 	}
 	smtp_caps_parse(r, caps);
+	/* Whether later sessions should look their client up at connect. */
+	s->srv->backend_xclient_name = caps->xclient && xclient_has(caps, "NAME");
 	free(s->helo);
 	s->helo = strndup(s->cmd.arg, s->cmd.arg_len);
 	s->ehlo = s->cmd.verb == SMTP_VERB_EHLO;
@@ -1762,8 +1774,10 @@ xclient_attrs(struct session *s, char attrs[6][XCLIENT_ATTR_MAX])
 		    strchr(s->client_ip, ':') ? "IPV6:" : "", s->client_ip);
 	if (xclient_has(caps, "PORT"))
 		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PORT=%s", s->client_port);
-	if (xclient_has(caps, "NAME"))
-		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "NAME=[UNAVAILABLE]");
+	if (xclient_has(caps, "NAME")) {
+		xtext(v, sizeof(v), rdns_xclient_name(s));
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "NAME=%s", v);
+	}
 	if (xclient_has(caps, "HELO")) {
 		char helo[520]; /* a domain is at most 255 octets */
 		snprintf(helo, sizeof(helo), "%.*s", (int)s->cmd.arg_len, s->cmd.arg);
@@ -1853,6 +1867,16 @@ on_be_plain_banner(struct session *s, enum backend_result res, const struct smtp
 	helo_ehlo_again(s);
 }
 
+/* helo_rdns_done - the client's name is known: on with XCLIENT */
+static void
+helo_rdns_done(struct session *s)
+{
+	if (!helo_backend_next(s)) {
+		helo_reply(s, &s->be.caps);
+		session_done(s);
+	}
+}
+
 /* helo_backend_next - what the backend needs before we answer EHLO; 1 if
  * something was sent (its callback carries on), 0 to answer now */
 static int
@@ -1875,6 +1899,13 @@ helo_backend_next(struct session *s)
 		}
 	}
 	if (caps->xclient && cfg->backend_xclient && !s->xclient_failed) {
+		if (s->xclient_next == 0 && cfg->client_rdns && xclient_has(caps, "NAME")) {
+			rdns_start(s); /* if it was not asked at connect */
+			if (s->rdns_state == RDNS_PENDING) {
+				s->rdns_wait = helo_rdns_done;
+				return 1;
+			}
+		}
 		if (s->xclient_next == 0)
 			s->xclient_next = 1;
 		if (xclient_send(s))

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "conn.h"
 #include "dataread.h"
+#include "rdns.h"
 #include "smtp_parse.h"
 #include "spool.h"
 
@@ -107,6 +108,10 @@ struct session {
 	unsigned xclient_next; /* XCLIENT commands sent for this EHLO */
 	int xclient_failed; /* the backend refused XCLIENT: go on without */
 	int be_tls_started; /* STARTTLS sent to the backend */
+	struct rdns_query *rdns; /* the client's name being looked up */
+	enum rdns_state rdns_state;
+	char *client_name; /* forward-confirmed, once rdns_state is RDNS_OK */
+	void (*rdns_wait)(struct session *s); /* called when the name is known */
 	struct conn *client;
 	struct backend be;
 	struct event *timer; /* the client's deadline */
@@ -158,6 +163,8 @@ struct server {
 	struct event *drain_timer;
 	unsigned long long sid_base;
 	unsigned long long sid_next;
+	int backend_xclient_name; /* the backend's last EHLO offered XCLIENT NAME
+	                           * (1 until one says otherwise) */
 };
 
 /* listener.c */

@@ -453,3 +453,41 @@ smtp_caps_parse(const struct smtp_reply *reply, struct smtp_caps *caps)
 		}
 	}
 }
+
+/* smtp_valid_hostname - see smtp_parse.h */
+int
+smtp_valid_hostname(const char *name, size_t len)
+{
+	size_t label = 0;
+	int digits_only = 1;
+
+	if (len > 0 && name[len - 1] == '.')
+		len--;
+	if (len == 0 || len > SMTP_HOSTNAME_MAX)
+		return 0;
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? name[i] : '.';
+
+		if (c == '.') {
+			if (label == 0 || label > 63 || name[i - 1] == '-')
+				return 0;
+			if (i < len) {
+				label = 0;
+				digits_only = 1;
+			}
+			continue;
+		}
+		if (c >= '0' && c <= '9') {
+			label++;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+			return 0;
+		if (c == '-' && label == 0)
+			return 0;
+		label++;
+		digits_only = 0;
+	}
+	/* "192.0.2.1" is an address dressed as a name. */
+	return !digits_only;
+}

@@ -153,4 +153,13 @@ struct smtp_caps {
  * greeting and is skipped). Keywords are case-insensitive (RFC 5321 §4.1.1.1). */
 void smtp_caps_parse(const struct smtp_reply *reply, struct smtp_caps *caps);
 
+/* The longest host name DNS can carry (RFC 1035 §2.3.4, without the root). */
+#define SMTP_HOSTNAME_MAX 253
+
+/* Is this a host name (letters, digits, '-' and '_' in labels of 1 to 63
+ * octets, no label starting or ending in '-', a top label that is not all
+ * digits)? A trailing dot is allowed. Used on names from DNS answers, which
+ * go on into XCLIENT and logs. */
+int smtp_valid_hostname(const char *name, size_t len);
+
 #endif

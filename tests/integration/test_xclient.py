@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from kit.dnsserver import DnsServer
 from kit.haproxy import HAProxy, proxy_v1, proxy_v2
 from kit.postfix import DOMAIN, Postfix
 from kit.smtpclient import RawClient
@@ -303,3 +304,130 @@ def test_xclient_uses_proxy_header_address(tproxy, raw, recorder):
     # Bad ADDR syntax" to a bare IPv6 address)
     assert attrs["ADDR"] == "IPV6:2001:db8::55", attrs
     assert attrs["PORT"] == "40000"
+
+
+# ---- the client's name (client_rdns) --------------------------------------------------
+
+
+@pytest.fixture
+def dns():
+    d = DnsServer().start()
+    yield d
+    d.stop()
+
+
+def rdns_proxy(tproxy, dns, **settings):
+    return tproxy(client_rdns="yes", dns_server=dns.address, **settings)
+
+
+def xclient_name(recorder):
+    return xclient_attrs(xclient_lines(recorder))["NAME"]
+
+
+def test_xclient_name_forward_confirmed(tproxy, raw, recorder, dns):
+    dns.ptr("127.0.0.1", "client.rdns.test").a("client.rdns.test", "192.0.2.1", "127.0.0.1")
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = rdns_proxy(tproxy, dns)
+    c = raw(p)
+    c.greet("client.example")
+    send_message(c).expect(250)
+    assert xclient_name(recorder) == "client.rdns.test"
+    assert p.wait_log(r"client=127\.0\.0\.1:\d+ name=client\.rdns\.test", timeout=BOUND)
+
+
+@pytest.mark.parametrize("case", ["no_ptr", "not_confirmed", "no_address", "not_a_hostname"])
+def test_xclient_name_unavailable(tproxy, raw, recorder, dns, case):
+    if case == "not_confirmed":  # the PTR names a host that is somewhere else
+        dns.ptr("127.0.0.1", "forged.rdns.test").a("forged.rdns.test", "192.0.2.9")
+    elif case == "no_address":
+        dns.ptr("127.0.0.1", "gone.rdns.test")
+    elif case == "not_a_hostname":  # would go into XCLIENT and logs as is
+        dns.ptr("127.0.0.1", "bad[name].rdns.test").a("bad[name].rdns.test", "127.0.0.1")
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = rdns_proxy(tproxy, dns)
+    c = raw(p)
+    c.greet("client.example")
+    send_message(c).expect(250)
+    assert xclient_name(recorder) == "[UNAVAILABLE]"
+    assert p.wait_log(r"client=127\.0\.0\.1:\d+ name=unknown(?! \()", timeout=BOUND)
+
+
+def test_xclient_name_dns_timeout(tproxy, raw, recorder, dns):
+    """No answer: EHLO waits dns_timeout at most, then NAME=[TEMPUNAVAIL]."""
+    dns.never("in-addr.arpa")
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = rdns_proxy(tproxy, dns, dns_timeout="300ms")
+    c = raw(p)
+    c.greet("client.example")
+    send_message(c).expect(250)
+    assert xclient_name(recorder) == "[TEMPUNAVAIL]"
+    assert p.wait_log(r"name=unknown \(temporary DNS failure\)", timeout=BOUND)
+
+
+def test_xclient_name_ipv6(tproxy, raw, recorder, dns):
+    dns.ptr("2001:db8::25", "v6.rdns.test").aaaa("v6.rdns.test", "2001:db8::25")
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = rdns_proxy(tproxy, dns, proxy_trusted="127.0.0.1/32", listen_opts="proxy_protocol")
+    c = raw(p)
+    c.send(proxy_v1("2001:db8::25", 40000, "2001:db8::1", 25))
+    c.greet("client.example")
+    send_message(c).expect(250)
+    assert xclient_name(recorder) == "v6.rdns.test"
+    assert dns.questions(qtype="PTR")[0].lname.endswith(".ip6.arpa")
+
+
+def test_client_hangs_up_while_name_pending(tproxy, raw, recorder, dns):
+    """EHLO waits on the lookup; the client leaves: no crash, no leak (ASan),
+    and the proxy serves the next client."""
+    dns.delay("in-addr.arpa", 1.0)
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = rdns_proxy(tproxy, dns, dns_timeout="3s")
+    c = raw(p)
+    c.banner().expect(220)
+    c.send(b"EHLO client.example\r\n")
+    # The EHLO is in and the lookup still waits on the slow answer.
+    assert recorder.wait_command("EHLO", timeout=BOUND)
+    assert dns.wait_questions(1, timeout=BOUND)
+    assert not xclient_lines(recorder)
+    c.close()
+    c2 = raw(p)
+    c2.greet("client.example")
+    send_message(c2).expect(250)
+    assert p.alive()
+
+
+def test_no_lookup_once_backend_lacks_xclient_name(tproxy, raw, recorder, dns):
+    """The first session learns that the backend takes no XCLIENT NAME; the
+    next ones do not ask DNS at all."""
+    dns.ptr("127.0.0.1", "client.rdns.test").a("client.rdns.test", "127.0.0.1")
+    recorder.configure(extra_caps=["XCLIENT ADDR HELO"])
+    p = rdns_proxy(tproxy, dns)
+    for _ in range(3):
+        c = raw(p)
+        c.greet("client.example")
+        send_message(c).expect(250)
+        c.cmd("QUIT").expect(221)
+    assert len(dns.questions(qtype="PTR")) <= 1
+    assert "NAME" not in xclient_attrs(xclient_lines(recorder)[:1])
+
+
+def test_client_rdns_no_asks_nothing(tproxy, raw, recorder, dns):
+    dns.ptr("127.0.0.1", "client.rdns.test").a("client.rdns.test", "127.0.0.1")
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = tproxy(client_rdns="no", dns_server=dns.address)
+    c = raw(p)
+    c.greet("client.example")
+    send_message(c).expect(250)
+    assert xclient_name(recorder) == "[UNAVAILABLE]"
+    assert dns.questions() == []
+
+
+def test_postfix_sees_client_name(tproxy, raw, postfix, dns):
+    """Postfix's Received header and log carry the name, not "unknown"."""
+    dns.ptr(OTHER, "client.rdns.test").a("client.rdns.test", OTHER)
+    p = rdns_proxy(tproxy, dns, backend=postfix.addr)
+    c = raw(p, source=(OTHER, 0))
+    session(c)
+    [m] = postfix.wait_messages(1)
+    assert received_from(m) == (HELO, "client.rdns.test", OTHER)
+    assert f"client=client.rdns.test[{OTHER}]" in postfix.since()

@@ -171,6 +171,9 @@ class Proxy:
             "shutdown_timeout": "2s",
             "spool_dir": self.workdir,
             "plugin_dir": plugin_dir(),
+            # The machine's resolver must not decide what XCLIENT NAME says;
+            # the rDNS tests turn it on against the kit's DNS responder.
+            "client_rdns": "no",
         }
         self.sections = list(sections or [])
         self.settings.update(settings)

@@ -1055,6 +1055,62 @@ test_caps_none(void **state)
 	assert_int_equal(c.eightbitmime, 0);
 }
 
+/* ---- host names from DNS answers ---- */
+
+static int
+hostname_ok(const char *name)
+{
+	return smtp_valid_hostname(name, strlen(name));
+}
+
+static void
+test_hostname_valid(void **state)
+{
+	(void)state;
+	assert_true(hostname_ok("mail.example.org"));
+	assert_true(hostname_ok("mail.example.org."));
+	assert_true(hostname_ok("localhost"));
+	assert_true(hostname_ok("a-b.c_d.example"));
+	assert_true(hostname_ok("1.2.3.example")); /* digits below the top label */
+	assert_true(hostname_ok("x9"));
+	char longest[SMTP_HOSTNAME_MAX + 1];
+	/* 3 labels of 63 and one of 61, with dots: 253 octets */
+	memset(longest, 'a', sizeof(longest) - 1);
+	longest[63] = longest[127] = longest[191] = '.';
+	longest[SMTP_HOSTNAME_MAX] = '\0';
+	assert_true(hostname_ok(longest));
+}
+
+static void
+test_hostname_invalid(void **state)
+{
+	(void)state;
+	assert_false(hostname_ok(""));
+	assert_false(hostname_ok("."));
+	assert_false(hostname_ok("192.0.2.1")); /* an address, not a name */
+	assert_false(hostname_ok("a..b"));
+	assert_false(hostname_ok(".a"));
+	assert_false(hostname_ok("-a.example"));
+	assert_false(hostname_ok("a-.example"));
+	assert_false(hostname_ok("a b.example"));
+	assert_false(hostname_ok("[127.0.0.1]"));
+	assert_false(hostname_ok("a.example\r\nMAIL"));
+	assert_false(hostname_ok("caf\xc3\xa9.example"));
+	char label[70];
+	memset(label, 'a', 64);
+	strcpy(label + 64, ".org"); /* a label of 64 */
+	assert_false(hostname_ok(label));
+	char big[SMTP_HOSTNAME_MAX + 3];
+	memset(big, 'a', sizeof(big) - 1);
+	for (size_t i = 50; i < sizeof(big) - 1; i += 50)
+		big[i] = '.';
+	big[sizeof(big) - 1] = '\0'; /* 254 octets */
+	assert_false(hostname_ok(big));
+	/* the length given is what counts, not the NUL */
+	assert_false(smtp_valid_hostname("ab", 0));
+	assert_true(smtp_valid_hostname("ab\x01", 2));
+}
+
 int
 main(void)
 {
@@ -1091,6 +1147,8 @@ main(void)
 	    cmocka_unit_test(test_caps_mixed_case),
 	    cmocka_unit_test(test_caps_size_no_number),
 	    cmocka_unit_test(test_caps_none),
+	    cmocka_unit_test(test_hostname_valid),
+	    cmocka_unit_test(test_hostname_invalid),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

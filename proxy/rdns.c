@@ -1,0 +1,240 @@
+/*
+ * rdns.c - the client's name: a PTR lookup confirmed by a forward lookup
+ * (forward-confirmed reverse DNS, as Postfix's smtpd does).
+ *
+ * Exports rdns_start, rdns_cancel and rdns_xclient_name. The name goes to
+ * the backend as XCLIENT NAME, so that checks such as Postfix's
+ * reject_unknown_client_hostname see the real client instead of a proxy
+ * with no name. The lookup starts when the client is known and runs while
+ * the banner and HELO are exchanged; only an XCLIENT that needs the answer
+ * waits for it, and never longer than dns_timeout.
+ *
+ * A query belongs to its session until it finishes. A session that ends
+ * first detaches it and cancels the DNS request; libevent still calls back
+ * once, and that callback frees the query.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#include "log.h"
+#include "rdns.h"
+#include "session.h"
+#include "smtp_parse.h"
+
+struct rdns_query {
+	struct session *s; /* NULL once detached */
+	struct evdns_base *dns;
+	struct evdns_request *req; /* the DNS request in flight */
+	struct event *deadline;
+	int v6;
+	unsigned char addr[16]; /* the client's address, to confirm against */
+	char name[SMTP_HOSTNAME_MAX + 1]; /* what the PTR said */
+};
+
+static void rdns_ptr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
+static void rdns_addr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
+
+/* rdns_free - the query is over and nobody refers to it */
+static void
+rdns_free(struct rdns_query *q)
+{
+	if (q->deadline != NULL)
+		event_free(q->deadline);
+	free(q);
+}
+
+/* rdns_finish - the answer is known: tell the session, drop the query */
+static void
+rdns_finish(struct rdns_query *q, enum rdns_state state)
+{
+	struct session *s = q->s;
+
+	s->rdns = NULL;
+	s->rdns_state = state;
+	if (state == RDNS_OK) {
+		free(s->client_name);
+		s->client_name = strdup(q->name);
+		if (s->client_name == NULL)
+			s->rdns_state = RDNS_TEMP;
+	}
+	log_info(s->id, "client=%s name=%s", s->peer,
+	    s->rdns_state == RDNS_OK    ? s->client_name
+	        : state == RDNS_UNKNOWN ? "unknown"
+	                                : "unknown (temporary DNS failure)");
+	if (q->req != NULL) {
+		/* The deadline came first: the request still calls back. */
+		struct evdns_request *req = q->req;
+		q->s = NULL;
+		evdns_cancel_request(q->dns, req);
+	} else {
+		rdns_free(q);
+	}
+	if (s->rdns_wait != NULL) {
+		void (*wait)(struct session *) = s->rdns_wait;
+		s->rdns_wait = NULL;
+		wait(s);
+	}
+}
+
+/* rdns_result - what a failed lookup means: no name, or no answer yet */
+static enum rdns_state
+rdns_result(int result)
+{
+	return result == DNS_ERR_NOTEXIST || result == DNS_ERR_NODATA || result == DNS_ERR_NONE
+	    ? RDNS_UNKNOWN
+	    : RDNS_TEMP;
+}
+
+/* rdns_detached - a callback for a query whose session is gone (or whose
+ * deadline passed): 1 if it was, and the query is freed */
+static int
+rdns_detached(struct rdns_query *q)
+{
+	q->req = NULL;
+	if (q->s != NULL)
+		return 0;
+	rdns_free(q);
+	return 1;
+}
+
+static void
+rdns_ptr_cb(int result, char type, int count, int ttl, void *addresses, void *arg)
+{
+	struct rdns_query *q = arg;
+	const char *name;
+
+	(void)ttl;
+	if (rdns_detached(q))
+		return;
+	if (result != DNS_ERR_NONE || type != DNS_PTR || count < 1) {
+		rdns_finish(q, rdns_result(result));
+		return;
+	}
+	/* evdns gives one PTR name. One that is not a host name (a forged
+	 * answer carrying spaces or brackets, say) is no name at all. */
+	name = ((const char *const *)addresses)[0];
+	if (name == NULL || !smtp_valid_hostname(name, strlen(name))) {
+		rdns_finish(q, RDNS_UNKNOWN);
+		return;
+	}
+	snprintf(q->name, sizeof(q->name), "%s", name);
+	q->req = q->v6
+	    ? evdns_base_resolve_ipv6(q->dns, q->name, DNS_QUERY_NO_SEARCH, rdns_addr_cb, q)
+	    : evdns_base_resolve_ipv4(q->dns, q->name, DNS_QUERY_NO_SEARCH, rdns_addr_cb, q);
+	if (q->req == NULL)
+		rdns_finish(q, RDNS_TEMP);
+}
+
+static void
+rdns_addr_cb(int result, char type, int count, int ttl, void *addresses, void *arg)
+{
+	struct rdns_query *q = arg;
+	size_t len = q->v6 ? 16 : 4;
+
+	(void)ttl;
+	if (rdns_detached(q))
+		return;
+	if (result != DNS_ERR_NONE || type != (q->v6 ? DNS_IPv6_AAAA : DNS_IPv4_A)) {
+		rdns_finish(q, rdns_result(result));
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		if (memcmp((const unsigned char *)addresses + (size_t)i * len, q->addr, len) == 0) {
+			rdns_finish(q, RDNS_OK);
+			return;
+		}
+	}
+	/* The name does not lead back: it is not the client's. */
+	rdns_finish(q, RDNS_UNKNOWN);
+}
+
+/* rdns_deadline_cb - dns_timeout passed with no answer */
+static void
+rdns_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdns_query *q = arg;
+
+	(void)fd;
+	(void)what;
+	rdns_finish(q, RDNS_TEMP);
+}
+
+/* rdns_start - look the client up; the answer lands in s->rdns_state */
+void
+rdns_start(struct session *s)
+{
+	const struct config *cfg = s->srv->cfg;
+	struct rdns_query *q;
+	struct timeval tv = {
+	    (time_t)(cfg->dns_timeout_ms / 1000), (suseconds_t)(cfg->dns_timeout_ms % 1000) * 1000};
+
+	if (s->rdns != NULL || s->rdns_state != RDNS_NONE || s->srv->dns == NULL)
+		return;
+	if ((q = calloc(1, sizeof(*q))) == NULL) {
+		s->rdns_state = RDNS_TEMP;
+		return;
+	}
+	q->s = s;
+	q->dns = s->srv->dns;
+	q->v6 = strchr(s->client_ip, ':') != NULL;
+	if (inet_pton(q->v6 ? AF_INET6 : AF_INET, s->client_ip, q->addr) != 1) {
+		free(q);
+		s->rdns_state = RDNS_UNKNOWN;
+		return;
+	}
+	q->deadline = evtimer_new(s->srv->base, rdns_deadline_cb, q);
+	if (q->deadline == NULL) {
+		free(q);
+		s->rdns_state = RDNS_TEMP;
+		return;
+	}
+	q->req = q->v6 ? evdns_base_resolve_reverse_ipv6(
+	                     q->dns, (const struct in6_addr *)q->addr, 0, rdns_ptr_cb, q)
+	               : evdns_base_resolve_reverse(
+	                     q->dns, (const struct in_addr *)q->addr, 0, rdns_ptr_cb, q);
+	if (q->req == NULL) {
+		rdns_free(q);
+		s->rdns_state = RDNS_TEMP;
+		return;
+	}
+	s->rdns = q;
+	s->rdns_state = RDNS_PENDING;
+	evtimer_add(q->deadline, &tv);
+}
+
+/* rdns_cancel - the session ends: forget the lookup */
+void
+rdns_cancel(struct session *s)
+{
+	struct rdns_query *q = s->rdns;
+
+	s->rdns_wait = NULL;
+	if (q == NULL)
+		return;
+	s->rdns = NULL;
+	q->s = NULL;
+	evtimer_del(q->deadline);
+	if (q->req != NULL)
+		evdns_cancel_request(q->dns, q->req); /* its callback frees q */
+	else
+		rdns_free(q);
+}
+
+/* rdns_xclient_name - NAME= for XCLIENT, as Postfix's XCLIENT_README has it */
+const char *
+rdns_xclient_name(const struct session *s)
+{
+	switch (s->rdns_state) {
+	case RDNS_OK:
+		return s->client_name;
+	case RDNS_TEMP:
+	case RDNS_PENDING:
+		return "[TEMPUNAVAIL]";
+	default:
+		return "[UNAVAILABLE]";
+	}
+}
