@@ -46,7 +46,7 @@ backend_connect(struct session *s, backend_cb cb)
 	if (b->conn == NULL || b->deadline == NULL)
 		return -1;
 	smtp_reply_init(&b->reply);
-	backend_arm(s, srv->cfg->backend_connect_timeout_ms, cb);
+	backend_arm(s, s->cfg->backend_connect_timeout_ms, cb);
 	conn_connect(b->conn, (struct sockaddr *)&srv->backend_addr, srv->backend_addrlen);
 	conn_read_start(b->conn);
 	return 0;
@@ -110,7 +110,7 @@ backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
 	}
 	/* The framer ended every line with CR LF, so this is CR LF "." CR LF. */
 	evbuffer_add(out, ".\r\n", 3);
-	backend_arm(s, s->srv->cfg->backend_data_timeout_ms, cb);
+	backend_arm(s, s->cfg->backend_data_timeout_ms, cb);
 	conn_flush(b->conn);
 	return 0;
 }
@@ -120,7 +120,7 @@ backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
 int
 backend_starttls(struct session *s, backend_cb cb)
 {
-	const struct config *cfg = s->srv->cfg;
+	const struct config *cfg = s->cfg;
 	struct backend *b = &s->be;
 	const char *name = cfg->backend_tls_name[0] ? cfg->backend_tls_name : cfg->backend.host;
 

@@ -206,7 +206,7 @@ chain_verdict(struct pc_call *call, int action, const char *reply)
 		return chain_fail(call, "the filter failed");
 	if (action == PC_CONTINUE)
 		return 0;
-	if (verdict_reply((enum pc_action)action, call->stage, reply, s->srv->cfg->hostname, line,
+	if (verdict_reply((enum pc_action)action, call->stage, reply, s->cfg->hostname, line,
 	        sizeof(line), &why) != 0)
 		return chain_fail(call, "invalid reply \"%s\" for %s: %s",
 		    log_quote(q, sizeof(q), reply, strlen(reply)), verdict_action_name(action),
@@ -254,8 +254,7 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 		break;
 	}
 	if (connect)
-		snprintf(
-		    line, sizeof(line), R_FILTER_ERROR_TEMPFAIL_CONNECT, s->srv->cfg->hostname);
+		snprintf(line, sizeof(line), R_FILTER_ERROR_TEMPFAIL_CONNECT, s->cfg->hostname);
 	else
 		snprintf(line, sizeof(line), "%s", R_FILTER_ERROR_TEMPFAIL);
 	chain_finish(call, PC_TEMPFAIL, line, 1);
@@ -435,7 +434,7 @@ host_get(struct pc_call *call, enum pc_field field)
 		}
 		return field == PC_LOCAL_IP ? s->local_ip : s->local_port;
 	case PC_HOSTNAME:
-		return s->srv->cfg->hostname;
+		return s->cfg->hostname;
 	case PC_HELO:
 		if (call->in_stage && call->stage == PC_STAGE_HELO) {
 			free(call->tmp);

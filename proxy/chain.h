@@ -41,6 +41,7 @@ struct chain {
 	size_t n;
 	unsigned stages; /* bit (1 << stage) when some instance hooks it */
 	struct pc_host host;
+	unsigned gens; /* configuration generations using it (main.c) */
 };
 
 /* The outcome of a stage. */

@@ -804,3 +804,42 @@ config_free(struct config *cfg)
 	free(cfg->file);
 	cfg->file = NULL;
 }
+
+/* config_listen_equal - see config.h */
+int
+config_listen_equal(const struct config *a, const struct config *b)
+{
+	if (a->nlisten != b->nlisten)
+		return 0;
+	for (size_t i = 0; i < a->nlisten; i++) {
+		const struct config_addr *x = &a->listen[i], *y = &b->listen[i];
+		if (strcmp(x->host, y->host) != 0 || strcmp(x->port, y->port) != 0 ||
+		    x->tls != y->tls || x->proxy != y->proxy)
+			return 0;
+	}
+	return 1;
+}
+
+/* config_chain_equal - see config.h */
+int
+config_chain_equal(const struct config *a, const struct config *b)
+{
+	const struct config_section *x = a->sections, *y = b->sections;
+
+	if (strcmp(a->plugin_dir, b->plugin_dir) != 0 || a->on_error != b->on_error ||
+	    a->filter_timeout_ms != b->filter_timeout_ms)
+		return 0;
+	for (; x != NULL && y != NULL; x = x->next, y = y->next) {
+		const struct config_kv *k = x->keys, *l = y->keys;
+
+		if (strcmp(x->type, y->type) != 0 || strcmp(x->name, y->name) != 0)
+			return 0;
+		for (; k != NULL && l != NULL; k = k->next, l = l->next) {
+			if (strcmp(k->key, l->key) != 0 || strcmp(k->value, l->value) != 0)
+				return 0;
+		}
+		if (k != NULL || l != NULL)
+			return 0;
+	}
+	return x == NULL && y == NULL;
+}

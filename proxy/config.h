@@ -155,6 +155,16 @@ int config_check(struct config *cfg, char *err, size_t errlen);
 
 void config_free(struct config *cfg);
 
+/* For SIGHUP: do two configurations listen on the same sockets with the same
+ * options? A reload cannot rebind, so a change needs a restart. */
+int config_listen_equal(const struct config *a, const struct config *b);
+
+/* For SIGHUP: would both build the same chain (sections, their keys in
+ * order, and the global keys instances take: plugin_dir, on_error,
+ * filter_timeout)? Then the running chain is kept and its instances reload
+ * their own files; otherwise a new chain is built. */
+int config_chain_equal(const struct config *a, const struct config *b);
+
 /* Value parsers, exported for reuse and tests. Return 0 or -1. */
 int config_parse_size(const char *s, uint64_t *out); /* 10, 10k, 10M, 10G */
 int config_parse_time(const char *s, uint64_t *ms); /* 250ms, 30s, 5m, 1h; bare = s */

@@ -25,10 +25,11 @@ struct ip_count {
 };
 
 static struct evconnlistener *listeners[LISTENER_MAX];
-/* What a listener knows: the server and its listen entry (options). */
+/* What a listener knows: the server and its listen entry (options), copied:
+ * the configuration it came from goes at the next SIGHUP, the socket stays. */
 static struct listener_ctx {
 	struct server *srv;
-	const struct config_addr *l;
+	struct config_addr l;
 } lctx[LISTENER_MAX];
 static size_t nlisteners;
 
@@ -61,7 +62,7 @@ listener_start(struct server *srv)
 			return -1;
 		}
 		lctx[nlisteners].srv = srv;
-		lctx[nlisteners].l = &cfg->listen[i];
+		lctx[nlisteners].l = cfg->listen[i];
 		listeners[nlisteners] =
 		    evconnlistener_new_bind(srv->base, listener_accept_cb, &lctx[nlisteners],
 		        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
@@ -96,7 +97,7 @@ listener_accept_cb(
 {
 	struct listener_ctx *lc = arg;
 
-	session_new(lc->srv, lc->l, fd, sa, salen);
+	session_new(lc->srv, &lc->l, fd, sa, salen);
 }
 
 /* listener_error_cb - accept failed (EMFILE and friends): log, keep going */

@@ -24,9 +24,19 @@
 
 #define PORTCULLIS_VERSION "0.1.0"
 #define DEFAULT_CONFIG SYSCONFDIR "/portcullis.conf"
+#define OVERRIDES_MAX 64
+
+/* What the command line said, for reading the file again at SIGHUP. */
+static const char *config_file = DEFAULT_CONFIG;
+static const char *override_key[OVERRIDES_MAX], *override_value[OVERRIDES_MAX];
+static int noverrides;
 
 static void usage(void);
-static int resolve_backend(struct server *srv, char *err, size_t errlen);
+static int resolve_backend(const struct config *cfg, struct sockaddr_storage *addr,
+    socklen_t *addrlen, char *err, size_t errlen);
+static struct config *config_read(char *err, size_t errlen);
+static struct generation *generation_new(struct config *cfg, struct chain *chain);
+static void dns_apply(struct server *srv, const struct config *old, const struct config *cfg);
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
@@ -44,12 +54,12 @@ usage(void)
 	    "  -V              print the version and exit\n");
 }
 
-/* resolve_backend - the backend address, once, at start */
+/* resolve_backend - the backend address (at start, and at each SIGHUP) */
 static int
-resolve_backend(struct server *srv, char *err, size_t errlen)
+resolve_backend(const struct config *cfg, struct sockaddr_storage *addr, socklen_t *addrlen,
+    char *err, size_t errlen)
 {
 	struct addrinfo hints = {0}, *res;
-	struct config *cfg = srv->cfg;
 	int r;
 
 	hints.ai_socktype = SOCK_STREAM;
@@ -60,10 +70,66 @@ resolve_backend(struct server *srv, char *err, size_t errlen)
 		    cfg->file ? cfg->file : "config", cfg->backend.host, gai_strerror(r));
 		return -1;
 	}
-	memcpy(&srv->backend_addr, res->ai_addr, res->ai_addrlen);
-	srv->backend_addrlen = res->ai_addrlen;
+	memcpy(addr, res->ai_addr, res->ai_addrlen);
+	*addrlen = res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
+}
+
+/* config_read - the file, then the -o overrides, then the checks; NULL with
+ * the reason in err */
+static struct config *
+config_read(char *err, size_t errlen)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+
+	if (cfg == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	config_defaults(cfg);
+	if (config_load(cfg, config_file, err, errlen) != 0)
+		goto fail;
+	for (int i = 0; i < noverrides; i++) {
+		if (config_set(cfg, override_key[i], override_value[i], 0, err, errlen) != 0)
+			goto fail;
+	}
+	if (config_check(cfg, err, errlen) != 0)
+		goto fail;
+	return cfg;
+fail:
+	config_free(cfg);
+	free(cfg);
+	return NULL;
+}
+
+/* generation_new - the server's reference to a configuration and its chain */
+static struct generation *
+generation_new(struct config *cfg, struct chain *chain)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (g == NULL)
+		return NULL;
+	g->refs = 1;
+	g->cfg = cfg;
+	g->chain = chain;
+	chain->gens++;
+	return g;
+}
+
+/* generation_release - one holder fewer; the last frees it (and the chain,
+ * unless a newer generation took it over) */
+void
+generation_release(struct generation *g)
+{
+	if (g == NULL || --g->refs > 0)
+		return;
+	if (--g->chain->gens == 0)
+		chain_free(g->chain);
+	config_free(g->cfg);
+	free(g->cfg);
+	free(g);
 }
 
 /* dns_start - the resolver plugins share (DESIGN §5): dns_server, or the
@@ -100,17 +166,79 @@ dns_start(struct server *srv, char *err, size_t errlen)
 	return 0;
 }
 
-/* on_reload_signal - SIGHUP: plugins re-read their files and scripts; one
- * that fails keeps what it had (DESIGN §4) */
+/*
+ * on_reload_signal - SIGHUP: read the configuration again (DESIGN §4). The
+ * new one is checked whole, its certificates and (if the sections changed)
+ * its chain built, before anything is swapped; if any of it fails, the log
+ * says why and the running configuration keeps serving. Sessions in flight
+ * finish on the configuration they started with. With the sections as they
+ * were, the running chain stays and each instance re-reads its own files
+ * and scripts; one that fails keeps what it had.
+ */
 static void
 on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
 	char err[CONFIG_ERR_MAX];
+	struct config *cfg;
+	struct chain *chain = NULL;
+	struct generation *g = NULL, *old;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	SSL_CTX *tls_server = NULL, *tls_client = NULL;
 	size_t ok = 0, failed = 0;
+	int same_chain;
 
-	for (size_t i = 0; i < srv->chain->n; i++) {
-		struct pc_instance *f = &srv->chain->f[i];
+	err[0] = '\0';
+	if ((cfg = config_read(err, sizeof(err))) == NULL)
+		goto fail;
+	if (!config_listen_equal(srv->cfg, cfg)) {
+		snprintf(err, sizeof(err), "%s: listen changed: that takes a restart", config_file);
+		goto fail;
+	}
+	if (resolve_backend(cfg, &addr, &addrlen, err, sizeof(err)) != 0)
+		goto fail;
+	tls_server = tls_server_ctx(cfg, err, sizeof(err));
+	if (tls_server == NULL && err[0] != '\0')
+		goto fail;
+	tls_client = tls_client_ctx(cfg, err, sizeof(err));
+	if (tls_client == NULL && err[0] != '\0')
+		goto fail;
+	same_chain = config_chain_equal(srv->cfg, cfg);
+	if (same_chain)
+		chain = srv->chain;
+	else if (chain_load(&chain, cfg, srv->base, srv->dns, 0, err, sizeof(err)) != 0)
+		goto fail;
+	if ((g = generation_new(cfg, chain)) == NULL) {
+		if (!same_chain)
+			chain_free(chain);
+		snprintf(err, sizeof(err), "out of memory");
+		goto fail;
+	}
+
+	/* Everything is built: swap. */
+	dns_apply(srv, srv->cfg, cfg);
+	log_init(cfg->log, cfg->log_debug);
+	SSL_CTX_free(srv->tls_server); /* sessions using it hold their own reference */
+	srv->tls_server = tls_server;
+	SSL_CTX_free(srv->tls_client);
+	srv->tls_client = tls_client;
+	memcpy(&srv->backend_addr, &addr, addrlen);
+	srv->backend_addrlen = addrlen;
+	old = srv->gen;
+	srv->gen = g;
+	srv->cfg = cfg;
+	srv->chain = chain;
+	srv->backend_xclient_name = 1; /* the backend may have changed too */
+	generation_release(old);
+	if (!same_chain) {
+		log_info(NULL,
+		    "SIGHUP: %zu filter(s) loaded anew (the sections changed); %s read again",
+		    chain->n, config_file);
+		return;
+	}
+	for (size_t i = 0; i < chain->n; i++) {
+		struct pc_instance *f = &chain->f[i];
 		if (f->pl->reload == NULL)
 			continue;
 		err[0] = '\0';
@@ -122,33 +250,63 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 			ok++;
 		}
 	}
-	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed", ok, failed);
-	/* New certificates for new sessions; running ones keep theirs. */
-	if (srv->cfg->tls_cert[0] != '\0') {
-		SSL_CTX *ctx = tls_server_ctx(srv->cfg, err, sizeof(err));
-		if (ctx == NULL) {
-			log_err(NULL, "SIGHUP: certificate reload failed, keeping the old one: %s",
-			    err);
-		} else {
-			SSL_CTX_free(srv->tls_server);
-			srv->tls_server = ctx;
-			log_info(NULL, "SIGHUP: certificate %s reloaded", srv->cfg->tls_cert);
-		}
+	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed; %s read again", ok, failed,
+	    config_file);
+	return;
+
+fail:
+	log_err(NULL, "SIGHUP: %s; keeping the running configuration", err);
+	SSL_CTX_free(tls_server);
+	SSL_CTX_free(tls_client);
+	if (cfg != NULL) {
+		config_free(cfg);
+		free(cfg);
 	}
 }
 
-/* server_free - the chain, the resolver, the loop and the config */
+/* dns_apply - a SIGHUP changed the resolver's settings: the same resolver
+ * (plugins hold it) takes them */
+static void
+dns_apply(struct server *srv, const struct config *old, const struct config *cfg)
+{
+	char secs[32];
+
+	if (cfg->dns_timeout_ms != old->dns_timeout_ms) {
+		snprintf(secs, sizeof(secs), "%.3f", (double)cfg->dns_timeout_ms / 1000.0);
+		evdns_base_set_option(srv->dns, "timeout:", secs);
+	}
+	if (strcmp(cfg->dns_server, old->dns_server) == 0)
+		return;
+	evdns_base_clear_nameservers_and_suspend(srv->dns);
+	if (cfg->dns_server[0] != '\0' ? evdns_base_nameserver_ip_add(srv->dns, cfg->dns_server)
+	                               : evdns_base_resolv_conf_parse(
+	                                     srv->dns, DNS_OPTION_NAMESERVERS, "/etc/resolv.conf"))
+		log_warn(NULL,
+		    "SIGHUP: the name servers of %s could not be set: DNS lookups will fail",
+		    cfg->dns_server[0] ? cfg->dns_server : "/etc/resolv.conf");
+	evdns_base_resume(srv->dns);
+}
+
+/* server_free - the configuration, the resolver and the loop */
 static void
 server_free(struct server *srv)
 {
 	free(srv->ip_table);
-	chain_free(srv->chain);
+	if (srv->gen != NULL) {
+		generation_release(srv->gen);
+	} else {
+		chain_free(srv->chain);
+		if (srv->cfg != NULL) {
+			config_free(srv->cfg);
+			free(srv->cfg);
+		}
+	}
 	SSL_CTX_free(srv->tls_server);
 	SSL_CTX_free(srv->tls_client);
 	if (srv->dns != NULL)
 		evdns_base_free(srv->dns, 0);
-	event_base_free(srv->base);
-	config_free(srv->cfg);
+	if (srv->base != NULL)
+		event_base_free(srv->base);
 }
 
 /* on_stop_signal - SIGTERM/SIGINT: drain */
@@ -193,29 +351,35 @@ on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 int
 main(int argc, char **argv)
 {
-	const char *file = DEFAULT_CONFIG;
 	char err[CONFIG_ERR_MAX];
-	char *overrides[64];
-	int noverrides = 0, check = 0, ch;
-	struct config cfg;
+	int check = 0, ch;
+	struct config *cfg;
 	struct server srv;
 	struct event *sigterm, *sigint, *sighup;
 
 	while ((ch = getopt(argc, argv, "c:to:Vh")) != -1) {
 		switch (ch) {
 		case 'c':
-			file = optarg;
+			config_file = optarg;
 			break;
 		case 't':
 			check = 1;
 			break;
-		case 'o':
-			if (noverrides >= 64) {
+		case 'o': {
+			char *eq = strchr(optarg, '=');
+			if (eq == NULL) {
+				fprintf(stderr, "-o %s: expected key=value\n", optarg);
+				return 1;
+			}
+			if (noverrides >= OVERRIDES_MAX) {
 				fprintf(stderr, "portcullis: too many -o options\n");
 				return 2;
 			}
-			overrides[noverrides++] = optarg;
+			*eq = '\0';
+			override_key[noverrides] = optarg;
+			override_value[noverrides++] = eq + 1;
 			break;
+		}
 		case 'V':
 			printf("portcullis %s\n", PORTCULLIS_VERSION);
 			return 0;
@@ -229,31 +393,19 @@ main(int argc, char **argv)
 		return 2;
 	}
 
-	config_defaults(&cfg);
-	if (config_load(&cfg, file, err, sizeof(err)) != 0)
-		goto bad_config;
-	for (int i = 0; i < noverrides; i++) {
-		char *eq = strchr(overrides[i], '=');
-		if (eq == NULL) {
-			snprintf(err, sizeof(err), "-o %s: expected key=value", overrides[i]);
-			goto bad_config;
-		}
-		*eq = '\0';
-		if (config_set(&cfg, overrides[i], eq + 1, 0, err, sizeof(err)) != 0)
-			goto bad_config;
+	if ((cfg = config_read(err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
 	}
-	if (config_check(&cfg, err, sizeof(err)) != 0)
-		goto bad_config;
-
 	memset(&srv, 0, sizeof(srv));
-	srv.cfg = &cfg;
+	srv.cfg = cfg;
 	TAILQ_INIT(&srv.sessions);
 	srv.backend_xclient_name = 1; /* until its first EHLO says */
-	if (resolve_backend(&srv, err, sizeof(err)) != 0)
+	if (resolve_backend(cfg, &srv.backend_addr, &srv.backend_addrlen, err, sizeof(err)) != 0)
 		goto bad_config;
 
 	/* -t logs what plugins say to stderr, whatever log says. */
-	log_init(check ? CONFIG_LOG_STDERR : cfg.log, cfg.log_debug);
+	log_init(check ? CONFIG_LOG_STDERR : cfg->log, cfg->log_debug);
 	signal(SIGPIPE, SIG_IGN);
 	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
 		srv.sid_base =
@@ -268,27 +420,29 @@ main(int argc, char **argv)
 		event_config_free(ecfg);
 	if (srv.base == NULL) {
 		log_err(NULL, "cannot create the event loop");
+		server_free(&srv);
 		return 1;
 	}
 	if (dns_start(&srv, err, sizeof(err)) != 0)
 		goto bad_config;
-	srv.tls_server = tls_server_ctx(&cfg, err, sizeof(err));
+	srv.tls_server = tls_server_ctx(cfg, err, sizeof(err));
 	if (srv.tls_server == NULL && err[0] != '\0')
 		goto bad_config;
-	srv.tls_client = tls_client_ctx(&cfg, err, sizeof(err));
+	srv.tls_client = tls_client_ctx(cfg, err, sizeof(err));
 	if (srv.tls_client == NULL && err[0] != '\0')
 		goto bad_config;
 	/* Every plugin is loaded and initialised, under -t too: a broken
 	 * section is found before the daemon starts, not by the first client. */
-	if (chain_load(&srv.chain, &cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0) {
-		fprintf(stderr, "%s\n", err);
-		server_free(&srv);
-		return 1;
-	}
+	if (chain_load(&srv.chain, cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0)
+		goto bad_config;
 	if (check) {
-		printf("%s: configuration OK\n", file);
+		printf("%s: configuration OK\n", config_file);
 		server_free(&srv);
 		return 0;
+	}
+	if ((srv.gen = generation_new(cfg, srv.chain)) == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto bad_config;
 	}
 	/* Handlers first, then the sockets: whoever sees the port open may
 	 * signal us at once, and SIGHUP's default action would end the daemon. */
@@ -307,7 +461,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
-	    cfg.backend.host, cfg.backend.port, srv.chain->n);
+	    cfg->backend.host, cfg->backend.port, srv.chain->n);
 
 	event_base_dispatch(srv.base);
 
@@ -329,6 +483,6 @@ main(int argc, char **argv)
 
 bad_config:
 	fprintf(stderr, "%s\n", err);
-	config_free(&cfg);
+	server_free(&srv);
 	return 1;
 }

@@ -83,10 +83,14 @@ section_keys(struct pc_instance *f, const struct config *cfg, const struct confi
 				    kv->value);
 			continue;
 		}
-		if ((o = calloc(1, sizeof(*o))) == NULL)
+		/* A copy, in one block: instances keep their options, and the
+		 * chain may outlive this configuration (a SIGHUP that leaves
+		 * the sections as they were keeps the running chain). */
+		size_t klen = strlen(kv->key) + 1, vlen = strlen(kv->value) + 1;
+		if ((o = calloc(1, sizeof(*o) + klen + vlen)) == NULL)
 			return load_error(err, errlen, cfg, sec, kv->line, "out of memory");
-		o->key = kv->key; /* the config outlives the chain */
-		o->value = kv->value;
+		o->key = memcpy((char *)(o + 1), kv->key, klen);
+		o->value = memcpy((char *)(o + 1) + klen, kv->value, vlen);
 		o->line = kv->line;
 		*tail = o;
 		tail = (struct pc_option **)&o->next;

@@ -167,7 +167,7 @@ rdns_deadline_cb(evutil_socket_t fd, short what, void *arg)
 void
 rdns_start(struct session *s)
 {
-	const struct config *cfg = s->srv->cfg;
+	const struct config *cfg = s->cfg;
 	struct rdns_query *q;
 	struct timeval tv = {
 	    (time_t)(cfg->dns_timeout_ms / 1000), (suseconds_t)(cfg->dns_timeout_ms % 1000) * 1000};

@@ -202,12 +202,17 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 		return;
 	}
 	s->srv = srv;
+	/* The configuration it starts with is the one it ends with, whatever
+	 * a SIGHUP brings meanwhile. */
+	s->gen = srv->gen;
+	s->gen->refs++;
+	s->cfg = s->gen->cfg;
 	snprintf(
 	    s->id, sizeof(s->id), "%010llX", (srv->sid_base + srv->sid_next++) & 0xFFFFFFFFFFULL);
 	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
 	snprintf(s->client_port, sizeof(s->client_port), "%s", port);
 	snprintf(s->peer, sizeof(s->peer), "%s:%s", ip, port);
-	s->chain = srv->chain;
+	s->chain = s->gen->chain;
 	s->listener = l;
 	s->ip_held = !l->proxy;
 	s->tls_implicit = l->tls;
@@ -309,7 +314,7 @@ session_proxy_cb(evutil_socket_t fd, short what, void *arg)
 static void
 session_start(struct session *s)
 {
-	const struct config *cfg = s->srv->cfg;
+	const struct config *cfg = s->cfg;
 
 	/* The name is wanted for XCLIENT after EHLO: ask now, so the answer
 	 * is usually in by then. */
@@ -318,7 +323,7 @@ session_start(struct session *s)
 	conn_read_start(s->client);
 	if (s->tls_implicit) {
 		s->state = SESSION_TLS;
-		session_arm(s, s->srv->cfg->timeout_ms);
+		session_arm(s, s->cfg->timeout_ms);
 		if (conn_tls_start(s->client, s->srv->tls_server, 1, NULL, 0) != 0) {
 			log_err(s->id, "cannot start TLS for client=%s: %s", s->peer,
 			    s->client->tls_error);
@@ -397,7 +402,7 @@ on_connect_verdict(struct session *s, const struct chain_result *r)
 		s->bh_by = r->by;
 		s->bh_stage = "connect";
 		s->state = SESSION_COMMAND;
-		session_reply(s, R_BANNER, s->srv->cfg->hostname);
+		session_reply(s, R_BANNER, s->cfg->hostname);
 		session_process(s);
 		return;
 	case PC_REJECT:
@@ -431,7 +436,7 @@ on_banner(struct session *s, enum backend_result res, const struct smtp_reply *r
 		return;
 	}
 	s->state = SESSION_COMMAND;
-	session_reply(s, R_BANNER, s->srv->cfg->hostname);
+	session_reply(s, R_BANNER, s->cfg->hostname);
 	session_process(s);
 }
 
@@ -561,7 +566,7 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 session_process(struct session *s)
 {
-	struct config *cfg = s->srv->cfg;
+	struct config *cfg = s->cfg;
 	struct evbuffer *in = s->client->in;
 
 	if (s->in_process)
@@ -836,7 +841,7 @@ session_done(struct session *s)
 	s->busy = 0;
 	if (s->state == SESSION_CLOSING)
 		return;
-	if (s->errors >= s->srv->cfg->max_errors) {
+	if (s->errors >= s->cfg->max_errors) {
 		log_info(s->id, "too many errors (%u) from client=%s", s->errors, s->peer);
 		tx_end(s, "aborted", "too many errors");
 		session_close(s, R_TOO_MANY_ERRORS);
@@ -864,7 +869,7 @@ session_close(struct session *s, const char *reply)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
 	if (reply != NULL)
-		session_reply(s, reply, s->srv->cfg->hostname);
+		session_reply(s, reply, s->cfg->hostname);
 #pragma GCC diagnostic pop
 	s->state = SESSION_CLOSING;
 	conn_read_stop(s->client);
@@ -909,6 +914,7 @@ session_free(struct session *s)
 	free(s->line);
 	free(s->helo);
 	free(s->client_name);
+	generation_release(s->gen);
 	free(s);
 	if (srv->draining && srv->nsessions == 0)
 		event_base_loopexit(srv->base, NULL);
@@ -1101,7 +1107,7 @@ proceed_helo(struct session *s)
 	/* The backend always gets EHLO, so we learn what it offers; it gets
 	 * the client's own name, so its logs and checks see it. */
 	n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
-	backend_command(s, line, (size_t)n, s->srv->cfg->backend_timeout_ms, on_helo);
+	backend_command(s, line, (size_t)n, s->cfg->backend_timeout_ms, on_helo);
 }
 
 static void
@@ -1132,7 +1138,7 @@ on_helo(struct session *s, enum backend_result res, const struct smtp_reply *r)
 static void
 helo_reply(struct session *s, const struct smtp_caps *caps)
 {
-	struct config *cfg = s->srv->cfg;
+	struct config *cfg = s->cfg;
 	struct evbuffer *out;
 	unsigned long long size;
 
@@ -1191,7 +1197,7 @@ path_error(struct session *s, enum smtp_path_result r, const char *syntax, const
 static unsigned long long
 mail_size_limit(struct session *s)
 {
-	unsigned long long size = s->srv->cfg->max_message_size;
+	unsigned long long size = s->cfg->max_message_size;
 	const struct smtp_caps *caps = &s->be.caps;
 
 	if (caps->size && caps->size_limit != 0 && caps->size_limit < size)
@@ -1212,7 +1218,7 @@ check_mail(struct session *s)
 		session_reply(s, R_NESTED_MAIL);
 		return PC_ERROR;
 	}
-	if (s->srv->cfg->tls_required && s->tls_proto == NULL) {
+	if (s->cfg->tls_required && s->tls_proto == NULL) {
 		session_reply(s, R_NEED_TLS);
 		return PC_ERROR;
 	}
@@ -1296,7 +1302,7 @@ proceed_mail(struct session *s)
 		return;
 	}
 	n = path_line(s, "MAIL FROM:", line, sizeof(line));
-	backend_command(s, line, n, s->srv->cfg->backend_timeout_ms, on_mail);
+	backend_command(s, line, n, s->cfg->backend_timeout_ms, on_mail);
 }
 
 static void
@@ -1337,9 +1343,9 @@ check_rcpt(struct session *s)
 		return PC_ERROR;
 	}
 	/* The recipient limit stops one message fanning out without bound. */
-	if (s->tx.nrcpt + s->tx.nrcpt_dropped >= s->srv->cfg->max_recipients) {
+	if (s->tx.nrcpt + s->tx.nrcpt_dropped >= s->cfg->max_recipients) {
 		log_info(s->tx.id, "max_recipients (%llu) reached",
-		    (unsigned long long)s->srv->cfg->max_recipients);
+		    (unsigned long long)s->cfg->max_recipients);
 		session_reply(s, R_TOO_MANY_RCPT);
 		return PC_ERROR;
 	}
@@ -1361,7 +1367,7 @@ proceed_rcpt(struct session *s)
 		return;
 	}
 	n = path_line(s, "RCPT TO:", line, sizeof(line));
-	backend_command(s, line, n, s->srv->cfg->backend_timeout_ms, on_rcpt);
+	backend_command(s, line, n, s->cfg->backend_timeout_ms, on_rcpt);
 }
 
 static void
@@ -1409,7 +1415,7 @@ data_emit(void *arg, const char *bytes, size_t len)
 static void
 proceed_data(struct session *s)
 {
-	struct config *cfg = s->srv->cfg;
+	struct config *cfg = s->cfg;
 	struct transaction *tx = &s->tx;
 
 	if (spool_open(&tx->spool, cfg->spool_memory, cfg->spool_dir) != 0) {
@@ -1481,7 +1487,7 @@ data_refuse(struct session *s, const char *reply, const char *status)
 	snprintf(s->refusal, sizeof(s->refusal), "%s", reply);
 	s->refusal_status = status;
 	if (s->tx.forwarded && !s->be.dead) {
-		backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_data_refused);
+		backend_command(s, "RSET", 4, s->cfg->backend_timeout_ms, on_data_refused);
 		return;
 	}
 	session_reply(s, "%s", s->refusal);
@@ -1502,7 +1508,7 @@ on_data_refused(struct session *s, enum backend_result res, const struct smtp_re
 static void
 data_proceed(struct session *s)
 {
-	backend_command(s, "DATA", 4, s->srv->cfg->backend_timeout_ms, on_data_go);
+	backend_command(s, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);
 }
 
 static void
@@ -1582,7 +1588,7 @@ proceed_starttls(struct session *s)
 		    "client=%s sent %zu octets after STARTTLS, before the handshake: discarded",
 		    s->peer, early);
 	s->state = SESSION_TLS;
-	session_arm(s, s->srv->cfg->timeout_ms);
+	session_arm(s, s->cfg->timeout_ms);
 	if (conn_tls_start(s->client, s->srv->tls_server, 1, NULL, 0) != 0) {
 		log_err(s->id, "cannot start TLS: %s", s->client->tls_error);
 		session_close(s, NULL);
@@ -1607,7 +1613,7 @@ check_auth(struct session *s)
 		refuse = R_AUTH_IN_TX;
 	else if (!s->be.caps.auth || s->blackhole || s->be.conn == NULL)
 		refuse = R_AUTH_NOT_ENABLED;
-	else if (s->tls_proto == NULL && !s->srv->cfg->auth_plaintext)
+	else if (s->tls_proto == NULL && !s->cfg->auth_plaintext)
 		refuse = R_NEED_TLS; /* credentials never travel in the clear */
 	if (refuse != NULL) {
 		session_reply(s, "%s", refuse);
@@ -1673,7 +1679,7 @@ proceed_auth(struct session *s)
 		session_done(s);
 		return;
 	}
-	backend_command(s, line, (size_t)n, s->srv->cfg->backend_timeout_ms, on_auth);
+	backend_command(s, line, (size_t)n, s->cfg->backend_timeout_ms, on_auth);
 }
 
 /* session_auth_line - the client's answer to a 334: to the backend, never
@@ -1686,7 +1692,7 @@ session_auth_line(struct session *s, char *line, size_t len)
 	s->busy = 1;
 	if (s->auth_step++ == 0 && s->auth_candidate == NULL)
 		s->auth_candidate = auth_name(s->auth_mech, line, len);
-	backend_command(s, line, len, s->srv->cfg->timeout_ms, on_auth);
+	backend_command(s, line, len, s->cfg->timeout_ms, on_auth);
 }
 
 static void
@@ -1810,7 +1816,7 @@ xclient_send(struct session *s)
 	if (i == s->xclient_next - 1)
 		i++; /* one attribute alone over the limit: left out */
 	s->xclient_next = (unsigned)i + 1;
-	backend_command(s, line, o, s->srv->cfg->backend_timeout_ms, on_xclient);
+	backend_command(s, line, o, s->cfg->backend_timeout_ms, on_xclient);
 	return 1;
 }
 
@@ -1821,7 +1827,7 @@ helo_ehlo_again(struct session *s)
 	char line[SMTP_REPLY_LINE_MAX + 16];
 	int n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
 
-	backend_command(s, line, (size_t)n, s->srv->cfg->backend_timeout_ms, on_helo);
+	backend_command(s, line, (size_t)n, s->cfg->backend_timeout_ms, on_helo);
 }
 
 /* helo_backend_down - backend TLS did not work out: the client is told */
@@ -1882,7 +1888,7 @@ helo_rdns_done(struct session *s)
 static int
 helo_backend_next(struct session *s)
 {
-	const struct config *cfg = s->srv->cfg;
+	const struct config *cfg = s->cfg;
 	const struct smtp_caps *caps = &s->be.caps;
 
 	if (cfg->backend_tls != CONFIG_BACKEND_TLS_NO && s->be.conn->ssl == NULL &&
@@ -1920,7 +1926,7 @@ on_be_starttls(struct session *s, enum backend_result res, const struct smtp_rep
 	if (!session_backend_ok(s, res, r, "2345"))
 		return;
 	if (r->code != 220) {
-		if (s->srv->cfg->backend_tls == CONFIG_BACKEND_TLS_REQUIRED) {
+		if (s->cfg->backend_tls == CONFIG_BACKEND_TLS_REQUIRED) {
 			helo_backend_down(s, "the backend refused STARTTLS");
 			return;
 		}
@@ -1942,7 +1948,7 @@ on_be_tls(struct session *s, enum backend_result res, const struct smtp_reply *r
 		/* The detail is already in the log (backend_event_cb). */
 		const char *why =
 		    res == BACKEND_TIMEOUT ? "handshake timed out" : "handshake failed";
-		if (s->srv->cfg->backend_tls == CONFIG_BACKEND_TLS_OPPORTUNISTIC) {
+		if (s->cfg->backend_tls == CONFIG_BACKEND_TLS_OPPORTUNISTIC) {
 			helo_backend_plaintext(s, why);
 			return;
 		}
@@ -1999,7 +2005,7 @@ proceed_rset(struct session *s)
 		session_done(s);
 		return;
 	}
-	backend_command(s, "RSET", 4, s->srv->cfg->backend_timeout_ms, on_rset);
+	backend_command(s, "RSET", 4, s->cfg->backend_timeout_ms, on_rset);
 }
 
 static void

@@ -90,6 +90,8 @@ struct transaction {
 
 struct session {
 	struct server *srv;
+	struct generation *gen; /* the configuration it started with */
+	struct config *cfg; /* gen->cfg */
 	char id[16];
 	char client_ip[64];
 	char client_port[8];
@@ -146,13 +148,25 @@ TAILQ_HEAD(session_list, session);
 
 struct ip_count;
 
+/*
+ * What a SIGHUP replaces. A session holds the generation it started with
+ * (its configuration and chain) until it ends; the server holds the
+ * current one. The last to let go frees it.
+ */
+struct generation {
+	unsigned refs;
+	struct config *cfg;
+	struct chain *chain; /* may be shared with the next generation */
+};
+
 struct server {
 	struct event_base *base;
 	struct evdns_base *dns;
 	SSL_CTX *tls_server; /* NULL: no TLS for clients */
 	SSL_CTX *tls_client; /* NULL: backend_tls = no */
-	struct config *cfg;
-	struct chain *chain;
+	struct generation *gen; /* the current configuration */
+	struct config *cfg; /* gen->cfg */
+	struct chain *chain; /* gen->chain */
 	struct sockaddr_storage backend_addr;
 	socklen_t backend_addrlen;
 	struct session_list sessions;
@@ -166,6 +180,9 @@ struct server {
 	int backend_xclient_name; /* the backend's last EHLO offered XCLIENT NAME
 	                           * (1 until one says otherwise) */
 };
+
+/* main.c */
+void generation_release(struct generation *g);
 
 /* listener.c */
 int listener_start(struct server *srv);

@@ -207,10 +207,10 @@ struct pc_host {
 struct pc_init {
 	const struct pc_host *host;
 	struct pc_instance *self; /* for host->log outside hooks */
-	const char *name; /* the instance (section) name */
-	const char *file; /* the configuration file */
+	const char *name; /* the instance (section) name; valid until fini */
+	const char *file; /* the configuration file; valid during init only */
 	int line; /* the section header's line */
-	const struct pc_option *options; /* the section's own keys */
+	const struct pc_option *options; /* the section's own keys; valid until fini */
 	int check_only; /* portcullis -t: check everything, start nothing */
 	/* On failure, init writes a message here (without file or line) and,
 	 * if it is about one key, that key's line into err_line. */

@@ -197,6 +197,29 @@ def test_kv_survives_reload(recorder, proxy, client, tmp_path):
     assert got[2] == {"version": "v2", "n": 3, "kept": "set by v1"}, got
 
 
+def test_kv_survives_a_new_chain(recorder, proxy, client, tmp_path):
+    """A SIGHUP that changes the sections builds every instance anew; the
+    store is lua.so's, not an instance's, and stays."""
+    script = """
+    function on_mail(tx, s)
+      T("count", {n = kv.incr("count")})
+    end
+    """
+    p = lua_proxy(proxy, tmp_path, script)
+    c = client(p)
+    c.greet()
+    try_sender(c, "x")
+    c.cmd("QUIT").expect(221)
+    p.sections[0][1]["observe"] = "yes"  # a changed key: a new chain
+    p.write_config()
+    reload(p)
+    assert "SIGHUP: 1 filter(s) loaded anew" in p.log(), p.log()
+    c2 = client(p)
+    c2.greet()
+    try_sender(c2, "x")
+    assert wait_reports(p, "count", 2) == [{"n": 1}, {"n": 2}]
+
+
 def test_reload_two_sections_one_fails(recorder, proxy, client, tmp_path):
     good = lua_section(tmp_path, V1, name="good")
     bad = lua_section(tmp_path, 'function on_rcpt(tx, r) return smtp.reject(550, "bad v1") end\n', name="bad")

@@ -139,6 +139,7 @@ setup(void **state)
 	}
 	sess = calloc(1, sizeof(*sess));
 	sess->srv = &srv;
+	sess->cfg = &cfg;
 	snprintf(sess->id, sizeof(sess->id), "TESTSESS01");
 	assert_int_equal(chain_session_init(&chain, &sess->cs, sess), 0);
 	return 0;

@@ -1045,6 +1045,81 @@ test_chain_keys(void **state)
 	check_err("observe = yes\n", 1);
 }
 
+/* ---- what a SIGHUP compares ---- */
+
+/* 1 if a and b compare equal with f */
+static int
+compare(const char *a, const char *b, int (*f)(const struct config *, const struct config *))
+{
+	struct config x, y;
+	char err[CONFIG_ERR_MAX];
+	int r;
+
+	assert_int_equal(parse(&x, a, err), 0);
+	assert_int_equal(parse(&y, b, err), 0);
+	r = f(&x, &y);
+	assert_int_equal(f(&y, &x), r); /* both ways */
+	config_free(&x);
+	config_free(&y);
+	return r;
+}
+
+#define CHAIN "[access a]\nclient = c.txt\nsender = s.txt\n[lua b]\nscript = b.lua\n"
+
+static void
+test_chain_equal(void **state)
+{
+	(void)state;
+	assert_true(compare(CHAIN, CHAIN, config_chain_equal));
+	assert_true(compare("", "", config_chain_equal));
+	/* top-level keys that instances do not take, and comments, do not count */
+	assert_true(compare(
+	    "max_recipients = 5\n" CHAIN, "# x\nmax_recipients = 9\n\n" CHAIN, config_chain_equal));
+	assert_false(compare(CHAIN, "", config_chain_equal));
+	assert_false(
+	    compare(CHAIN, "[access a]\nclient = c.txt\nsender = s.txt\n", config_chain_equal));
+	assert_false(
+	    compare(CHAIN, "[lua b]\nscript = b.lua\n[access a]\nclient = c.txt\nsender = s.txt\n",
+	        config_chain_equal)); /* order is the chain's order */
+	assert_false(
+	    compare(CHAIN, "[access z]\nclient = c.txt\nsender = s.txt\n[lua b]\nscript = b.lua\n",
+	        config_chain_equal)); /* a name */
+	assert_false(
+	    compare(CHAIN, "[headers a]\nclient = c.txt\nsender = s.txt\n[lua b]\nscript = b.lua\n",
+	        config_chain_equal)); /* a type */
+	assert_false(
+	    compare(CHAIN, "[access a]\nclient = c.txt\nsender = t.txt\n[lua b]\nscript = b.lua\n",
+	        config_chain_equal)); /* a value */
+	assert_false(compare(CHAIN, "[access a]\nclient = c.txt\n[lua b]\nscript = b.lua\n",
+	    config_chain_equal)); /* a key less */
+	assert_false(
+	    compare(CHAIN, "[access a]\nsender = s.txt\nclient = c.txt\n[lua b]\nscript = b.lua\n",
+	        config_chain_equal)); /* keys reordered: a plugin may care */
+	assert_false(compare(CHAIN, "on_error = accept\n" CHAIN, config_chain_equal));
+	assert_false(compare(CHAIN, "filter_timeout = 3s\n" CHAIN, config_chain_equal));
+	assert_false(compare(CHAIN, "plugin_dir = /elsewhere\n" CHAIN, config_chain_equal));
+}
+
+static void
+test_listen_equal(void **state)
+{
+	(void)state;
+	assert_true(compare("listen = 127.0.0.1:25\n", "listen = 127.0.0.1:25\nhostname = x.test\n",
+	    config_listen_equal));
+	assert_true(compare("", "", config_listen_equal)); /* the default */
+	assert_false(compare("listen = 127.0.0.1:25\n", "", config_listen_equal));
+	assert_false(
+	    compare("listen = 127.0.0.1:25\n", "listen = 127.0.0.1:26\n", config_listen_equal));
+	assert_false(
+	    compare("listen = 127.0.0.1:25\n", "listen = 127.0.0.2:25\n", config_listen_equal));
+	assert_false(
+	    compare("listen = 127.0.0.1:25\n", "listen = 127.0.0.1:25 tls\n", config_listen_equal));
+	assert_false(compare("listen = 127.0.0.1:25\n", "listen = 127.0.0.1:25 proxy_protocol\n",
+	    config_listen_equal));
+	assert_false(compare("listen = 127.0.0.1:25\n",
+	    "listen = 127.0.0.1:25\nlisten = 127.0.0.1:465 tls\n", config_listen_equal));
+}
+
 int
 main(void)
 {
@@ -1080,6 +1155,8 @@ main(void)
 	    cmocka_unit_test(test_parse_time),
 	    cmocka_unit_test(test_parse_bool),
 	    cmocka_unit_test(test_parse_addr),
+	    cmocka_unit_test(test_chain_equal),
+	    cmocka_unit_test(test_listen_equal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
