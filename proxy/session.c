@@ -425,16 +425,25 @@ on_connect_verdict(struct session *s, const struct chain_result *r)
 	}
 }
 
+/* backend_greeted - a 220 from a new backend leg? If not, the client is
+ * told the service is down and the session ends. */
+static int
+backend_greeted(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (res == BACKEND_REPLY && r->code == 220)
+		return 1;
+	if (res == BACKEND_REPLY)
+		log_warn(s->id, "backend greeted with %d, not 220", r->code);
+	session_close(s, R_BACKEND_DOWN);
+	return 0;
+}
+
 /* on_banner - the backend greeted (or did not): greet the client */
 static void
 on_banner(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
-	if (res != BACKEND_REPLY || r->code != 220) {
-		if (res == BACKEND_REPLY)
-			log_warn(s->id, "backend greeted with %d, not 220", r->code);
-		session_close(s, R_BACKEND_DOWN);
+	if (!backend_greeted(s, res, r))
 		return;
-	}
 	s->state = SESSION_COMMAND;
 	session_reply(s, R_BANNER, s->cfg->hostname);
 	session_process(s);
@@ -1863,10 +1872,7 @@ helo_backend_plaintext(struct session *s, const char *why)
 static void
 on_be_plain_banner(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
-	if (res != BACKEND_REPLY || r->code != 220) {
-		if (res == BACKEND_REPLY)
-			log_warn(s->id, "backend greeted with %d, not 220", r->code);
-		session_close(s, R_BACKEND_DOWN);
+	if (!backend_greeted(s, res, r)) {
 		s->busy = 0;
 		return;
 	}

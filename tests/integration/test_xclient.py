@@ -324,14 +324,23 @@ def xclient_name(recorder):
     return xclient_attrs(xclient_lines(recorder))["NAME"]
 
 
-def test_xclient_name_forward_confirmed(tproxy, raw, recorder, dns):
-    dns.ptr("127.0.0.1", "client.rdns.test").a("client.rdns.test", "192.0.2.1", "127.0.0.1")
+def name_sent(tproxy, raw, recorder, dns, preamble=b"", **settings):
+    """One message through a proxy with client_rdns against the kit's DNS;
+    returns (proxy, the NAME its XCLIENT carried)."""
     recorder.configure(extra_caps=["XCLIENT"])
-    p = rdns_proxy(tproxy, dns)
+    p = rdns_proxy(tproxy, dns, **settings)
     c = raw(p)
+    if preamble:
+        c.send(preamble)
     c.greet("client.example")
     send_message(c).expect(250)
-    assert xclient_name(recorder) == "client.rdns.test"
+    return p, xclient_name(recorder)
+
+
+def test_xclient_name_forward_confirmed(tproxy, raw, recorder, dns):
+    dns.ptr("127.0.0.1", "client.rdns.test").a("client.rdns.test", "192.0.2.1", "127.0.0.1")
+    p, name = name_sent(tproxy, raw, recorder, dns)
+    assert name == "client.rdns.test"
     assert p.wait_log(r"client=127\.0\.0\.1:\d+ name=client\.rdns\.test", timeout=BOUND)
 
 
@@ -343,36 +352,24 @@ def test_xclient_name_unavailable(tproxy, raw, recorder, dns, case):
         dns.ptr("127.0.0.1", "gone.rdns.test")
     elif case == "not_a_hostname":  # would go into XCLIENT and logs as is
         dns.ptr("127.0.0.1", "bad[name].rdns.test").a("bad[name].rdns.test", "127.0.0.1")
-    recorder.configure(extra_caps=["XCLIENT"])
-    p = rdns_proxy(tproxy, dns)
-    c = raw(p)
-    c.greet("client.example")
-    send_message(c).expect(250)
-    assert xclient_name(recorder) == "[UNAVAILABLE]"
+    p, name = name_sent(tproxy, raw, recorder, dns)
+    assert name == "[UNAVAILABLE]"
     assert p.wait_log(r"client=127\.0\.0\.1:\d+ name=unknown(?! \()", timeout=BOUND)
 
 
 def test_xclient_name_dns_timeout(tproxy, raw, recorder, dns):
     """No answer: EHLO waits dns_timeout at most, then NAME=[TEMPUNAVAIL]."""
     dns.never("in-addr.arpa")
-    recorder.configure(extra_caps=["XCLIENT"])
-    p = rdns_proxy(tproxy, dns, dns_timeout="300ms")
-    c = raw(p)
-    c.greet("client.example")
-    send_message(c).expect(250)
-    assert xclient_name(recorder) == "[TEMPUNAVAIL]"
+    p, name = name_sent(tproxy, raw, recorder, dns, dns_timeout="300ms")
+    assert name == "[TEMPUNAVAIL]"
     assert p.wait_log(r"name=unknown \(temporary DNS failure\)", timeout=BOUND)
 
 
 def test_xclient_name_ipv6(tproxy, raw, recorder, dns):
     dns.ptr("2001:db8::25", "v6.rdns.test").aaaa("v6.rdns.test", "2001:db8::25")
-    recorder.configure(extra_caps=["XCLIENT"])
-    p = rdns_proxy(tproxy, dns, proxy_trusted="127.0.0.1/32", listen_opts="proxy_protocol")
-    c = raw(p)
-    c.send(proxy_v1("2001:db8::25", 40000, "2001:db8::1", 25))
-    c.greet("client.example")
-    send_message(c).expect(250)
-    assert xclient_name(recorder) == "v6.rdns.test"
+    _, name = name_sent(tproxy, raw, recorder, dns, preamble=proxy_v1("2001:db8::25", 40000, "2001:db8::1", 25),
+                        proxy_trusted="127.0.0.1/32", listen_opts="proxy_protocol")
+    assert name == "v6.rdns.test"
     assert dns.questions(qtype="PTR")[0].lname.endswith(".ip6.arpa")
 
 
