@@ -4,6 +4,8 @@
  * portcullis [-c FILE] [-t] [-o key=value]... [-V]
  * Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
  * finish its transaction for up to shutdown_timeout, then send 421 to the rest.
+ * SIGHUP reads the configuration again and swaps it in, for new sessions,
+ * only if all of it is good (on_reload_signal).
  */
 #include <errno.h>
 #include <netdb.h>
