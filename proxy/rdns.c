@@ -35,8 +35,13 @@ struct rdns_query {
 	char name[SMTP_HOSTNAME_MAX + 1]; /* what the PTR said */
 };
 
+static void rdns_free(struct rdns_query *q);
+static void rdns_finish(struct rdns_query *q, enum rdns_state state);
+static enum rdns_state rdns_result(int result);
+static int rdns_detached(struct rdns_query *q);
 static void rdns_ptr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
 static void rdns_addr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
+static void rdns_deadline_cb(evutil_socket_t fd, short what, void *arg);
 
 /* rdns_free - the query is over and nobody refers to it */
 static void
