@@ -48,7 +48,7 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=$(BUILD)/tests/plugins/%.so)
 PROXY_OBJ := $(PROXY_SRC:%.c=$(BUILD)/%.o)
 DEPFILES  := $(PROXY_OBJ:.o=.d)
 
-.PHONY: all deps run test unit integration asan bench install clean format check-format
+.PHONY: all deps run test unit integration asan bench fuzz install clean format check-format
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/portcullis $(PLUGIN_SO)
@@ -107,6 +107,19 @@ test: deps check-format
 
 bench: deps all
 	@bench/run.sh $(BUILD)/portcullis
+
+# The parsers under libFuzzer with ASan+UBSan (clang), for FUZZ_SECONDS
+# (default 60); new inputs that reach new code go to build/fuzz/corpus.
+# Not part of make test: a fuzzer's findings depend on how long it runs.
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+               -Wall -Wextra -Werror
+fuzz: deps
+	@mkdir -p build/fuzz/corpus
+	clang $(CPPFLAGS) -std=c11 $(FUZZ_CFLAGS) -o build/fuzz/fuzz_parsers \
+	    tests/fuzz/fuzz_parsers.c $(PURE_SRC)
+	build/fuzz/fuzz_parsers -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -print_final_stats=1 build/fuzz/corpus
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
