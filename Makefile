@@ -114,7 +114,8 @@ bench: deps all
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -Wall -Wextra -Werror
-fuzz: deps
+fuzz:
+	@tools/deps.sh clang libclang-rt-14-dev
 	@mkdir -p build/fuzz/corpus
 	clang $(CPPFLAGS) -std=c11 $(FUZZ_CFLAGS) -o build/fuzz/fuzz_parsers \
 	    tests/fuzz/fuzz_parsers.c $(PURE_SRC)

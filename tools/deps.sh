@@ -1,11 +1,12 @@
 #!/bin/sh
-# deps.sh - install the Debian packages portcullis builds and tests with, only
-# those missing. Idempotent; needs root (or sudo) only when something is missing.
+# deps.sh [PACKAGE...] - install the Debian packages portcullis builds and
+# tests with (and any named), only those missing. Idempotent; needs root (or
+# sudo) only when something is missing.
 set -eu
 
 PKGS="gcc make pkg-config clang-format libevent-dev libssl-dev liblua5.4-dev
 libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
-openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl"
+openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl $*"
 
 missing=""
 for p in $PKGS; do
