@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from kit.dnsserver import DnsServer  # noqa: E402
 from kit.proxy import Proxy, binary_path, stop_all  # noqa: E402
 from kit.recorder import Recorder  # noqa: E402
 from kit.smtpclient import RawClient  # noqa: E402
@@ -83,3 +84,11 @@ def client(proxy):
     yield connect
     for c in made:
         c.close()
+
+
+@pytest.fixture
+def dns():
+    """A DNS responder on 127.0.0.1 (kit.dnsserver), for dns_server =."""
+    d = DnsServer().start()
+    yield d
+    d.stop()

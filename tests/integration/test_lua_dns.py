@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kit.dnsserver import DnsServer, ptr_name, reverse_name
+from kit.dnsserver import ptr_name, reverse_name
 from kit.messages import stuff
 from test_lua import (
     BODY,
@@ -23,13 +23,6 @@ from test_lua import (
 
 DNS_TIMEOUT = 1.0  # seconds per attempt, as lua_proxy configures it
 ATTEMPTS = 2  # the daemon's evdns setting
-
-
-@pytest.fixture
-def dns():
-    d = DnsServer().start()
-    yield d
-    d.stop()
 
 
 def zone_questions(dns, zone):

@@ -18,7 +18,6 @@ import signal
 import pytest
 
 import kit.proxy as kp
-from kit.dnsserver import DnsServer
 from kit.messages import stuff
 from kit.proxy import Proxy, ProxyError, run_check
 
@@ -305,13 +304,6 @@ def test_policy_reload_reads_the_lists_again(recorder, proxy, client, tmp_path, 
 
 
 # ---- dnsbl.lua ----------------------------------------------------------------
-
-
-@pytest.fixture
-def dns():
-    srv = DnsServer().start()
-    yield srv
-    srv.stop()
 
 
 def dnsbl_proxy(proxy, dns, **keys):

@@ -10,7 +10,6 @@ sections unchanged) are in test_lua_reload.py.
 
 import signal
 
-from kit.dnsserver import DnsServer
 from kit.messages import stuff
 from kit.proxy import closed_port, test_plugin
 from kit.recorder import Recorder
@@ -179,20 +178,16 @@ def test_backend_change(recorder, proxy, client):
         other.stop()
 
 
-def test_dns_server_change(recorder, proxy, client):
+def test_dns_server_change(recorder, proxy, client, dns):
     """The resolver plugins share takes the new dns_server: the client's
     name (XCLIENT NAME) is found once the SIGHUP points at the responder."""
-    dns = DnsServer().start()
-    try:
-        dns.ptr("127.0.0.1", "client.reload.test").a("client.reload.test", "127.0.0.1")
-        recorder.configure(extra_caps=["XCLIENT"])
-        p = proxy(client_rdns="yes", dns_server=f"127.0.0.1:{closed_port()}", dns_timeout="300ms")
-        c = client(p)
-        c.greet()
-        reload(p, 1, {"dns_server": dns.address})
-        d = client(p)
-        d.greet()
-        names = [x.split("NAME=")[1].split()[0] for x in recorder.commands() if "NAME=" in x]
-        assert names == ["[TEMPUNAVAIL]", "client.reload.test"], names
-    finally:
-        dns.stop()
+    dns.ptr("127.0.0.1", "client.reload.test").a("client.reload.test", "127.0.0.1")
+    recorder.configure(extra_caps=["XCLIENT"])
+    p = proxy(client_rdns="yes", dns_server=f"127.0.0.1:{closed_port()}", dns_timeout="300ms")
+    c = client(p)
+    c.greet()
+    reload(p, 1, {"dns_server": dns.address})
+    d = client(p)
+    d.greet()
+    names = [x.split("NAME=")[1].split()[0] for x in recorder.commands() if "NAME=" in x]
+    assert names == ["[TEMPUNAVAIL]", "client.reload.test"], names

@@ -18,7 +18,6 @@ import sys
 
 import pytest
 
-from kit.dnsserver import DnsServer
 from kit.haproxy import HAProxy, proxy_v1, proxy_v2
 from kit.postfix import DOMAIN, Postfix
 from kit.smtpclient import RawClient
@@ -307,13 +306,6 @@ def test_xclient_uses_proxy_header_address(tproxy, raw, recorder):
 
 
 # ---- the client's name (client_rdns) --------------------------------------------------
-
-
-@pytest.fixture
-def dns():
-    d = DnsServer().start()
-    yield d
-    d.stop()
 
 
 def rdns_proxy(tproxy, dns, **settings):
