@@ -60,16 +60,13 @@ rdns_finish(struct rdns_query *q, enum rdns_state state)
 
 	s->rdns = NULL;
 	s->rdns_state = state;
-	if (state == RDNS_OK) {
-		free(s->client_name);
-		s->client_name = strdup(q->name);
-		if (s->client_name == NULL)
-			s->rdns_state = RDNS_TEMP;
-	}
-	log_info(s->id, "client=%s name=%s", s->peer,
-	    s->rdns_state == RDNS_OK    ? s->client_name
-	        : state == RDNS_UNKNOWN ? "unknown"
-	                                : "unknown (temporary DNS failure)");
+	if (state == RDNS_OK && (s->client_name = strdup(q->name)) == NULL)
+		s->rdns_state = RDNS_TEMP;
+	if (s->rdns_state == RDNS_OK)
+		log_info(s->id, "client=%s name=%s", s->peer, s->client_name);
+	else
+		log_info(s->id, "client=%s name=unknown%s", s->peer,
+		    s->rdns_state == RDNS_TEMP ? " (temporary DNS failure)" : "");
 	if (q->req != NULL) {
 		/* The deadline came first: the request still calls back. */
 		struct evdns_request *req = q->req;
