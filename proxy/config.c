@@ -57,6 +57,8 @@ static const struct key_def keys[] = {
     {"max_line_length", K_SIZE, F(max_line_length), 0, 510},
     {"max_data_line_length", K_SIZE, F(max_data_line_length), 0, 998},
     {"max_errors", K_COUNT, F(max_errors), 0, 1},
+    {"max_header_size", K_SIZE, F(max_header_size), 0, 1024},
+    {"client_ipv6_prefix", K_COUNT, F(client_ipv6_prefix), 0, 1},
     {"timeout", K_TIME, F(timeout_ms), 0, 1},
     {"data_timeout", K_TIME, F(data_timeout_ms), 0, 1},
     {"backend_connect_timeout", K_TIME, F(backend_connect_timeout_ms), 0, 1},
@@ -117,6 +119,8 @@ config_defaults(struct config *cfg)
 	cfg->max_connections = 1000;
 	cfg->max_connections_per_ip = 50;
 	cfg->max_line_length = 2048;
+	cfg->max_header_size = 256 * 1024;
+	cfg->client_ipv6_prefix = 64;
 	cfg->max_data_line_length = 65536;
 	cfg->max_errors = 20;
 	cfg->timeout_ms = 300 * 1000;
@@ -776,6 +780,10 @@ config_check(struct config *cfg, char *err, size_t errlen)
 		return errf(err, errlen, file,
 		    config_key_line(cfg, cfg->tls_cert[0] ? "tls_cert" : "tls_key"),
 		    "tls_cert and tls_key go together");
+	if (cfg->client_ipv6_prefix > 128)
+		return errf(err, errlen, file, config_key_line(cfg, "client_ipv6_prefix"),
+		    "client_ipv6_prefix: %llu is not a prefix length (1 to 128)",
+		    (unsigned long long)cfg->client_ipv6_prefix);
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		cfg->max_connections_per_ip = cfg->max_connections;
 	return 0;

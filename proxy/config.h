@@ -88,6 +88,8 @@ struct config {
 	uint64_t max_line_length; /* command lines, without CRLF */
 	uint64_t max_data_line_length; /* lines of mail, without CRLF */
 	uint64_t max_errors;
+	uint64_t max_header_size; /* a message's header section; over it 552 */
+	uint64_t client_ipv6_prefix; /* per-IP limit counts IPv6 clients per prefix */
 
 	uint64_t timeout_ms; /* client: one command */
 	uint64_t data_timeout_ms; /* client: the whole DATA phase */
