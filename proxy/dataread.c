@@ -21,6 +21,9 @@ enum {
 
 static void dr_flush(struct dataread *d);
 static void dr_put(struct dataread *d, const char *p, size_t n);
+static void dr_stage(struct dataread *d, const char *p, size_t n);
+static void dr_stuff(struct dataread *d);
+static void dr_lone_dot(struct dataread *d);
 static void dr_content(struct dataread *d, const char *p, size_t n);
 static void dr_eol(struct dataread *d, int real_crlf);
 static void dr_flag(struct dataread *d, unsigned bit);
@@ -65,7 +68,38 @@ dr_put(struct dataread *d, const char *p, size_t n)
 	if (d->max_size != 0 && d->size + n > d->max_size)
 		keep = d->size < d->max_size ? d->max_size - d->size : 0;
 	d->size += n;
-	/* A refused message need not be kept: emit nothing after an error. */
+	dr_stage(d, p, keep);
+	if (d->max_size != 0 && d->size > d->max_size)
+		d->errors |= DATAREAD_ETOOBIG;
+}
+
+/* dr_stuff - the dot that stuffs a line beginning with "." (RFC 5321
+ * §4.5.2): emitted, but not part of the message, so not counted in its
+ * size (RFC 1870 §4: the size excludes the quoting dots) */
+static void
+dr_stuff(struct dataread *d)
+{
+	if (d->max_size == 0 || d->size < d->max_size)
+		dr_stage(d, ".", 1);
+}
+
+/* dr_lone_dot - a "." right before a line end that is not the end of the
+ * data (a bare CR or LF, or a line that began after one): content, not a
+ * stuffing dot, so it is kept, and stuffed again */
+static void
+dr_lone_dot(struct dataread *d)
+{
+	dr_stuff(d);
+	d->line_len = 0;
+	dr_content(d, ".", 1);
+	d->state = DR_MID;
+}
+
+/* dr_stage - octets for the emitter, unless the message is already refused
+ * (it need not be kept: nothing is emitted after an error) */
+static void
+dr_stage(struct dataread *d, const char *p, size_t keep)
+{
 	if (d->errors == 0) {
 		while (keep > 0) {
 			size_t room = sizeof(d->out) - d->out_len;
@@ -78,8 +112,6 @@ dr_put(struct dataread *d, const char *p, size_t n)
 				dr_flush(d);
 		}
 	}
-	if (d->max_size != 0 && d->size > d->max_size)
-		d->errors |= DATAREAD_ETOOBIG;
 }
 
 /* dr_content - octets of line content, counted against the line limit */
@@ -173,6 +205,10 @@ dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
 				i++;
 				continue;
 			}
+			if (c == '\r' || c == '\n') {
+				dr_lone_dot(d);
+				continue;
+			}
 			/* RFC 5321 §4.5.2: the leading dot is removed. */
 			d->line_len = 1; /* the dot was on the wire */
 			d->state = DR_CSTART;
@@ -187,7 +223,7 @@ dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
 				continue;
 			}
 			if (c == '.')
-				dr_put(d, ".", 1);
+				dr_stuff(d);
 			d->state = DR_MID;
 			continue;
 		case DR_DOT_CR:
@@ -197,7 +233,8 @@ dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
 				*consumed = i;
 				return PC_DONE;
 			}
-			d->line_len = 1;
+			/* "." and a bare CR: as a line of its own, kept. */
+			dr_lone_dot(d);
 			dr_bare_cr(d);
 			continue;
 		case DR_CR:

@@ -51,7 +51,8 @@ struct dataread {
 	int state;
 	int crlf_sol; /* this line began after a real CR LF */
 	size_t line_len; /* octets of the current line so far (wire form) */
-	size_t size; /* octets accounted to the message (wire form) */
+	size_t size; /* octets of the message: CR LF counted, stuffing dots not
+	              * (RFC 1870 §4); max_size applies to this */
 	unsigned errors; /* DATAREAD_E* bits */
 	unsigned long bare_lf, bare_cr, nul; /* counts, for the log */
 	char out[DATAREAD_OUTBUF];

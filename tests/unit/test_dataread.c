@@ -364,7 +364,7 @@ test_pipelined_after_end(void **state)
 		run_free(&r);
 		/* the whole next message pipelined after the end */
 		check_case(m, 0, 0, S("b\r\n..c\r\n.\r\nd\r\n.\r\n"),
-		    EXPECT(.rc = PC_DONE, .consumed = 11, OUT("b\r\n..c\r\n"), SIZE(8)), &r);
+		    EXPECT(.rc = PC_DONE, .consumed = 11, OUT("b\r\n..c\r\n"), SIZE(7)), &r);
 		run_free(&r);
 	}
 }
@@ -428,10 +428,10 @@ test_large(void **state)
 			un[u++] = in[j];
 
 	check_msg(
-	    DATAREAD_REJECT, 0, 0, canon, m + 3, EXPECT(.out = canon, .out_len = m, SIZE(m)), &r);
+	    DATAREAD_REJECT, 0, 0, canon, m + 3, EXPECT(.out = canon, .out_len = m, SIZE(n)), &r);
 	run_free(&r);
 	check_msg(DATAREAD_NORMALIZE, 0, 998, canon, m + 3,
-	    EXPECT(.out = canon, .out_len = m, SIZE(m)), &r);
+	    EXPECT(.out = canon, .out_len = m, SIZE(n)), &r);
 	run_free(&r);
 	check_msg(DATAREAD_REJECT, 0, 0, in, n + 3, EXPECT(.out = un, .out_len = u), &r);
 	run_free(&r);
@@ -453,19 +453,19 @@ test_dot_stuffing(void **state)
 	for (m = DATAREAD_REJECT; m <= DATAREAD_NORMALIZE; m++) {
 		/* "..line" is the stuffed ".line": sent to the backend as sent to us */
 		check_msg(m, 0, 0, S("a\r\n..line\r\n.\r\n"),
-		    EXPECT(OUT("a\r\n..line\r\n"), SIZE(11)), &r);
+		    EXPECT(OUT("a\r\n..line\r\n"), SIZE(10)), &r);
 		run_free(&r);
 		/* at the very start */
-		check_msg(m, 0, 0, S("..line\r\n.\r\n"), EXPECT(OUT("..line\r\n"), SIZE(8)), &r);
+		check_msg(m, 0, 0, S("..line\r\n.\r\n"), EXPECT(OUT("..line\r\n"), SIZE(7)), &r);
 		run_free(&r);
 		/* ".." alone is a line holding one dot, not the end */
 		check_msg(m, 0, 0, S("a\r\n..\r\nb\r\n.\r\n"),
-		    EXPECT(OUT("a\r\n..\r\nb\r\n"), SIZE(10)), &r);
+		    EXPECT(OUT("a\r\n..\r\nb\r\n"), SIZE(9)), &r);
 		run_free(&r);
-		check_msg(m, 0, 0, S("..\r\n.\r\n"), EXPECT(OUT("..\r\n"), SIZE(4)), &r);
+		check_msg(m, 0, 0, S("..\r\n.\r\n"), EXPECT(OUT("..\r\n"), SIZE(3)), &r);
 		run_free(&r);
 		/* "...x" is "..x" stuffed */
-		check_msg(m, 0, 0, S("...x\r\n.\r\n"), EXPECT(OUT("...x\r\n"), SIZE(6)), &r);
+		check_msg(m, 0, 0, S("...x\r\n.\r\n"), EXPECT(OUT("...x\r\n"), SIZE(5)), &r);
 		run_free(&r);
 		/* ".foo" was not stuffed: the dot is removed, as RFC 5321 says */
 		check_msg(
@@ -485,7 +485,7 @@ test_dot_stuffing(void **state)
 		run_free(&r);
 		/* an empty line before the end, and lines that are only dots */
 		check_msg(m, 0, 0, S("\r\n...\r\n....\r\n\r\n.\r\n"),
-		    EXPECT(OUT("\r\n...\r\n....\r\n\r\n"), SIZE(15)), &r);
+		    EXPECT(OUT("\r\n...\r\n....\r\n\r\n"), SIZE(13)), &r);
 		run_free(&r);
 	}
 }
@@ -519,7 +519,7 @@ test_lone_dot(void **state)
 	assert_int_equal(r.out.len, 0);
 	run_free(&r);
 	check_msg(DATAREAD_NORMALIZE, 0, 0, S("\n.\r\nx\r\n.\r\n"),
-	    EXPECT(OUT("\r\n\r\nx\r\n"), .bare_lf = 1), &r);
+	    EXPECT(OUT("\r\n..\r\nx\r\n"), .bare_lf = 1), &r);
 	run_free(&r);
 	/* a "." after content on the same line never ends */
 	check_case(DATAREAD_REJECT, 0, 0, S("a\r\nb.\r\n."),
@@ -546,16 +546,16 @@ struct smug {
 };
 
 static const struct smug smugs[] = {
-    {"\\n.\\n", "\n.\n", DATAREAD_EBARE_LF, 2, 0, "\r\n\r\n", ""},
-    {"\\n.\\r\\n", "\n.\r\n", DATAREAD_EBARE_LF, 1, 0, "\r\n\r\n", ""},
-    {"\\r\\n.\\n", "\r\n.\n", DATAREAD_EBARE_LF, 1, 0, "\r\n\r\n", "\r\n"},
+    {"\\n.\\n", "\n.\n", DATAREAD_EBARE_LF, 2, 0, "\r\n..\r\n", ""},
+    {"\\n.\\r\\n", "\n.\r\n", DATAREAD_EBARE_LF, 1, 0, "\r\n..\r\n", ""},
+    {"\\r\\n.\\n", "\r\n.\n", DATAREAD_EBARE_LF, 1, 0, "\r\n..\r\n", "\r\n.."},
     {"\\r.\\r", "\r.\r", DATAREAD_EBARE_CR, 0, 2, " . ", ""},
-    {"\\r\\n.\\r\\r\\n", "\r\n.\r\r\n", DATAREAD_EBARE_CR, 0, 1, "\r\n \r\n", "\r\n"},
+    {"\\r\\n.\\r\\r\\n", "\r\n.\r\r\n", DATAREAD_EBARE_CR, 0, 1, "\r\n.. \r\n", "\r\n.."},
     {"\\r.\\r\\n", "\r.\r\n", DATAREAD_EBARE_CR, 0, 1, " .\r\n", ""},
-    {"\\n.\\r", "\n.\r", DATAREAD_EBARE_LF | DATAREAD_EBARE_CR, 1, 1, "\r\n ", ""},
-    {"\\n\\n.\\n\\n", "\n\n.\n\n", DATAREAD_EBARE_LF, 4, 0, "\r\n\r\n\r\n\r\n", ""},
-    {"\\r\\n.\\n\\r\\n", "\r\n.\n\r\n", DATAREAD_EBARE_LF, 1, 0, "\r\n\r\n\r\n", "\r\n"},
-    {"\\r\\n.\\r", "\r\n.\r", DATAREAD_EBARE_CR, 0, 1, "\r\n ", "\r\n"},
+    {"\\n.\\r", "\n.\r", DATAREAD_EBARE_LF | DATAREAD_EBARE_CR, 1, 1, "\r\n.. ", ""},
+    {"\\n\\n.\\n\\n", "\n\n.\n\n", DATAREAD_EBARE_LF, 4, 0, "\r\n\r\n..\r\n\r\n", ""},
+    {"\\r\\n.\\n\\r\\n", "\r\n.\n\r\n", DATAREAD_EBARE_LF, 1, 0, "\r\n..\r\n\r\n", "\r\n.."},
+    {"\\r\\n.\\r", "\r\n.\r", DATAREAD_EBARE_CR, 0, 1, "\r\n.. ", "\r\n.."},
 };
 
 static void
@@ -633,7 +633,8 @@ test_lf_only(void **state)
 	check_out_prefix(&r, "a", 1);
 	run_free(&r);
 	check_case(DATAREAD_NORMALIZE, 0, 0, S("a\nb\n\n.\nQUIT\n"),
-	    EXPECT(.rc = PC_AGAIN, .consumed = 12, OUT("a\r\nb\r\n\r\n\r\nQUIT\r\n"), .bare_lf = 5),
+	    EXPECT(.rc = PC_AGAIN, .consumed = 12, OUT("a\r\nb\r\n\r\n..\r\nQUIT\r\n"),
+	        .bare_lf = 5),
 	    &r);
 	run_free(&r);
 }
@@ -736,17 +737,17 @@ test_normalize_restuff(void **state)
 	check_msg(DATAREAD_NORMALIZE, 0, 0, S("a\r\n...\n\r\n.\r\n"),
 	    EXPECT(OUT("a\r\n...\r\n\r\n"), .bare_lf = 1), &r);
 	run_free(&r);
-	/* ".\r" + CRLF: line ". " unstuffed to " " */
+	/* "." then a bare CR: a lone dot that did not end the data, kept (stuffed) */
 	check_msg(DATAREAD_NORMALIZE, 0, 0, S("a\r\n.\r\r\n.\r\n"),
-	    EXPECT(OUT("a\r\n \r\n"), .bare_cr = 1), &r);
+	    EXPECT(OUT("a\r\n.. \r\n"), .bare_cr = 1), &r);
 	run_free(&r);
 	/* "..\n": "." restuffed ".." and never the end */
 	check_msg(DATAREAD_NORMALIZE, 0, 0, S("a\r\n..\n\r\n.\r\n"),
 	    EXPECT(OUT("a\r\n..\r\n\r\n"), .bare_lf = 1), &r);
 	run_free(&r);
-	/* ".\n" first thing: "" */
-	check_msg(
-	    DATAREAD_NORMALIZE, 0, 0, S(".\n\r\n.\r\n"), EXPECT(OUT("\r\n\r\n"), .bare_lf = 1), &r);
+	/* ".\n" first thing: the lone dot is content, stuffed again */
+	check_msg(DATAREAD_NORMALIZE, 0, 0, S(".\n\r\n.\r\n"),
+	    EXPECT(OUT("..\r\n\r\n"), .bare_lf = 1), &r);
 	run_free(&r);
 }
 
@@ -929,7 +930,10 @@ model_normalize(
 				i++;
 				break;
 			}
-			if (!(first && c == '.')) {
+			/* A leading dot is a stuffing dot, unless the line
+			 * ends right after it: then it is a lone "." that did
+			 * not end the data, kept as content. */
+			if (!(first && c == '.' && in[i + 1] != '\r' && in[i + 1] != '\n')) {
 				if (c == '\0')
 					(*nul)++;
 				else if (c == '\r')
@@ -948,6 +952,29 @@ model_normalize(
 		out[n++] = '\n';
 	}
 	return n;
+}
+
+/* RFC 1870 §4: the size limit excludes the dots that stuff lines. */
+static void
+test_size_excludes_stuffing(void **state)
+{
+	char in[1200];
+	size_t n = 0;
+	struct run r;
+
+	(void)state;
+	/* 100 lines ".xxxxxxx" CR LF: 10 octets each in the message, 11 on the wire */
+	for (int i = 0; i < 100; i++)
+		n += (size_t)snprintf(in + n, sizeof(in) - n, "..xxxxxxx\r\n");
+	memcpy(in + n, ".\r\n", 3);
+	check_msg(
+	    DATAREAD_REJECT, 1000, 0, in, n + 3, EXPECT(.out = in, .out_len = n, SIZE(1000)), &r);
+	run_free(&r);
+	/* one octet more is over */
+	memcpy(in + n, "x\r\n.\r\n", 6);
+	check_msg(DATAREAD_REJECT, 1002, 0, in, n + 6,
+	    EXPECT(.errors = DATAREAD_ETOOBIG, SIZE(1003)), &r);
+	run_free(&r);
 }
 
 static void
@@ -1067,6 +1094,7 @@ main(void)
 	    cmocka_unit_test(test_reject_stops_output),
 	    cmocka_unit_test(test_max_size),
 	    cmocka_unit_test(test_max_line),
+	    cmocka_unit_test(test_size_excludes_stuffing),
 	    cmocka_unit_test(test_random_model),
 	    cmocka_unit_test(test_zero_feed),
 	};
