@@ -567,30 +567,15 @@ host_resume(struct pc_call *call, const struct pc_verdict *v)
 		chain_step(call);
 }
 
-/* call_message - the header index, built on first use at the DATA stage */
+/* call_message - the header index session.c built at the end of DATA
+ * (tx_index): the same one the backend's copy is cut by */
 static int
 call_message(struct pc_call *call)
 {
 	struct transaction *tx = &call->s->tx;
-	size_t want;
-	char *buf;
-	ssize_t n;
 
-	if (!call->in_stage || call->stage != PC_STAGE_DATA || !tx->spool_open)
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || !tx->spool_open || !tx->msg_parsed)
 		return -1;
-	if (tx->msg_parsed)
-		return 0;
-	want = tx->spool.size < MESSAGE_HEADER_MAX ? tx->spool.size : MESSAGE_HEADER_MAX;
-	if ((buf = malloc(want + 1)) == NULL)
-		return -1;
-	n = spool_pread(&tx->spool, 0, buf, want);
-	if (n < 0 || message_parse(&tx->msg, buf, (size_t)n, (size_t)n == tx->spool.size) != 0) {
-		free(buf);
-		message_free(&tx->msg);
-		return -1;
-	}
-	free(buf);
-	tx->msg_parsed = 1;
 	return 0;
 }
 

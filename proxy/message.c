@@ -16,6 +16,9 @@ static size_t line_end(const char *buf, size_t len, size_t off, int *complete);
 static size_t field_name(const char *line, size_t len);
 static int header_add(struct message *m, const char *line, size_t name_len, size_t off);
 static int value_append(struct msg_header *h, const char *s, size_t len);
+static int byname_build(struct message *m);
+static size_t byname_first(const struct message *m, const char *name);
+static int byname_cmp(const void *a, const void *b, void *arg);
 
 /* line_end - the offset after the line starting at off (after its LF) */
 static size_t
@@ -47,18 +50,24 @@ field_name(const char *line, size_t len)
 	return n;
 }
 
-/* value_append - add to the unfolded value */
+/* value_append - add to the unfolded value; the buffer grows by doubling,
+ * so a field folded over thousands of lines costs linear time */
 static int
 value_append(struct msg_header *h, const char *s, size_t len)
 {
-	size_t old = h->value ? strlen(h->value) : 0;
-	char *v = realloc(h->value, old + len + 1);
-
-	if (v == NULL)
-		return -1;
-	memcpy(v + old, s, len);
-	v[old + len] = '\0';
-	h->value = v;
+	if (h->vlen + len + 1 > h->vcap) {
+		size_t cap = h->vcap ? h->vcap : 64;
+		char *v;
+		while (cap < h->vlen + len + 1)
+			cap *= 2;
+		if ((v = realloc(h->value, cap)) == NULL)
+			return -1;
+		h->value = v;
+		h->vcap = cap;
+	}
+	memcpy(h->value + h->vlen, s, len);
+	h->vlen += len;
+	h->value[h->vlen] = '\0';
 	return 0;
 }
 
@@ -99,7 +108,7 @@ message_parse(struct message *m, const char *buf, size_t len, int whole)
 		size_t vlen;
 
 		if (!complete && !whole)
-			break; /* cut by MESSAGE_HEADER_MAX: the rest is body */
+			break;
 		vlen = n;
 		if (vlen > 0 && line[vlen - 1] == '\n')
 			vlen--;
@@ -107,7 +116,7 @@ message_parse(struct message *m, const char *buf, size_t len, int whole)
 			vlen--;
 		if (vlen == 0) { /* the blank line */
 			m->body_off = end;
-			return 0;
+			return byname_build(m);
 		}
 		if ((line[0] == ' ' || line[0] == '\t') && m->nh > 0) {
 			struct msg_header *h = &m->h[m->nh - 1];
@@ -117,8 +126,10 @@ message_parse(struct message *m, const char *buf, size_t len, int whole)
 			off = end;
 			continue;
 		}
-		if ((name_len = field_name(line, vlen)) == 0)
-			break; /* not a header field: the body starts here */
+		if ((name_len = field_name(line, vlen)) == 0) {
+			m->body_off = off; /* not a header field: the body starts here */
+			return byname_build(m);
+		}
 		if (header_add(m, line, name_len, off) != 0)
 			return -1;
 		v = (const char *)memchr(line, ':', vlen) + 1;
@@ -129,19 +140,64 @@ message_parse(struct message *m, const char *buf, size_t len, int whole)
 		m->h[m->nh - 1].len = n;
 		off = end;
 	}
+	/* The end of buf, inside the header section: all of it, if buf
+	 * is the whole message; if not, the section goes on past it. */
 	m->body_off = off;
+	m->truncated = !whole;
+	return byname_build(m);
+}
+
+/* byname_cmp - qsort_r order of the name index: name (any case), then place */
+static int
+byname_cmp(const void *a, const void *b, void *arg)
+{
+	const struct message *m = arg;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int c = strcasecmp(m->h[x].name, m->h[y].name);
+
+	return c != 0 ? c : (x > y) - (x < y);
+}
+
+/* byname_build - sort the fields by name, once per message */
+static int
+byname_build(struct message *m)
+{
+	if (m->nh == 0)
+		return 0;
+	if ((m->byname = malloc(m->nh * sizeof(*m->byname))) == NULL)
+		return -1;
+	for (size_t i = 0; i < m->nh; i++)
+		m->byname[i] = i;
+	qsort_r(m->byname, m->nh, sizeof(*m->byname), byname_cmp, m);
 	return 0;
 }
 
-/* message_header - look a field up by name */
+/* byname_first - where the fields called name start in byname (nh: none) */
+static size_t
+byname_first(const struct message *m, const char *name)
+{
+	size_t lo = 0, hi = m->nh;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcasecmp(m->h[m->byname[mid]].name, name) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < m->nh && strcasecmp(m->h[m->byname[lo]].name, name) == 0 ? lo : m->nh;
+}
+
+/* message_header - look a field up by name: a binary search, not a scan */
 const char *
 message_header(const struct message *m, const char *name, size_t n)
 {
-	for (size_t i = 0; i < m->nh; i++) {
-		if (strcasecmp(m->h[i].name, name) == 0 && n-- == 0)
-			return m->h[i].value;
-	}
-	return NULL;
+	size_t i;
+
+	if (m->byname == NULL || (i = byname_first(m, name)) == m->nh || n >= m->nh - i)
+		return NULL;
+	i += n;
+	return strcasecmp(m->h[m->byname[i]].name, name) == 0 ? m->h[m->byname[i]].value : NULL;
 }
 
 /* message_remove - mark fields for leaving out */
@@ -150,11 +206,12 @@ message_remove(struct message *m, const char *name)
 {
 	size_t count = 0;
 
-	for (size_t i = 0; i < m->nh; i++) {
-		if (strcasecmp(m->h[i].name, name) == 0) {
-			m->h[i].removed = 1;
-			count++;
-		}
+	if (m->byname == NULL)
+		return 0;
+	for (size_t i = byname_first(m, name);
+	     i < m->nh && strcasecmp(m->h[m->byname[i]].name, name) == 0; i++) {
+		m->h[m->byname[i]].removed = 1;
+		count++;
 	}
 	return count;
 }
@@ -168,5 +225,6 @@ message_free(struct message *m)
 		free(m->h[i].value);
 	}
 	free(m->h);
+	free(m->byname);
 	memset(m, 0, sizeof(*m));
 }

@@ -8,14 +8,10 @@
 
 #include <stddef.h>
 
-/* How much of a message is read to find its header section. A header
- * section larger than this is indexed up to here; the rest counts as body.
- * It bounds what one message can make us hold in memory for filters. */
-#define MESSAGE_HEADER_MAX (256 * 1024)
-
 struct msg_header {
 	char *name; /* as written */
 	char *value; /* unfolded, without leading blanks or the final CR LF */
+	size_t vlen, vcap; /* its length, and what is allocated */
 	size_t off, len; /* the raw field, continuation lines and CR LFs included */
 	int removed; /* a filter asked to leave it out */
 };
@@ -24,14 +20,20 @@ struct message {
 	struct msg_header *h;
 	size_t nh, cap;
 	size_t body_off; /* the first octet after the blank line (or of the body) */
+	int truncated; /* buf ended inside the header section (not whole) */
+	size_t *byname; /* field indexes sorted by name (any case), then order */
 };
 
 /*
  * message_parse - index the header fields at the start of buf (len octets,
  * whole when buf holds the entire message). The header section ends at an
  * empty line, at a line that is not a header field (then the body starts
- * with that line), or at the end of what is in buf. Returns 0 or -1 (out of
- * memory).
+ * with that line), or at the end of what is in buf; when buf is not the
+ * whole message and ends before the section does, truncated is set (the
+ * caller refuses such a message: filters and the backend must agree on
+ * where the headers end). Lookups by name are O(log n), so a message with
+ * thousands of fields of one name costs no more than it must. Returns 0 or
+ * -1 (out of memory).
  */
 int message_parse(struct message *m, const char *buf, size_t len, int whole);
 

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -126,17 +127,65 @@ test_truncated(void **state)
 {
 	struct message m;
 
-	/* Cut mid-line by MESSAGE_HEADER_MAX: the incomplete line is not a
-	 * field; the index stops before it. */
+	/* Cut mid-line at max_header_size: the section goes on past what was
+	 * read, and the caller is told (it refuses the message). */
 	parse(&m, "A: 1\r\nB: tr", 0);
 	assert_int_equal(m.nh, 1);
+	assert_true(m.truncated);
+	message_free(&m);
+	/* Cut right after a complete field: still inside the section. */
+	parse(&m, "A: 1\r\nB: 2\r\n", 0);
+	assert_true(m.truncated);
+	message_free(&m);
+	/* The section ends within what was read: not truncated. */
+	parse(&m, "A: 1\r\n\r\nbo", 0);
+	assert_false(m.truncated);
+	message_free(&m);
+	parse(&m, "A: 1\r\nnot a field\r\nbo", 0);
+	assert_false(m.truncated);
 	assert_int_equal(m.body_off, strlen("A: 1\r\n"));
 	message_free(&m);
 	/* The same bytes as a whole message: the last line counts. */
 	parse(&m, "A: 1\r\nB: tr", 1);
 	assert_int_equal(m.nh, 2);
+	assert_false(m.truncated);
 	assert_string_equal(m.h[1].value, "tr");
 	message_free(&m);
+}
+
+/* Thousands of fields of one name, and one field folded over thousands of
+ * lines: every lookup by name answers, in order, and nothing is quadratic
+ * (the folded value grows by doubling; lookups are a binary search). */
+static void
+test_many_fields(void **state)
+{
+	enum { N = 30000 };
+	size_t cap = (size_t)N * 24 + 64, o = 0;
+	char *t = malloc(cap);
+	struct message m;
+
+	assert_non_null(t);
+	for (int i = 0; i < N; i++)
+		o += (size_t)snprintf(t + o, cap - o, "%s: %d\r\n", i % 2 ? "Subject" : "x-a", i);
+	o += (size_t)snprintf(t + o, cap - o, "Fold: a\r\n");
+	for (int i = 0; i < N; i++)
+		o += (size_t)snprintf(t + o, cap - o, " b\r\n");
+	snprintf(t + o, cap - o, "\r\nbody\r\n");
+	parse(&m, t, 1);
+	assert_int_equal(m.nh, N + 1);
+	for (size_t n = 0; n < N / 2; n++) {
+		char want[16];
+		snprintf(want, sizeof(want), "%zu", 2 * n + 1);
+		assert_string_equal(message_header(&m, "SUBJECT", n), want);
+	}
+	assert_null(message_header(&m, "subject", N / 2));
+	assert_string_equal(message_header(&m, "X-A", 0), "0");
+	assert_null(message_header(&m, "x-b", 0));
+	assert_int_equal(strlen(message_header(&m, "fold", 0)), 1 + 2 * N);
+	assert_int_equal(message_remove(&m, "subject"), N / 2);
+	assert_true(m.h[1].removed && !m.h[0].removed);
+	message_free(&m);
+	free(t);
 }
 
 static void
@@ -160,6 +209,7 @@ main(void)
 	    cmocka_unit_test(test_lookup_and_remove),
 	    cmocka_unit_test(test_odd_shapes),
 	    cmocka_unit_test(test_truncated),
+	    cmocka_unit_test(test_many_fields),
 	    cmocka_unit_test(test_lf_only),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
