@@ -2,7 +2,9 @@
  * smtp_parse.c - pure SMTP parsers (see smtp_parse.h).
  *
  * Exports smtp_parse_command, smtp_verb_name, smtp_parse_path, smtp_path_param,
- * smtp_reply_init, smtp_reply_feed, smtp_reply_line and smtp_caps_parse. Input
+ * smtp_reply_init, smtp_reply_feed, smtp_reply_line, smtp_caps_parse,
+ * smtp_valid_hostname, smtp_utf8_check, smtp_base64_valid and
+ * smtp_sasl_mech_valid. Input
  * is untrusted: every function bounds what it reads and what it writes.
  */
 #include <ctype.h>
@@ -490,4 +492,73 @@ smtp_valid_hostname(const char *name, size_t len)
 	}
 	/* "192.0.2.1" is an address dressed as a name. */
 	return !digits_only;
+}
+
+/* smtp_utf8_check - 0: ASCII only; 1: valid UTF-8 with non-ASCII; -1: not UTF-8 */
+int
+smtp_utf8_check(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	int wide = 0;
+
+	while (p < end) {
+		unsigned c = *p++, need, cp, min;
+		if (c < 0x80)
+			continue;
+		wide = 1;
+		/* RFC 3629 §4: no overlong forms, no surrogates, nothing past
+		 * U+10FFFF (so no 0xC0, 0xC1 or 0xF5..0xFF lead octets). */
+		if (c >= 0xC2 && c <= 0xDF)
+			need = 1, cp = c & 0x1F, min = 0x80;
+		else if (c >= 0xE0 && c <= 0xEF)
+			need = 2, cp = c & 0x0F, min = 0x800;
+		else if (c >= 0xF0 && c <= 0xF4)
+			need = 3, cp = c & 0x07, min = 0x10000;
+		else
+			return -1;
+		if ((size_t)(end - p) < need)
+			return -1;
+		for (unsigned i = 0; i < need; i++, p++) {
+			if ((*p & 0xC0) != 0x80)
+				return -1;
+			cp = (cp << 6) | (*p & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return -1;
+	}
+	return wide;
+}
+
+/* smtp_base64_valid - RFC 4648 §4 base64 with padding, nothing else (no
+ * spaces, no line breaks, no bytes outside the alphabet) */
+int
+smtp_base64_valid(const char *s, size_t len)
+{
+	size_t pad = 0;
+
+	if (len == 0 || len % 4 != 0)
+		return 0;
+	while (pad < 2 && s[len - 1 - pad] == '=')
+		pad++;
+	for (size_t i = 0; i < len - pad; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!isalnum(c) && c != '+' && c != '/')
+			return 0;
+	}
+	return 1;
+}
+
+/* smtp_sasl_mech_valid - RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, '-' and '_'
+ * (any case: RFC 4954 mechanism names are case-insensitive) */
+int
+smtp_sasl_mech_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > 20)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!isalnum(c) && c != '-' && c != '_')
+			return 0;
+	}
+	return 1;
 }

@@ -162,4 +162,16 @@ void smtp_caps_parse(const struct smtp_reply *reply, struct smtp_caps *caps);
  * go on into XCLIENT and logs. */
 int smtp_valid_hostname(const char *name, size_t len);
 
+/* smtp_utf8_check - 0 for ASCII, 1 for valid UTF-8 with non-ASCII characters
+ * (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF),
+ * -1 for anything else. */
+int smtp_utf8_check(const char *s, size_t len);
+
+/* smtp_base64_valid - is this base64 with correct padding and nothing else
+ * (an AUTH answer, RFC 4954 §4)? An empty string is not. */
+int smtp_base64_valid(const char *s, size_t len);
+
+/* smtp_sasl_mech_valid - is this a SASL mechanism name (RFC 4422 §3.1)? */
+int smtp_sasl_mech_valid(const char *s, size_t len);
+
 #endif

@@ -1111,6 +1111,62 @@ test_hostname_invalid(void **state)
 	assert_true(smtp_valid_hostname("ab\x01", 2));
 }
 
+/* RFC 3629: what a command line may hold */
+static void
+test_utf8(void **state)
+{
+	static const struct {
+		const char *s;
+		int want;
+	} cases[] = {
+	    {"MAIL FROM:<a@b.test>", 0}, {"", 0}, {"j\xc3\xb6@a.test", 1}, /* U+00F6 */
+	    {"\xe2\x82\xac", 1}, /* U+20AC */
+	    {"\xf0\x9f\x98\x80", 1}, /* U+1F600 */
+	    {"\xf4\x8f\xbf\xbf", 1}, /* U+10FFFF, the last */
+	    {"\xff\xfe@a.test", -1}, {"\xc0\xaf", -1}, /* overlong "/" */
+	    {"\xc1\xbf", -1}, {"\xe0\x80\xaf", -1}, /* overlong, three octets */
+	    {"\xf0\x80\x80\xaf", -1}, /* overlong, four octets */
+	    {"\xed\xa0\x80", -1}, /* U+D800, a surrogate */
+	    {"\xf4\x90\x80\x80", -1}, /* past U+10FFFF */
+	    {"\xf5\x80\x80\x80", -1}, {"\xc3", -1}, /* cut short */
+	    {"\xe2\x82", -1}, {"a\x80", -1}, /* a continuation octet alone */
+	    {"\xc3\x28", -1}, /* not a continuation */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = smtp_utf8_check(cases[i].s, strlen(cases[i].s));
+		if (got != cases[i].want)
+			fail_msg("case %zu: %d, want %d", i, got, cases[i].want);
+	}
+}
+
+/* RFC 4954 §4: an AUTH answer is base64, nothing else */
+static void
+test_base64_and_mech(void **state)
+{
+	(void)state;
+	assert_true(smtp_base64_valid("dXNlcg==", 8));
+	assert_true(smtp_base64_valid("AGFAYg==", 8));
+	assert_true(smtp_base64_valid("YWJj", 4));
+	assert_true(smtp_base64_valid("a+/9", 4));
+	assert_false(smtp_base64_valid("", 0));
+	assert_false(smtp_base64_valid("dXNlcg=", 7)); /* not a multiple of 4 */
+	assert_false(smtp_base64_valid("dXNl\rcg==", 9));
+	assert_false(smtp_base64_valid("dXNlcg==\rMAIL FROM:<evil@x.test>", 33));
+	assert_false(smtp_base64_valid("dX Nlcg=", 8));
+	assert_false(smtp_base64_valid("dX\0Ncg==", 8));
+	assert_false(smtp_base64_valid("d===", 4)); /* padding is at most two */
+	assert_false(smtp_base64_valid("dX=l", 4)); /* padding only at the end */
+	assert_false(smtp_base64_valid("\x1b[31", 4));
+	assert_true(smtp_sasl_mech_valid("PLAIN", 5));
+	assert_true(smtp_sasl_mech_valid("SCRAM-SHA-256", 13));
+	assert_true(smtp_sasl_mech_valid("login", 5));
+	assert_false(smtp_sasl_mech_valid("", 0));
+	assert_false(smtp_sasl_mech_valid("PL@IN", 5));
+	assert_false(smtp_sasl_mech_valid("ABCDEFGHIJKLMNOPQRSTU", 21)); /* 21 */
+}
+
 int
 main(void)
 {
@@ -1149,6 +1205,8 @@ main(void)
 	    cmocka_unit_test(test_caps_none),
 	    cmocka_unit_test(test_hostname_valid),
 	    cmocka_unit_test(test_hostname_invalid),
+	    cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_base64_and_mech),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
