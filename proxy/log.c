@@ -53,17 +53,28 @@ prio_name(int prio)
 void
 log_msg(int prio, const char *sid, const char *fmt, ...)
 {
-	char msg[2048];
+	char msg[LOG_LINE_MAX];
 	va_list ap;
-	int n = 0;
+	int n = 0, m;
 
 	if (prio == LOG_DEBUG && !log_debug_on)
 		return;
 	if (sid != NULL)
 		n = snprintf(msg, sizeof(msg), "id=%s ", sid);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		n = 0;
 	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	m = vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
 	va_end(ap);
+	if (m > 0 && (size_t)m >= sizeof(msg) - (size_t)n) {
+		/* Never cut silently: say so, and how much was lost. Callers
+		 * with long lists split them (tx_log) so this is a last resort. */
+		char mark[48];
+		int k = snprintf(mark, sizeof(mark), " ...[cut %zu octets]",
+		    (size_t)m - (sizeof(msg) - (size_t)n - 1));
+		if (k > 0)
+			memcpy(msg + sizeof(msg) - 1 - (size_t)k, mark, (size_t)k + 1);
+	}
 
 	if (log_where == CONFIG_LOG_SYSLOG) {
 		syslog(prio, "%s", msg);
@@ -73,7 +84,7 @@ log_msg(int prio, const char *sid, const char *fmt, ...)
 	 * and stderr stays unbuffered without costing a call per fragment. */
 	struct timeval tv;
 	struct tm tm;
-	char line[2200];
+	char line[LOG_LINE_MAX + 128];
 	int len;
 	if (log_pid == 0)
 		log_pid = (int)getpid();

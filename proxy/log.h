@@ -9,6 +9,10 @@
 
 #include "config.h"
 
+/* The longest log line, without the time stamp and program prefix; a
+ * longer message is cut, and says so (" ...[cut N octets]"). */
+#define LOG_LINE_MAX 8192
+
 void log_init(enum config_log where, int debug);
 
 /* log_msg - one line; sid may be NULL for lines about the daemon itself. */
