@@ -586,6 +586,10 @@ config_set(
 		if (r == -2)
 			return errf(err, errlen, file, line, "%s: more than %d entries", key,
 			    CONFIG_LISTEN_MAX);
+		if (r == 0 && k->off == F(client_ipv6_prefix) && cfg->client_ipv6_prefix > 128)
+			return errf(err, errlen, file, line,
+			    "%s: bad value \"%s\": expected a prefix length from 1 to 128", key,
+			    value);
 		if (r != 0) {
 			if (k->min > 1 && (k->kind == K_SIZE || k->kind == K_COUNT))
 				return errf(err, errlen, file, line,
@@ -780,10 +784,6 @@ config_check(struct config *cfg, char *err, size_t errlen)
 		return errf(err, errlen, file,
 		    config_key_line(cfg, cfg->tls_cert[0] ? "tls_cert" : "tls_key"),
 		    "tls_cert and tls_key go together");
-	if (cfg->client_ipv6_prefix > 128)
-		return errf(err, errlen, file, config_key_line(cfg, "client_ipv6_prefix"),
-		    "client_ipv6_prefix: %llu is not a prefix length (1 to 128)",
-		    (unsigned long long)cfg->client_ipv6_prefix);
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		cfg->max_connections_per_ip = cfg->max_connections;
 	return 0;

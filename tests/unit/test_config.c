@@ -99,6 +99,8 @@ test_defaults(void **state)
 	assert_true(cfg.max_line_length == 2048);
 	assert_true(cfg.max_data_line_length == 65536);
 	assert_true(cfg.max_errors == 20);
+	assert_true(cfg.max_header_size == 256 * KB);
+	assert_true(cfg.client_ipv6_prefix == 64);
 	assert_true(cfg.timeout_ms == 300000);
 	assert_true(cfg.data_timeout_ms == 600000);
 	assert_true(cfg.backend_connect_timeout_ms == 30000);
@@ -1120,10 +1122,34 @@ test_listen_equal(void **state)
 	    "listen = 127.0.0.1:25\nlisten = 127.0.0.1:465 tls\n", config_listen_equal));
 }
 
+/* the keys issue 12 added: their ranges */
+static void
+test_hardening_keys(void **state)
+{
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	(void)state;
+	check_bad_value("client_ipv6_prefix", "129");
+	check_bad_value("client_ipv6_prefix", "0");
+	check_bad_value("client_ipv6_prefix", "-1");
+	check_bad_value("max_header_size", "1000"); /* under 1k */
+	check_bad_value("max_header_size", "lots");
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:10025\nclient_ipv6_prefix = 128\n"
+	                     "max_header_size = 1M\n",
+	                     err),
+	    0);
+	assert_true(cfg.client_ipv6_prefix == 128);
+	assert_true(cfg.max_header_size == MB);
+	config_free(&cfg);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_hardening_keys),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_chain_keys),
 	    cmocka_unit_test(test_full),
