@@ -9,6 +9,7 @@
  * trusted: a malformed one is BACKEND_GARBLED and the leg is dead.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -60,6 +61,7 @@ backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb)
 
 	s->be.pending = cb;
 	smtp_reply_init(&s->be.reply);
+	s->be.reply_done = 0;
 	evtimer_add(s->be.deadline, &tv);
 }
 
@@ -76,6 +78,34 @@ backend_command(struct session *s, const char *line, size_t len, uint64_t timeou
 	struct evbuffer *out = b->conn->out;
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+	backend_arm(s, timeout_ms, cb);
+	conn_flush(b->conn);
+}
+
+/* backend_commandf - backend_command with the line formatted straight into
+ * the output buffer: no intermediate buffer whose size could cut (or
+ * overrun) a command built from client input */
+void
+backend_commandf(struct session *s, uint64_t timeout_ms, backend_cb cb, const char *fmt, ...)
+{
+	struct backend *b = &s->be;
+	va_list ap;
+	int r;
+
+	if (b->dead || b->conn == NULL) {
+		cb(s, BACKEND_LOST, NULL);
+		return;
+	}
+	va_start(ap, fmt);
+	r = evbuffer_add_vprintf(b->conn->out, fmt, ap);
+	va_end(ap);
+	if (r < 0 || evbuffer_add(b->conn->out, "\r\n", 2) != 0) {
+		/* Out of memory half-way: the line may be partial, so the
+		 * leg is no longer usable. */
+		b->dead = 1;
+		cb(s, BACKEND_LOST, NULL);
+		return;
+	}
 	backend_arm(s, timeout_ms, cb);
 	conn_flush(b->conn);
 }
@@ -158,7 +188,7 @@ backend_finish(struct session *s, enum backend_result res)
 	b->dead = 1;
 	if (b->conn != NULL)
 		conn_read_stop(b->conn);
-	session_backend_gone(s);
+	session_backend_gone(s, res);
 }
 
 /* backend_read_cb - read reply lines */
@@ -182,6 +212,10 @@ backend_read_cb(struct conn *c, void *arg)
 			}
 			return;
 		}
+		if (b->reply_done) { /* a reply after the last one: on its own */
+			smtp_reply_init(&b->reply);
+			b->reply_done = 0;
+		}
 		r = smtp_reply_feed(&b->reply, line, n);
 		if (r == PC_ERROR) {
 			char q[200];
@@ -192,7 +226,25 @@ backend_read_cb(struct conn *c, void *arg)
 			return;
 		}
 		free(line);
+		if (r == PC_DONE && evbuffer_get_length(in) > 0) {
+			/* One command is outstanding at a time, so a complete
+			 * reply is all the backend may have sent: anything after
+			 * it (a second reply, bytes after a 220 to STARTTLS) would
+			 * otherwise answer our next command. Where the segment
+			 * boundaries fall must not matter (DESIGN §2). */
+			char q[200];
+			size_t l = evbuffer_get_length(in);
+			const unsigned char *extra = evbuffer_pullup(in, l < 80 ? (ssize_t)l : 80);
+			log_warn(s->id,
+			    "backend sent %zu octets after its %d reply, before our next "
+			    "command: \"%s\"; closing",
+			    l, b->reply.code,
+			    log_quote(q, sizeof(q), (const char *)extra, l < 80 ? l : 80));
+			backend_finish(s, BACKEND_SURPLUS);
+			return;
+		}
 		if (r == PC_DONE) {
+			b->reply_done = 1;
 			if (b->pending == NULL) {
 				size_t l;
 				const char *t = smtp_reply_line(&b->reply, 0, &l);

@@ -112,9 +112,12 @@ static const char *
 escape(char *buf, size_t size, const char *s, size_t len, int strict)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
+	size_t o = 0, i;
 
-	for (size_t i = 0; i < len && o + 5 < size; i++) {
+	if (size == 0)
+		return buf;
+	/* Room is kept for "..." so a cut copy says it is one. */
+	for (i = 0; i < len && o + 5 + 3 < size; i++) {
 		unsigned char c = (unsigned char)s[i];
 		int keep = strict ? c >= 0x20 && c < 0x7f && c != '\\' && c != '"'
 		                  : c >= 0x20 && c != 0x7f;
@@ -127,8 +130,11 @@ escape(char *buf, size_t size, const char *s, size_t len, int strict)
 			buf[o++] = hex[c & 15];
 		}
 	}
-	if (size > 0)
-		buf[o < size ? o : size - 1] = '\0';
+	if (i < len && o + 3 < size) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o < size ? o : size - 1] = '\0';
 	return buf;
 }
 

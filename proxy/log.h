@@ -23,7 +23,8 @@ void log_msg(int prio, const char *sid, const char *fmt, ...) __attribute__((for
 #define log_err(sid, ...) log_msg(LOG_ERR, sid, __VA_ARGS__)
 #define log_debug(sid, ...) log_msg(LOG_DEBUG, sid, __VA_ARGS__)
 
-/* log_quote - printable copy of untrusted bytes for a log line ("\xNN" escapes). */
+/* log_quote - printable copy of untrusted bytes for a log line ("\xNN" escapes);
+ * a copy cut to fit buf ends in "...". */
 const char *log_quote(char *buf, size_t size, const char *s, size_t len);
 
 /* log_clean - a copy for one log line: control bytes (CR, LF...) escaped. */

@@ -24,6 +24,12 @@
 #define R_TIMEOUT "421 4.4.2 %s Error: timeout exceeded"
 #define R_TOO_MANY_ERRORS "421 4.7.0 %s Error: too many errors"
 #define R_SHUTDOWN "421 4.3.2 %s Service shutting down, try again later"
+#define R_BACKEND_PROTOCOL "421 4.4.2 %s Mail server protocol error, closing"
+#define R_BACKEND_XCLIENT "421 4.4.1 %s Service not available (mail server refused XCLIENT)"
+/* Postfix's smtpd_forbid_unauth_pipelining and smtpd_forbidden_commands:
+ * the connection is closed after these too. */
+#define R_PIPELINING "554 5.5.0 Error: SMTP protocol synchronization"
+#define R_FORBIDDEN_CMD "221 2.7.0 Error: I can break rules, too. Goodbye."
 
 #define R_BACKEND_LOST "451 4.4.2 Lost connection to mail server, try again later"
 #define R_BACKEND_TIMEOUT "451 4.4.2 Mail server timed out, try again later"
@@ -34,6 +40,11 @@
 #define R_LINE_TOO_LONG "500 5.5.2 Error: line too long"
 #define R_UNKNOWN "500 5.5.2 Error: command not recognized"
 #define R_BAD_SYNTAX "500 5.5.2 Error: bad syntax"
+#define R_BAD_UTF8 "500 5.5.2 Error: bad UTF-8 syntax"
+#define R_NEED_SMTPUTF8 "553 5.6.7 Error: a non-ASCII address needs MAIL FROM with SMTPUTF8"
+#define R_AUTH_BAD_B64 "501 5.5.2 Invalid base64 data in AUTH response"
+#define R_AUTH_BAD_MECH "501 5.5.4 Error: invalid AUTH mechanism name"
+#define R_DUP_PARAM "501 5.5.4 Error: parameter given twice"
 #define R_HELO_SYNTAX "501 5.5.4 Syntax: HELO hostname"
 #define R_EHLO_SYNTAX "501 5.5.4 Syntax: EHLO hostname"
 #define R_MAIL_SYNTAX "501 5.5.4 Syntax: MAIL FROM:<address>"
@@ -61,6 +72,7 @@
 #define R_NUL_IN_MESSAGE "550 5.6.0 Error: NUL character in message"
 #define R_LONG_DATA_LINE "550 5.5.2 Error: message line too long"
 #define R_TOO_BIG "552 5.3.4 Error: message too big"
+#define R_HEADERS_TOO_BIG "552 5.3.4 Error: message header section too big"
 #define R_NO_VALID_RCPT "554 5.5.1 Error: no valid recipients"
 #define R_PARAM_UNSUPPORTED "555 5.5.4 Error: unsupported parameter"
 

@@ -12,6 +12,7 @@
  * buffer. Deadlines, not idle timers, bound every wait on the client.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -63,20 +64,33 @@ static void session_event_cb(struct conn *c, int what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void session_process(struct session *s);
 static int session_data_input(struct session *s);
+static int line_has_cr(struct evbuffer *in, size_t len);
 static void session_command(struct session *s, char *line, size_t len);
+static int command_forbidden(const char *line, size_t len);
+static int data_will_start(struct session *s);
 static void session_hooks(
     struct session *s, enum hook_stage stage, void (*proceed)(struct session *));
 static void session_done(struct session *s);
 static void session_start(struct session *s);
 static void session_begin(struct session *s);
+static void session_greet(struct session *s);
+static void session_hangup(struct session *s, const char *reply, const char *why);
+static const char *input_quote(struct session *s, char *buf, size_t size);
 static void session_proxy_cb(evutil_socket_t fd, short what, void *arg);
 static void session_tls_done(struct session *s);
+static void session_forget(struct session *s);
+static void on_forget_banner(
+    struct session *s, enum backend_result res, const struct smtp_reply *r);
+static int backend_greeted(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void session_auth_line(struct session *s, char *line, size_t len);
 static int check_starttls(struct session *s);
 static void proceed_starttls(struct session *s);
 static int check_auth(struct session *s);
 static void proceed_auth(struct session *s);
 static void on_auth(struct session *s, enum backend_result res, const struct smtp_reply *r);
+static void auth_cancel(struct session *s, const char *reply);
+static const char *auth_syntax(const char *arg, size_t len);
+static int auth_answer_ok(const char *line, size_t len);
 static void on_auth_cancelled(
     struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *r);
@@ -94,8 +108,9 @@ static void session_verdict(struct session *s, enum pc_stage stage, const struct
 static void helo_reply(struct session *s, const struct smtp_caps *caps);
 static void tx_begin(struct session *s);
 static void tx_add_rcpt(struct session *s, const char *addr, int dropped);
-static size_t rcpt_list(const struct transaction *tx, int dropped, char *buf, size_t size);
+static const struct rcpt *rcpt_list(const struct rcpt *r, int dropped, char *buf, size_t size);
 static void data_refuse(struct session *s, const char *reply, const char *status);
+static const char *tx_index(struct session *s);
 static void session_reply(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void session_relay(struct session *s, const struct smtp_reply *r);
@@ -106,15 +121,22 @@ static int session_backend_ok(
     struct session *s, enum backend_result res, const struct smtp_reply *r, const char *classes);
 static void tx_end(struct session *s, const char *status, const char *reply);
 static void tx_log(struct session *s, const char *status, const char *reply);
+static size_t reply_text(const struct smtp_reply *r, char *buf, size_t size);
+static char *quote_dup(const char *p);
 static void data_emit(void *arg, const char *bytes, size_t len);
 
 static int check_helo(struct session *s);
+static int mail_params_check(struct session *s);
+static int xtext_valid(const char *v, size_t len);
+static unsigned long long mail_size_limit(struct session *s);
+static int param_listed(const char *params, const char *kw);
 static int check_mail(struct session *s);
 static int check_rcpt(struct session *s);
 static int check_data(struct session *s);
 static int check_noargs(struct session *s);
 static int check_any(struct session *s);
 static void proceed_helo(struct session *s);
+static void helo_ehlo_again(struct session *s);
 static void proceed_mail(struct session *s);
 static void proceed_rcpt(struct session *s);
 static void proceed_data(struct session *s);
@@ -151,7 +173,6 @@ static const struct command commands[] = {
     {SMTP_VERB_VRFY, check_any, HOOK_NONE, proceed_vrfy},
     {SMTP_VERB_EXPN, check_any, HOOK_NONE, proceed_not_impl},
     {SMTP_VERB_ETRN, check_any, HOOK_NONE, proceed_not_impl},
-    {SMTP_VERB_BDAT, check_any, HOOK_NONE, proceed_not_impl},
     {SMTP_VERB_STARTTLS, check_starttls, HOOK_NONE, proceed_starttls},
     {SMTP_VERB_AUTH, check_auth, HOOK_NONE, proceed_auth},
     /* Only a trusted proxy may say who the client is: never the client. */
@@ -167,7 +188,7 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 {
 	struct config *cfg = srv->cfg;
 	struct session *s;
-	char ip[64] = "?", port[8] = "0", msg[600];
+	char ip[64] = "?", port[8] = "0", key[64] = "", msg[600];
 	int one = 1;
 
 	getnameinfo(sa, (socklen_t)salen, ip, sizeof(ip), port, sizeof(port),
@@ -189,14 +210,14 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	if (!l->proxy && server_ip_acquire(srv, ip) != 0) {
+	if (!l->proxy && server_ip_acquire(srv, ip, key, sizeof(key)) != 0) {
 		log_warn(NULL, "refused client=%s:%s: max_connections_per_ip reached", ip, port);
 		snprintf(msg, sizeof(msg), R_TOO_MANY_CONN_IP "\r\n", cfg->hostname);
 		goto refuse;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		if (!l->proxy)
-			server_ip_release(srv, ip);
+			server_ip_release(srv, key);
 		log_err(NULL, "out of memory accepting client=%s:%s", ip, port);
 		close(fd);
 		return;
@@ -215,6 +236,7 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 	s->chain = s->gen->chain;
 	s->listener = l;
 	s->ip_held = !l->proxy;
+	snprintf(s->ip_key, sizeof(s->ip_key), "%s", key);
 	s->tls_implicit = l->tls;
 	s->state = SESSION_CONNECTING;
 	s->tx.rcpt_tail = &s->tx.rcpts;
@@ -300,7 +322,7 @@ session_proxy_cb(evutil_socket_t fd, short what, void *arg)
 		snprintf(s->peer, sizeof(s->peer), "%s:%s", s->client_ip, s->client_port);
 		log_info(s->id, "PROXY v%d header from %s: client=%s", pp.version, via, s->peer);
 	}
-	if (server_ip_acquire(s->srv, s->client_ip) != 0) {
+	if (server_ip_acquire(s->srv, s->client_ip, s->ip_key, sizeof(s->ip_key)) != 0) {
 		log_warn(s->id, "refused client=%s: max_connections_per_ip reached", s->peer);
 		session_close(s, R_TOO_MANY_CONN_IP);
 		return;
@@ -362,12 +384,59 @@ session_tls_done(struct session *s)
 		session_begin(s);
 		return;
 	}
-	/* RFC 3207 §4.2: after STARTTLS the client starts over with EHLO. */
+	s->state = SESSION_COMMAND;
+	session_forget(s);
+}
+
+/*
+ * session_forget - RFC 3207 §4.2: after STARTTLS, forget everything the
+ * client said before it (EHLO, AUTH, the transaction), as if it had just
+ * connected; only the TLS layer's own facts stay. The one place that does
+ * this: the transport has already dropped the plaintext it buffered.
+ */
+static void
+session_forget(struct session *s)
+{
+	int had_auth = s->auth_user != NULL;
+
 	tx_end(s, "aborted", "STARTTLS");
 	free(s->helo);
 	s->helo = NULL;
 	s->ehlo = 0;
-	s->state = SESSION_COMMAND;
+	free(s->auth_user);
+	s->auth_user = NULL;
+	free(s->auth_candidate);
+	s->auth_candidate = NULL;
+	s->auth_mech[0] = '\0';
+	s->auth_step = 0;
+	s->xclient_next = 0;
+	s->xclient_failed = 0;
+	if (had_auth && !s->blackhole) {
+		/* The backend leg is still logged in, and an MTA forgets AUTH
+		 * only with the connection: a new leg, so nothing relays on
+		 * credentials this client no longer holds. */
+		log_info(s->id, "client=%s: STARTTLS after AUTH: new backend connection", s->peer);
+		backend_close(s);
+		s->be.dead = 0;
+		s->be_tls_started = 0;
+		memset(&s->be.caps, 0, sizeof(s->be.caps));
+		if (backend_connect(s, on_forget_banner) != 0) {
+			log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
+			session_close(s, R_BACKEND_DOWN);
+		}
+		return;
+	}
+	session_done(s);
+}
+
+/* on_forget_banner - the new backend leg after STARTTLS greeted */
+static void
+on_forget_banner(struct session *s, enum backend_result res, const struct smtp_reply *r)
+{
+	if (!backend_greeted(s, res, r)) {
+		s->busy = 0;
+		return;
+	}
 	session_done(s);
 }
 
@@ -401,9 +470,7 @@ on_connect_verdict(struct session *s, const struct chain_result *r)
 		s->blackhole = 1;
 		s->bh_by = r->by;
 		s->bh_stage = "connect";
-		s->state = SESSION_COMMAND;
-		session_reply(s, R_BANNER, s->cfg->hostname);
-		session_process(s);
+		session_greet(s);
 		return;
 	case PC_REJECT:
 		/* RFC 5321 §3.1: a 554 greeting; the client should QUIT, and
@@ -438,15 +505,54 @@ backend_greeted(struct session *s, enum backend_result res, const struct smtp_re
 	return 0;
 }
 
+/* session_greet - our banner, unless the client spoke first: a client
+ * that talks before the greeting is not waiting for replies, and its
+ * commands must not run (RFC 5321 §3.1; Postfix's pregreet test) */
+static void
+session_greet(struct session *s)
+{
+	s->state = SESSION_COMMAND;
+	if (evbuffer_get_length(s->client->in) > 0) {
+		char q[120];
+		log_warn(s->id,
+		    "client=%s sent %zu octets before the greeting: \"%s\"; disconnecting", s->peer,
+		    evbuffer_get_length(s->client->in), input_quote(s, q, sizeof(q)));
+		session_hangup(s, R_PIPELINING, "spoke before the greeting");
+		return;
+	}
+	session_reply(s, R_BANNER, s->cfg->hostname);
+	session_process(s);
+}
+
+/* session_hangup - a last reply of ours, then close: what the client sent
+ * can no longer be read as commands */
+static void
+session_hangup(struct session *s, const char *reply, const char *why)
+{
+	tx_end(s, "aborted", why);
+	session_reply(s, "%s", reply);
+	session_close(s, NULL);
+	s->busy = 0;
+}
+
+/* input_quote - the start of what the client has sent and we have not
+ * read yet, quoted for the log */
+static const char *
+input_quote(struct session *s, char *buf, size_t size)
+{
+	size_t l = evbuffer_get_length(s->client->in), n = l < 60 ? l : 60;
+	const char *p = (const char *)evbuffer_pullup(s->client->in, (ssize_t)n);
+
+	return log_quote(buf, size, p ? p : "", p ? n : 0);
+}
+
 /* on_banner - the backend greeted (or did not): greet the client */
 static void
 on_banner(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
 	if (!backend_greeted(s, res, r))
 		return;
-	s->state = SESSION_COMMAND;
-	session_reply(s, R_BANNER, s->cfg->hostname);
-	session_process(s);
+	session_greet(s);
 }
 
 /* session_reply - send one reply line we wrote ourselves; 4xx/5xx count as errors */
@@ -562,8 +668,12 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 		return;
 	}
-	log_info(s->id, "timeout %s from client=%s",
-	    s->state == SESSION_DATA ? "during DATA" : "waiting for a command", s->peer);
+	log_info(s->id, "timeout %s client=%s",
+	    evbuffer_get_length(s->client->out) > SESSION_OUTPUT_MAX
+	        ? "waiting for the client to read its replies:"
+	        : s->state == SESSION_DATA ? "during DATA from"
+	                                   : "waiting for a command from",
+	    s->peer);
 	tx_end(s, "aborted", "timeout");
 	session_close(s, R_TIMEOUT);
 }
@@ -587,8 +697,14 @@ session_process(struct session *s)
 		size_t len;
 		char *line;
 
-		if (evbuffer_get_length(s->client->out) > SESSION_OUTPUT_MAX)
-			break; /* resumed by session_write_cb */
+		if (evbuffer_get_length(s->client->out) > SESSION_OUTPUT_MAX) {
+			/* Resumed by session_write_cb, if the client reads in
+			 * time: a client that never reads must not keep its
+			 * session and backend connection. */
+			if (!evtimer_pending(s->timer, NULL))
+				session_arm(s, cfg->timeout_ms);
+			break;
+		}
 		if (s->state == SESSION_DATA) {
 			if (session_data_input(s) == PC_AGAIN)
 				break;
@@ -624,16 +740,17 @@ session_process(struct session *s)
 		}
 		evtimer_del(s->timer);
 		len = (size_t)eol.pos;
-		if (s->discarding || len > max + 1) {
+		/* max counts the line without its CR LF (or bare LF). */
+		if (s->discarding || len > max + line_has_cr(in, len)) {
 			evbuffer_drain(in, len + 1);
 			s->discarding = 0;
 			s->busy = 1;
 			if (s->state == SESSION_AUTH) {
-				/* The backend still waits for an answer: cancel
-				 * the exchange there too (RFC 4954 §4). */
-				s->state = SESSION_COMMAND;
-				backend_command(
-				    s, "*", 1, cfg->backend_timeout_ms, on_auth_cancelled);
+				log_info(s->id,
+				    "auth: client=%s mechanism=%s: answer over %d octets, "
+				    "cancelled",
+				    s->peer, s->auth_mech, SESSION_AUTH_LINE_MAX);
+				auth_cancel(s, R_LINE_TOO_LONG);
 				continue;
 			}
 			session_reply(s, R_LINE_TOO_LONG);
@@ -660,6 +777,19 @@ session_process(struct session *s)
 	}
 	conn_consumed(s->client);
 	conn_flush(s->client);
+}
+
+/* line_has_cr - does the line of len octets before the LF end in CR? */
+static int
+line_has_cr(struct evbuffer *in, size_t len)
+{
+	struct evbuffer_ptr p;
+	char c;
+
+	if (len == 0 || evbuffer_ptr_set(in, &p, len - 1, EVBUFFER_PTR_SET) != 0 ||
+	    evbuffer_copyout_from(in, &p, &c, 1) != 1)
+		return 0;
+	return c == '\r';
 }
 
 /* session_data_input - feed the message to the framer; PC_AGAIN: need more */
@@ -705,6 +835,24 @@ session_command(struct session *s, char *line, size_t len)
 	s->line = line;
 	s->busy = 1;
 	s->ncommands++;
+	if (command_forbidden(line, len)) {
+		/* Postfix's smtpd_forbidden_commands: an HTTP request (or a
+		 * TLS hello, or worse) is no SMTP client; what follows it
+		 * must never run as commands. */
+		char q[120];
+		log_warn(s->id, "forbidden command from client=%s: \"%s\"; disconnecting", s->peer,
+		    log_quote(q, sizeof(q), line, len));
+		session_hangup(s, R_FORBIDDEN_CMD, "forbidden command");
+		return;
+	}
+	if (smtp_utf8_check(line, len) < 0) {
+		char q[120];
+		log_info(s->id, "bad UTF-8 in a command from client=%s: \"%s\"", s->peer,
+		    log_quote(q, sizeof(q), line, len));
+		session_reply(s, R_BAD_UTF8);
+		session_done(s);
+		return;
+	}
 	if (smtp_parse_command(line, len, &s->cmd) != PC_OK) {
 		char q[120];
 		log_info(s->id, "bad command line from client=%s: \"%s\"", s->peer,
@@ -721,6 +869,32 @@ session_command(struct session *s, char *line, size_t len)
 	}
 	if (c == NULL) /* a verb we parse but do not serve */
 		c = &commands[sizeof(commands) / sizeof(commands[0]) - 1];
+	if (s->cmd.verb == SMTP_VERB_BDAT) {
+		/* We never offer CHUNKING (DESIGN §2): a chunk follows BDAT
+		 * whatever we answer, and must not run as commands. */
+		log_warn(s->id, "client=%s sent BDAT without CHUNKING; closing", s->peer);
+		session_hangup(s, R_NOT_IMPL, "BDAT");
+		return;
+	}
+	if (c->verb == SMTP_VERB_DATA && evbuffer_get_length(s->client->in) > 0 &&
+	    !data_will_start(s)) {
+		/* RFC 2920 §3.1: DATA ends a pipelined group. What a client
+		 * sent behind a DATA we refuse is its message, and must not
+		 * run as commands (Postfix's smtpd_forbid_unauth_pipelining). */
+		char q[120];
+		log_warn(s->id,
+		    "improper command pipelining after %s from client=%s: \"%s\"; disconnecting",
+		    smtp_verb_name(c->verb), s->peer, input_quote(s, q, sizeof(q)));
+		session_hangup(s, R_PIPELINING, "improper pipelining");
+		return;
+	}
+	if (s->draining && !s->tx.active && c->verb != SMTP_VERB_QUIT) {
+		/* Shutting down: the transaction is over; QUIT still gets its
+		 * 221, anything else the 421. */
+		session_close(s, R_SHUTDOWN);
+		s->busy = 0;
+		return;
+	}
 	if (s->refused[0] != '\0' && c->verb != SMTP_VERB_QUIT && c->verb != SMTP_VERB_NOOP) {
 		session_reply(s, "%s", s->refused);
 		session_done(s);
@@ -731,6 +905,34 @@ session_command(struct session *s, char *line, size_t len)
 		return;
 	}
 	session_hooks(s, c->stage, c->proceed);
+}
+
+/* command_forbidden - a line no SMTP client sends: CONNECT, GET or POST
+ * (an HTTP request), or one that does not start with a letter (Postfix's
+ * smtpd_forbidden_commands default, "CONNECT GET POST regexp:^[^A-Z]") */
+static int
+command_forbidden(const char *line, size_t len)
+{
+	static const char *const verbs[] = {"CONNECT", "GET", "POST"};
+
+	if (len == 0)
+		return 0; /* an empty line is a syntax error, not an attack */
+	if (!((line[0] >= 'A' && line[0] <= 'Z') || (line[0] >= 'a' && line[0] <= 'z')))
+		return 1;
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		size_t n = strlen(verbs[i]);
+		if (len >= n && strncasecmp(line, verbs[i], n) == 0 && (len == n || line[n] == ' '))
+			return 1;
+	}
+	return 0;
+}
+
+/* data_will_start - would DATA be answered 354 (its checks pass)? */
+static int
+data_will_start(struct session *s)
+{
+	return s->cmd.verb == SMTP_VERB_DATA && s->cmd.arg_len == 0 && s->tx.active &&
+	    s->tx.nrcpt + s->tx.nrcpt_dropped > 0 && s->refused[0] == '\0';
 }
 
 /* session_hooks - ask the filter chain about this stage, then proceed */
@@ -856,10 +1058,6 @@ session_done(struct session *s)
 		session_close(s, R_TOO_MANY_ERRORS);
 		return;
 	}
-	if (s->draining && !s->tx.active && s->state == SESSION_COMMAND) {
-		session_close(s, R_SHUTDOWN);
-		return;
-	}
 	session_process(s);
 }
 
@@ -891,7 +1089,9 @@ session_close(struct session *s, const char *reply)
 			session_arm(s, 0);
 		return;
 	}
-	session_arm(s, SESSION_LINGER_MS);
+	/* A client that does not read gets no longer than any other wait. */
+	session_arm(
+	    s, s->cfg->timeout_ms < SESSION_LINGER_MS ? s->cfg->timeout_ms : SESSION_LINGER_MS);
 }
 
 /* session_free - release everything */
@@ -915,7 +1115,7 @@ session_free(struct session *s)
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nsessions--;
 	if (s->ip_held)
-		server_ip_release(srv, s->client_ip);
+		server_ip_release(srv, s->ip_key);
 	if (s->proxy_ev != NULL)
 		event_free(s->proxy_ev);
 	free(s->auth_user);
@@ -951,6 +1151,14 @@ session_backend_ok(
 	case BACKEND_TIMEOUT:
 		reply = R_BACKEND_TIMEOUT;
 		break;
+	case BACKEND_SURPLUS:
+		/* Which reply answers this command is unknown: the client
+		 * gets no answer to it but the 421 (RFC 5321 §3.8). */
+		s->be.dead = 1;
+		tx_end(s, "tempfail", "backend protocol error");
+		session_close(s, R_BACKEND_PROTOCOL);
+		s->busy = 0;
+		return 0;
 	default:
 		reply = R_BACKEND_LOST;
 		break;
@@ -965,54 +1173,111 @@ session_backend_ok(
 
 /* session_backend_gone - the backend left between commands */
 void
-session_backend_gone(struct session *s)
+session_backend_gone(struct session *s, enum backend_result res)
 {
 	if (s->state == SESSION_COMMAND && !s->busy) {
-		tx_end(s, "aborted", "backend connection lost");
-		session_close(s, R_BACKEND_LOST_CLOSE);
+		/* A reply nobody asked for is a protocol error (DESIGN §2). */
+		tx_end(s, "aborted",
+		    res == BACKEND_REPLY ? "backend protocol error" : "backend connection lost");
+		session_close(s, res == BACKEND_REPLY ? R_BACKEND_PROTOCOL : R_BACKEND_LOST_CLOSE);
 	}
 	/* Otherwise the next backend command finds the leg dead. */
 }
 
-/* tx_log - the one summary line of a transaction (STYLE.md, 8) */
+/* The recipients that go on the summary line; the rest follow on lines
+ * of their own, so the line is never cut (log.c's LOG_LINE_MAX). */
+#define TX_LOG_RCPTS_MAX 1024
+
+/* tx_log - the one summary line of a transaction (STYLE.md, 8), Postfix-like:
+ * who, from, how many to whom, size, delay, TLS, Message-ID, the verdict
+ * trail and the final reply; recipients past TX_LOG_RCPTS_MAX octets go on
+ * "more to=" lines, so nothing is ever cut silently */
 static void
 tx_log(struct session *s, const char *status, const char *reply)
 {
-	char to[1024], dropped[1024], from[300], q[600], helo[200];
+	struct transaction *tx = &s->tx;
+	char to[TX_LOG_RCPTS_MAX + 320], dropped[TX_LOG_RCPTS_MAX + 320];
+	const struct rcpt *next_to, *next_dropped;
+	const char *m = tx->msg_parsed ? message_header(&tx->msg, "Message-ID", 0) : NULL;
+	char *from = quote_dup(tx->sender), *helo = quote_dup(s->helo), *mid = quote_dup(m),
+	     *q = quote_dup(reply);
+	struct timeval now, d;
 
-	rcpt_list(&s->tx, 0, to, sizeof(to));
-	rcpt_list(&s->tx, 1, dropped, sizeof(dropped));
-	log_quote(from, sizeof(from), s->tx.sender ? s->tx.sender : "",
-	    s->tx.sender ? strlen(s->tx.sender) : 0);
-	log_quote(helo, sizeof(helo), s->helo ? s->helo : "", s->helo ? strlen(s->helo) : 0);
-	log_info(s->tx.id,
-	    "client=%s helo=%s%s%s%s%s from=<%s> to=%s%s%s size=%zu status=%s%s%s%s%s reply=\"%s\"",
-	    s->peer, helo, s->tls_proto ? " tls=" : "", s->tls_proto ? s->tls_proto : "",
-	    s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "", from, to[0] ? to : "<>",
-	    dropped[0] ? " dropped_to=" : "", dropped, s->tx.size, status,
-	    s->tx.by ? " stage=" : "", s->tx.by ? s->tx.stage : "", s->tx.by ? " by=" : "",
-	    s->tx.by ? s->tx.by : "", log_quote(q, sizeof(q), reply, strlen(reply)));
+	next_to = rcpt_list(tx->rcpts, 0, to, sizeof(to));
+	next_dropped = rcpt_list(tx->rcpts, 1, dropped, sizeof(dropped));
+	event_base_gettimeofday_cached(s->srv->base, &now);
+	timersub(&now, &tx->start, &d);
+	if (tx->start.tv_sec == 0 || d.tv_sec < 0)
+		d.tv_sec = 0, d.tv_usec = 0;
+	log_info(tx->id,
+	    "client=%s helo=%s tls=%s%s%s from=<%s> nrcpt=%u to=%s%s%s%s size=%zu delay=%ld.%03ld%s%s "
+	    "status=%s%s%s%s%s reply=\"%s\"",
+	    s->peer, helo ? helo : "", s->tls_proto ? s->tls_proto : "no",
+	    s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "", from ? from : "",
+	    tx->nrcpt, to[0] ? to : "<>", next_to ? ",..." : "", dropped[0] ? " dropped_to=" : "",
+	    dropped, tx->size, (long)d.tv_sec, (long)(d.tv_usec / 1000),
+	    m != NULL ? " message-id=" : "", m != NULL && mid ? mid : "", status,
+	    tx->by ? " stage=" : "", tx->by ? tx->stage : "", tx->by ? " by=" : "",
+	    tx->by ? tx->by : "", q ? q : "");
+	free(from);
+	free(helo);
+	free(mid);
+	free(q);
+	/* The rest of a long list, a bounded line at a time. */
+	while (next_to != NULL) {
+		next_to = rcpt_list(next_to, 0, to, sizeof(to));
+		log_info(tx->id, "more to=%s%s", to, next_to ? ",..." : "");
+	}
+	while (next_dropped != NULL) {
+		next_dropped = rcpt_list(next_dropped, 1, dropped, sizeof(dropped));
+		log_info(tx->id, "more dropped_to=%s%s", dropped, next_dropped ? ",..." : "");
+	}
 }
 
-/* rcpt_list - "<a>,<b>" of the forwarded (or dropped) recipients, for the log */
+/* quote_dup - a log-safe copy of all of p (NULL: ""), malloc'd: the summary
+ * line's fields are never cut to a buffer (log.c marks a line it cuts) */
+static char *
+quote_dup(const char *p)
+{
+	size_t len = p ? strlen(p) : 0, size = 4 * len + 8;
+	char *buf = malloc(size);
+
+	return buf ? (char *)log_quote(buf, size, p ? p : "", len) : NULL;
+}
+
+/* reply_text - "code text" of a reply's last line, for the log; its length */
 static size_t
-rcpt_list(const struct transaction *tx, int dropped, char *buf, size_t size)
+reply_text(const struct smtp_reply *r, char *buf, size_t size)
+{
+	size_t len;
+	const char *t = smtp_reply_line(r, r->nlines - 1, &len);
+	int n = snprintf(buf, size, "%d %.*s", r->code, (int)len, t ? t : "");
+
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* rcpt_list - "<a>,<b>" of the forwarded (or dropped) recipients from r on,
+ * up to TX_LOG_RCPTS_MAX octets; the first recipient left out, or NULL */
+static const struct rcpt *
+rcpt_list(const struct rcpt *r, int dropped, char *buf, size_t size)
 {
 	size_t o = 0;
 
 	buf[0] = '\0';
-	for (struct rcpt *r = tx->rcpts; r != NULL && o + 8 < size; r = r->next) {
+	for (; r != NULL; r = r->next) {
 		char a[300];
 		int n;
 		if (r->dropped != dropped)
 			continue;
+		if (o > 0 && o >= TX_LOG_RCPTS_MAX)
+			return r;
 		n = snprintf(buf + o, size - o, "%s<%s>", o ? "," : "",
 		    log_quote(a, sizeof(a), r->addr, strlen(r->addr)));
 		if (n < 0 || (size_t)n >= size - o)
-			break;
+			return r; /* cannot happen: size leaves room for one more */
 		o += (size_t)n;
 	}
-	return o;
+	return NULL;
 }
 
 /* tx_add_rcpt - remember an accepted (or dropped) recipient */
@@ -1071,6 +1336,7 @@ tx_begin(struct session *s)
 
 	tx->seq = ++s->tx_count;
 	snprintf(tx->id, sizeof(tx->id), "%s.%u", s->id, tx->seq);
+	event_base_gettimeofday_cached(s->srv->base, &tx->start);
 	free(tx->sender);
 	free(tx->sender_params);
 	tx->sender = strdup(s->path.addr);
@@ -1097,9 +1363,6 @@ check_helo(struct session *s)
 static void
 proceed_helo(struct session *s)
 {
-	char line[SMTP_REPLY_LINE_MAX + 16];
-	int n;
-
 	/* RFC 5321 §4.1.4: a new EHLO resets the transaction, here and there. */
 	tx_end(s, "aborted", "new HELO/EHLO");
 	s->xclient_next = 0; /* XCLIENT again, with this HELO */
@@ -1114,9 +1377,8 @@ proceed_helo(struct session *s)
 		return;
 	}
 	/* The backend always gets EHLO, so we learn what it offers; it gets
-	 * the client's own name, so its logs and checks see it. */
-	n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
-	backend_command(s, line, (size_t)n, s->cfg->backend_timeout_ms, on_helo);
+	 * the client's own name, exactly, so its logs and checks see it. */
+	helo_ehlo_again(s);
 }
 
 static void
@@ -1178,6 +1440,139 @@ helo_reply(struct session *s, const struct smtp_caps *caps)
 
 /* ---- MAIL ---- */
 
+/* size_param - RFC 1870 §3: "SIZE=" 1*20DIGIT; the value, or -1 */
+static long long
+size_param(const struct smtp_param *p)
+{
+	unsigned long long n = 0;
+
+	if (p->value == NULL || p->value_len == 0 || p->value_len > 20)
+		return -1;
+	for (size_t i = 0; i < p->value_len; i++) {
+		if (p->value[i] < '0' || p->value[i] > '9')
+			return -1;
+		if (n > (unsigned long long)LLONG_MAX / 10)
+			return LLONG_MAX; /* more than any limit: too big, not bad */
+		n = n * 10 + (unsigned long long)(p->value[i] - '0');
+	}
+	return n > (unsigned long long)LLONG_MAX ? LLONG_MAX : (long long)n;
+}
+
+/* xtext_valid - RFC 3461 §4 xtext (printable ASCII but "+" and "=", or
+ * "+" and two upper-case hex digits), or "<>" */
+static int
+xtext_valid(const char *v, size_t len)
+{
+	if (len == 2 && v[0] == '<' && v[1] == '>')
+		return 1;
+	if (len == 0)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c == '+') {
+			for (size_t k = i + 1; k <= i + 2; k++)
+				if (k >= len ||
+				    !((v[k] >= '0' && v[k] <= '9') || (v[k] >= 'A' && v[k] <= 'F')))
+					return 0;
+			i += 2;
+		} else if (c < 0x21 || c > 0x7e || c == '=') {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* param_is - is p the keyword kw (any case)? */
+static int
+param_is(const struct smtp_param *p, const char *kw)
+{
+	return p->key_len == strlen(kw) && strncasecmp(p->key, kw, p->key_len) == 0;
+}
+
+/*
+ * mail_params_check - MAIL's parameters: only those of extensions we
+ * advertised (RFC 5321 §4.1.1.11: 555 for the rest), each once, each with
+ * a well-formed value (501): SIZE digits only (RFC 1870), BODY 7BIT or
+ * 8BITMIME (RFC 6152), SMTPUTF8 without a value (RFC 6531). They go on to
+ * the backend as written, so nothing malformed may pass.
+ */
+static int
+mail_params_check(struct session *s)
+{
+	const struct smtp_caps *caps = &s->be.caps;
+
+	for (size_t i = 0; i < s->path.nparams; i++) {
+		const struct smtp_param *p = &s->path.params[i];
+		const char *reply = NULL;
+
+		for (size_t k = 0; k < i && reply == NULL; k++) {
+			const struct smtp_param *q = &s->path.params[k];
+			if (q->key_len == p->key_len &&
+			    strncasecmp(q->key, p->key, p->key_len) == 0)
+				reply = R_DUP_PARAM;
+		}
+		if (reply != NULL) {
+		} else if (param_is(p, "SIZE")) {
+			long long n = size_param(p);
+			if (n < 0) {
+				reply = R_BAD_PARAM;
+			} else if ((unsigned long long)n > mail_size_limit(s)) {
+				log_info(s->id, "declared SIZE=%lld over the limit %llu", n,
+				    mail_size_limit(s));
+				reply = R_TOO_BIG;
+			}
+		} else if (param_is(p, "BODY")) {
+			if (p->value == NULL)
+				reply = R_BAD_PARAM;
+			else if (!(p->value_len == 4 && strncasecmp(p->value, "7BIT", 4) == 0) &&
+			    !(p->value_len == 8 && strncasecmp(p->value, "8BITMIME", 8) == 0 &&
+			        caps->eightbitmime))
+				reply = R_PARAM_UNSUPPORTED;
+		} else if (param_is(p, "AUTH")) {
+			/* RFC 4954 §5: "<>" or an xtext mailbox, when we offered
+			 * AUTH (helo_reply's rule). */
+			if (!caps->auth || (s->tls_proto == NULL && !s->cfg->auth_plaintext))
+				reply = R_PARAM_UNSUPPORTED;
+			else if (p->value == NULL || !xtext_valid(p->value, p->value_len))
+				reply = R_BAD_PARAM;
+		} else if (param_is(p, "SMTPUTF8")) {
+			if (!caps->smtputf8)
+				reply = R_PARAM_UNSUPPORTED;
+			else if (p->value != NULL)
+				reply = R_BAD_PARAM;
+		} else {
+			reply = R_PARAM_UNSUPPORTED;
+		}
+		if (reply != NULL) {
+			char q[120];
+			log_info(s->id, "MAIL parameter refused from client=%s: \"%s\"", s->peer,
+			    log_quote(q, sizeof(q), p->key,
+			        (size_t)((p->value ? p->value + p->value_len
+			                           : p->key + p->key_len) -
+			            p->key)));
+			session_reply(s, "%s", reply);
+			return PC_ERROR;
+		}
+	}
+	return PC_OK;
+}
+
+/* param_listed - is kw one of the "KEY=value KEY" words of params? */
+static int
+param_listed(const char *params, const char *kw)
+{
+	size_t n = strlen(kw);
+
+	for (const char *p = params; *p != '\0';) {
+		size_t w = strcspn(p, " =");
+		if (w == n && strncasecmp(p, kw, n) == 0)
+			return 1;
+		p += strcspn(p, " ");
+		p += *p == ' ';
+	}
+	return 0;
+}
+
 /* path_error - the reply for a path that did not parse */
 static int
 path_error(struct session *s, enum smtp_path_result r, const char *syntax, const char *bad)
@@ -1234,74 +1629,22 @@ check_mail(struct session *s)
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "FROM:", 1, 0, &s->path);
 	if (r != SMTP_PATH_OK)
 		return path_error(s, r, R_MAIL_SYNTAX, R_BAD_SENDER);
-	/* Only parameters of extensions we advertised (RFC 5321 §4.1.1.11). */
-	for (size_t i = 0; i < s->path.nparams; i++) {
-		const struct smtp_param *p = &s->path.params[i];
-		char v[32];
-
-		if (p->value != NULL && p->value_len < sizeof(v)) {
-			memcpy(v, p->value, p->value_len);
-			v[p->value_len] = '\0';
-		} else {
-			v[0] = '\0';
-		}
-		if (p->key_len == 4 && strncasecmp(p->key, "SIZE", 4) == 0) {
-			char *end;
-			unsigned long long n;
-			if (v[0] == '\0' || (n = strtoull(v, &end, 10), *end != '\0')) {
-				session_reply(s, R_BAD_PARAM);
-				return PC_ERROR;
-			}
-			if (n > mail_size_limit(s)) {
-				log_info(s->id, "declared SIZE=%llu over the limit %llu", n,
-				    mail_size_limit(s));
-				session_reply(s, R_TOO_BIG);
-				return PC_ERROR;
-			}
-		} else if (p->key_len == 4 && strncasecmp(p->key, "BODY", 4) == 0) {
-			if (strcasecmp(v, "7BIT") != 0 &&
-			    !(strcasecmp(v, "8BITMIME") == 0 && s->be.caps.eightbitmime)) {
-				session_reply(s, R_PARAM_UNSUPPORTED);
-				return PC_ERROR;
-			}
-		} else if (p->key_len == 8 && strncasecmp(p->key, "SMTPUTF8", 8) == 0) {
-			if (p->value != NULL || !s->be.caps.smtputf8) {
-				session_reply(s, R_PARAM_UNSUPPORTED);
-				return PC_ERROR;
-			}
-		} else {
-			session_reply(s, R_PARAM_UNSUPPORTED);
-			return PC_ERROR;
-		}
+	if (mail_params_check(s) != PC_OK)
+		return PC_ERROR;
+	/* RFC 6531 §3.2: a non-ASCII address only in an SMTPUTF8 transaction. */
+	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 &&
+	    smtp_path_param(&s->path, "SMTPUTF8") == NULL) {
+		session_reply(s, R_NEED_SMTPUTF8);
+		return PC_ERROR;
 	}
 	tx_begin(s);
 	return PC_OK;
 }
 
-/* path_line - "VERB KEYWORD<addr> params" in canonical form, for the backend */
-static size_t
-path_line(struct session *s, const char *prefix, char *buf, size_t size)
-{
-	size_t o = (size_t)snprintf(buf, size, "%s<%s>", prefix, s->path.addr);
-
-	for (size_t i = 0; i < s->path.nparams && o < size; i++) {
-		const struct smtp_param *p = &s->path.params[i];
-		int n;
-		if (p->value != NULL)
-			n = snprintf(buf + o, size - o, " %.*s=%.*s", (int)p->key_len, p->key,
-			    (int)p->value_len, p->value);
-		else
-			n = snprintf(buf + o, size - o, " %.*s", (int)p->key_len, p->key);
-		o += (size_t)n;
-	}
-	return o < size ? o : size - 1;
-}
-
 static void
 proceed_mail(struct session *s)
 {
-	char line[SMTP_PATH_MAX + 1024];
-	size_t n;
+	const char *params = s->tx.sender_params ? s->tx.sender_params : "";
 
 	if (s->blackhole) {
 		s->tx.active = 1;
@@ -1310,8 +1653,17 @@ proceed_mail(struct session *s)
 		session_done(s);
 		return;
 	}
-	n = path_line(s, "MAIL FROM:", line, sizeof(line));
-	backend_command(s, line, n, s->cfg->backend_timeout_ms, on_mail);
+	if (s->tx.sender == NULL || s->tx.sender_params == NULL) {
+		log_err(s->id, "out of memory recording the sender");
+		session_reply(s, R_LOCAL_ERROR);
+		tx_end(s, "tempfail", R_LOCAL_ERROR);
+		session_done(s);
+		return;
+	}
+	/* The canonical form of what the client sent, whatever its length
+	 * (within max_line_length): never cut, never padded. */
+	backend_commandf(s, s->cfg->backend_timeout_ms, on_mail, "MAIL FROM:<%s>%s%s", s->path.addr,
+	    params[0] ? " " : "", params);
 }
 
 static void
@@ -1326,8 +1678,11 @@ on_mail(struct session *s, enum backend_result res, const struct smtp_reply *r)
 		tx->active = 1;
 		tx->forwarded = 1;
 	} else {
-		tx_end(
-		    s, r->code / 100 == 4 ? "tempfail" : "rejected", "MAIL refused by the backend");
+		char text[SMTP_REPLY_LINE_MAX + 8];
+		const char *status = r->code / 100 == 4 ? "tempfail" : "rejected";
+		reply_text(r, text, sizeof(text));
+		tx_log(s, status, text); /* never active: tx_end would not log it */
+		tx_end(s, status, text);
 	}
 	session_done(s);
 }
@@ -1346,6 +1701,11 @@ check_rcpt(struct session *s)
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "TO:", 0, 1, &s->path);
 	if (r != SMTP_PATH_OK)
 		return path_error(s, r, R_RCPT_SYNTAX, R_BAD_RCPT);
+	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 &&
+	    (s->tx.sender_params == NULL || !param_listed(s->tx.sender_params, "SMTPUTF8"))) {
+		session_reply(s, R_NEED_SMTPUTF8);
+		return PC_ERROR;
+	}
 	/* We advertise no RCPT extension (no DSN): refuse their parameters. */
 	if (s->path.nparams > 0) {
 		session_reply(s, R_PARAM_UNSUPPORTED);
@@ -1364,9 +1724,6 @@ check_rcpt(struct session *s)
 static void
 proceed_rcpt(struct session *s)
 {
-	char line[SMTP_PATH_MAX + 1024];
-	size_t n;
-
 	s->tx.rcpt_tried++;
 	if (s->tx.dropped) { /* a drop at MAIL or before: 250 and forget */
 		s->tx.nrcpt_dropped++;
@@ -1375,8 +1732,8 @@ proceed_rcpt(struct session *s)
 		session_done(s);
 		return;
 	}
-	n = path_line(s, "RCPT TO:", line, sizeof(line));
-	backend_command(s, line, n, s->cfg->backend_timeout_ms, on_rcpt);
+	/* check_rcpt refused every parameter: the path alone. */
+	backend_commandf(s, s->cfg->backend_timeout_ms, on_rcpt, "RCPT TO:<%s>", s->path.addr);
 }
 
 static void
@@ -1385,8 +1742,17 @@ on_rcpt(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	if (!session_backend_ok(s, res, r, "245"))
 		return;
 	session_relay(s, r);
-	if (r->code / 100 == 2)
+	if (r->code / 100 == 2) {
 		tx_add_rcpt(s, s->path.addr, 0);
+	} else {
+		/* Postfix's "NOQUEUE: reject: RCPT": the refusal is part of
+		 * what happened to this message. */
+		char a[300], q[600], text[SMTP_REPLY_LINE_MAX + 8];
+		log_info(s->tx.id, "to=<%s> %s by the backend reply=\"%s\"",
+		    log_quote(a, sizeof(a), s->path.addr, strlen(s->path.addr)),
+		    r->code / 100 == 4 ? "tempfail" : "rejected",
+		    log_quote(q, sizeof(q), text, reply_text(r, text, sizeof(text))));
+	}
 	session_done(s);
 }
 
@@ -1465,6 +1831,9 @@ data_end(struct session *s)
 		refuse = R_LONG_DATA_LINE;
 	else if (tx->spool.failed)
 		refuse = R_LOCAL_ERROR;
+
+	if (refuse == NULL)
+		refuse = tx_index(s); /* the header section is too big, or no memory */
 	if (d->bare_lf || d->bare_cr || d->nul)
 		log_info(tx->id, "message had bare_lf=%lu bare_cr=%lu nul=%lu (%s)", d->bare_lf,
 		    d->bare_cr, d->nul, d->errors ? "refused" : "normalized");
@@ -1484,6 +1853,51 @@ data_end(struct session *s)
 		return;
 	}
 	session_hooks(s, HOOK_DATA, data_proceed);
+}
+
+/*
+ * tx_index - index the header section at the end of DATA, for filters and
+ * the log. Filters and the backend must agree on where the headers end, so
+ * a section that does not end within max_header_size is refused (552 5.3.4,
+ * like Postfix's header_size_limit) rather than half indexed. Most sections
+ * fit the first read; it doubles until the section ends. NULL, or the reply.
+ */
+static const char *
+tx_index(struct session *s)
+{
+	struct transaction *tx = &s->tx;
+	size_t max = s->cfg->max_header_size, want = 8192;
+
+	for (;;) {
+		size_t n = tx->spool.size < want ? tx->spool.size : want;
+		char *buf = malloc(n + 1);
+		ssize_t got;
+		int r;
+
+		if (buf == NULL || (got = spool_pread(&tx->spool, 0, buf, n)) != (ssize_t)n) {
+			free(buf);
+			log_err(tx->id, "cannot read the spool to index the headers");
+			return R_LOCAL_ERROR;
+		}
+		message_free(&tx->msg);
+		r = message_parse(&tx->msg, buf, n, n == tx->spool.size);
+		free(buf);
+		if (r != 0) {
+			message_free(&tx->msg);
+			log_err(tx->id, "out of memory indexing the headers");
+			return R_LOCAL_ERROR;
+		}
+		if (!tx->msg.truncated) {
+			tx->msg_parsed = 1;
+			return NULL;
+		}
+		if (n >= max) {
+			log_info(tx->id, "header section over max_header_size (%zu octets)", max);
+			message_free(&tx->msg);
+			return R_HEADERS_TOO_BIG;
+		}
+		want = want * 2 < max ? want * 2 : max;
+	}
 }
 
 /*
@@ -1526,8 +1940,10 @@ on_data_go(struct session *s, enum backend_result res, const struct smtp_reply *
 	if (!session_backend_ok(s, res, r, "345"))
 		return;
 	if (r->code / 100 != 3) {
+		char text[SMTP_REPLY_LINE_MAX + 8];
 		session_relay(s, r);
-		tx_end(s, r->code / 100 == 4 ? "tempfail" : "rejected", "backend refused DATA");
+		reply_text(r, text, sizeof(text));
+		tx_end(s, r->code / 100 == 4 ? "tempfail" : "rejected", text);
 		session_done(s);
 		return;
 	}
@@ -1541,14 +1957,11 @@ static void
 on_data_final(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
 	char reply[SMTP_REPLY_LINE_MAX + 8];
-	size_t len;
-	const char *t;
 
 	if (!session_backend_ok(s, res, r, "245"))
 		return;
 	session_relay(s, r);
-	t = smtp_reply_line(r, r->nlines - 1, &len);
-	snprintf(reply, sizeof(reply), "%d %.*s", r->code, (int)len, t ? t : "");
+	reply_text(r, reply, sizeof(reply));
 	tx_end(s,
 	    r->code / 100 == 2       ? "sent"
 	        : r->code / 100 == 4 ? "tempfail"
@@ -1624,11 +2037,41 @@ check_auth(struct session *s)
 		refuse = R_AUTH_NOT_ENABLED;
 	else if (s->tls_proto == NULL && !s->cfg->auth_plaintext)
 		refuse = R_NEED_TLS; /* credentials never travel in the clear */
+	else
+		refuse = auth_syntax(s->cmd.arg, s->cmd.arg_len);
 	if (refuse != NULL) {
 		session_reply(s, "%s", refuse);
 		return PC_ERROR;
 	}
 	return PC_OK;
+}
+
+/* auth_answer_ok - RFC 4954 §4: an answer to a 334 is base64, or "*" to
+ * cancel; an empty line is an empty answer. Nothing else reaches the
+ * backend, which trusts us with it (a CR, NUL or command hidden inside). */
+static int
+auth_answer_ok(const char *line, size_t len)
+{
+	return len == 0 || (len == 1 && line[0] == '*') || smtp_base64_valid(line, len);
+}
+
+/* auth_syntax - "mechanism [initial-response]": NULL when well-formed, else
+ * the reply; the initial response is base64 or "=" (empty, RFC 4954 §4) */
+static const char *
+auth_syntax(const char *arg, size_t len)
+{
+	const char *sp = memchr(arg, ' ', len);
+	size_t mlen = sp ? (size_t)(sp - arg) : len;
+
+	if (!smtp_sasl_mech_valid(arg, mlen))
+		return R_AUTH_BAD_MECH;
+	if (sp == NULL)
+		return NULL;
+	sp++;
+	len -= mlen + 1;
+	if ((len == 1 && sp[0] == '=') || smtp_base64_valid(sp, len))
+		return NULL;
+	return R_AUTH_BAD_B64;
 }
 
 /* auth_name - the user an AUTH answer names (PLAIN's authcid, LOGIN's
@@ -1671,10 +2114,8 @@ auth_name(const char *mech, const char *b64, size_t len)
 static void
 proceed_auth(struct session *s)
 {
-	char line[SMTP_PATH_MAX + 64];
 	const char *arg = s->cmd.arg, *sp = memchr(arg, ' ', s->cmd.arg_len);
 	size_t mlen = sp ? (size_t)(sp - arg) : s->cmd.arg_len;
-	int n;
 
 	snprintf(s->auth_mech, sizeof(s->auth_mech), "%.*s", (int)mlen, arg);
 	s->auth_step = 0;
@@ -1682,13 +2123,8 @@ proceed_auth(struct session *s)
 	s->auth_candidate = NULL;
 	if (sp != NULL)
 		s->auth_candidate = auth_name(s->auth_mech, sp + 1, s->cmd.arg_len - mlen - 1);
-	n = snprintf(line, sizeof(line), "AUTH %.*s", (int)s->cmd.arg_len, arg);
-	if (n < 0 || (size_t)n >= sizeof(line)) {
-		session_reply(s, R_LINE_TOO_LONG);
-		session_done(s);
-		return;
-	}
-	backend_command(s, line, (size_t)n, s->cfg->backend_timeout_ms, on_auth);
+	backend_commandf(
+	    s, s->cfg->backend_timeout_ms, on_auth, "AUTH %.*s", (int)s->cmd.arg_len, arg);
 }
 
 /* session_auth_line - the client's answer to a 334: to the backend, never
@@ -1699,6 +2135,14 @@ session_auth_line(struct session *s, char *line, size_t len)
 	free(s->line);
 	s->line = line;
 	s->busy = 1;
+	if (!auth_answer_ok(line, len)) {
+		/* The backend still waits for an answer: cancel the exchange
+		 * there (RFC 4954 §4), and tell the client why. */
+		log_info(s->id, "auth: client=%s mechanism=%s: answer is not base64; cancelled",
+		    s->peer, s->auth_mech);
+		auth_cancel(s, R_AUTH_BAD_B64);
+		return;
+	}
 	if (s->auth_step++ == 0 && s->auth_candidate == NULL)
 		s->auth_candidate = auth_name(s->auth_mech, line, len);
 	backend_command(s, line, len, s->cfg->timeout_ms, on_auth);
@@ -1727,25 +2171,37 @@ on_auth(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	session_done(s);
 }
 
-/* on_auth_cancelled - the backend's answer to our "*": the client gets the
- * line-too-long error instead */
+/* auth_cancel - the client's answer cannot go to the backend: "*" goes
+ * instead (RFC 4954 §4), and the client gets reply once the backend has
+ * dropped the exchange */
+static void
+auth_cancel(struct session *s, const char *reply)
+{
+	s->state = SESSION_COMMAND;
+	s->auth_refusal = reply;
+	backend_command(s, "*", 1, s->cfg->backend_timeout_ms, on_auth_cancelled);
+}
+
+/* on_auth_cancelled - the backend's answer to our "*" */
 static void
 on_auth_cancelled(struct session *s, enum backend_result res, const struct smtp_reply *r)
 {
 	if (!session_backend_ok(s, res, r, "2345"))
 		return;
-	log_info(s->id, "auth: client=%s mechanism=%s: answer over %d octets, cancelled", s->peer,
-	    s->auth_mech, SESSION_AUTH_LINE_MAX);
 	free(s->auth_candidate);
 	s->auth_candidate = NULL;
-	session_reply(s, R_LINE_TOO_LONG);
+	session_reply(s, "%s", s->auth_refusal);
 	session_done(s);
 }
 
 /* ---- the backend's side of EHLO: STARTTLS, then XCLIENT ---- */
 
-/* One XCLIENT attribute, xtext-encoded (three octets an octet at worst). */
-#define XCLIENT_ATTR_MAX 1600
+/* An XCLIENT line, without CR LF (Postfix's XCLIENT_README: 512 octets). */
+#define XCLIENT_LINE_MAX 510
+/* A HELO, NAME or LOGIN value Postfix takes (its VALID_HOSTNAME_LEN). */
+#define XCLIENT_VALUE_MAX 255
+/* One attribute, xtext-encoded (three octets an octet at worst). */
+#define XCLIENT_ATTR_MAX (3 * XCLIENT_VALUE_MAX + 32)
 
 /* xtext - RFC 3461 §4 encoding for XCLIENT values */
 static void
@@ -1776,12 +2232,26 @@ xclient_has(const struct smtp_caps *caps, const char *attr)
 	return 0;
 }
 
-/* xclient_attrs - "ADDR=..." and friends the backend takes, in attrs[] */
+/* xclient_attr - "NAME=xtext(value)" into out, or NAME=[UNAVAILABLE] when
+ * the value is longer than the backend takes (Postfix refuses a HELO or
+ * NAME over 255 octets with 501) or would not fit one XCLIENT line. */
+static void
+xclient_attr(char *out, size_t size, const char *name, const char *value, size_t max)
+{
+	char v[XCLIENT_ATTR_MAX];
+
+	xtext(v, sizeof(v), value);
+	if (strlen(value) > max || strlen(name) + 1 + strlen(v) > XCLIENT_LINE_MAX - 8 ||
+	    snprintf(out, size, "%s=%s", name, v) >= (int)size)
+		snprintf(out, size, "%s=[UNAVAILABLE]", name);
+}
+
+/* xclient_attrs - "ADDR=..." and friends the backend takes, in attrs[];
+ * each one fits an XCLIENT line on its own */
 static size_t
 xclient_attrs(struct session *s, char attrs[6][XCLIENT_ATTR_MAX])
 {
 	const struct smtp_caps *caps = &s->be.caps;
-	char v[XCLIENT_ATTR_MAX - 16];
 	size_t n = 0;
 
 	if (xclient_has(caps, "ADDR"))
@@ -1789,41 +2259,47 @@ xclient_attrs(struct session *s, char attrs[6][XCLIENT_ATTR_MAX])
 		    strchr(s->client_ip, ':') ? "IPV6:" : "", s->client_ip);
 	if (xclient_has(caps, "PORT"))
 		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PORT=%s", s->client_port);
-	if (xclient_has(caps, "NAME")) {
-		xtext(v, sizeof(v), rdns_xclient_name(s));
-		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "NAME=%s", v);
-	}
+	if (xclient_has(caps, "NAME"))
+		xclient_attr(
+		    attrs[n++], XCLIENT_ATTR_MAX, "NAME", rdns_xclient_name(s), XCLIENT_VALUE_MAX);
 	if (xclient_has(caps, "HELO")) {
-		char helo[520]; /* a domain is at most 255 octets */
-		snprintf(helo, sizeof(helo), "%.*s", (int)s->cmd.arg_len, s->cmd.arg);
-		xtext(v, sizeof(v), helo);
-		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "HELO=%s", v);
+		/* A HELO name that cannot be sent is unknown, never cut. */
+		char helo[XCLIENT_VALUE_MAX + 2];
+		const char *v = "[UNAVAILABLE]";
+		if (s->cmd.arg_len <= XCLIENT_VALUE_MAX) {
+			memcpy(helo, s->cmd.arg, s->cmd.arg_len);
+			helo[s->cmd.arg_len] = '\0';
+			v = helo;
+		}
+		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "HELO", v, XCLIENT_VALUE_MAX);
 	}
 	if (xclient_has(caps, "PROTO"))
 		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PROTO=%s",
 		    s->cmd.verb == SMTP_VERB_EHLO ? "ESMTP" : "SMTP");
-	if (xclient_has(caps, "LOGIN") && s->auth_user != NULL) {
-		xtext(v, sizeof(v), s->auth_user);
-		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "LOGIN=%s", v);
-	}
+	if (xclient_has(caps, "LOGIN") && s->auth_user != NULL)
+		xclient_attr(
+		    attrs[n++], XCLIENT_ATTR_MAX, "LOGIN", s->auth_user, XCLIENT_VALUE_MAX);
 	return n;
 }
 
 /* xclient_send - the next XCLIENT command, within 512 octets (Postfix's
- * XCLIENT_README); 0 when every attribute went */
+ * XCLIENT_README), never without an attribute; 0 when every attribute went */
 static int
 xclient_send(struct session *s)
 {
-	char attrs[6][XCLIENT_ATTR_MAX], line[520];
+	char attrs[6][XCLIENT_ATTR_MAX], line[XCLIENT_LINE_MAX + 8];
 	size_t n = xclient_attrs(s, attrs), i = s->xclient_next - 1, o;
 
 	if (i >= n)
 		return 0;
-	o = (size_t)snprintf(line, sizeof(line), "XCLIENT");
-	for (; i < n && o + 1 + strlen(attrs[i]) <= 510; i++)
-		o += (size_t)snprintf(line + o, sizeof(line) - o, " %s", attrs[i]);
-	if (i == s->xclient_next - 1)
-		i++; /* one attribute alone over the limit: left out */
+	memcpy(line, "XCLIENT", 7);
+	o = 7;
+	/* xclient_attr keeps each attribute short enough to go alone. */
+	for (; i < n && o + 1 + strlen(attrs[i]) <= XCLIENT_LINE_MAX; i++) {
+		line[o++] = ' ';
+		memcpy(line + o, attrs[i], strlen(attrs[i]));
+		o += strlen(attrs[i]);
+	}
 	s->xclient_next = (unsigned)i + 1;
 	backend_command(s, line, o, s->cfg->backend_timeout_ms, on_xclient);
 	return 1;
@@ -1833,10 +2309,8 @@ xclient_send(struct session *s)
 static void
 helo_ehlo_again(struct session *s)
 {
-	char line[SMTP_REPLY_LINE_MAX + 16];
-	int n = snprintf(line, sizeof(line), "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
-
-	backend_command(s, line, (size_t)n, s->cfg->backend_timeout_ms, on_helo);
+	backend_commandf(
+	    s, s->cfg->backend_timeout_ms, on_helo, "EHLO %.*s", (int)s->cmd.arg_len, s->cmd.arg);
 }
 
 /* helo_backend_down - backend TLS did not work out: the client is told */
@@ -1971,11 +2445,19 @@ on_xclient(struct session *s, enum backend_result res, const struct smtp_reply *
 	if (!session_backend_ok(s, res, r, "2345"))
 		return;
 	if (r->code / 100 != 2) { /* Postfix says 220; test sinks say 250 */
-		/* The session is as it was: go on, just without XCLIENT. */
-		log_warn(s->id, "backend refused XCLIENT with %d; going on without it", r->code);
-		s->xclient_failed = 1;
-		helo_reply(s, &s->be.caps);
-		session_done(s);
+		/* Going on would fail open: the backend would take every
+		 * client for this host (its relay and rate rules with it). */
+		size_t len;
+		const char *t = smtp_reply_line(r, 0, &len);
+		char q[200];
+		log_err(s->id,
+		    "backend refused XCLIENT: %d %s; closing (is this host in its "
+		    "smtpd_authorized_xclient_hosts?)",
+		    r->code, log_quote(q, sizeof(q), t, len));
+		s->be.dead = 1;
+		tx_end(s, "tempfail", "backend refused XCLIENT");
+		session_close(s, R_BACKEND_XCLIENT);
+		s->busy = 0;
 		return;
 	}
 	if (!xclient_send(s)) {

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <event2/event.h>
 
@@ -28,6 +29,7 @@ enum backend_result {
 	BACKEND_TIMEOUT, /* the deadline passed first */
 	BACKEND_LOST, /* the connection closed or failed */
 	BACKEND_GARBLED, /* the backend sent something that is not a reply */
+	BACKEND_SURPLUS, /* it sent more than the one reply we waited for */
 };
 
 typedef void (*backend_cb)(
@@ -41,6 +43,7 @@ struct backend {
 	backend_cb pending; /* who waits for the next reply; NULL: nobody */
 	struct smtp_caps caps; /* from the last EHLO reply */
 	int dead; /* lost, timed out or garbled: no more use */
+	int reply_done; /* reply holds a complete reply: start afresh */
 };
 
 /* Where the client leg is. */
@@ -65,6 +68,7 @@ struct rcpt {
 struct transaction {
 	unsigned seq; /* 1, 2, ... within the session */
 	char id[32]; /* session id "." seq, for logs */
+	struct timeval start; /* MAIL: delay= on the summary line counts from here */
 	int active; /* MAIL was accepted */
 	char *sender; /* accepted MAIL FROM address, "" for <> */
 	char *sender_params; /* its ESMTP parameters, "KEY=value ..." */
@@ -100,6 +104,7 @@ struct session {
 	char local_port[8];
 	const struct config_addr *listener; /* the listen entry it came in on */
 	int ip_held; /* counted in the per-IP table */
+	char ip_key[64]; /* under this key (listener.c): the address or its IPv6 network */
 	struct event *proxy_ev; /* reading the PROXY header */
 	const char *tls_proto; /* "TLSv1.3" once TLS is up */
 	int tls_implicit; /* the handshake comes before our banner */
@@ -107,6 +112,7 @@ struct session {
 	char auth_mech[24]; /* the AUTH exchange in progress */
 	char *auth_candidate; /* the user it names, until 235 */
 	unsigned auth_step; /* client answers so far */
+	const char *auth_refusal; /* our reply once a cancelled exchange ends */
 	unsigned xclient_next; /* XCLIENT commands sent for this EHLO */
 	int xclient_failed; /* the backend refused XCLIENT: go on without */
 	int be_tls_started; /* STARTTLS sent to the backend */
@@ -187,8 +193,8 @@ void generation_release(struct generation *g);
 /* listener.c */
 int listener_start(struct server *srv);
 void listener_stop(void);
-int server_ip_acquire(struct server *srv, const char *ip);
-void server_ip_release(struct server *srv, const char *ip);
+int server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen);
+void server_ip_release(struct server *srv, const char *key);
 
 /* session.c */
 void session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
@@ -197,12 +203,14 @@ void session_drain(struct session *s);
 void session_destroy(struct session *s);
 void session_drain_all(struct server *srv);
 void session_shutdown_all(struct server *srv);
-void session_backend_gone(struct session *s);
+void session_backend_gone(struct session *s, enum backend_result res);
 
 /* backend.c */
 int backend_connect(struct session *s, backend_cb cb);
 void backend_command(
     struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb);
+void backend_commandf(struct session *s, uint64_t timeout_ms, backend_cb cb, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 int backend_send_message(struct session *s, struct transaction *tx, backend_cb cb);
 int backend_starttls(struct session *s, backend_cb cb);
 void backend_close(struct session *s);

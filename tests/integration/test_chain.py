@@ -825,6 +825,9 @@ def test_pipelined_transaction_with_pending_mail_hook(recorder, proxy, client):
 
 
 def test_pipelined_rejected_mail_then_good_one(recorder, proxy, client):
+    """Commands pipelined behind a DATA that is refused (its MAIL was) are not
+    run: the client did not wait for DATA's reply, so what follows would be its
+    message (Postfix's smtpd_forbid_unauth_pipelining): 554 5.5.0, closed."""
     p = proxy(sections=[vsec(stages="mail", action="reject", delay="200ms", match="bad@")])
     c = client(p)
     c.greet()
@@ -837,15 +840,14 @@ def test_pipelined_rejected_mail_then_good_one(recorder, proxy, client):
         b"RCPT TO:<b@y.test>\r\n"
         b"DATA\r\n"
     )
-    mail, rcpt, data, rset, mail2, rcpt2, data2 = c.replies(7)
+    mail, rcpt, data = c.replies(3)
     assert mail.first == "550 5.7.1 Rejected by policy"
-    assert rcpt.code == 503 and data.code // 100 == 5 and data.code != 354
-    assert rset.code == 250
-    assert mail2.code == 250 and rcpt2.code == 250 and data2.code == 354
-    c.send(stuff(BODY) + b".\r\n")
-    assert c.reply().code == 250
-    t = assert_delivered(recorder)
-    assert t.sender == "good@x.test"
+    assert rcpt.code == 503
+    assert data.first == "554 5.5.0 Error: SMTP protocol synchronization"
+    assert c.closed()
+    assert p.wait_log(r"improper command pipelining after DATA")
+    assert not any("good@" in x for x in recorder.commands())
+    assert_nothing_delivered(recorder)
 
 
 def test_pipelined_rcpts_with_pending_rcpt_hook(recorder, proxy, client):

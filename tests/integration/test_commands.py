@@ -145,7 +145,23 @@ def test_client_xclient_xforward_refused(recorder, proxy, client, line):
     assert "XFORWARD" not in recorder.verbs()
 
 
-@pytest.mark.parametrize("line", ["STARTTLS", "BDAT 0 LAST", "AUTH PLAIN AGFAYg=="])
+def test_bdat_closes(recorder, proxy, client):
+    """CHUNKING is never offered, and BDAT's chunk follows whatever we answer:
+    it must not run as commands, so BDAT ends the session."""
+    recorder.configure(extra_caps=["CHUNKING"])
+    p = proxy()
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.send(b"BDAT 34 LAST\r\nMAIL FROM:<evil@x.test>\r\nRSET\r\n")
+    assert c.reply().code == 502
+    assert c.closed()
+    assert "BDAT" not in recorder.verbs()
+    assert not any("evil@" in x for x in recorder.commands())
+
+
+@pytest.mark.parametrize("line", ["STARTTLS", "AUTH PLAIN AGFAYg=="])
 def test_unadvertised_extensions_refused(recorder, proxy, client, line):
     recorder.configure(extra_caps=["STARTTLS", "CHUNKING", "AUTH"])
     p = proxy()

@@ -210,7 +210,7 @@ def test_plaintext_summary_has_no_tls(tproxy, raw, recorder, tls):
     c = raw(p)
     c.greet()
     send_message(c).expect(250)
-    assert "tls" not in summary(p)
+    assert summary(p)["tls"] == "no"
 
 
 def test_starttls_with_argument(tproxy, raw, tls):
@@ -466,13 +466,37 @@ def test_implicit_tls_raw_starttls_refused(tproxy, raw, tls):
 
 
 def test_implicit_tls_openssl_s_client(tproxy, recorder, tls):
+    """s_client as an SMTP client that waits for the banner before QUIT."""
+    p = tproxy(listen_opts="tls", **tls_keys(tls))
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"{p.host}:{p.port}", "-CAfile", tls.ca,
+                             "-verify_return_error", "-verify_hostname", HOST, "-servername", HOST,
+                             "-crlf", "-brief", "-ign_eof"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()
+        proc.stdin.write("QUIT\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (banner, out, err)
+    assert "Verification: OK" in err and "Protocol version: TLSv1.3" in err
+    assert banner.startswith(f"220 {HOST}"), banner
+    assert "221 2.0.0 Bye" in out
+
+
+def test_implicit_tls_openssl_s_client_pregreet(tproxy, recorder, tls):
+    """A TLS client that talks before the banner is cut off like any other."""
+    recorder.rule("BANNER", "220 slow.test ESMTP", delay=1.0)  # the client speaks first
     p = tproxy(listen_opts="tls", **tls_keys(tls))
     rc, out, err = s_client("-connect", f"{p.host}:{p.port}", "-CAfile", tls.ca, "-verify_return_error",
-                            "-verify_hostname", HOST, "-servername", HOST, input="QUIT\n")
-    assert rc == 0, (out, err)
-    assert "Verification: OK" in err and "Protocol version: TLSv1.3" in err
-    assert out.startswith(f"220 {HOST}"), out
-    assert "221 2.0.0 Bye" in out
+                            "-verify_hostname", HOST, "-servername", HOST,
+                            input="MAIL FROM:<early@x.test>\n")
+    assert "Verification: OK" in err
+    assert out.startswith("554 5.5.0"), out
+    assert p.wait_log(r"sent \d+ octets before the greeting")
+    assert recorder.commands() == [] or not any("early@" in x for x in recorder.commands())
 
 
 def test_implicit_tls_swaks(tproxy, recorder, tls):
@@ -673,7 +697,7 @@ def test_backend_tls_required_verified(tproxy, tls_postfix, tls):
     rcv = m.received()
     assert "(using TLSv1.3" in rcv and "with ESMTPS" in rcv, rcv
     assert _tls_lines_since(tls_postfix, n), tls_postfix.log()[n:]
-    assert "tls" not in summary(p)  # the summary's tls= is the client's leg
+    assert summary(p)["tls"] == "no"  # the summary's tls= is the client's leg
 
 
 def test_backend_tls_default_name_is_backend_host(tproxy, tls_postfix, tls):

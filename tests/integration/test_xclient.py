@@ -252,15 +252,20 @@ def test_xclient_after_each_ehlo(tproxy, raw, recorder):
     assert helos == ["one.example", "two.example"]
 
 
-def test_xclient_refused_session_goes_on(tproxy, raw, recorder):
+def test_xclient_refused_is_a_backend_failure(tproxy, raw, recorder):
+    """A refused XCLIENT never fails open (the backend would take every client
+    for the proxy itself): 421 to the EHLO, both legs closed, logged."""
     recorder.configure(extra_caps=["XCLIENT"])
     recorder.reply("XCLIENT", "550 5.7.0 Error: insufficient authorization")
     p = tproxy()
     c = raw(p)
-    c.greet()
-    send_message(c).expect(250)
-    assert len(recorder.wait_for_transactions(1)) == 1
-    assert p.wait_log(r"(?i)xclient", timeout=BOUND), p.log()
+    c.banner().expect(220)
+    r = c.cmd("EHLO client.test")
+    assert r.code == 421 and r.first.startswith("421 4.4.1 "), r
+    assert c.closed()
+    assert p.wait_log(r"backend refused XCLIENT: 550 5\.7\.0", timeout=BOUND), p.log()
+    assert not any(x.startswith("MAIL") for x in recorder.commands())
+    assert recorder.messages() == []
 
 
 def test_backend_xclient_no(tproxy, raw, recorder):

@@ -115,7 +115,7 @@ def config_text(settings):
     return "\n".join(out) + "\n"
 
 
-_SUMMARY_KV = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+_SUMMARY_KV = re.compile(r'(\w[\w-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 def parse_summary(line):
