@@ -110,17 +110,36 @@ bench: deps all
 
 # The parsers under libFuzzer with ASan+UBSan (clang), for FUZZ_SECONDS
 # (default 60); new inputs that reach new code go to build/fuzz/corpus.
-# Not part of make test: a fuzzer's findings depend on how long it runs.
+# Then the session state machine as long (tests/fuzz/fuzz_session.c):
+# session.c, backend.c and conn.c on the real loop, between a fake client and
+# a fake backend, driven by a script of client bytes and backend replies; its
+# corpus is build/fuzz/corpus-session, seeded from tests/fuzz/seeds/session
+# (tests/fuzz/session_seeds.py writes them). Crash inputs go to
+# build/fuzz/findings; both fuzzers run, and the target fails if either found
+# something. Not part of make test: a fuzzer's findings depend on how long it
+# runs.
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -Wall -Wextra -Werror
+# The session harness links every proxy source: main.c's main() renamed, the
+# log formatted but not written.
+FUZZ_SESSION_FLAGS := -Wno-unused-parameter -Dmain=portcullis_main -Wl,--wrap=log_msg
 fuzz:
 	@tools/deps.sh clang libclang-rt-14-dev
-	@mkdir -p build/fuzz/corpus
+	@mkdir -p build/fuzz/corpus build/fuzz/corpus-session build/fuzz/findings
 	clang $(CPPFLAGS) -std=c11 $(FUZZ_CFLAGS) -o build/fuzz/fuzz_parsers \
 	    tests/fuzz/fuzz_parsers.c $(PURE_SRC)
+	clang $(CPPFLAGS) -std=c11 $(FUZZ_CFLAGS) $(FUZZ_SESSION_FLAGS) -o build/fuzz/fuzz_session \
+	    tests/fuzz/fuzz_session.c $(wildcard proxy/*.c) $(LIBS)
+	cp tests/fuzz/seeds/session/* build/fuzz/corpus-session/
+	rc=0; \
 	build/fuzz/fuzz_parsers -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -print_final_stats=1 build/fuzz/corpus
+	    -print_final_stats=1 -artifact_prefix=build/fuzz/findings/parsers- \
+	    build/fuzz/corpus || rc=1; \
+	build/fuzz/fuzz_session -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=build/fuzz/findings/session- \
+	    build/fuzz/corpus-session || rc=1; \
+	exit $$rc
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
