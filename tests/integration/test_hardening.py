@@ -10,23 +10,22 @@ also run against a real Postfix (with SASL through Dovecot, kit.postfix), as
 test_xclient.py and test_auth.py do.
 """
 
-import base64
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 
 import pytest
 
 from kit.messages import stuff
-from kit.postfix import DOMAIN, Postfix
+from kit.postfix import DOMAIN
 from kit.smtpclient import ReplyTimeout
+from test_auth import _postfix, plain, postfix  # noqa: F401  (fixtures: Postfix with SASL)
+from test_xclient import xclient_attrs, xclient_lines
 from test_tls import (  # noqa: F401  (fixtures: tls, tproxy, raw)
     caps_of,
     raw,
-    settle,
     starttls,
     tls,
     tls_keys,
@@ -54,14 +53,6 @@ SHUTDOWN = f"421 4.3.2 {HOST} Service shutting down, try again later"
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-def b64(s):
-    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
-
-
-def plain(user, pw):
-    return b64(f"\0{user}\0{pw}")
 
 
 def hostname(length):
@@ -105,20 +96,6 @@ def header_message(filler_octets):
 
 def tx_log_lines(p, tx_id):
     return [ln for ln in p.log().splitlines() if f"id={tx_id} " in ln]
-
-
-def xclient_lines(recorder):
-    return [x for x in recorder.commands() if x.upper().startswith("XCLIENT")]
-
-
-def xclient_attrs(lines):
-    out = {}
-    for ln in lines:
-        for kv in ln.split()[1:]:
-            k, _, v = kv.partition("=")
-            assert k not in out, f"{k} sent twice: {lines}"
-            out[k] = v
-    return out
 
 
 class NoReader:
@@ -189,23 +166,6 @@ class NoReader:
 
 
 # ---- a real Postfix with SASL (items 3 and 19) -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def _postfix():
-    with Postfix(sasl=True) as pf:
-        yield pf
-
-
-@pytest.fixture
-def postfix(_postfix, request):
-    settle(_postfix)
-    start = len(_postfix.log())
-    _postfix.since = lambda: _postfix.log()[start:]
-    yield _postfix
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        sys.stderr.write("\n----- postfix log -----\n%s\n" % _postfix.log()[start:][-6000:])
 
 
 # ---- item 1: long command lines relayed whole ----------------------------------------------
