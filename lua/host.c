@@ -2,14 +2,17 @@
  * host.c - the Lua 5.4 host: the plugin lua.so (DESIGN.md §6).
  *
  * Exports portcullis_plugin, and to the other files of lua.so lh_now_ms,
- * lh_current, lh_wait_start, lh_wait_done and lh_log. Each [lua NAME]
- * section loads its script into a Lua state of its own; every hook call
- * runs in a coroutine of that state. A helper that waits (DNS, sleep)
- * yields the coroutine and the event loop goes on; its callback resumes
- * it. A count hook enforces an instruction slice (a forced yield, so a
- * busy script cannot starve other sessions) and the wall-clock
- * hook_timeout; an allocator enforces memory_limit. SIGHUP builds a new
- * state; sessions keep the one they started with.
+ * lh_current, lh_state_of, lh_wait_start, lh_wait_done, lh_charge,
+ * lh_key_reserved and lh_log. Each [lua NAME] section loads its script
+ * into a Lua state of its own; every hook call runs in a coroutine of
+ * that state. A helper that waits (DNS, sleep) yields the coroutine and
+ * the event loop goes on; its callback resumes it. A count hook enforces
+ * an instruction slice (a forced yield, so a busy script cannot starve
+ * other sessions) and the wall-clock hook_timeout; an allocator enforces
+ * memory_limit. C code that works long without running Lua (the pattern
+ * matcher) reports its work with lh_charge, which applies the same slice
+ * and limits. SIGHUP builds a new state; sessions keep the one they
+ * started with.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -36,6 +39,15 @@
 
 #define LH_DEFAULT_MEM (64u * 1024 * 1024)
 #define LH_DEFAULT_TIMEOUT_MS 5000
+
+/* pattern_budget: the steps one string.find/match/gsub call (or one
+ * gmatch iteration) may take. It stops backtracking patterns that would
+ * hold the daemon for hours (".-.-.-.-b" on 3000 octets). An ordinary
+ * search through a 1 MB body takes 1 to 3 million steps, a heavy one
+ * ("[%w.]+@" through text) about 11 million; 20 million run in about
+ * 40 ms, which is how long one call may hold the event loop. */
+#define LH_DEFAULT_PATTERN_BUDGET 20000000UL
+#define LH_MIN_PATTERN_BUDGET 1000UL
 
 static const char *const hook_names[LH_NHOOKS] = {
     "on_connect", "on_helo", "on_mail", "on_rcpt", "on_data", "on_disconnect"};
@@ -69,6 +81,8 @@ static const char prelude[] =
 
 static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 static void lh_count_hook(lua_State *L, lua_Debug *ar);
+static int lh_stop(lua_State *L, struct lh_run *run);
+static const char *lh_stop_why(struct lh_run *run, char *buf, size_t len);
 static int lh_blocked(lua_State *L);
 static int lh_load(lua_State *L);
 static struct lh_state *lh_state_new(struct lh_instance *in, char *err, size_t errlen);
@@ -156,10 +170,21 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 
 	if (run == NULL)
 		return;
+	if (run->killed) {
+		/* In a hook, lua_yield only marks the yield; it happens
+		 * when the hook returns, so return now. */
+		if (lua_isyieldable(L)) {
+			lua_yield(L, 0);
+			return;
+		}
+		lh_stop(L, run);
+	}
+	if (lua_gethookcount(L) != LH_COUNT_EVERY)
+		lua_sethook(L, lh_count_hook, LUA_MASKCOUNT, LH_COUNT_EVERY); /* see lh_stop */
 	uint64_t now = lh_now_ms();
 
 	run->count += LH_COUNT_EVERY;
-	if (now >= run->slice_start_ms + LH_STALL_MS && now < run->deadline_ms && !run->killed &&
+	if (now >= run->slice_start_ms + LH_STALL_MS && now < run->deadline_ms &&
 	    lua_isyieldable(L)) {
 		/* A slow slice (allocations, a slow machine): give the
 		 * others their turn now, whatever the count says. */
@@ -174,27 +199,77 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 		 * an error (and the next yieldable point yields). */
 		run->killed = now >= run->deadline_ms ? 1 : 2;
 		if (lua_isyieldable(L)) {
-			/* In a hook, lua_yield only marks the yield; it
-			 * happens when the hook returns, so return now. */
 			lua_yield(L, 0);
 			return;
 		}
-		if (run->killed == 1)
-			luaL_error(L, "hook timeout (%d ms)", (int)st->in->hook_timeout_ms);
-		luaL_error(L,
-		    "ran %d ms without a chance to yield (in a metamethod, an iterator "
-		    "or a callback)",
-		    LH_STALL_MS);
-	}
-	if (run->killed && lua_isyieldable(L)) {
-		lua_yield(L, 0);
-		return;
+		lh_stop(L, run);
 	}
 	if (run->count >= LH_SLICE && lua_isyieldable(L)) {
 		run->count = 0;
 		st->preempted = 1;
 		lua_yield(L, 0);
 	}
+}
+
+/* lh_stop_why - why the count hook (or lh_charge) stopped run */
+static const char *
+lh_stop_why(struct lh_run *run, char *buf, size_t len)
+{
+	if (run->killed == 1)
+		snprintf(buf, len, "hook timeout (%d ms)", (int)run->st->in->hook_timeout_ms);
+	else
+		snprintf(buf, len,
+		    "ran %d ms without a chance to yield (in a metamethod, an iterator or a "
+		    "callback)",
+		    LH_STALL_MS);
+	return buf;
+}
+
+/* lh_stop - raise the error of a stopped run where it cannot yield. A
+ * pcall may catch it; so the count hook now runs at every instruction of
+ * this thread and raises again, until the error has left every pcall and
+ * reached a point that can yield (then the host drops the run). */
+static int
+lh_stop(lua_State *L, struct lh_run *run)
+{
+	char msg[160];
+
+	lua_sethook(L, lh_count_hook, LUA_MASKCOUNT, 1);
+	return luaL_error(L, "%s", lh_stop_why(run, msg, sizeof(msg)));
+}
+
+/* lh_charge - see luahost.h. The rules of the count hook, for work it
+ * does not see: past the deadline, or holding the loop LH_STALL_MS where
+ * no yield is possible, the hook call is stopped; a full slice yields. */
+int
+lh_charge(lua_State *L, unsigned long steps, int can_yield)
+{
+	struct lh_state *st = lh_state_of(L);
+	struct lh_run *run = st->running;
+	uint64_t now = lh_now_ms();
+	int yieldable = can_yield && lua_isyieldable(L);
+
+	if (run == NULL) {
+		if (st->loading && now >= st->load_deadline_ms)
+			luaL_error(L, "the script's top level ran over hook_timeout");
+		return 0;
+	}
+	run->count += steps;
+	if (!run->killed && now >= run->deadline_ms)
+		run->killed = 1;
+	if (!run->killed && !yieldable && now >= run->slice_start_ms + LH_STALL_MS)
+		run->killed = 2;
+	if (run->killed) {
+		if (yieldable)
+			return 1; /* the host sees killed and never resumes */
+		return lh_stop(L, run);
+	}
+	if (yieldable && (run->count >= LH_SLICE || now >= run->slice_start_ms + LH_STALL_MS)) {
+		run->count = 0;
+		st->preempted = 1;
+		return 1;
+	}
+	return 0;
 }
 
 /* lh_blocked - for the coroutine wrappers: did this yield come from us? */
@@ -247,7 +322,7 @@ lh_setmetatable(lua_State *L)
 
 /* sandbox - what a script may use (DESIGN §6) */
 static void
-sandbox(lua_State *L)
+sandbox(lua_State *L, struct lh_instance *in)
 {
 	static const char *const gone[] = {"dofile", "loadfile", "collectgarbage", "require"};
 	static const char *const os_gone[] = {
@@ -280,6 +355,8 @@ sandbox(lua_State *L)
 	lua_pushnil(L);
 	lua_setfield(L, -2, "dump");
 	lua_pop(L, 1);
+	/* Lua's matcher cannot be interrupted: ours counts its steps. */
+	lh_pattern_open(L, in->pattern_budget);
 	/* setmetatable: no __gc (finalizers run with the count hook off, so a
 	 * looping one would hang the daemon) */
 	lua_getglobal(L, "setmetatable");
@@ -305,7 +382,7 @@ load_script(lua_State *L)
 	struct lh_state *st = lua_touserdata(L, 1);
 	struct lh_instance *in = st->in;
 
-	sandbox(L);
+	sandbox(L, in);
 	lh_api_open(L, in);
 	lh_dns_open(L);
 	lh_kv_open(L);
@@ -392,7 +469,8 @@ lh_state_unref(struct lh_state *st)
 
 /* ---- the plugin ---- */
 
-static const char *const lh_keys_reserved[] = {"script", "memory_limit", "hook_timeout"};
+static const char *const lh_keys_reserved[] = {
+    "script", "memory_limit", "hook_timeout", "pattern_budget", "kv_max_memory"};
 
 /* parse_size - 64M and friends (the host's own parser is not ours to call) */
 static int
@@ -403,7 +481,7 @@ parse_size(const char *s, size_t *out)
 
 	errno = 0;
 	v = strtoull(s, &end, 10);
-	if (errno != 0 || end == s)
+	if (errno != 0 || end == s || strchr(s, '-') != NULL)
 		return -1;
 	if (*end == 'k' || *end == 'K')
 		v *= 1024, end++;
@@ -455,6 +533,7 @@ lh_init(struct pc_init *init, void **instance)
 	in->options = init->options;
 	in->mem_limit = LH_DEFAULT_MEM;
 	in->hook_timeout_ms = LH_DEFAULT_TIMEOUT_MS;
+	in->pattern_budget = LH_DEFAULT_PATTERN_BUDGET;
 	in->name = strdup(init->name);
 	for (o = init->options; o != NULL; o = o->next) {
 		if (strcmp(o->key, "script") == 0) {
@@ -465,6 +544,25 @@ lh_init(struct pc_init *init, void **instance)
 			    in->mem_limit < 1024 * 1024) {
 				snprintf(init->err, init->errlen,
 				    "memory_limit: bad value \"%s\": expected a size of at least 1M",
+				    o->value);
+				init->err_line = o->line;
+				goto fail;
+			}
+		} else if (strcmp(o->key, "pattern_budget") == 0) {
+			size_t n;
+			if (parse_size(o->value, &n) != 0 || n < LH_MIN_PATTERN_BUDGET) {
+				snprintf(init->err, init->errlen,
+				    "pattern_budget: bad value \"%s\": expected a number of steps of "
+				    "at least %lu",
+				    o->value, LH_MIN_PATTERN_BUDGET);
+				init->err_line = o->line;
+				goto fail;
+			}
+			in->pattern_budget = n;
+		} else if (strcmp(o->key, "kv_max_memory") == 0) {
+			if (lh_kv_parse_limit(o->value, &in->kv_max_memory) != 0) {
+				snprintf(init->err, init->errlen,
+				    "kv_max_memory: bad value \"%s\": expected a size of at least 64K",
 				    o->value);
 				init->err_line = o->line;
 				goto fail;
@@ -485,6 +583,7 @@ lh_init(struct pc_init *init, void **instance)
 	}
 	if ((in->cur = lh_state_new(in, init->err, init->errlen)) == NULL)
 		goto fail;
+	lh_kv_attach(in);
 	*instance = in;
 	return 0;
 fail:
@@ -499,6 +598,7 @@ lh_fini(void *instance)
 {
 	struct lh_instance *in = instance;
 
+	lh_kv_detach(in);
 	lh_state_unref(in->cur);
 	free(in->name);
 	free(in->script);
@@ -713,19 +813,14 @@ lh_step(struct lh_run *run, int nargs, struct pc_verdict *v)
 	run->slice_start_ms = lh_now_ms();
 	status = lua_resume(co, NULL, nargs, &nres);
 	st->running = NULL;
-	if (status == LUA_YIELD && run->killed) {
-		/* The count hook stopped it; it is never resumed. */
+	if (run->killed && (status == LUA_YIELD || status == LUA_OK)) {
+		/* The count hook (or lh_charge) stopped it; it is never
+		 * resumed. Ended anyway: a pcall caught the error raised
+		 * where it could not yield, and the hook returned before
+		 * the next count; it still failed. */
 		char msg[160];
 		st->preempted = 0;
-		if (run->killed == 1)
-			snprintf(
-			    msg, sizeof(msg), "hook timeout (%d ms)", (int)st->in->hook_timeout_ms);
-		else
-			snprintf(msg, sizeof(msg),
-			    "ran %d ms without a chance to yield (in a metamethod, an iterator or a "
-			    "callback)",
-			    LH_STALL_MS);
-		lh_script_error(run, msg);
+		lh_script_error(run, lh_stop_why(run, msg, sizeof(msg)));
 		memset(v, 0, sizeof(*v));
 		v->action = PC_FAIL;
 		return PC_HOOK_DONE;

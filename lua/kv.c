@@ -2,33 +2,97 @@
  * kv.c - kv.get/set/add/incr/del (DESIGN.md §6): an in-process store of
  * strings, numbers and booleans with an optional time to live.
  *
- * Exports lh_kv_open. The table lives in lua.so itself, not in a Lua
- * state, so every [lua] section shares it and it survives a reload.
- * Expired entries are dropped when met, and swept when the table grows;
- * KV_MAX_ENTRIES bounds it, so a script keyed on client input cannot eat
- * the machine's memory.
+ * Exports lh_kv_open, lh_kv_parse_limit, lh_kv_attach and lh_kv_detach.
+ * The table lives in lua.so itself, not in a Lua state, so every [lua]
+ * section shares it and it survives a reload; for the same reason no
+ * state's memory_limit covers it. kv_max_memory does: the store counts
+ * what its entries take from malloc (keys, values, the entries and the
+ * bucket array), and a write that would go over the limit, once expired
+ * entries are dropped, fails with nil, "kv store full". Without it a
+ * script keyed on client input (one entry per address, per sender) grows
+ * the daemon without end. The limit is the largest kv_max_memory of the
+ * [lua] sections loaded (sections that do not give it do not count), or
+ * 64M.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "luahost.h"
 
-#define KV_MAX_ENTRIES (1u << 20)
 #define KV_MAX_VALUE (64 * 1024)
+#define KV_DEFAULT_LIMIT ((size_t)64 * 1024 * 1024)
+#define KV_MIN_LIMIT ((size_t)64 * 1024)
+
+/* A full store sweeps expired entries at most this often (a sweep walks
+ * every entry: doing it on each refused write would let a loop of writes
+ * stall the daemon), and says so in the log at most this often. */
+#define KV_SWEEP_EVERY_MS 1000
+#define KV_WARN_EVERY_MS 60000
 
 struct kv_entry {
-	char *key;
+	struct kv_entry *next;
 	int type; /* LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN */
 	char *s;
 	size_t slen;
 	lua_Number n;
 	int b;
 	uint64_t expires_ms; /* 0: never */
-	struct kv_entry *next;
+	size_t klen;
+	char key[]; /* klen octets and a '\0' */
 };
 
 static struct kv_entry **kv_tab;
 static size_t kv_buckets, kv_count;
+static size_t kv_bytes; /* what the store takes from malloc, all told */
+static size_t kv_limit = KV_DEFAULT_LIMIT;
+static uint64_t kv_next_expiry; /* no entry expires before this; 0: none has a ttl */
+static uint64_t kv_last_sweep_ms, kv_last_warn_ms;
+static unsigned long kv_refused; /* writes refused since the last warning */
+static struct lh_instance *kv_users; /* the loaded sections, for kv_limit */
+
+static size_t kv_cost(size_t n);
+static size_t kv_entry_cost(const struct kv_entry *e);
+static size_t kv_hash(const char *k, size_t len);
+static void kv_entry_free(struct kv_entry *e);
+static void kv_sweep(uint64_t now);
+static void kv_grow(void);
+static struct kv_entry *kv_find(const char *key, size_t len, struct kv_entry ***slot);
+static int kv_room(size_t need);
+static int kv_fail(lua_State *L, const char *what, const char *why);
+static int check_value(lua_State *L, int idx);
+static uint64_t ttl_ms(lua_State *L, int idx);
+static struct kv_entry *kv_insert(const char *key, size_t len);
+static void kv_push(lua_State *L, const struct kv_entry *e);
+static int kv_get(lua_State *L);
+static int kv_store(lua_State *L, int replace);
+static int kv_set(lua_State *L);
+static int kv_add(lua_State *L);
+static int kv_incr(lua_State *L);
+static int kv_del(lua_State *L);
+static void kv_relimit(void);
+
+/* kv_cost - what an n-octet malloc really takes: glibc's chunks carry an
+ * 8-octet header and come in multiples of 16, 32 at the least. Other
+ * allocators are in the same range. */
+static size_t
+kv_cost(size_t n)
+{
+	size_t c = (n + 8 + 15) & ~(size_t)15;
+
+	return c < 32 ? 32 : c;
+}
+
+/* kv_entry_cost - an entry with its key and its value */
+static size_t
+kv_entry_cost(const struct kv_entry *e)
+{
+	size_t c = kv_cost(sizeof(*e) + e->klen + 1);
+
+	if (e->type == LUA_TSTRING)
+		c += kv_cost(e->slen + 1);
+	return c;
+}
 
 /* kv_hash - FNV-1a */
 static size_t
@@ -43,18 +107,23 @@ kv_hash(const char *k, size_t len)
 	return (size_t)h;
 }
 
+/* kv_entry_free - an entry that is out of the table */
 static void
 kv_entry_free(struct kv_entry *e)
 {
-	free(e->key);
+	kv_bytes -= kv_entry_cost(e);
+	kv_count--;
 	free(e->s);
 	free(e);
 }
 
-/* kv_sweep - drop what has expired */
+/* kv_sweep - drop what has expired, and note when the next one will */
 static void
 kv_sweep(uint64_t now)
 {
+	uint64_t next = 0;
+
+	kv_last_sweep_ms = now;
 	for (size_t i = 0; i < kv_buckets; i++) {
 		struct kv_entry **pp = &kv_tab[i];
 		while (*pp != NULL) {
@@ -62,28 +131,35 @@ kv_sweep(uint64_t now)
 			if (e->expires_ms != 0 && e->expires_ms <= now) {
 				*pp = e->next;
 				kv_entry_free(e);
-				kv_count--;
-			} else {
-				pp = &e->next;
+				continue;
 			}
+			if (e->expires_ms != 0 && (next == 0 || e->expires_ms < next))
+				next = e->expires_ms;
+			pp = &e->next;
 		}
 	}
+	kv_next_expiry = next;
 }
 
-/* kv_grow - double the buckets (and sweep while we are at it) */
+/* kv_grow - double the buckets (and sweep while we are at it); the table
+ * stays as it is when the new array does not fit in the limit */
 static void
 kv_grow(void)
 {
 	size_t nb = kv_buckets ? kv_buckets * 2 : 1024;
-	struct kv_entry **nt = calloc(nb, sizeof(*nt));
+	size_t more = kv_cost(nb * sizeof(struct kv_entry *)) -
+	    (kv_buckets ? kv_cost(kv_buckets * sizeof(struct kv_entry *)) : 0);
+	struct kv_entry **nt;
 
-	if (nt == NULL)
+	if (kv_bytes + more > kv_limit && kv_buckets != 0)
+		return; /* longer chains, still correct */
+	if ((nt = calloc(nb, sizeof(*nt))) == NULL)
 		return;
 	kv_sweep(lh_now_ms());
 	for (size_t i = 0; i < kv_buckets; i++) {
 		struct kv_entry *e = kv_tab[i], *next;
 		for (; e != NULL; e = next) {
-			size_t h = kv_hash(e->key, strlen(e->key)) % nb;
+			size_t h = kv_hash(e->key, e->klen) % nb;
 			next = e->next;
 			e->next = nt[h];
 			nt[h] = e;
@@ -92,6 +168,7 @@ kv_grow(void)
 	free(kv_tab);
 	kv_tab = nt;
 	kv_buckets = nb;
+	kv_bytes += more;
 }
 
 /* kv_find - the live entry for key, or NULL (an expired one is dropped);
@@ -111,12 +188,11 @@ kv_find(const char *key, size_t len, struct kv_entry ***slot)
 		*slot = pp;
 	for (; *pp != NULL; pp = &(*pp)->next) {
 		struct kv_entry *e = *pp;
-		if (strcmp(e->key, key) != 0)
+		if (e->klen != len || memcmp(e->key, key, len) != 0)
 			continue;
 		if (e->expires_ms != 0 && e->expires_ms <= now) {
 			*pp = e->next;
 			kv_entry_free(e);
-			kv_count--;
 			return NULL;
 		}
 		return e;
@@ -124,40 +200,49 @@ kv_find(const char *key, size_t len, struct kv_entry ***slot)
 	return NULL;
 }
 
-/* kv_value - store the Lua value at idx into e */
-static void
-kv_value(lua_State *L, int idx, struct kv_entry *e)
+/* kv_room - may the store take need more octets? A full store first drops
+ * what has expired (at most once a KV_SWEEP_EVERY_MS). */
+static int
+kv_room(size_t need)
 {
-	int t = lua_type(L, idx);
-	size_t len;
-	const char *s;
+	uint64_t now;
 
-	free(e->s);
-	e->s = NULL;
-	e->type = t;
-	switch (t) {
-	case LUA_TSTRING:
-		s = lua_tolstring(L, idx, &len);
-		if (len > KV_MAX_VALUE)
-			luaL_argerror(L, idx, "value longer than 64 KB");
-		if ((e->s = malloc(len + 1)) == NULL)
-			luaL_error(L, "out of memory");
-		memcpy(e->s, s, len + 1);
-		e->slen = len;
-		break;
-	case LUA_TNUMBER:
-		e->n = lua_tonumber(L, idx);
-		break;
-	case LUA_TBOOLEAN:
-		e->b = lua_toboolean(L, idx);
-		break;
-	default:
-		luaL_argerror(L, idx, "kv stores strings, numbers and booleans");
-	}
+	if (kv_bytes + need <= kv_limit)
+		return 1;
+	now = lh_now_ms();
+	if (kv_next_expiry != 0 && kv_next_expiry <= now &&
+	    now >= kv_last_sweep_ms + KV_SWEEP_EVERY_MS)
+		kv_sweep(now);
+	return kv_bytes + need <= kv_limit;
 }
 
-/* check_value - only what kv can store, before anything changes */
-static void
+/* kv_fail - a write the store cannot take: nil, why (not an error, so a
+ * script that counts with kv carries on without its counter). A full
+ * store is logged once a KV_WARN_EVERY_MS, not once a write. */
+static int
+kv_fail(lua_State *L, const char *what, const char *why)
+{
+	struct lh_state *st = lh_state_of(L);
+	struct lh_run *run = lh_current(L);
+	uint64_t now = lh_now_ms();
+
+	kv_refused++;
+	if (kv_last_warn_ms == 0 || now >= kv_last_warn_ms + KV_WARN_EVERY_MS) {
+		lh_log(st, run != NULL ? run->call : NULL, PC_LOG_WARN,
+		    "%s: %s (%zu entries, %zu of kv_max_memory %zu octets); %lu write(s) "
+		    "refused; the next refusals are logged in %d s",
+		    what, why, kv_count, kv_bytes, kv_limit, kv_refused, KV_WARN_EVERY_MS / 1000);
+		kv_last_warn_ms = now;
+		kv_refused = 0;
+	}
+	lua_pushnil(L);
+	lua_pushstring(L, why);
+	return 2;
+}
+
+/* check_value - only what kv can store, before anything changes; the
+ * octets a string value adds */
+static int
 check_value(lua_State *L, int idx)
 {
 	int t = lua_type(L, idx);
@@ -167,6 +252,7 @@ check_value(lua_State *L, int idx)
 		luaL_argerror(L, idx, "kv stores strings, numbers and booleans");
 	if (t == LUA_TSTRING && (lua_tolstring(L, idx, &len), len > KV_MAX_VALUE))
 		luaL_argerror(L, idx, "value longer than 64 KB");
+	return t;
 }
 
 /* ttl_ms - an optional ttl in seconds at idx; 0 means none */
@@ -180,30 +266,29 @@ ttl_ms(lua_State *L, int idx)
 	return lh_now_ms() + (uint64_t)(ttl * 1000.0 + 0.5);
 }
 
-/* kv_insert - a new entry for key, or raises when full */
+/* kv_insert - a new (number) entry for key, or NULL when malloc fails;
+ * the caller made room */
 static struct kv_entry *
-kv_insert(lua_State *L, const char *key, size_t len)
+kv_insert(const char *key, size_t len)
 {
 	struct kv_entry **slot, *e;
 
-	if (kv_count >= KV_MAX_ENTRIES) {
-		kv_sweep(lh_now_ms());
-		if (kv_count >= KV_MAX_ENTRIES)
-			luaL_error(L, "kv store full (%d entries)", (int)KV_MAX_ENTRIES);
-	}
 	if (kv_count >= kv_buckets)
 		kv_grow();
 	kv_find(key, len, &slot);
-	if ((e = calloc(1, sizeof(*e))) == NULL || (e->key = strdup(key)) == NULL) {
-		free(e);
-		luaL_error(L, "out of memory");
-	}
+	if ((e = calloc(1, sizeof(*e) + len + 1)) == NULL)
+		return NULL;
+	memcpy(e->key, key, len);
+	e->klen = len;
+	e->type = LUA_TNUMBER;
 	e->next = *slot;
 	*slot = e;
 	kv_count++;
+	kv_bytes += kv_entry_cost(e);
 	return e;
 }
 
+/* kv_push - an entry's value, or nil */
 static void
 kv_push(lua_State *L, const struct kv_entry *e)
 {
@@ -217,6 +302,7 @@ kv_push(lua_State *L, const struct kv_entry *e)
 		lua_pushboolean(L, e->b);
 }
 
+/* kv_get - kv.get(key) */
 static int
 kv_get(lua_State *L)
 {
@@ -231,36 +317,70 @@ kv_get(lua_State *L)
 static int
 kv_store(lua_State *L, int replace)
 {
-	size_t len;
+	const char *what = replace ? "kv.set" : "kv.add";
+	size_t len, slen = 0, old, need;
 	const char *key = luaL_checklstring(L, 1, &len);
 	uint64_t exp = ttl_ms(L, 3);
+	int t = check_value(L, 2);
+	const char *s = t == LUA_TSTRING ? lua_tolstring(L, 2, &slen) : NULL;
 	struct kv_entry *e;
+	char *copy = NULL;
 
-	check_value(L, 2);
 	if ((e = kv_find(key, len, NULL)) != NULL && !replace) {
 		lua_pushboolean(L, 0);
 		return 1;
 	}
-	if (e == NULL)
-		e = kv_insert(L, key, len);
-	kv_value(L, 2, e);
+	old = e != NULL ? kv_entry_cost(e) : 0;
+	need = kv_cost(sizeof(*e) + len + 1) + (s != NULL ? kv_cost(slen + 1) : 0);
+	if (need > old && kv_bytes + (need - old) > kv_limit) {
+		if (!kv_room(need - old))
+			return kv_fail(L, what, "kv store full");
+		/* The sweep may have dropped e, if it expired just now. */
+		if (e != NULL && (e = kv_find(key, len, NULL)) == NULL && !kv_room(need))
+			return kv_fail(L, what, "kv store full");
+	}
+	if (s != NULL && (copy = malloc(slen + 1)) == NULL)
+		return kv_fail(L, what, "out of memory");
+	if (e == NULL && (e = kv_insert(key, len)) == NULL) {
+		free(copy);
+		return kv_fail(L, what, "out of memory");
+	}
+	kv_bytes -= kv_entry_cost(e);
+	free(e->s);
+	e->s = copy;
+	e->type = t;
+	if (copy != NULL) {
+		memcpy(copy, s, slen + 1);
+		e->slen = slen;
+	} else if (t == LUA_TNUMBER) {
+		e->n = lua_tonumber(L, 2);
+	} else {
+		e->b = lua_toboolean(L, 2);
+	}
+	kv_bytes += kv_entry_cost(e);
 	e->expires_ms = exp;
+	if (exp != 0 && (kv_next_expiry == 0 || exp < kv_next_expiry))
+		kv_next_expiry = exp;
 	lua_pushboolean(L, 1);
 	return 1;
 }
 
+/* kv_set - kv.set(key, value [, ttl]) */
 static int
 kv_set(lua_State *L)
 {
 	return kv_store(L, 1);
 }
 
+/* kv_add - kv.add(key, value [, ttl]) */
 static int
 kv_add(lua_State *L)
 {
 	return kv_store(L, 0);
 }
 
+/* kv_incr - kv.incr(key [, n [, ttl]]): a new key takes room, a number
+ * that changes does not */
 static int
 kv_incr(lua_State *L)
 {
@@ -271,10 +391,14 @@ kv_incr(lua_State *L)
 	struct kv_entry *e = kv_find(key, len, NULL);
 
 	if (e == NULL) {
-		e = kv_insert(L, key, len);
-		e->type = LUA_TNUMBER;
+		if (!kv_room(kv_cost(sizeof(*e) + len + 1)))
+			return kv_fail(L, "kv.incr", "kv store full");
+		if ((e = kv_insert(key, len)) == NULL)
+			return kv_fail(L, "kv.incr", "out of memory");
 		e->n = 0;
 		e->expires_ms = exp; /* the ttl counts from the first incr */
+		if (exp != 0 && (kv_next_expiry == 0 || exp < kv_next_expiry))
+			kv_next_expiry = exp;
 	} else if (e->type != LUA_TNUMBER) {
 		return luaL_error(L, "kv.incr: \"%s\" does not hold a number", key);
 	}
@@ -283,6 +407,7 @@ kv_incr(lua_State *L)
 	return 1;
 }
 
+/* kv_del - kv.del(key) */
 static int
 kv_del(lua_State *L)
 {
@@ -295,10 +420,67 @@ kv_del(lua_State *L)
 			;
 		*slot = e->next;
 		kv_entry_free(e);
-		kv_count--;
 	}
 	lua_pushboolean(L, e != NULL);
 	return 1;
+}
+
+/* lh_kv_parse_limit - a kv_max_memory value: 0, or -1 when it is bad */
+int
+lh_kv_parse_limit(const char *s, size_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned long long unit = 1;
+
+	if (end == s || *s == '-')
+		return -1;
+	if (*end == 'k' || *end == 'K')
+		unit = 1024, end++;
+	else if (*end == 'm' || *end == 'M')
+		unit = 1024 * 1024, end++;
+	else if (*end == 'g' || *end == 'G')
+		unit = 1024ULL * 1024 * 1024, end++;
+	if (*end != '\0' || v > SIZE_MAX / unit || v * unit < KV_MIN_LIMIT)
+		return -1;
+	*out = (size_t)(v * unit);
+	return 0;
+}
+
+/* kv_relimit - the largest kv_max_memory of the loaded sections */
+static void
+kv_relimit(void)
+{
+	size_t limit = 0;
+
+	for (struct lh_instance *in = kv_users; in != NULL; in = in->kv_next) {
+		if (in->kv_max_memory > limit)
+			limit = in->kv_max_memory;
+	}
+	kv_limit = limit != 0 ? limit : KV_DEFAULT_LIMIT;
+}
+
+/* lh_kv_attach - a section is loaded: its kv_max_memory counts. During a
+ * reload the old sections count until they are gone. */
+void
+lh_kv_attach(struct lh_instance *in)
+{
+	in->kv_next = kv_users;
+	kv_users = in;
+	kv_relimit();
+}
+
+/* lh_kv_detach - a section is gone */
+void
+lh_kv_detach(struct lh_instance *in)
+{
+	for (struct lh_instance **pp = &kv_users; *pp != NULL; pp = &(*pp)->kv_next) {
+		if (*pp == in) {
+			*pp = in->kv_next;
+			break;
+		}
+	}
+	kv_relimit();
 }
 
 /* lh_kv_open - the kv global */

@@ -3,7 +3,8 @@
  * files. host.c is the plugin (sections, states, hook calls, coroutines,
  * limits, reload), api.c the objects and helpers scripts see (smtp, log,
  * conn, tx, msg, addresses, verdicts), dns.c the DNS helpers, kv.c the
- * in-process key-value store.
+ * in-process key-value store, pattern.c string.find/match/gmatch/gsub
+ * with a step budget.
  */
 #ifndef PORTCULLIS_LUAHOST_H
 #define PORTCULLIS_LUAHOST_H
@@ -39,6 +40,9 @@ struct lh_instance {
 	char *script; /* path */
 	size_t mem_limit;
 	uint64_t hook_timeout_ms;
+	unsigned long pattern_budget; /* steps per pattern call */
+	size_t kv_max_memory; /* 0: the section did not say */
+	struct lh_instance *kv_next; /* kv.c's list of loaded sections */
 	const struct pc_option *options; /* the section's keys, for `config` */
 	struct lh_state *cur; /* what new sessions use */
 };
@@ -121,6 +125,11 @@ int lh_wait_start(lua_State *L, void *w, lh_wait_cancel_fn cancel);
 struct lh_run *lh_current(lua_State *L);
 struct lh_state *lh_state_of(lua_State *L);
 void lh_wait_done(struct lh_run *run, int n);
+/* lh_charge - C code (the pattern matcher) did steps of work the count
+ * hook cannot see. Raises when the hook call must stop and the caller
+ * cannot yield; returns 1 when the caller should yield now, which it may
+ * only if can_yield (it is about to return to Lua). */
+int lh_charge(lua_State *L, unsigned long steps, int can_yield);
 void lh_log(struct lh_state *st, struct pc_call *call, enum pc_log_level level, const char *fmt,
     ...) __attribute__((format(printf, 4, 5)));
 
@@ -142,5 +151,11 @@ void lh_dns_open(lua_State *L);
 
 /* kv.c */
 void lh_kv_open(lua_State *L);
+int lh_kv_parse_limit(const char *s, size_t *out);
+void lh_kv_attach(struct lh_instance *in);
+void lh_kv_detach(struct lh_instance *in);
+
+/* pattern.c */
+void lh_pattern_open(lua_State *L, unsigned long budget);
 
 #endif
