@@ -34,6 +34,7 @@ enum call_state {
 #define CHAIN_HEADER_MAX 998
 
 static pc_hook_fn stage_hook(const struct pc_plugin *pl, enum pc_stage stage);
+static void call_strings_free(struct pc_call *call);
 static void chain_step(struct pc_call *call);
 static int chain_verdict(struct pc_call *call, int action, const char *reply);
 static int chain_fail(struct pc_call *call, const char *fmt, ...)
@@ -128,6 +129,17 @@ stage_hook(const struct pc_plugin *pl, enum pc_stage stage)
 	return NULL;
 }
 
+/* call_strings_free - the strings get() made for a stage (plugin.h: valid
+ * until the hook returns; kept for the whole stage, one of each kind, so a
+ * second get() neither frees the first answer nor piles up copies) */
+static void
+call_strings_free(struct pc_call *call)
+{
+	free(call->helo_copy);
+	free(call->params_copy);
+	call->helo_copy = call->params_copy = NULL;
+}
+
 /* chain_run - ask this stage's hooks, in order */
 void
 chain_run(
@@ -135,6 +147,8 @@ chain_run(
 {
 	struct pc_call *call = &s->cs.call;
 
+	/* The last stage's hooks have all returned: its strings can go. */
+	call_strings_free(call);
 	call->stage = stage;
 	call->in_stage = 1;
 	call->rcpt = rcpt;
@@ -371,9 +385,8 @@ chain_session_end(struct chain *c, struct session *s)
 	call->timer = NULL;
 	free(cs->sdata);
 	free(cs->tdata);
-	free(call->tmp);
+	call_strings_free(call);
 	cs->sdata = cs->tdata = NULL;
-	call->tmp = NULL;
 }
 
 /* ---- host services ---- */
@@ -437,9 +450,9 @@ host_get(struct pc_call *call, enum pc_field field)
 		return s->cfg->hostname;
 	case PC_HELO:
 		if (call->in_stage && call->stage == PC_STAGE_HELO) {
-			free(call->tmp);
-			call->tmp = strndup(s->cmd.arg, s->cmd.arg_len);
-			return call->tmp;
+			if (call->helo_copy == NULL)
+				call->helo_copy = strndup(s->cmd.arg, s->cmd.arg_len);
+			return call->helo_copy;
 		}
 		return s->helo;
 	case PC_TLS:
@@ -461,9 +474,9 @@ host_get(struct pc_call *call, enum pc_field field)
 	case PC_RCPT_PARAMS:
 		if (!call->in_stage || call->stage != PC_STAGE_RCPT)
 			return NULL;
-		free(call->tmp);
-		call->tmp = path_params(&s->path);
-		return call->tmp;
+		if (call->params_copy == NULL)
+			call->params_copy = path_params(&s->path);
+		return call->params_copy;
 	}
 	return NULL;
 }

@@ -74,7 +74,7 @@ struct pc_call {
 	chain_done_fn done;
 	size_t body_pos; /* body_read position in the spool */
 	int body_sol; /* at the start of a line (for un-stuffing) */
-	char *tmp; /* a string returned by get() */
+	char *helo_copy, *params_copy; /* strings get() made for this stage */
 };
 
 /* Per-session state of the chain. */

@@ -1111,3 +1111,16 @@ def test_bad_host_key_in_section_refused(recorder, tmp_path, key, value):
     path, log, out = refused(recorder, tmp_path, [vsec("v1", **{key: value})])
     line = config_line(path, f"{key} =")
     assert re.search(rf"^{re.escape(path)}:{line}: ", out, re.M), out
+
+
+def test_get_twice_keeps_the_first_string(recorder, proxy, client):
+    """plugin.h: a string get() returns stays valid until the hook returns;
+    a second get(PC_HELO) used to free the first answer (ASan: use after
+    free). Both answers read the same now, in one hook call."""
+    p = proxy(sections=[vsec(stages="helo,rcpt", action="continue", log_calls="yes")])
+    c = client(p)
+    c.greet("twice.test")
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    assert p.wait_log(r'verdict v1: get twice "twice\.test" "twice\.test"'), p.log()
+    assert p.wait_log(r'verdict v1: get twice "" ""'), p.log()

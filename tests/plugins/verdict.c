@@ -584,6 +584,14 @@ vd_hook(struct vd *vd, struct pc_call *call, struct pc_verdict *v, enum pc_stage
 	if (vd->log_calls)
 		vd->host->log(vd->self, call, PC_LOG_INFO, "verdict %s: hook %s", vd->name,
 		    vd_stage_names[stage]);
+	if (vd->log_calls && (stage == PC_STAGE_HELO || stage == PC_STAGE_RCPT)) {
+		/* plugin.h: a string from get() stays valid until the hook
+		 * returns, however often get() is called meanwhile. */
+		enum pc_field f = stage == PC_STAGE_HELO ? PC_HELO : PC_RCPT_PARAMS;
+		const char *first = vd->host->get(call, f), *second = vd->host->get(call, f);
+		vd->host->log(vd->self, call, PC_LOG_INFO, "verdict %s: get twice \"%s\" \"%s\"",
+		    vd->name, first ? first : "(null)", second ? second : "(null)");
+	}
 	if (stage == PC_STAGE_DATA) {
 		vd_add_headers(vd, call);
 		if (vd->record != NULL)
