@@ -40,6 +40,9 @@
 #define SESSION_OUTPUT_MAX (64 * 1024)
 /* RFC 4954 §4: an AUTH line may be 12288 octets. */
 #define SESSION_AUTH_LINE_MAX 12288
+/* An address quoted for the log: a path of SMTP_PATH_MAX octets, each
+ * escaped as \xNN at worst, never cut. */
+#define LOG_ADDR_MAX (4 * SMTP_PATH_MAX + 8)
 /* How long a closing session waits for its last reply to be read. */
 #define SESSION_LINGER_MS 10000
 
@@ -975,7 +978,7 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 {
 	struct transaction *tx = &s->tx;
 	const char *status = r->action == PC_REJECT ? "rejected" : "tempfail";
-	char q[600];
+	char q[LOG_ADDR_MAX > 600 ? LOG_ADDR_MAX : 600];
 
 	/* The summary line names who decided the transaction; a refused
 	 * recipient does not decide it (its own line says who refused it). */
@@ -1196,7 +1199,7 @@ static void
 tx_log(struct session *s, const char *status, const char *reply)
 {
 	struct transaction *tx = &s->tx;
-	char to[TX_LOG_RCPTS_MAX + 320], dropped[TX_LOG_RCPTS_MAX + 320];
+	char to[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX], dropped[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX];
 	const struct rcpt *next_to, *next_dropped;
 	const char *m = tx->msg_parsed ? message_header(&tx->msg, "Message-ID", 0) : NULL;
 	char *from = quote_dup(tx->sender), *helo = quote_dup(s->helo), *mid = quote_dup(m),
@@ -1265,7 +1268,7 @@ rcpt_list(const struct rcpt *r, int dropped, char *buf, size_t size)
 
 	buf[0] = '\0';
 	for (; r != NULL; r = r->next) {
-		char a[300];
+		char a[LOG_ADDR_MAX];
 		int n;
 		if (r->dropped != dropped)
 			continue;
@@ -1747,7 +1750,7 @@ on_rcpt(struct session *s, enum backend_result res, const struct smtp_reply *r)
 	} else {
 		/* Postfix's "NOQUEUE: reject: RCPT": the refusal is part of
 		 * what happened to this message. */
-		char a[300], q[600], text[SMTP_REPLY_LINE_MAX + 8];
+		char a[LOG_ADDR_MAX], q[600], text[SMTP_REPLY_LINE_MAX + 8];
 		log_info(s->tx.id, "to=<%s> %s by the backend reply=\"%s\"",
 		    log_quote(a, sizeof(a), s->path.addr, strlen(s->path.addr)),
 		    r->code / 100 == 4 ? "tempfail" : "rejected",

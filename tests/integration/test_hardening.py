@@ -686,10 +686,15 @@ def test_log_long_fields_never_cut(recorder, proxy, client):
     c.greet(name)
     sender = "\u00e9" * 90 + "@" + "d" * 50 + ".test"  # 236 octets, each é escaped
     mid = "<" + "m" * 300 + "@client.test>"
+    rcpt = "\u00fc" * 100 + "@" + "r" * 40 + ".test"  # 246 octets
+    recorder.reply("RCPT", "550 5.1.1 No such user", match="nobody")
     c.cmd(f"MAIL FROM:<{sender}> SMTPUTF8").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+    c.cmd("RCPT TO:<" + "\u00fc" * 100 + "@nobody.test>").expect(550)
     c.message(f"Subject: x\r\nMessage-ID: {mid}\r\n\r\nx\r\n.\r\n".encode()).expect(250)
     [s] = p.wait_summaries(1)
+    assert s["to"] == "<" + "\\xc3\\xbc" * 100 + "@" + "r" * 40 + ".test>", s["to"]
+    assert p.wait_log(r"to=<(\\xc3\\xbc){100}@nobody\.test> rejected by the backend"), p.log()
     assert s["helo"] == name, s["helo"]
     assert s["message-id"] == mid
     assert s["from"] == "<" + "\\xc3\\xa9" * 90 + "@" + "d" * 50 + ".test>", s["from"]
