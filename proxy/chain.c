@@ -3,7 +3,7 @@
  * services the host offers plugins (struct pc_host).
  *
  * Exports chain_host_init, chain_session_init, chain_has, chain_run,
- * chain_cancel, chain_tx_end and chain_session_end. A session asks one
+ * chain_cancel, chain_tx_end, chain_session_end and path_params. A session asks one
  * stage at a time (commands are processed one at a time), so each session
  * has one struct pc_call, reused. The rules (DESIGN.md §3): instances are
  * asked in configuration order; the first verdict that is not continue

@@ -2,7 +2,7 @@
  * conn.c - the transport under both legs (see conn.h).
  *
  * Exports conn_new, conn_connect, conn_read_start, conn_read_stop,
- * conn_consumed, conn_flush and conn_free. Callbacks are the last thing a
+ * conn_consumed, conn_flush, conn_tls_start, conn_tls_version and conn_free. Callbacks are the last thing a
  * handler does, so a callback may free the conn.
  */
 #include <errno.h>

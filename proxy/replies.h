@@ -14,7 +14,6 @@
 #define R_VRFY "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
 #define R_DATA_GO "354 End data with <CR><LF>.<CR><LF>"
 #define R_TLS_GO "220 2.0.0 Ready to start TLS"
-#define R_AUTH_OK_LOG "235" /* the backend's; relayed as sent */
 
 /* 421: we close the connection after sending these (RFC 5321 §3.8). */
 #define R_BACKEND_DOWN "421 4.4.1 %s Service not available, try again later"
@@ -64,7 +63,6 @@
 #define R_AUTH_TWICE "503 5.5.1 Error: already authenticated"
 #define R_AUTH_SYNTAX "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
 #define R_NEED_TLS "530 5.7.0 Must issue a STARTTLS command first"
-#define R_TLS_UNAVAILABLE "454 4.7.0 TLS not available due to temporary reason"
 #define R_NEED_MAIL "503 5.5.1 Error: need MAIL command"
 #define R_NEED_RCPT "503 5.5.1 Error: need RCPT command"
 #define R_REFUSED_CMD "550 5.7.0 Error: insufficient authorization"
@@ -92,7 +90,6 @@
 #define R_DROP_MAIL "250 2.1.0 Ok"
 #define R_DROP_RCPT "250 2.1.5 Ok"
 #define R_DROP_DATA "250 2.0.0 Ok"
-#define R_DROP_HELO "250 %s"
 
 /* on_error (a filter failed, answered badly or too late): generic texts,
  * the detail goes to the log. */

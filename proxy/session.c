@@ -1,8 +1,8 @@
 /*
  * session.c - the client leg: portcullis as the SMTP server the world sees.
  *
- * Exports session_new, session_drain, session_drain_all, session_shutdown_all
- * and session_backend_gone. Every command goes through one table: check
+ * Exports session_new, session_drain, session_drain_all, session_shutdown_all,
+ * session_destroy and session_backend_gone. Every command goes through one table: check
  * (state and syntax; our own error replies) -> hooks (the filter chain's
  * stage, chain.c) -> proceed (usually one backend command, whose reply is
  * relayed). A verdict other than continue or accept answers instead of
@@ -2148,7 +2148,7 @@ session_auth_line(struct session *s, char *line, size_t len)
 	}
 	if (s->auth_step++ == 0 && s->auth_candidate == NULL)
 		s->auth_candidate = auth_name(s->auth_mech, line, len);
-	backend_command(s, line, len, s->cfg->timeout_ms, on_auth);
+	backend_command(s, line, len, s->cfg->backend_timeout_ms, on_auth);
 }
 
 static void

@@ -114,7 +114,7 @@ struct session {
 	unsigned auth_step; /* client answers so far */
 	const char *auth_refusal; /* our reply once a cancelled exchange ends */
 	unsigned xclient_next; /* XCLIENT commands sent for this EHLO */
-	int xclient_failed; /* the backend refused XCLIENT: go on without */
+	int xclient_failed; /* XCLIENT is done for this EHLO (sent, or not to be) */
 	int be_tls_started; /* STARTTLS sent to the backend */
 	struct rdns_query *rdns; /* the client's name being looked up */
 	enum rdns_state rdns_state;

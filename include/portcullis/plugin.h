@@ -180,7 +180,8 @@ struct pc_host {
 	void (*resume)(struct pc_call *call, const struct pc_verdict *v);
 
 	/* The message, at the DATA stage only (elsewhere: 0, NULL, -1). */
-	/* msg_size - octets of the message as the client sent it. */
+	/* msg_size - octets of the message as RFC 1870 counts them: CR LF
+	 * line ends included, the dots that stuff lines not. */
 	size_t (*msg_size)(struct pc_call *call);
 	/* header - the n-th (0-based) header field called name (any case),
 	 * unfolded, without the name, the colon and leading blanks; NULL if
