@@ -15,6 +15,14 @@
  * Keys the host keeps for itself in every section (the plugin never sees
  * them): path, observe, on_error, filter_timeout.
  *
+ * IN-PROCESS. A C plugin runs inside the daemon, in its one event loop: a
+ * crash in it is the daemon's crash, and a blocking call in it (a blocking
+ * read, connect, sleep or DNS lookup) stops every session until it returns.
+ * Use the host's event base and evdns with PC_HOOK_PENDING for anything that
+ * waits. Code you do not trust, or that must block, belongs in a Lua script
+ * (sandboxed, with instruction, time and memory limits: lua/README.md) or
+ * in a separate process the plugin talks to asynchronously.
+ *
  * STAGES AND VERDICTS. For each client at connect, HELO, MAIL, RCPT and the
  * end of DATA, the host calls that stage's hook of every instance in
  * configuration order. A hook answers by filling in *v and returning
