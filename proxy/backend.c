@@ -2,9 +2,9 @@
  * backend.c - the backend leg: portcullis as an SMTP client of the real MTA.
  *
  * Exports backend_connect, backend_command, backend_commandf,
- * backend_send_message, backend_starttls and backend_close. One command is outstanding at a time; its reply (or a
- * timeout, a lost connection, or garbage) is handed to the callback given with
- * the command. Every exchange runs against a deadline, not an idle timer, so a
+ * backend_send_message, backend_starttls and backend_close. One command is
+ * outstanding at a time; its reply (or a timeout, a lost connection, or
+ * garbage) is handed to the callback given with the command. Every exchange runs against a deadline, not an idle timer, so a
  * backend that trickles bytes still times out. Replies are parsed, never
  * trusted: a malformed one is BACKEND_GARBLED and the leg is dead.
  */

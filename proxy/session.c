@@ -2,8 +2,8 @@
  * session.c - the client leg: portcullis as the SMTP server the world sees.
  *
  * Exports session_new, session_drain, session_drain_all, session_shutdown_all,
- * session_destroy and session_backend_gone. Every command goes through one table: check
- * (state and syntax; our own error replies) -> hooks (the filter chain's
+ * session_destroy and session_backend_gone. Every command goes through one
+ * table: check (state and syntax; our own error replies) -> hooks (the filter chain's
  * stage, chain.c) -> proceed (usually one backend command, whose reply is
  * relayed). A verdict other than continue or accept answers instead of
  * proceed (session_verdict, DESIGN.md §3).
@@ -70,7 +70,7 @@ static int session_data_input(struct session *s);
 static int line_has_cr(struct evbuffer *in, size_t len);
 static void session_command(struct session *s, char *line, size_t len);
 static int command_forbidden(const char *line, size_t len);
-static int data_will_start(struct session *s);
+static const char *data_refusal(const struct session *s);
 static void session_hooks(
     struct session *s, enum hook_stage stage, void (*proceed)(struct session *));
 static void session_done(struct session *s);
@@ -82,6 +82,7 @@ static const char *input_quote(struct session *s, char *buf, size_t size);
 static void session_proxy_cb(evutil_socket_t fd, short what, void *arg);
 static void session_tls_done(struct session *s);
 static void session_forget(struct session *s);
+static void backend_renew(struct session *s, backend_cb cb);
 static void on_forget_banner(
     struct session *s, enum backend_result res, const struct smtp_reply *r);
 static int backend_greeted(struct session *s, enum backend_result res, const struct smtp_reply *r);
@@ -125,14 +126,13 @@ static int session_backend_ok(
 static void tx_end(struct session *s, const char *status, const char *reply);
 static void tx_log(struct session *s, const char *status, const char *reply);
 static size_t reply_text(const struct smtp_reply *r, char *buf, size_t size);
-static char *quote_dup(const char *p);
+static const char *quote_field(char *buf, size_t size, const char *p, char **heap);
 static void data_emit(void *arg, const char *bytes, size_t len);
 
 static int check_helo(struct session *s);
 static int mail_params_check(struct session *s);
 static int xtext_valid(const char *v, size_t len);
 static unsigned long long mail_size_limit(struct session *s);
-static int param_listed(const char *params, const char *kw);
 static int check_mail(struct session *s);
 static int check_rcpt(struct session *s);
 static int check_data(struct session *s);
@@ -191,7 +191,7 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 {
 	struct config *cfg = srv->cfg;
 	struct session *s;
-	char ip[64] = "?", port[8] = "0", key[64] = "", msg[600];
+	char ip[64] = "?", port[8] = "0", key[NETKEY_MAX] = "", msg[600];
 	int one = 1;
 
 	getnameinfo(sa, (socklen_t)salen, ip, sizeof(ip), port, sizeof(port),
@@ -419,17 +419,26 @@ session_forget(struct session *s)
 		 * only with the connection: a new leg, so nothing relays on
 		 * credentials this client no longer holds. */
 		log_info(s->id, "client=%s: STARTTLS after AUTH: new backend connection", s->peer);
-		backend_close(s);
-		s->be.dead = 0;
 		s->be_tls_started = 0;
 		memset(&s->be.caps, 0, sizeof(s->be.caps));
-		if (backend_connect(s, on_forget_banner) != 0) {
-			log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
-			session_close(s, R_BACKEND_DOWN);
-		}
+		backend_renew(s, on_forget_banner);
 		return;
 	}
 	session_done(s);
+}
+
+/* backend_renew - close the backend leg and open a new one; cb gets its
+ * banner. A failure to even start is the client's 421 at once. */
+static void
+backend_renew(struct session *s, backend_cb cb)
+{
+	backend_close(s);
+	s->be.dead = 0;
+	if (backend_connect(s, cb) != 0) {
+		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
+		session_close(s, R_BACKEND_DOWN);
+		s->busy = 0;
+	}
 }
 
 /* on_forget_banner - the new backend leg after STARTTLS greeted */
@@ -880,7 +889,7 @@ session_command(struct session *s, char *line, size_t len)
 		return;
 	}
 	if (c->verb == SMTP_VERB_DATA && evbuffer_get_length(s->client->in) > 0 &&
-	    !data_will_start(s)) {
+	    (s->refused[0] != '\0' || data_refusal(s) != NULL)) {
 		/* RFC 2920 §3.1: DATA ends a pipelined group. What a client
 		 * sent behind a DATA we refuse is its message, and must not
 		 * run as commands (Postfix's smtpd_forbid_unauth_pipelining). */
@@ -928,14 +937,6 @@ command_forbidden(const char *line, size_t len)
 			return 1;
 	}
 	return 0;
-}
-
-/* data_will_start - would DATA be answered 354 (its checks pass)? */
-static int
-data_will_start(struct session *s)
-{
-	return s->cmd.verb == SMTP_VERB_DATA && s->cmd.arg_len == 0 && s->tx.active &&
-	    s->tx.nrcpt + s->tx.nrcpt_dropped > 0 && s->refused[0] == '\0';
 }
 
 /* session_hooks - ask the filter chain about this stage, then proceed */
@@ -1202,8 +1203,12 @@ tx_log(struct session *s, const char *status, const char *reply)
 	char to[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX], dropped[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX];
 	const struct rcpt *next_to, *next_dropped;
 	const char *m = tx->msg_parsed ? message_header(&tx->msg, "Message-ID", 0) : NULL;
-	char *from = quote_dup(tx->sender), *helo = quote_dup(s->helo), *mid = quote_dup(m),
-	     *q = quote_dup(reply);
+	char from_b[LOG_ADDR_MAX], helo_b[512], mid_b[512], q_b[600];
+	char *heap[4];
+	const char *from = quote_field(from_b, sizeof(from_b), tx->sender, &heap[0]),
+	           *helo = quote_field(helo_b, sizeof(helo_b), s->helo, &heap[1]),
+	           *mid = quote_field(mid_b, sizeof(mid_b), m, &heap[2]),
+	           *q = quote_field(q_b, sizeof(q_b), reply, &heap[3]);
 	struct timeval now, d;
 
 	next_to = rcpt_list(tx->rcpts, 0, to, sizeof(to));
@@ -1215,17 +1220,14 @@ tx_log(struct session *s, const char *status, const char *reply)
 	log_info(tx->id,
 	    "client=%s helo=%s tls=%s%s%s from=<%s> nrcpt=%u to=%s%s%s%s size=%zu delay=%ld.%03ld%s%s "
 	    "status=%s%s%s%s%s reply=\"%s\"",
-	    s->peer, helo ? helo : "", s->tls_proto ? s->tls_proto : "no",
-	    s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "", from ? from : "",
-	    tx->nrcpt, to[0] ? to : "<>", next_to ? ",..." : "", dropped[0] ? " dropped_to=" : "",
-	    dropped, tx->size, (long)d.tv_sec, (long)(d.tv_usec / 1000),
-	    m != NULL ? " message-id=" : "", m != NULL && mid ? mid : "", status,
+	    s->peer, helo, s->tls_proto ? s->tls_proto : "no", s->auth_user ? " user=" : "",
+	    s->auth_user ? s->auth_user : "", from, tx->nrcpt, to[0] ? to : "<>",
+	    next_to ? ",..." : "", dropped[0] ? " dropped_to=" : "", dropped, tx->size,
+	    (long)d.tv_sec, (long)(d.tv_usec / 1000), m != NULL ? " message-id=" : "", mid, status,
 	    tx->by ? " stage=" : "", tx->by ? tx->stage : "", tx->by ? " by=" : "",
-	    tx->by ? tx->by : "", q ? q : "");
-	free(from);
-	free(helo);
-	free(mid);
-	free(q);
+	    tx->by ? tx->by : "", q);
+	for (size_t i = 0; i < sizeof(heap) / sizeof(heap[0]); i++)
+		free(heap[i]);
 	/* The rest of a long list, a bounded line at a time. */
 	while (next_to != NULL) {
 		next_to = rcpt_list(next_to, 0, to, sizeof(to));
@@ -1237,15 +1239,21 @@ tx_log(struct session *s, const char *status, const char *reply)
 	}
 }
 
-/* quote_dup - a log-safe copy of all of p (NULL: ""), malloc'd: the summary
- * line's fields are never cut to a buffer (log.c marks a line it cuts) */
-static char *
-quote_dup(const char *p)
+/* quote_field - a log-safe copy of all of p (NULL: "") for the summary
+ * line: in buf when it fits (the usual case, no allocation), else in memory
+ * of its own that *heap holds for the caller to free. Never cut but when
+ * that memory cannot be had, and then marked by log_quote's "...". */
+static const char *
+quote_field(char *buf, size_t size, const char *p, char **heap)
 {
-	size_t len = p ? strlen(p) : 0, size = 4 * len + 8;
-	char *buf = malloc(size);
+	size_t len = p ? strlen(p) : 0, need = 4 * len + 8;
 
-	return buf ? (char *)log_quote(buf, size, p ? p : "", len) : NULL;
+	*heap = NULL;
+	if (need > size && (*heap = malloc(need)) != NULL) {
+		buf = *heap;
+		size = need;
+	}
+	return log_quote(buf, size, p ? p : "", len);
 }
 
 /* reply_text - "code text" of a reply's last line, for the log; its length */
@@ -1344,6 +1352,7 @@ tx_begin(struct session *s)
 	free(tx->sender_params);
 	tx->sender = strdup(s->path.addr);
 	tx->sender_params = path_params(&s->path);
+	tx->smtputf8 = smtp_path_param(&s->path, "SMTPUTF8") != NULL;
 	s->cs.trail_tx = strlen(s->cs.trail);
 	if (s->blackhole) {
 		tx->by = s->bh_by;
@@ -1560,22 +1569,6 @@ mail_params_check(struct session *s)
 	return PC_OK;
 }
 
-/* param_listed - is kw one of the "KEY=value KEY" words of params? */
-static int
-param_listed(const char *params, const char *kw)
-{
-	size_t n = strlen(kw);
-
-	for (const char *p = params; *p != '\0';) {
-		size_t w = strcspn(p, " =");
-		if (w == n && strncasecmp(p, kw, n) == 0)
-			return 1;
-		p += strcspn(p, " ");
-		p += *p == ' ';
-	}
-	return 0;
-}
-
 /* path_error - the reply for a path that did not parse */
 static int
 path_error(struct session *s, enum smtp_path_result r, const char *syntax, const char *bad)
@@ -1704,8 +1697,7 @@ check_rcpt(struct session *s)
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "TO:", 0, 1, &s->path);
 	if (r != SMTP_PATH_OK)
 		return path_error(s, r, R_RCPT_SYNTAX, R_BAD_RCPT);
-	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 &&
-	    (s->tx.sender_params == NULL || !param_listed(s->tx.sender_params, "SMTPUTF8"))) {
+	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 && !s->tx.smtputf8) {
 		session_reply(s, R_NEED_SMTPUTF8);
 		return PC_ERROR;
 	}
@@ -1761,20 +1753,27 @@ on_rcpt(struct session *s, enum backend_result res, const struct smtp_reply *r)
 
 /* ---- DATA ---- */
 
+/* data_refusal - why DATA would not get our 354; NULL if it would */
+static const char *
+data_refusal(const struct session *s)
+{
+	if (s->cmd.arg_len != 0)
+		return R_NO_ARGS;
+	if (!s->tx.active)
+		return R_NEED_MAIL;
+	/* RFC 5321 §3.3: 554 when every recipient was refused. */
+	if (s->tx.nrcpt + s->tx.nrcpt_dropped == 0)
+		return s->tx.rcpt_tried ? R_NO_VALID_RCPT : R_NEED_RCPT;
+	return NULL;
+}
+
 static int
 check_data(struct session *s)
 {
-	if (s->cmd.arg_len != 0) {
-		session_reply(s, R_NO_ARGS);
-		return PC_ERROR;
-	}
-	if (!s->tx.active) {
-		session_reply(s, R_NEED_MAIL);
-		return PC_ERROR;
-	}
-	if (s->tx.nrcpt + s->tx.nrcpt_dropped == 0) {
-		/* RFC 5321 §3.3: 554 when every recipient was refused. */
-		session_reply(s, s->tx.rcpt_tried ? R_NO_VALID_RCPT : R_NEED_RCPT);
+	const char *refuse = data_refusal(s);
+
+	if (refuse != NULL) {
+		session_reply(s, "%s", refuse);
 		return PC_ERROR;
 	}
 	return PC_OK;
@@ -2208,11 +2207,11 @@ on_auth_cancelled(struct session *s, enum backend_result res, const struct smtp_
 
 /* xtext - RFC 3461 §4 encoding for XCLIENT values */
 static void
-xtext(char *out, size_t size, const char *in)
+xtext(char *out, size_t size, const char *in, size_t len)
 {
 	size_t o = 0;
 
-	for (; *in != '\0' && o + 4 < size; in++) {
+	for (const char *end = in + len; in < end && o + 4 < size; in++) {
 		unsigned char c = (unsigned char)*in;
 		if (c > ' ' && c < 0x7f && c != '+' && c != '=')
 			out[o++] = (char)c;
@@ -2235,16 +2234,21 @@ xclient_has(const struct smtp_caps *caps, const char *attr)
 	return 0;
 }
 
-/* xclient_attr - "NAME=xtext(value)" into out, or NAME=[UNAVAILABLE] when
- * the value is longer than the backend takes (Postfix refuses a HELO or
- * NAME over 255 octets with 501) or would not fit one XCLIENT line. */
+/* xclient_attr - "NAME=xtext(value)" (len octets) into out, or
+ * NAME=[UNAVAILABLE] when the value is longer than the backend takes
+ * (Postfix refuses a HELO or NAME over 255 octets with 501) or would not
+ * fit one XCLIENT line. */
 static void
-xclient_attr(char *out, size_t size, const char *name, const char *value, size_t max)
+xclient_attr(char *out, size_t size, const char *name, const char *value, size_t len)
 {
 	char v[XCLIENT_ATTR_MAX];
 
-	xtext(v, sizeof(v), value);
-	if (strlen(value) > max || strlen(name) + 1 + strlen(v) > XCLIENT_LINE_MAX - 8 ||
+	if (len > XCLIENT_VALUE_MAX) {
+		snprintf(out, size, "%s=[UNAVAILABLE]", name);
+		return;
+	}
+	xtext(v, sizeof(v), value, len);
+	if (strlen(name) + 1 + strlen(v) > XCLIENT_LINE_MAX - 8 ||
 	    snprintf(out, size, "%s=%s", name, v) >= (int)size)
 		snprintf(out, size, "%s=[UNAVAILABLE]", name);
 }
@@ -2262,26 +2266,19 @@ xclient_attrs(struct session *s, char attrs[6][XCLIENT_ATTR_MAX])
 		    strchr(s->client_ip, ':') ? "IPV6:" : "", s->client_ip);
 	if (xclient_has(caps, "PORT"))
 		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PORT=%s", s->client_port);
-	if (xclient_has(caps, "NAME"))
-		xclient_attr(
-		    attrs[n++], XCLIENT_ATTR_MAX, "NAME", rdns_xclient_name(s), XCLIENT_VALUE_MAX);
-	if (xclient_has(caps, "HELO")) {
-		/* A HELO name that cannot be sent is unknown, never cut. */
-		char helo[XCLIENT_VALUE_MAX + 2];
-		const char *v = "[UNAVAILABLE]";
-		if (s->cmd.arg_len <= XCLIENT_VALUE_MAX) {
-			memcpy(helo, s->cmd.arg, s->cmd.arg_len);
-			helo[s->cmd.arg_len] = '\0';
-			v = helo;
-		}
-		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "HELO", v, XCLIENT_VALUE_MAX);
+	if (xclient_has(caps, "NAME")) {
+		const char *name = rdns_xclient_name(s);
+		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "NAME", name, strlen(name));
 	}
+	/* A HELO name that cannot be sent is unknown, never cut. */
+	if (xclient_has(caps, "HELO"))
+		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "HELO", s->cmd.arg, s->cmd.arg_len);
 	if (xclient_has(caps, "PROTO"))
 		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PROTO=%s",
 		    s->cmd.verb == SMTP_VERB_EHLO ? "ESMTP" : "SMTP");
 	if (xclient_has(caps, "LOGIN") && s->auth_user != NULL)
 		xclient_attr(
-		    attrs[n++], XCLIENT_ATTR_MAX, "LOGIN", s->auth_user, XCLIENT_VALUE_MAX);
+		    attrs[n++], XCLIENT_ATTR_MAX, "LOGIN", s->auth_user, strlen(s->auth_user));
 	return n;
 }
 
@@ -2336,13 +2333,7 @@ helo_backend_plaintext(struct session *s, const char *why)
 {
 	log_warn(
 	    s->id, "backend TLS: %s; reconnecting without TLS (backend_tls = opportunistic)", why);
-	backend_close(s);
-	s->be.dead = 0;
-	if (backend_connect(s, on_be_plain_banner) != 0) {
-		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
-		session_close(s, R_BACKEND_DOWN);
-		s->busy = 0;
-	}
+	backend_renew(s, on_be_plain_banner);
 }
 
 /* on_be_plain_banner - the new plaintext leg greeted: EHLO again */

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "conn.h"
 #include "dataread.h"
+#include "netkey.h"
 #include "rdns.h"
 #include "smtp_parse.h"
 #include "spool.h"
@@ -72,6 +73,7 @@ struct transaction {
 	int active; /* MAIL was accepted */
 	char *sender; /* accepted MAIL FROM address, "" for <> */
 	char *sender_params; /* its ESMTP parameters, "KEY=value ..." */
+	int smtputf8; /* MAIL said SMTPUTF8: non-ASCII addresses are fine */
 	struct rcpt *rcpts; /* accepted (and dropped) recipients, in order */
 	struct rcpt **rcpt_tail;
 	unsigned nrcpt; /* accepted */
@@ -104,7 +106,7 @@ struct session {
 	char local_port[8];
 	const struct config_addr *listener; /* the listen entry it came in on */
 	int ip_held; /* counted in the per-IP table */
-	char ip_key[64]; /* under this key (listener.c): the address or its IPv6 network */
+	char ip_key[NETKEY_MAX]; /* under this key (listener.c): the address or its IPv6 network */
 	struct event *proxy_ev; /* reading the PROXY header */
 	const char *tls_proto; /* "TLSv1.3" once TLS is up */
 	int tls_implicit; /* the handshake comes before our banner */
