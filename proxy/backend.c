@@ -123,9 +123,9 @@ backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
 		return -1;
 	out = b->conn->out;
 	/* Header lines never start with ".": nothing to stuff. */
-	if (tx->added != NULL && evbuffer_add_buffer(out, tx->added) != 0)
+	if (s->cs.added != NULL && evbuffer_add_buffer(out, s->cs.added) != 0)
 		return -1;
-	if (tx->edited) {
+	if (s->cs.edited) {
 		const struct message *m = &tx->msg;
 		for (size_t i = 0; i < m->nh; i++) {
 			if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)

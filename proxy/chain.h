@@ -14,10 +14,11 @@
 #include "config.h"
 #include "message.h"
 #include "portcullis/plugin.h"
+#include "spool.h"
 #include "verdict.h"
 
-struct session;
 struct event;
+struct evbuffer;
 
 /* One configured section: a plugin instance. (The ABI's opaque handle.) */
 struct pc_instance {
@@ -52,16 +53,52 @@ struct chain_result {
 	int failed; /* on_error decided */
 };
 
-typedef void (*chain_done_fn)(struct session *s, const struct chain_result *r);
+typedef void (*chain_done_fn)(void *arg, const struct chain_result *r);
+
+/* One recipient of the transaction, in the order the client gave them. */
+struct rcpt {
+	char *addr;
+	int dropped; /* answered 250 by a drop, never forwarded */
+	struct rcpt *next;
+};
+
+/*
+ * What plugins may read of a session: all the chain ever sees of it. The
+ * session owns the strings and refreshes the view before it runs a stage
+ * or ends a transaction or the session (session_view in session.c); the
+ * chain only reads it, so it knows nothing of struct session.
+ */
+struct chain_view {
+	const char *id; /* session id */
+	const char *tx_id; /* NULL outside a transaction */
+	const char *client_ip, *client_port;
+	const char *local_ip, *local_port;
+	const char *client_name; /* forward-confirmed name, or NULL */
+	int trusted; /* the client is in trusted_networks */
+	const char *hostname; /* ours */
+	const char *helo; /* the client's last HELO/EHLO argument, or NULL */
+	const char *tls_proto, *tls_cipher; /* NULL without TLS */
+	const char *auth_user;
+	const char *sender, *sender_params; /* NULL outside a transaction */
+	const struct rcpt *rcpts; /* accepted (and dropped) recipients */
+	size_t nrcpt; /* accepted, not dropped */
+	/* The stage's own argument: the new HELO name at HELO, the recipient
+	 * and its parameters at RCPT. */
+	const char *arg, *arg_params;
+	/* At the end of DATA: the spooled message and its header index. */
+	struct spool *spool;
+	struct message *msg; /* NULL until indexed */
+	size_t size; /* RFC 1870 octets */
+};
 
 /* One hook call in flight, and what the host services read. */
 struct pc_call {
-	struct session *s;
+	const struct chain_view *v;
+	struct chain_session *cs;
 	struct chain *chain;
 	struct pc_instance *f; /* the instance being asked */
 	enum pc_stage stage;
 	int in_stage; /* a stage hook, not reset/close */
-	const char *rcpt; /* at the RCPT stage */
 	size_t next; /* the next instance to ask */
 	int state; /* CALL_* in chain.c */
 	int resumed; /* resume came while the hook ran */
@@ -72,9 +109,9 @@ struct pc_call {
 	void *cancel_arg;
 	struct event *timer;
 	chain_done_fn done;
+	void *done_arg;
 	size_t body_pos; /* body_read position in the spool */
 	int body_sol; /* at the start of a line (for un-stuffing) */
-	char *helo_copy, *params_copy; /* strings get() made for this stage */
 };
 
 /* Per-session state of the chain. */
@@ -83,6 +120,10 @@ struct chain_session {
 	void **sdata, **tdata; /* per instance */
 	char trail[1024];
 	size_t trail_tx; /* where the transaction's part of trail starts */
+	/* What filters did to the message at the end of DATA: header fields to
+	 * prepend (removals are marked in the view's message index). */
+	struct evbuffer *added;
+	int edited; /* some incoming field is to be left out */
 };
 
 /* plugin.c */
@@ -94,18 +135,23 @@ void chain_free(struct chain *c);
 
 /* chain.c */
 void chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns);
-int chain_session_init(struct chain *c, struct chain_session *cs, struct session *s);
+/* chain_session_init - per-session state, reading v (which outlives cs). */
+int chain_session_init(struct chain *c, struct chain_session *cs, const struct chain_view *v);
 /* chain_has - does any instance hook this stage? */
 int chain_has(const struct chain *c, enum pc_stage stage);
 /* chain_run - ask the stage's hooks; done is called once, maybe at once. */
-void chain_run(
-    struct chain *c, struct session *s, enum pc_stage stage, const char *rcpt, chain_done_fn done);
+void chain_run(struct chain_session *cs, enum pc_stage stage, chain_done_fn done, void *arg);
+/* chain_stage - the stage being run (or last run). */
+enum pc_stage chain_stage(const struct chain_session *cs);
 /* chain_cancel - give up a pending hook (its done is never called). */
-void chain_cancel(struct session *s);
-/* chain_tx_end - the transaction ended: reset hooks, tx data dropped. */
-void chain_tx_end(struct chain *c, struct session *s);
+void chain_cancel(struct chain_session *cs);
+/* chain_tx_end - the transaction ended: reset hooks, tx data and message
+ * changes dropped. */
+void chain_tx_end(struct chain_session *cs);
+/* chain_tx_begin - a transaction starts: the trail's transaction part. */
+void chain_tx_begin(struct chain_session *cs);
 /* chain_session_end - cancel a pending hook, close hooks, free. */
-void chain_session_end(struct chain *c, struct session *s);
+void chain_session_end(struct chain_session *cs);
 /* path_params - a path's ESMTP parameters as one string (malloc'd). */
 struct smtp_path;
 char *path_params(const struct smtp_path *path);

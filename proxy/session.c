@@ -106,8 +106,10 @@ static void on_be_plain_banner(
     struct session *s, enum backend_result res, const struct smtp_reply *r);
 static int helo_backend_next(struct session *s);
 static void session_connect_backend(struct session *s);
-static void on_connect_verdict(struct session *s, const struct chain_result *r);
-static void on_hooks_done(struct session *s, const struct chain_result *r);
+static void on_connect_verdict(void *arg, const struct chain_result *r);
+static void on_hooks_done(void *arg, const struct chain_result *r);
+static void session_view(struct session *s, const char *arg, const char *params);
+static void session_local_addr(struct session *s, evutil_socket_t fd);
 static void session_verdict(struct session *s, enum pc_stage stage, const struct chain_result *r);
 static void helo_reply(struct session *s, const struct smtp_caps *caps);
 static void tx_begin(struct session *s);
@@ -247,9 +249,11 @@ session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
 	srv->nsessions++;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	session_local_addr(s, fd);
 	s->client = conn_new(srv->base, fd, session_read_cb, session_write_cb, session_event_cb, s);
 	s->timer = evtimer_new(srv->base, session_timer_cb, s);
-	if (s->client == NULL || s->timer == NULL || chain_session_init(s->chain, &s->cs, s) != 0) {
+	if (s->client == NULL || s->timer == NULL ||
+	    chain_session_init(s->chain, &s->cs, &s->view) != 0) {
 		log_err(s->id, "out of memory for client=%s", s->peer);
 		session_free(s);
 		return;
@@ -275,6 +279,22 @@ refuse:
 		/* The client gets nothing; it was leaving anyway. */
 	}
 	close(fd);
+}
+
+/* session_local_addr - the address the client connected to (a PROXY
+ * header may say another) */
+static void
+session_local_addr(struct session *s, evutil_socket_t fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+
+	if (getsockname(fd, (struct sockaddr *)&local, &len) != 0 ||
+	    getnameinfo((struct sockaddr *)&local, len, s->local_ip, sizeof(s->local_ip),
+	        s->local_port, sizeof(s->local_port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(s->local_ip, sizeof(s->local_ip), "?");
+		snprintf(s->local_port, sizeof(s->local_port), "0");
+	}
 }
 
 /* session_proxy_cb - the PROXY header, peeked at until complete, then read
@@ -368,7 +388,8 @@ session_begin(struct session *s)
 	s->state = SESSION_CONNECTING;
 	if (chain_has(s->chain, PC_STAGE_CONNECT)) {
 		s->busy = 1;
-		chain_run(s->chain, s, PC_STAGE_CONNECT, NULL, on_connect_verdict);
+		session_view(s, NULL, NULL);
+		chain_run(&s->cs, PC_STAGE_CONNECT, on_connect_verdict, s);
 		return;
 	}
 	session_connect_backend(s);
@@ -464,8 +485,9 @@ session_connect_backend(struct session *s)
 
 /* on_connect_verdict - what the connect hooks said */
 static void
-on_connect_verdict(struct session *s, const struct chain_result *r)
+on_connect_verdict(void *arg, const struct chain_result *r)
 {
+	struct session *s = arg;
 	char q[600];
 
 	s->busy = 0;
@@ -958,19 +980,81 @@ session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct s
 		return;
 	}
 	s->proceed = proceed;
-	chain_run(
-	    s->chain, s, stages[stage], stage == HOOK_RCPT ? s->path.addr : NULL, on_hooks_done);
+	if (stage == HOOK_HELO) {
+		char *helo = strndup(s->cmd.arg, s->cmd.arg_len);
+		if (helo == NULL) {
+			session_reply(s, R_LOCAL_ERROR);
+			session_done(s);
+			return;
+		}
+		session_view(s, helo, NULL);
+	} else if (stage == HOOK_RCPT) {
+		char *params = path_params(&s->path);
+		if (params == NULL) {
+			session_reply(s, R_LOCAL_ERROR);
+			session_done(s);
+			return;
+		}
+		session_view(s, s->path.addr, params);
+	} else {
+		session_view(s, NULL, NULL);
+	}
+	chain_run(&s->cs, stages[stage], on_hooks_done, s);
+}
+
+/*
+ * session_view - refresh what the chain may read, before it runs. arg and
+ * params are the stage's own strings (HELO's name, RCPT's address and
+ * parameters): helo and params are taken over (freed at the next stage),
+ * a RCPT address lives in s->path until the next command.
+ */
+static void
+session_view(struct session *s, const char *arg, const char *params)
+{
+	struct chain_view *v = &s->view;
+	struct transaction *tx = &s->tx;
+	int in_tx = tx->id[0] != '\0';
+
+	free(s->stage_arg);
+	free(s->stage_params);
+	s->stage_arg = s->stage_params = NULL;
+	if (arg != NULL && arg != s->path.addr)
+		s->stage_arg = (char *)arg;
+	s->stage_params = (char *)params;
+	v->id = s->id;
+	v->tx_id = in_tx ? tx->id : NULL;
+	v->client_ip = s->client_ip;
+	v->client_port = s->client_port;
+	v->local_ip = s->local_ip;
+	v->local_port = s->local_port;
+	v->client_name = s->rdns_state == RDNS_OK ? s->client_name : NULL;
+	v->hostname = s->cfg->hostname;
+	v->helo = s->helo;
+	v->tls_proto = s->tls_proto;
+	v->tls_cipher = s->tls_proto != NULL ? conn_tls_cipher(s->client) : NULL;
+	v->auth_user = s->auth_user;
+	v->sender = in_tx ? tx->sender : NULL;
+	v->sender_params = in_tx ? tx->sender_params : NULL;
+	v->rcpts = tx->rcpts;
+	v->nrcpt = tx->nrcpt;
+	v->arg = arg;
+	v->arg_params = params;
+	v->spool = tx->spool_open ? &tx->spool : NULL;
+	v->msg = tx->msg_parsed ? &tx->msg : NULL;
+	v->size = tx->size;
 }
 
 /* on_hooks_done - the stage is decided: proceed, or answer the verdict */
 static void
-on_hooks_done(struct session *s, const struct chain_result *r)
+on_hooks_done(void *arg, const struct chain_result *r)
 {
+	struct session *s = arg;
+
 	if (r->action == PC_CONTINUE || r->action == PC_ACCEPT) {
 		s->proceed(s);
 		return;
 	}
-	session_verdict(s, s->cs.call.stage, r);
+	session_verdict(s, chain_stage(&s->cs), r);
 }
 
 /* session_verdict - reject, tempfail, drop or disconnect at a stage */
@@ -1074,7 +1158,7 @@ session_close(struct session *s, const char *reply)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
-	chain_cancel(s);
+	chain_cancel(&s->cs);
 	/* reply is one of the 421 constants of replies.h, whose one %s is
 	 * the host name. */
 #pragma GCC diagnostic push
@@ -1110,7 +1194,10 @@ session_free(struct session *s)
 		return;
 	}
 	tx_end(s, "aborted", "session ended");
-	chain_session_end(s->chain, s);
+	session_view(s, NULL, NULL);
+	chain_session_end(&s->cs);
+	free(s->stage_arg);
+	free(s->stage_params);
 	rdns_cancel(s);
 	backend_close(s);
 	if (s->timer != NULL)
@@ -1318,8 +1405,10 @@ tx_end(struct session *s, const char *status, const char *reply)
 
 	if (tx->active || tx->by != NULL)
 		tx_log(s, status, reply);
-	if (tx->id[0] != '\0')
-		chain_tx_end(s->chain, s);
+	if (tx->id[0] != '\0') {
+		session_view(s, NULL, NULL);
+		chain_tx_end(&s->cs);
+	}
 	for (r = tx->rcpts; r != NULL; r = next) {
 		next = r->next;
 		free(r->addr);
@@ -1329,8 +1418,6 @@ tx_end(struct session *s, const char *status, const char *reply)
 		spool_close(&tx->spool);
 	free(tx->sender);
 	free(tx->sender_params);
-	if (tx->added != NULL)
-		evbuffer_free(tx->added);
 	message_free(&tx->msg);
 	unsigned seq = tx->seq;
 	memset(tx, 0, offsetof(struct transaction, framer));
@@ -1353,7 +1440,7 @@ tx_begin(struct session *s)
 	tx->sender = strdup(s->path.addr);
 	tx->sender_params = path_params(&s->path);
 	tx->smtputf8 = smtp_path_param(&s->path, "SMTPUTF8") != NULL;
-	s->cs.trail_tx = strlen(s->cs.trail);
+	chain_tx_begin(&s->cs);
 	if (s->blackhole) {
 		tx->by = s->bh_by;
 		tx->stage = s->bh_stage;

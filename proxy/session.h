@@ -58,13 +58,6 @@ enum session_state {
 	SESSION_AUTH, /* relaying an AUTH exchange: lines are answers, not commands */
 };
 
-/* One recipient the backend accepted. */
-struct rcpt {
-	char *addr;
-	int dropped; /* answered 250 by a drop, never forwarded */
-	struct rcpt *next;
-};
-
 /* The transaction: from MAIL to the end of data, RSET, or the end. */
 struct transaction {
 	unsigned seq; /* 1, 2, ... within the session */
@@ -85,10 +78,8 @@ struct transaction {
 	const char *by; /* the filter that decided, for the summary line */
 	const char *stage; /* and at which stage */
 	const char *rcpt_drop_by; /* the last filter that dropped a recipient */
-	struct evbuffer *added; /* header fields filters added */
 	struct message msg; /* the header index, for filters */
 	int msg_parsed;
-	int edited; /* a filter removed header fields */
 	struct dataread framer;
 	struct spool spool;
 	int spool_open;
@@ -139,6 +130,8 @@ struct session {
 	const char *bh_by, *bh_stage; /* who dropped the session, where */
 	struct chain *chain;
 	struct chain_session cs;
+	struct chain_view view; /* what the chain reads (session_view) */
+	char *stage_arg, *stage_params; /* the view's arg and arg_params */
 	void (*proceed)(struct session *s); /* after the hooks */
 	int ehlo; /* the client greeted with EHLO (not HELO) */
 	char *helo; /* the client's HELO/EHLO argument */
