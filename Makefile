@@ -27,10 +27,10 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
-             proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c
-PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
+             proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c
+PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c
-UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
+UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
               test_proxyproto test_netkey
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.

@@ -19,7 +19,7 @@
 #include "session.h"
 
 static int auth_answer_ok(const char *line, size_t len);
-static const char *auth_syntax(const char *arg, size_t len);
+static const struct reply *auth_syntax(const char *arg, size_t len);
 static char *auth_name(const char *mech, const char *b64, size_t len);
 static void on_auth(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void on_auth_cancelled(void *arg, enum backend_result res, const struct smtp_reply *r);
@@ -29,7 +29,7 @@ static void on_auth_cancelled(void *arg, enum backend_result res, const struct s
 int
 check_auth(struct session *s)
 {
-	const char *refuse = NULL;
+	const struct reply *refuse = NULL;
 
 	if (s->cmd.arg_len == 0)
 		refuse = R_AUTH_SYNTAX;
@@ -46,7 +46,7 @@ check_auth(struct session *s)
 	else
 		refuse = auth_syntax(s->cmd.arg, s->cmd.arg_len);
 	if (refuse != NULL) {
-		session_reply(s, "%s", refuse);
+		session_say(s, refuse);
 		return PC_ERROR;
 	}
 	return PC_OK;
@@ -63,7 +63,7 @@ auth_answer_ok(const char *line, size_t len)
 
 /* auth_syntax - "mechanism [initial-response]": NULL when well-formed, else
  * the reply; the initial response is base64 or "=" (empty, RFC 4954 §4) */
-static const char *
+static const struct reply *
 auth_syntax(const char *arg, size_t len)
 {
 	const char *sp = memchr(arg, ' ', len);
@@ -182,7 +182,7 @@ on_auth(void *arg, enum backend_result res, const struct smtp_reply *r)
  * instead (RFC 4954 §4), and the client gets reply once the backend has
  * dropped the exchange */
 void
-auth_cancel(struct session *s, const char *reply)
+auth_cancel(struct session *s, const struct reply *reply)
 {
 	s->state = SESSION_COMMAND;
 	s->auth_refusal = reply;
@@ -198,6 +198,6 @@ on_auth_cancelled(void *arg, enum backend_result res, const struct smtp_reply *r
 		return;
 	free(s->auth_candidate);
 	s->auth_candidate = NULL;
-	session_reply(s, "%s", s->auth_refusal);
+	session_say(s, s->auth_refusal);
 	session_done(s);
 }

@@ -256,17 +256,15 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 	case CONFIG_ON_ERROR_ACCEPT:
 		return 0;
 	case CONFIG_ON_ERROR_REJECT:
-		snprintf(line, sizeof(line), "%s",
-		    connect ? R_FILTER_ERROR_REJECT_CONNECT : R_FILTER_ERROR_REJECT);
+		reply_line(connect ? R_FILTER_ERROR_REJECT_CONNECT : R_FILTER_ERROR_REJECT,
+		    call->v->hostname, line, sizeof(line));
 		chain_finish(call, PC_REJECT, line, 1);
 		return 1;
 	case CONFIG_ON_ERROR_TEMPFAIL:
 		break;
 	}
-	if (connect)
-		snprintf(line, sizeof(line), R_FILTER_ERROR_TEMPFAIL_CONNECT, call->v->hostname);
-	else
-		snprintf(line, sizeof(line), "%s", R_FILTER_ERROR_TEMPFAIL);
+	reply_line(connect ? R_FILTER_ERROR_TEMPFAIL_CONNECT : R_FILTER_ERROR_TEMPFAIL,
+	    call->v->hostname, line, sizeof(line));
 	chain_finish(call, PC_TEMPFAIL, line, 1);
 	return 1;
 }

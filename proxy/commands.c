@@ -24,8 +24,8 @@ static long long size_param(const struct smtp_param *p);
 static int xtext_valid(const char *v, size_t len);
 static int param_is(const struct smtp_param *p, const char *kw);
 static int mail_params_check(struct session *s);
-static int path_error(
-    struct session *s, enum smtp_path_result r, const char *syntax, const char *bad);
+static int path_error(struct session *s, enum smtp_path_result r, const struct reply *syntax,
+    const struct reply *bad);
 static unsigned long long mail_size_limit(struct session *s);
 static int check_mail(struct session *s);
 static void proceed_mail(struct session *s);
@@ -88,7 +88,7 @@ static int
 check_helo(struct session *s)
 {
 	if (s->cmd.arg_len == 0) {
-		session_reply(s, s->cmd.verb == SMTP_VERB_EHLO ? R_EHLO_SYNTAX : R_HELO_SYNTAX);
+		session_say(s, s->cmd.verb == SMTP_VERB_EHLO ? R_EHLO_SYNTAX : R_HELO_SYNTAX);
 		return PC_ERROR;
 	}
 	return PC_OK;
@@ -253,7 +253,7 @@ mail_params_check(struct session *s)
 
 	for (size_t i = 0; i < s->path.nparams; i++) {
 		const struct smtp_param *p = &s->path.params[i];
-		const char *reply = NULL;
+		const struct reply *reply = NULL;
 
 		for (size_t k = 0; k < i && reply == NULL; k++) {
 			const struct smtp_param *q = &s->path.params[k];
@@ -300,7 +300,7 @@ mail_params_check(struct session *s)
 			        (size_t)((p->value ? p->value + p->value_len
 			                           : p->key + p->key_len) -
 			            p->key)));
-			session_reply(s, "%s", reply);
+			session_say(s, reply);
 			return PC_ERROR;
 		}
 	}
@@ -309,21 +309,21 @@ mail_params_check(struct session *s)
 
 /* path_error - the reply for a path that did not parse */
 static int
-path_error(struct session *s, enum smtp_path_result r, const char *syntax, const char *bad)
+path_error(
+    struct session *s, enum smtp_path_result r, const struct reply *syntax, const struct reply *bad)
 {
 	char q[200];
 
 	switch (r) {
 	case SMTP_PATH_ETOOLONG:
-		session_reply(s, R_PATH_TOO_LONG);
+		session_say(s, R_PATH_TOO_LONG);
 		break;
 	case SMTP_PATH_EPARAM:
 	case SMTP_PATH_ETOOMANY:
-		session_reply(s, R_BAD_PARAM);
+		session_say(s, R_BAD_PARAM);
 		break;
 	default:
-		session_reply(
-		    s, "%s", s->cmd.arg_len < 3 || !strchr(s->cmd.arg, ':') ? syntax : bad);
+		session_say(s, s->cmd.arg_len < 3 || !strchr(s->cmd.arg, ':') ? syntax : bad);
 		break;
 	}
 	log_info(s->id, "bad %s argument from client=%s: \"%s\"", smtp_verb_name(s->cmd.verb),
@@ -349,15 +349,15 @@ check_mail(struct session *s)
 	enum smtp_path_result r;
 
 	if (s->helo == NULL) {
-		session_reply(s, R_NEED_HELO);
+		session_say(s, R_NEED_HELO);
 		return PC_ERROR;
 	}
 	if (s->tx.active) {
-		session_reply(s, R_NESTED_MAIL);
+		session_say(s, R_NESTED_MAIL);
 		return PC_ERROR;
 	}
 	if (s->cfg->tls_required && s->tls_proto == NULL) {
-		session_reply(s, R_NEED_TLS);
+		session_say(s, R_NEED_TLS);
 		return PC_ERROR;
 	}
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "FROM:", 1, 0, &s->path);
@@ -368,7 +368,7 @@ check_mail(struct session *s)
 	/* RFC 6531 §3.2: a non-ASCII address only in an SMTPUTF8 transaction. */
 	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 &&
 	    smtp_path_param(&s->path, "SMTPUTF8") == NULL) {
-		session_reply(s, R_NEED_SMTPUTF8);
+		session_say(s, R_NEED_SMTPUTF8);
 		return PC_ERROR;
 	}
 	tx_begin(s);
@@ -383,14 +383,14 @@ proceed_mail(struct session *s)
 	if (s->blackhole) {
 		s->tx.active = 1;
 		s->tx.dropped = 1;
-		session_reply(s, R_DROP_MAIL);
+		session_say(s, R_DROP_MAIL);
 		session_done(s);
 		return;
 	}
 	if (s->tx.sender == NULL || s->tx.sender_params == NULL) {
 		log_err(s->id, "out of memory recording the sender");
-		session_reply(s, R_LOCAL_ERROR);
-		tx_end(s, "tempfail", R_LOCAL_ERROR);
+		session_say(s, R_LOCAL_ERROR);
+		tx_end(s, "tempfail", "out of memory");
 		session_done(s);
 		return;
 	}
@@ -430,26 +430,26 @@ check_rcpt(struct session *s)
 	enum smtp_path_result r;
 
 	if (!s->tx.active) {
-		session_reply(s, R_NEED_MAIL);
+		session_say(s, R_NEED_MAIL);
 		return PC_ERROR;
 	}
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "TO:", 0, 1, &s->path);
 	if (r != SMTP_PATH_OK)
 		return path_error(s, r, R_RCPT_SYNTAX, R_BAD_RCPT);
 	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 && !s->tx.smtputf8) {
-		session_reply(s, R_NEED_SMTPUTF8);
+		session_say(s, R_NEED_SMTPUTF8);
 		return PC_ERROR;
 	}
 	/* We advertise no RCPT extension (no DSN): refuse their parameters. */
 	if (s->path.nparams > 0) {
-		session_reply(s, R_PARAM_UNSUPPORTED);
+		session_say(s, R_PARAM_UNSUPPORTED);
 		return PC_ERROR;
 	}
 	/* The recipient limit stops one message fanning out without bound. */
 	if (s->tx.nrcpt + s->tx.nrcpt_dropped >= s->cfg->max_recipients) {
 		log_info(s->tx.id, "max_recipients (%llu) reached",
 		    (unsigned long long)s->cfg->max_recipients);
-		session_reply(s, R_TOO_MANY_RCPT);
+		session_say(s, R_TOO_MANY_RCPT);
 		return PC_ERROR;
 	}
 	return PC_OK;
@@ -462,7 +462,7 @@ proceed_rcpt(struct session *s)
 	if (s->tx.dropped) { /* a drop at MAIL or before: 250 and forget */
 		s->tx.nrcpt_dropped++;
 		tx_add_rcpt(s, s->path.addr, 1);
-		session_reply(s, R_DROP_RCPT);
+		session_say(s, R_DROP_RCPT);
 		session_done(s);
 		return;
 	}
@@ -497,15 +497,15 @@ static int
 check_starttls(struct session *s)
 {
 	if (s->cmd.arg_len != 0) {
-		session_reply(s, R_NO_ARGS);
+		session_say(s, R_NO_ARGS);
 		return PC_ERROR;
 	}
 	if (s->tls_proto != NULL) {
-		session_reply(s, R_TLS_ACTIVE);
+		session_say(s, R_TLS_ACTIVE);
 		return PC_ERROR;
 	}
 	if (s->srv->tls_server == NULL) {
-		session_reply(s, R_NOT_IMPL);
+		session_say(s, R_NOT_IMPL);
 		return PC_ERROR;
 	}
 	return PC_OK;
@@ -516,7 +516,7 @@ proceed_starttls(struct session *s)
 {
 	size_t early = evbuffer_get_length(s->client->in);
 
-	session_reply(s, R_TLS_GO);
+	session_say(s, R_TLS_GO);
 	conn_flush(s->client);
 	if (evbuffer_get_length(s->client->out) > 0) {
 		log_info(s->id, "client=%s does not read its replies; closing", s->peer);
@@ -545,7 +545,7 @@ static int
 check_noargs(struct session *s)
 {
 	if (s->cmd.arg_len != 0) {
-		session_reply(s, R_NO_ARGS);
+		session_say(s, R_NO_ARGS);
 		return PC_ERROR;
 	}
 	return PC_OK;
@@ -562,7 +562,7 @@ proceed_rset(struct session *s)
 {
 	tx_end(s, "aborted", "RSET");
 	if (s->blackhole) {
-		session_reply(s, R_OKAY);
+		session_say(s, R_OKAY);
 		session_done(s);
 		return;
 	}
@@ -582,7 +582,7 @@ on_rset(void *arg, enum backend_result res, const struct smtp_reply *r)
 static void
 proceed_noop(struct session *s)
 {
-	session_reply(s, R_OKAY);
+	session_say(s, R_OKAY);
 	session_done(s);
 }
 
@@ -591,7 +591,7 @@ proceed_quit(struct session *s)
 {
 	tx_end(s, "aborted", "QUIT");
 	log_info(s->id, "disconnect from client=%s commands=%lu", s->peer, s->ncommands);
-	session_reply(s, R_BYE);
+	session_say(s, R_BYE);
 	session_close(s, NULL);
 	s->busy = 0;
 }
@@ -599,21 +599,21 @@ proceed_quit(struct session *s)
 static void
 proceed_help(struct session *s)
 {
-	session_reply(s, R_HELP);
+	session_say(s, R_HELP);
 	session_done(s);
 }
 
 static void
 proceed_vrfy(struct session *s)
 {
-	session_reply(s, s->cmd.arg_len ? R_VRFY : R_VRFY_SYNTAX);
+	session_say(s, s->cmd.arg_len ? R_VRFY : R_VRFY_SYNTAX);
 	session_done(s);
 }
 
 static void
 proceed_not_impl(struct session *s)
 {
-	session_reply(s, R_NOT_IMPL);
+	session_say(s, R_NOT_IMPL);
 	session_done(s);
 }
 
@@ -621,7 +621,7 @@ static void
 proceed_refused(struct session *s)
 {
 	log_warn(s->id, "client=%s sent %s: refused", s->peer, smtp_verb_name(s->cmd.verb));
-	session_reply(s, R_REFUSED_CMD);
+	session_say(s, R_REFUSED_CMD);
 	session_done(s);
 }
 
@@ -632,6 +632,6 @@ proceed_unknown(struct session *s)
 
 	log_info(s->id, "unknown command from client=%s: \"%s\"", s->peer,
 	    log_quote(q, sizeof(q), s->cmd.verb_text, s->cmd.verb_len));
-	session_reply(s, R_UNKNOWN);
+	session_say(s, R_UNKNOWN);
 	session_done(s);
 }

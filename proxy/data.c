@@ -18,7 +18,7 @@
 
 static void data_emit(void *arg, const char *bytes, size_t len);
 static int check_data_end(struct session *s);
-static const char *tx_index(struct session *s);
+static const struct reply *tx_index(struct session *s);
 static void on_data_refused(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void data_proceed(struct session *s);
 static void on_data_go(void *arg, enum backend_result res, const struct smtp_reply *r);
@@ -78,7 +78,7 @@ session_data_input(struct session *s)
 /* ---- DATA ---- */
 
 /* data_refusal - why DATA would not get our 354; NULL if it would */
-const char *
+const struct reply *
 data_refusal(const struct session *s)
 {
 	if (s->cmd.arg_len != 0)
@@ -94,7 +94,7 @@ data_refusal(const struct session *s)
 int
 check_data(struct session *s)
 {
-	const char *refuse = data_refusal(s);
+	const struct reply *refuse = data_refusal(s);
 
 	if (refuse != NULL) {
 		session_reply(s, "%s", refuse);
@@ -121,7 +121,7 @@ proceed_data(struct session *s)
 
 	if (spool_open(&tx->spool, cfg->spool_memory, cfg->spool_dir) != 0) {
 		log_err(tx->id, "out of memory opening the spool");
-		session_reply(s, R_LOCAL_ERROR);
+		session_say(s, R_LOCAL_ERROR);
 		session_done(s);
 		return;
 	}
@@ -129,7 +129,7 @@ proceed_data(struct session *s)
 	dataread_init(&tx->framer,
 	    cfg->bare_lf == CONFIG_BARE_LF_NORMALIZE ? DATAREAD_NORMALIZE : DATAREAD_REJECT,
 	    cfg->max_message_size, cfg->max_data_line_length, data_emit, s);
-	session_reply(s, R_DATA_GO);
+	session_say(s, R_DATA_GO);
 	s->state = SESSION_DATA;
 	evtimer_del(s->timer);
 	session_arm(s, cfg->data_timeout_ms);
@@ -152,7 +152,7 @@ check_data_end(struct session *s)
 {
 	struct transaction *tx = &s->tx;
 	struct dataread *d = &tx->framer;
-	const char *refuse = NULL;
+	const struct reply *refuse = NULL;
 
 	tx->size = d->size;
 	if (d->errors & DATAREAD_ETOOBIG)
@@ -174,7 +174,7 @@ check_data_end(struct session *s)
 	if (refuse != NULL) {
 		if (tx->spool.failed)
 			log_err(tx->id, "spool write failed: %s", strerror(tx->spool.err));
-		data_refuse(s, refuse, "rejected");
+		data_refuse_r(s, refuse, "rejected");
 		return PC_AGAIN;
 	}
 	if (tx->dropped || tx->nrcpt == 0) {
@@ -183,7 +183,7 @@ check_data_end(struct session *s)
 			tx->by = tx->rcpt_drop_by;
 			tx->stage = "rcpt";
 		}
-		data_refuse(s, R_DROP_DATA, "dropped");
+		data_refuse_r(s, R_DROP_DATA, "dropped");
 		return PC_AGAIN;
 	}
 	return PC_OK;
@@ -196,7 +196,7 @@ check_data_end(struct session *s)
  * like Postfix's header_size_limit) rather than half indexed. Most sections
  * fit the first read; it doubles until the section ends. NULL, or the reply.
  */
-static const char *
+static const struct reply *
 tx_index(struct session *s)
 {
 	struct transaction *tx = &s->tx;
@@ -250,6 +250,15 @@ data_refuse(struct session *s, const char *reply, const char *status)
 	session_reply(s, "%s", s->refusal);
 	tx_end(s, status, s->refusal);
 	session_done(s);
+}
+
+/* data_refuse_r - data_refuse with one of our own replies */
+void
+data_refuse_r(struct session *s, const struct reply *r, const char *status)
+{
+	char line[600];
+
+	data_refuse(s, reply_line(r, s->cfg->hostname, line, sizeof(line)), status);
 }
 
 static void

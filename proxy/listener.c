@@ -78,7 +78,7 @@ static int listener_error_transient(int err);
 static void listener_pause(int err);
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg);
 static uint64_t listener_now_ms(void);
-static void listener_refuse(evutil_socket_t fd, const char *reply, const char *host);
+static void listener_refuse(evutil_socket_t fd, const struct reply *reply, const char *host);
 static void proxy_wait(struct server *srv, struct client_info *ci, const char *peer);
 static void proxy_read_cb(evutil_socket_t fd, short what, void *arg);
 static void proxy_deadline_cb(evutil_socket_t fd, short what, void *arg);
@@ -205,16 +205,12 @@ listener_accept_cb(
 
 /* listener_refuse - one 421 straight into the socket, then close */
 static void
-listener_refuse(evutil_socket_t fd, const char *reply, const char *host)
+listener_refuse(evutil_socket_t fd, const struct reply *reply, const char *host)
 {
 	char msg[600];
 
-	/* reply is one of the 421 constants of replies.h: one %s, the host. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-	snprintf(msg, sizeof(msg), reply, host);
-#pragma GCC diagnostic pop
-	strncat(msg, "\r\n", sizeof(msg) - strlen(msg) - 1);
+	reply_line(reply, host, msg, sizeof(msg) - 2);
+	strcat(msg, "\r\n");
 	if (write(fd, msg, strlen(msg)) < 0) {
 		/* The client gets nothing; it was leaving anyway. */
 	}

@@ -42,7 +42,7 @@ static void on_forget_banner(void *arg, enum backend_result res, const struct sm
 static void session_connect_backend(struct session *s);
 static int backend_greeted(struct session *s, enum backend_result res, const struct smtp_reply *r);
 static void session_greet(struct session *s);
-static void session_hangup(struct session *s, const char *reply, const char *why);
+static void session_hangup(struct session *s, const struct reply *reply, const char *why);
 static const char *input_quote(struct session *s, char *buf, size_t size);
 static void on_banner(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void session_read_cb(struct conn *c, void *arg);
@@ -279,18 +279,17 @@ session_greet(struct session *s)
 		session_hangup(s, R_PIPELINING, "spoke before the greeting");
 		return;
 	}
-	session_reply(s, R_BANNER, s->cfg->hostname);
+	session_say(s, R_BANNER);
 	session_process(s);
 }
 
 /* session_hangup - a last reply of ours, then close: what the client sent
  * can no longer be read as commands */
 static void
-session_hangup(struct session *s, const char *reply, const char *why)
+session_hangup(struct session *s, const struct reply *reply, const char *why)
 {
 	tx_end(s, "aborted", why);
-	session_reply(s, "%s", reply);
-	session_close(s, NULL);
+	session_close(s, reply);
 	s->busy = 0;
 }
 
@@ -334,6 +333,15 @@ session_reply(struct session *s, const char *fmt, ...)
 	evbuffer_add(s->client->out, line, (size_t)n + 2);
 	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
 		s->errors++;
+}
+
+/* session_say - one of our own replies (replies.h) */
+void
+session_say(struct session *s, const struct reply *r)
+{
+	char line[600];
+
+	session_reply(s, "%s", reply_line(r, s->cfg->hostname, line, sizeof(line)));
 }
 
 /* session_relay - send the backend's reply to the client, line by line */
@@ -512,7 +520,7 @@ session_process(struct session *s)
 				auth_cancel(s, R_LINE_TOO_LONG);
 				continue;
 			}
-			session_reply(s, R_LINE_TOO_LONG);
+			session_say(s, R_LINE_TOO_LONG);
 			session_done(s);
 			continue;
 		}
@@ -562,7 +570,7 @@ session_command(struct session *s, char *line, size_t len)
 		char q[120];
 		log_info(s->id, "bad UTF-8 in a command from client=%s: \"%s\"", s->peer,
 		    log_quote(q, sizeof(q), line, len));
-		session_reply(s, R_BAD_UTF8);
+		session_say(s, R_BAD_UTF8);
 		session_done(s);
 		return;
 	}
@@ -570,7 +578,7 @@ session_command(struct session *s, char *line, size_t len)
 		char q[120];
 		log_info(s->id, "bad command line from client=%s: \"%s\"", s->peer,
 		    log_quote(q, sizeof(q), line, len));
-		session_reply(s, R_BAD_SYNTAX);
+		session_say(s, R_BAD_SYNTAX);
 		session_done(s);
 		return;
 	}
@@ -672,7 +680,7 @@ session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct s
 	if (stage == HOOK_HELO) {
 		char *helo = strndup(s->cmd.arg, s->cmd.arg_len);
 		if (helo == NULL) {
-			session_reply(s, R_LOCAL_ERROR);
+			session_say(s, R_LOCAL_ERROR);
 			session_done(s);
 			return;
 		}
@@ -680,7 +688,7 @@ session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct s
 	} else if (stage == HOOK_RCPT) {
 		char *params = path_params(&s->path);
 		if (params == NULL) {
-			session_reply(s, R_LOCAL_ERROR);
+			session_say(s, R_LOCAL_ERROR);
 			session_done(s);
 			return;
 		}
@@ -752,7 +760,8 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 {
 	struct transaction *tx = &s->tx;
 	const char *status = r->action == PC_REJECT ? "rejected" : "tempfail";
-	char q[LOG_ADDR_MAX > 600 ? LOG_ADDR_MAX : 600];
+	char q[LOG_ADDR_MAX > 600 ? LOG_ADDR_MAX : 600], drop[64];
+	const char *said;
 
 	/* The summary line names who decided the transaction; a refused
 	 * recipient does not decide it (its own line says who refused it). */
@@ -791,7 +800,7 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 		if (r->action == PC_DROP) {
 			tx->active = 1;
 			tx->dropped = 1;
-			session_reply(s, R_DROP_MAIL);
+			session_say(s, R_DROP_MAIL);
 			break;
 		}
 		session_reply(s, "%s", r->reply);
@@ -805,14 +814,17 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 			tx_add_rcpt(s, s->path.addr, 1);
 			status = "dropped";
 		}
+		said = r->action == PC_DROP
+		    ? reply_line(R_DROP_RCPT, s->cfg->hostname, drop, sizeof(drop))
+		    : r->reply;
 		log_info(tx->id, "to=<%s> %s at rcpt by=%s reply=\"%s\"",
 		    log_quote(q, sizeof(q), s->path.addr, strlen(s->path.addr)), status, r->by,
-		    r->action == PC_DROP ? R_DROP_RCPT : r->reply);
-		session_reply(s, "%s", r->action == PC_DROP ? R_DROP_RCPT : r->reply);
+		    said);
+		session_reply(s, "%s", said);
 		break;
 	case PC_STAGE_DATA:
 		if (r->action == PC_DROP)
-			data_refuse(s, R_DROP_DATA, "dropped");
+			data_refuse_r(s, R_DROP_DATA, "dropped");
 		else
 			data_refuse(s, r->reply, status);
 		return;
@@ -883,18 +895,13 @@ session_done(struct session *s)
  * once the client has it, or after a linger.
  */
 void
-session_close(struct session *s, const char *reply)
+session_close(struct session *s, const struct reply *reply)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
 	chain_cancel(&s->cs);
-	/* reply is one of the 421 constants of replies.h, whose one %s is
-	 * the host name. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
 	if (reply != NULL)
-		session_reply(s, reply, s->cfg->hostname);
-#pragma GCC diagnostic pop
+		session_say(s, reply);
 	s->state = SESSION_CLOSING;
 	conn_read_stop(s->client);
 	backend_close(&s->be);
@@ -953,7 +960,8 @@ int
 session_backend_ok(
     struct session *s, enum backend_result res, const struct smtp_reply *r, const char *classes)
 {
-	const char *reply;
+	const struct reply *reply;
+	char line[600];
 
 	switch (res) {
 	case BACKEND_REPLY:
@@ -979,8 +987,8 @@ session_backend_ok(
 		break;
 	}
 	s->be.dead = 1;
-	session_reply(s, "%s", reply);
-	tx_end(s, "tempfail", reply);
+	session_say(s, reply);
+	tx_end(s, "tempfail", reply_line(reply, s->cfg->hostname, line, sizeof(line)));
 	session_close(s, R_BACKEND_LOST_CLOSE);
 	s->busy = 0;
 	return 0;

@@ -20,6 +20,7 @@
 #include "dataread.h"
 #include "netkey.h"
 #include "rdns.h"
+#include "replies.h"
 #include "server.h"
 #include "smtp_parse.h"
 #include "spool.h"
@@ -89,7 +90,7 @@ struct session {
 	char auth_mech[24]; /* the AUTH exchange in progress */
 	char *auth_candidate; /* the user it names, until 235 */
 	unsigned auth_step; /* client answers so far */
-	const char *auth_refusal; /* our reply once a cancelled exchange ends */
+	const struct reply *auth_refusal; /* our reply once a cancelled exchange ends */
 	struct rdns rdns; /* the client's name */
 	struct conn *client;
 	struct backend be;
@@ -184,7 +185,8 @@ int session_data_input(struct session *s);
 void session_run(struct session *s, const struct command *c);
 void session_view(struct session *s, const char *arg, const char *params);
 void session_done(struct session *s);
-void session_close(struct session *s, const char *reply);
+void session_close(struct session *s, const struct reply *reply);
+void session_say(struct session *s, const struct reply *r);
 int session_backend_ok(
     struct session *s, enum backend_result res, const struct smtp_reply *r, const char *classes);
 void tx_log(struct session *s, const char *status, const char *reply);
@@ -193,11 +195,12 @@ void tx_add_rcpt(struct session *s, const char *addr, int dropped);
 void tx_end(struct session *s, const char *status, const char *reply);
 void tx_begin(struct session *s);
 void proceed_helo(struct session *s);
-const char *data_refusal(const struct session *s);
+const struct reply *data_refusal(const struct session *s);
 void data_end(struct session *s);
 void data_refuse(struct session *s, const char *reply, const char *status);
+void data_refuse_r(struct session *s, const struct reply *r, const char *status);
 void session_auth_line(struct session *s, char *line, size_t len);
-void auth_cancel(struct session *s, const char *reply);
+void auth_cancel(struct session *s, const struct reply *reply);
 int check_any(struct session *s);
 
 #endif

@@ -232,7 +232,7 @@ test_on_error_tempfail(void **state)
 	run();
 	assert_int_equal(last.action, PC_TEMPFAIL);
 	assert_true(last.failed);
-	assert_string_equal(last.reply, R_FILTER_ERROR_TEMPFAIL);
+	assert_string_equal(last.reply, "451 4.3.0 Temporary filter failure, try again later");
 	assert_int_equal(fakes[1].calls, 0);
 }
 
@@ -243,7 +243,7 @@ test_on_error_reject(void **state)
 	fakes[0].action = 99;
 	run();
 	assert_int_equal(last.action, PC_REJECT);
-	assert_string_equal(last.reply, R_FILTER_ERROR_REJECT);
+	assert_string_equal(last.reply, "550 5.3.0 Refused after a filter failure");
 	assert_string_equal(last.by, "a");
 }
 
