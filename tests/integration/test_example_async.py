@@ -128,6 +128,20 @@ def test_other_stages_pass_at_once(recorder, proxy, client):
     assert "holding data" in p.log()
 
 
+
+def test_held_banner_catches_a_client_that_talks_first(recorder, proxy, client):
+    """stage = connect: a client that does not wait for the banner is
+    disconnected when the hold ends, before any command of it runs."""
+    p = proxy(sections=[tarpit(delay="300ms", stage="connect")])
+    c = client(p)
+    held_session(p)
+    c.send(b"EHLO eager.test\r\nMAIL FROM:<a@x.test>\r\n")
+    assert c.reply().first == "554 5.5.0 Error: SMTP protocol synchronization"
+    assert c.closed()
+    assert "MAIL" not in recorder.verbs()
+    assert "before the greeting" in p.log(), p.log()
+
+
 # ---- the event loop does not wait with the hook -------------------------------
 
 
