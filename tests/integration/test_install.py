@@ -148,3 +148,35 @@ def test_plugin_builds_out_of_tree_and_loads(installed, tmp_path):
     assert "devkit: loaded again, greeting none, libevent 2." in out, out
     assert "configuration OK" in out, out
     assert "AddressSanitizer" not in out and "runtime error" not in out, out
+
+
+def _guide_block(lang, after):
+    """The first ```lang block after the text `after` in doc/plugins.md."""
+    with open(os.path.join(REPO, "doc", "plugins.md")) as f:
+        text = f.read()
+    i = text.index(after)
+    start = text.index(f"```{lang}\n", i) + len(lang) + 4
+    return text[start:text.index("```", start)]
+
+
+def test_guide_example_builds_and_filters(installed, tmp_path, recorder, proxy, client):
+    """doc/plugins.md's nospam.c, built with the guide's own cc command
+    against the install, refuses what it says it refuses."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "nospam.c").write_text(_guide_block("c", "A whole plugin, `nospam.c`"))
+    commands = _guide_block("sh", "Build it, install it where the daemon looks")
+    cc = commands.split("\ninstall ")[0].replace("\\\n", " ")
+    assert cc.startswith("cc ") and "pkg-config --cflags portcullis" in cc, cc
+    env = _clean_env(PKG_CONFIG_PATH=f"{installed}{PREFIX}/lib/pkgconfig", PKG_CONFIG_SYSROOT_DIR=installed)
+    p = subprocess.run(["sh", "-c", cc], cwd=str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=env, timeout=60)
+    out = p.stdout.decode()
+    assert p.returncode == 0 and out == "", out  # no warnings either
+
+    px = proxy(sections=[("plugin nospam", {"path": str(src / "nospam.so"), "domain": "spam.example"})])
+    c = client(px)
+    c.greet()
+    assert c.cmd("MAIL FROM:<x@spam.example>").first == "550 5.7.1 Not from there"
+    c.cmd("MAIL FROM:<x@ham.example>").expect(250)
+    c.cmd("QUIT").expect(221)
