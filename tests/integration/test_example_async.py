@@ -11,7 +11,6 @@ that filter_timeout shorter than the delay gives the on_error reply.
 
 import re
 import select
-import socket
 import time
 
 import pytest
@@ -20,6 +19,7 @@ from kit.dialogue import (
     assert_backend_stopped_at,
     config_line,
     default_reply,
+    enter_stage,
     refused,
     reply_at,
     with_body,
@@ -63,12 +63,6 @@ def has_input(c):
         return True
     readable, _, _ = select.select([c.sock], [], [], 0)
     return bool(readable)
-
-
-def reset(c):
-    """Close with RST: the proxy sees the client gone at once."""
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    c.close()
 
 
 # ---- the verdict comes through pending and resume -------------------------------
@@ -171,11 +165,11 @@ def test_held_session_does_not_hold_another(recorder, proxy, client):
     assert events(p) == [(sid_a, "holding"), (sid_b, "holding")], p.log()
 
     # Each hold ends on its own: A's cancel leaves B held.
-    reset(a)
+    a.reset()
     assert p.wait_log(rf"tarpit: session {sid_a} cancelled at rcpt", timeout=BOUND), p.log()
     assert not has_input(b), b.buf
     assert not _CANCEL_RE.search(p.log().replace(f"session {sid_a} cancelled", "")), p.log()
-    reset(b)
+    b.reset()
     assert p.wait_log(rf"tarpit: session {sid_b} cancelled at rcpt", timeout=BOUND), p.log()
     assert "released" not in p.log()
     assert p.alive()
@@ -190,17 +184,9 @@ def test_client_leaves_while_held(recorder, proxy, client, stage):
     fires; the daemon goes on serving."""
     p = proxy(sections=[tarpit(delay="500ms", stage=stage)])
     c = client(p)
-    if stage != "connect":
-        c.greet()
-        c.cmd("MAIL FROM:<a@x.test>").expect(250)
-        if stage == "rcpt":
-            c.send(b"RCPT TO:<b@y.test>\r\n")
-        else:
-            c.cmd("RCPT TO:<b@y.test>").expect(250)
-            c.cmd("DATA").expect(354)
-            c.send(stuff(BODY) + b".\r\n")
+    enter_stage(c, stage, data=stuff(BODY) + b".\r\n")
     sid = held_session(p)
-    reset(c)
+    c.reset()
     assert p.wait_log(rf"tarpit: session {sid} cancelled at {stage}", timeout=BOUND), p.log()
     # The host says so too, with the session id.
     assert re.search(rf"id={sid} .*filter tarpit cancelled at {stage}", p.log()), p.log()
