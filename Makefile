@@ -14,6 +14,8 @@ SYSCONFDIR ?= /etc/portcullis
 BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
+# The version portcullis -V prints (proxy/main.c), for portcullis.pc.
+VERSION  := $(shell sed -n 's/.*PORTCULLIS_VERSION "\(.*\)".*/\1/p' proxy/main.c)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
@@ -142,12 +144,21 @@ fuzz:
 	    build/fuzz/corpus-session || rc=1; \
 	exit $$rc
 
+# The developer files go in too: every public header, and portcullis.pc
+# (etc/portcullis.pc.in) so that a plugin builds out of tree with
+#   cc $(pkg-config --cflags portcullis) -fPIC -shared -o x.so x.c
+# The .pc is written here, not at build time, because PREFIX may differ
+# between the two.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
 	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
 	install -d $(DESTDIR)$(PREFIX)/lib/portcullis/plugins $(DESTDIR)$(PREFIX)/include/portcullis
 	install -m 755 $(PLUGIN_SO) $(DESTDIR)$(PREFIX)/lib/portcullis/plugins/
-	install -m 644 include/portcullis/plugin.h include/portcullis/status.h $(DESTDIR)$(PREFIX)/include/portcullis/
+	install -m 644 $(wildcard include/portcullis/*.h) $(DESTDIR)$(PREFIX)/include/portcullis/
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' etc/portcullis.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
 	test -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
 		install -m 644 etc/portcullis.conf $(DESTDIR)$(SYSCONFDIR)/portcullis.conf
 	install -d $(DESTDIR)/lib/systemd/system
