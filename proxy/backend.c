@@ -86,22 +86,22 @@ backend_open(struct backend *b, backend_cb cb, void *arg)
 	b->dead = 0;
 	fd = socket(bc->addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -1;
+		return PC_ERROR;
 	/* Commands and replies are small and latency-bound (DESIGN §2). */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	b->conn = conn_new(bc->base, fd, backend_read_cb, NULL, backend_event_cb, b);
 	if (b->conn == NULL) {
 		close(fd);
-		return -1;
+		return PC_ERROR;
 	}
 	if (b->deadline == NULL &&
 	    (b->deadline = evtimer_new(bc->base, backend_deadline_cb, b)) == NULL)
-		return -1;
+		return PC_ERROR;
 	smtp_reply_init(&b->reply);
 	backend_arm(b, bc->cfg->backend_connect_timeout_ms, cb, arg);
 	conn_connect(b->conn, bc->addr, bc->addrlen);
 	conn_read_start(b->conn);
-	return 0;
+	return PC_OK;
 }
 
 /* backend_reconnect - a fresh leg in place of this one */
@@ -222,14 +222,14 @@ backend_starttls(struct backend *b, backend_cb cb)
 	const char *name = cfg->backend_tls_name[0] ? cfg->backend_tls_name : cfg->backend.host;
 
 	if (!backend_usable(b) || b->conf.tls == NULL)
-		return -1;
+		return PC_ERROR;
 	backend_arm(b, cfg->backend_timeout_ms, cb, b);
 	if (conn_tls_start(b->conn, b->conf.tls, 0, name, cfg->backend_tls_verify) != 0) {
 		b->pending = NULL;
 		evtimer_del(b->deadline);
-		return -1;
+		return PC_ERROR;
 	}
-	return 0;
+	return PC_OK;
 }
 
 /* backend_finish - an exchange is over: tell whoever waits */
@@ -293,7 +293,7 @@ backend_read_cb(struct conn *c, void *arg)
 			return;
 		}
 		free(line);
-		if (r == PC_DONE && evbuffer_get_length(in) > 0) {
+		if (r == PC_OK && evbuffer_get_length(in) > 0) {
 			/* One command is outstanding at a time, so a complete
 			 * reply is all the backend may have sent: anything after
 			 * it (a second reply, bytes after a 220 to STARTTLS) would
@@ -310,7 +310,7 @@ backend_read_cb(struct conn *c, void *arg)
 			backend_finish(b, BACKEND_SURPLUS);
 			return;
 		}
-		if (r == PC_DONE) {
+		if (r == PC_OK) {
 			b->reply_done = 1;
 			if (b->pending == NULL) {
 				size_t l;

@@ -79,10 +79,10 @@ struct backend {
 
 void backend_init(struct backend *b, const struct backend_conf *conf, const char *id, void *arg,
     void (*gone)(void *arg, enum backend_result res));
-/* backend_connect - open the leg; cb gets the banner. 0 or -1 (errno). */
+/* backend_connect - open the leg; cb gets the banner. PC_OK or PC_ERROR (errno). */
 int backend_connect(struct backend *b, backend_cb cb);
 /* backend_reconnect - close the leg and open a fresh one: TLS and the
- * capabilities are forgotten. 0 or -1 (errno). */
+ * capabilities are forgotten. PC_OK or PC_ERROR (errno). */
 int backend_reconnect(struct backend *b, backend_cb cb);
 /* backend_greet - EHLO with the client's name; STARTTLS and EHLO again
  * when backend_tls says so; XCLIENT (after the client's name is known, if

@@ -59,10 +59,10 @@ session_data_input(struct session *s)
 			int r =
 			    dataread_feed(&s->tx.framer, vec[i].iov_base, vec[i].iov_len, &used);
 			evbuffer_drain(in, used);
-			if (r == PC_DONE) {
+			if (r == PC_OK) {
 				evtimer_del(s->timer);
 				data_end(s);
-				return PC_DONE;
+				return PC_OK;
 			}
 		}
 	}
@@ -309,15 +309,15 @@ data_emit_message(struct session *s, struct evbuffer *out)
 	struct spool *sp = &tx->spool;
 
 	if (out == NULL)
-		return -1;
+		return PC_ERROR;
 	if (s->cs.added != NULL && evbuffer_add_buffer(out, s->cs.added) != 0)
-		return -1;
+		return PC_ERROR;
 	if (!s->cs.edited)
 		return spool_move(sp, out);
 	const struct message *m = &tx->msg;
 	for (size_t i = 0; i < m->nh; i++) {
 		if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)
-			return -1;
+			return PC_ERROR;
 	}
 	/* The rest: the blank line (if any) and the body. */
 	size_t rest = m->nh > 0 ? m->h[m->nh - 1].off + m->h[m->nh - 1].len : 0;

@@ -91,9 +91,9 @@ listener_start(struct server *srv)
 	struct config *cfg = srv->cfg;
 
 	if (srv->ip_table == NULL && server_ip_init(srv) != 0)
-		return -1;
+		return PC_ERROR;
 	if ((resume_ev = evtimer_new(srv->base, listener_resume_cb, NULL)) == NULL)
-		return -1;
+		return PC_ERROR;
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		struct addrinfo hints = {0}, *res;
 		int r;
@@ -105,7 +105,7 @@ listener_start(struct server *srv)
 		if (r != 0) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
 			    gai_strerror(r));
-			return -1;
+			return PC_ERROR;
 		}
 		lctx[nlisteners].srv = srv;
 		lctx[nlisteners].l = cfg->listen[i];
@@ -117,7 +117,7 @@ listener_start(struct server *srv)
 		if (listeners[nlisteners] == NULL) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
 			    strerror(errno));
-			return -1;
+			return PC_ERROR;
 		}
 		evconnlistener_set_error_cb(listeners[nlisteners], listener_error_cb);
 		nlisteners++;
@@ -125,7 +125,7 @@ listener_start(struct server *srv)
 		    cfg->listen[i].tls ? " tls" : "",
 		    cfg->listen[i].proxy ? " proxy_protocol" : "");
 	}
-	return 0;
+	return PC_OK;
 }
 
 /* listener_stop - close every listening socket (SIGTERM); a pause ends too */
@@ -299,7 +299,7 @@ proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 	r = proxyproto_parse(buf, (size_t)n, &pp, &consumed, &why);
 	if (r == PC_AGAIN && (size_t)n < sizeof(buf))
 		return;
-	if (r != PC_DONE) {
+	if (r != PC_OK) {
 		log_warn(ci.id, "bad PROXY header from %s: %s; closing", w->peer,
 		    why ? why : "too long");
 		proxy_done(w, 1);

@@ -91,16 +91,16 @@ server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen)
 			break;
 	if (c == NULL) {
 		if ((c = calloc(1, sizeof(*c))) == NULL)
-			return -1;
+			return PC_ERROR;
 		strncpy(c->ip, key, sizeof(c->ip) - 1);
 		c->next = *head;
 		*head = c;
 	}
 	/* The per-address limit stops one host taking every slot. */
 	if (c->n >= srv->cfg->max_connections_per_ip)
-		return -1;
+		return PC_ERROR;
 	c->n++;
-	return 0;
+	return PC_OK;
 }
 
 /* server_ip_release - one connection counted under key (server_ip_acquire's) ended */

@@ -15,6 +15,7 @@
 #include "chain.h"
 #include "config.h"
 #include "netkey.h"
+#include "portcullis/status.h"
 
 struct event;
 struct event_base;
@@ -62,10 +63,10 @@ struct generation *generation_new(struct config *cfg, struct chain *chain);
 /* generation_release - one holder fewer; the last frees it. */
 void generation_release(struct generation *g);
 
-/* server_ip_init - the per-client table; 0 or -1. */
+/* server_ip_init - the per-client table; PC_OK or PC_ERROR. */
 int server_ip_init(struct server *srv);
 /* server_ip_acquire - count one more connection from ip under its netkey
- * (written to key); -1 over max_connections_per_ip (or out of memory). */
+ * (written to key); PC_ERROR over max_connections_per_ip (or out of memory). */
 int server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen);
 /* server_ip_release - one connection counted under key ended. */
 void server_ip_release(struct server *srv, const char *key);
