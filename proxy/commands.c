@@ -68,6 +68,23 @@ static const struct command commands[] = {
     {SMTP_VERB_UNKNOWN, check_any, HOOK_NONE, proceed_unknown},
 };
 
+/* Not commands, but stages all the same: the connection, and the end of
+ * DATA. They run through the same check -> hooks -> proceed (session_run)
+ * as the commands above, and their verdicts through the same
+ * session_verdict. */
+static const struct command events[] = {
+    {SMTP_VERB_UNKNOWN, check_any, HOOK_CONNECT, proceed_connect},
+    {SMTP_VERB_DATA, check_data_end, HOOK_DATA, data_proceed},
+};
+
+/* command_event - the row for the connection (HOOK_CONNECT) or the end of
+ * DATA (HOOK_DATA) */
+const struct command *
+command_event(enum hook_stage stage)
+{
+	return stage == HOOK_CONNECT ? &events[0] : &events[1];
+}
+
 /* command_find - the table's entry for a verb ("unknown" for any verb we
  * parse but do not serve) */
 const struct command *

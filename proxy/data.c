@@ -17,17 +17,11 @@
 #include "session.h"
 
 static void data_emit(void *arg, const char *bytes, size_t len);
-static int check_data_end(struct session *s);
 static const struct reply *tx_index(struct session *s);
 static void on_data_refused(void *arg, enum backend_result res, const struct smtp_reply *r);
-static void data_proceed(struct session *s);
 static void on_data_go(void *arg, enum backend_result res, const struct smtp_reply *r);
 static int data_emit_message(struct session *s, struct evbuffer *out);
 static void on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r);
-
-/* The end of DATA: a stage like a command's (session_run). */
-static const struct command data_end_event = {
-    SMTP_VERB_DATA, check_data_end, HOOK_DATA, data_proceed};
 
 /* line_has_cr - does the line of len octets before the LF end in CR? */
 int
@@ -142,12 +136,12 @@ data_end(struct session *s)
 {
 	s->busy = 1;
 	s->state = SESSION_COMMAND;
-	session_run(s, &data_end_event);
+	session_run(s, command_event(HOOK_DATA));
 }
 
 /* check_data_end - is the message fit for the hooks and the backend?
  * If not, it is refused (PC_AGAIN: data_refuse answers) */
-static int
+int
 check_data_end(struct session *s)
 {
 	struct transaction *tx = &s->tx;
@@ -272,7 +266,7 @@ on_data_refused(void *arg, enum backend_result res, const struct smtp_reply *r)
 	session_done(s);
 }
 
-static void
+void
 data_proceed(struct session *s)
 {
 	backend_command(&s->be, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);

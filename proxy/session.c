@@ -34,7 +34,6 @@
 
 static void session_start(struct session *s);
 static void session_begin(struct session *s);
-static void proceed_connect(struct session *s);
 static void session_tls_done(struct session *s);
 static void session_forget(struct session *s);
 static void backend_renew(struct session *s, backend_cb cb);
@@ -59,12 +58,6 @@ static void session_verdict(struct session *s, enum pc_stage stage, const struct
 static void session_connect_verdict(struct session *s, const struct chain_result *r);
 static void session_free(struct session *s);
 static void session_backend_gone(void *arg, enum backend_result res);
-
-/* Not commands, but stages all the same: the connection, and the end of
- * DATA. They run through the same check -> hooks -> proceed as a command,
- * and their verdicts through the same session_verdict. */
-static const struct command connect_event = {
-    SMTP_VERB_UNKNOWN, check_any, HOOK_CONNECT, proceed_connect};
 
 /* session_new - a client the listener accepted */
 void
@@ -157,11 +150,11 @@ session_begin(struct session *s)
 	    s->tls_proto ? s->tls_proto : "");
 	s->state = SESSION_CONNECTING;
 	s->busy = 1;
-	session_run(s, &connect_event);
+	session_run(s, command_event(HOOK_CONNECT));
 }
 
 /* proceed_connect - the connect hooks let the client in: the backend */
-static void
+void
 proceed_connect(struct session *s)
 {
 	s->busy = 0;

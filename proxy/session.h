@@ -173,6 +173,10 @@ struct command {
 };
 
 const struct command *command_find(enum smtp_verb verb);
+const struct command *command_event(enum hook_stage stage);
+void proceed_connect(struct session *s);
+int check_data_end(struct session *s);
+void data_proceed(struct session *s);
 int check_data(struct session *s);
 void proceed_data(struct session *s);
 int check_auth(struct session *s);
