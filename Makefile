@@ -31,7 +31,7 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
 PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c
 UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
-              test_proxyproto test_netkey test_backend
+              test_proxyproto test_netkey test_backend test_session
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.
 CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
