@@ -32,11 +32,19 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c
 PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c
-UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
-              test_proxyproto test_netkey
+UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message \
+              test_chain test_proxyproto test_netkey test_backend test_session
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.
 CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
+# The backend leg on its own, against a fake MTA on the loop (fakemx.c): only
+# what backend.c needs, no session, so the leg has to stand alone.
+BACKEND_TEST_SRC := proxy/backend.c proxy/conn.c proxy/smtp_parse.c proxy/rdns.c \
+                    proxy/log.c proxy/config.c
+# A whole session between a fake client and the fake MTA: every proxy source
+# but main.c.
+SESSION_TEST_SRC := $(filter-out proxy/main.c,$(PROXY_SRC))
+FAKEMX_OBJ := $(BUILD)/tests/unit/fakemx.o
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -85,7 +93,22 @@ $(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
--include $(DEPFILES)
+$(BUILD)/tests/test_backend: $(BUILD)/tests/unit/test_backend.o $(FAKEMX_OBJ) \
+    $(BACKEND_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+$(BUILD)/tests/test_session: $(BUILD)/tests/unit/test_session.o $(FAKEMX_OBJ) \
+    $(SESSION_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+# Test sources that link with proxy objects: no prototypes for cmocka's cases.
+$(BUILD)/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c -o $@ $<
+
+-include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d)
 
 deps:
 	@tools/deps.sh

@@ -342,6 +342,11 @@ backend_event_cb(struct conn *c, int what, void *arg)
 			cb(b->pending_arg, BACKEND_REPLY, NULL); /* NULL: TLS is up */
 		return;
 	}
+	/* A failure is reported once: a refused connect makes both the read
+	 * and the (connecting) write event fail, and the second one must not
+	 * reach gone as a new loss the owner was already told about. */
+	if (b->dead)
+		return;
 	if (c->tls_error[0] != '\0')
 		log_warn(b->id, "backend %s", c->tls_error);
 	else if (what == CONN_ERROR)

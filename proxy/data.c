@@ -91,7 +91,7 @@ check_data(struct session *s)
 	const struct reply *refuse = data_refusal(s);
 
 	if (refuse != NULL) {
-		session_reply(s, "%s", refuse);
+		session_say(s, refuse);
 		return PC_ERROR;
 	}
 	return PC_OK;

@@ -181,7 +181,7 @@ int check_data(struct session *s);
 void proceed_data(struct session *s);
 int check_auth(struct session *s);
 void proceed_auth(struct session *s);
-void session_reply(struct session *s, const char *fmt, ...);
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_relay(struct session *s, const struct smtp_reply *r);
 void session_arm(struct session *s, uint64_t ms);
 int line_has_cr(struct evbuffer *in, size_t len);
