@@ -1059,7 +1059,7 @@ lh_close(void *inst, struct pc_call *call)
 }
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "lua",
     .version = "1.0",
     .keys = NULL, /* any other key is the script's, in `config` */

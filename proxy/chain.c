@@ -65,6 +65,9 @@ static int host_remove_header(struct pc_call *call, const char *name);
 void
 chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns)
 {
+	host->abi_major = PC_ABI_MAJOR;
+	host->abi_minor = PC_ABI_MINOR;
+	host->struct_size = sizeof(*host);
 	host->base = base;
 	host->dns = dns;
 	host->log = host_log;

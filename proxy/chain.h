@@ -25,7 +25,8 @@ struct pc_instance {
 	char *name; /* the section name: "by=" in logs */
 	char *type;
 	char *path; /* the shared object */
-	const struct pc_plugin *pl;
+	const struct pc_plugin *pl; /* &desc, or a test's own descriptor */
+	struct pc_plugin desc; /* the plugin's, up to its struct_size; zeroes after */
 	void *dl;
 	void *inst; /* what init returned */
 	int inited;

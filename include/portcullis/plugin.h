@@ -3,9 +3,14 @@
  *
  * A plugin is a shared object (build/plugins/NAME.so) that exports one symbol,
  *
- *	const struct pc_plugin portcullis_plugin = { ... };
+ *	const struct pc_plugin portcullis_plugin = {
+ *	    PC_PLUGIN_ABI_INIT,
+ *	    .name = "example",
+ *	    ...
+ *	};
  *
- * whose abi field is PC_PLUGIN_ABI. Every configuration section naming the
+ * PC_PLUGIN_ABI_INIT fills in the ABI version and the descriptor's size (see
+ * VERSIONS below). Every configuration section naming the
  * plugin makes one instance: init() is called with that section's keys and
  * returns the instance pointer that every hook then gets back.
  *
@@ -62,8 +67,30 @@
  *
  * LIFETIMES. Strings the host hands out stay valid until the hook returns
  * (or, for a pending hook, until resume or cancel); copy what you keep.
- * Session data (host->session_data) lives until the close hook, transaction
- * data (host->tx_data) until the reset hook.
+ * Strings the host builds for a call (an address's local part or domain,
+ * say) come from a per-call arena that the host frees when the stage ends,
+ * so asking again is cheap and never invalidates an earlier answer; the
+ * arena is bounded (PC_ARENA_MAX per stage): past that, such functions
+ * answer NULL (or -1). Session data (host->session_data) lives until the
+ * close hook, transaction data (host->tx_data) until the reset hook.
+ *
+ * VERSIONS. The descriptor and the host table each carry abi_major,
+ * abi_minor and struct_size (the sizeof the struct had where it was
+ * compiled). Rules:
+ *
+ *  - another major version is refused at load ("plugin X was built for ABI
+ *    1, this portcullis speaks ABI 2.0"): a major bump may change anything;
+ *  - a minor bump only appends: new members at the end of struct pc_plugin
+ *    and struct pc_host, new values at the end of enums, never renumbered;
+ *  - the host reads a descriptor only up to its struct_size, so a plugin
+ *    built against an older minor (a smaller descriptor) loads, and the
+ *    hooks it does not have are NULL;
+ *  - abi_minor in the descriptor is the oldest minor the plugin needs. A
+ *    plugin asking for a newer minor than the host speaks is refused (it
+ *    would call host functions that are not there). A plugin that wants to
+ *    run on older hosts too uses PC_PLUGIN_ABI_INIT_MINOR(oldest) instead
+ *    of PC_PLUGIN_ABI_INIT, and tests each newer host function with
+ *    PC_HOST_HAS(host, member) before calling it.
  */
 #ifndef PORTCULLIS_PLUGIN_H
 #define PORTCULLIS_PLUGIN_H
@@ -71,8 +98,22 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Bump on any change to the structs or function tables below. */
-#define PC_PLUGIN_ABI 1
+/* The ABI this header describes (see VERSIONS above). */
+#define PC_ABI_MAJOR 2
+#define PC_ABI_MINOR 0
+
+/* The first members of a descriptor: put it first in the initializer.
+ * PC_PLUGIN_ABI_INIT_MINOR(m) is for a plugin that also runs on hosts of an
+ * older minor m (it tests newer host functions with PC_HOST_HAS). */
+#define PC_PLUGIN_ABI_INIT_MINOR(minor)                                                            \
+	.abi_major = PC_ABI_MAJOR, .abi_minor = (minor), .struct_size = sizeof(struct pc_plugin)
+#define PC_PLUGIN_ABI_INIT PC_PLUGIN_ABI_INIT_MINOR(PC_ABI_MINOR)
+
+/* PC_HOST_HAS - does this host offer member (a function of struct pc_host
+ * added in a later minor version)? For plugins that set a lower abi_minor. */
+#define PC_HOST_HAS(host, member)                                                                  \
+	((host)->struct_size >= offsetof(struct pc_host, member) + sizeof((host)->member) &&       \
+	    (host)->member != NULL)
 
 /* The symbol every plugin exports. */
 #define PC_PLUGIN_SYMBOL "portcullis_plugin"
@@ -157,6 +198,10 @@ typedef void (*pc_cancel_fn)(void *arg);
 /* The services the host offers. Every function is safe to call from a hook
  * or from an event callback; none blocks. */
 struct pc_host {
+	/* The host's ABI: PC_ABI_MAJOR, its minor, sizeof(struct pc_host). */
+	unsigned abi_major, abi_minor;
+	size_t struct_size;
+
 	/* The libevent base every plugin event must use, and the daemon's
 	 * asynchronous resolver (evdns). */
 	struct event_base *base;
@@ -233,7 +278,10 @@ typedef int (*pc_hook_fn)(void *instance, struct pc_call *call, struct pc_verdic
 
 /* The descriptor: export it as PC_PLUGIN_SYMBOL. Any hook may be NULL. */
 struct pc_plugin {
-	unsigned abi; /* PC_PLUGIN_ABI */
+	/* PC_PLUGIN_ABI_INIT: these three stay first in every major version. */
+	unsigned abi_major; /* PC_ABI_MAJOR */
+	unsigned abi_minor; /* the oldest minor of the host the plugin needs */
+	size_t struct_size; /* sizeof(struct pc_plugin) as the plugin was built */
 	const char *name; /* for logs: "access" */
 	const char *version;
 	/* keys - the section keys init accepts, NULL-terminated; the host

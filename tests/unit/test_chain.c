@@ -87,7 +87,7 @@ fake_hook(void *inst, struct pc_call *call, struct pc_verdict *v)
 }
 
 static const struct pc_plugin fake_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "fake",
     .mail = fake_hook,
     .rcpt = fake_hook,
@@ -342,7 +342,7 @@ static void
 test_skips_missing_hooks(void **state)
 {
 	static const struct pc_plugin mail_only = {
-	    .abi = PC_PLUGIN_ABI, .name = "mailonly", .mail = fake_hook};
+	    PC_PLUGIN_ABI_INIT, .name = "mailonly", .mail = fake_hook};
 
 	inst[1].pl = &mail_only;
 	fakes[1].action = PC_REJECT;
