@@ -27,13 +27,17 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c
+# ABI 2: scores, message changes and the services that reach them.
+PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c
 UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
               test_proxyproto test_netkey
+UNIT_TESTS += test_edit
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.
 CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
+CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -79,6 +83,10 @@ $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/portcullis/plugin.h
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -levent
 
 $(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(CHAIN_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
+
+$(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(CHAIN_TEST_SRC:%.c=$(BUILD)/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
