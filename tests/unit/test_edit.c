@@ -485,7 +485,7 @@ test_score_summary(void **state)
 	score_summary(&s, buf, sizeof(buf));
 	assert_string_equal(buf, "score=3.25 symbols=A(1.5),B(2),NEGATIVE(-0.25)");
 	for (int i = 0; i < 20; i++) {
-		char sym[16];
+		char sym[32];
 		snprintf(sym, sizeof(sym), "LONG_%d", i);
 		score_add(&s, sym, 1, NULL);
 	}
