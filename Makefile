@@ -43,8 +43,12 @@ BACKEND_TEST_SRC := proxy/backend.c proxy/conn.c proxy/smtp_parse.c proxy/rdns.c
                     proxy/log.c proxy/config.c
 # A whole session between a fake client and the fake MTA: every proxy source
 # but main.c.
-SESSION_TEST_SRC := $(filter-out proxy/main.c,$(PROXY_SRC))
+SESSION_TEST_SRC = $(filter-out proxy/main.c,$(PROXY_SRC))
 FAKEMX_OBJ := $(BUILD)/tests/unit/fakemx.o
+# ABI 2: scores, message changes and the services that reach them.
+PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
+UNIT_TESTS += test_edit
+CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -107,6 +111,11 @@ $(BUILD)/tests/test_session: $(BUILD)/tests/unit/test_session.o $(FAKEMX_OBJ) \
 $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c -o $@ $<
+
+
+$(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(CHAIN_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
 -include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d)
 

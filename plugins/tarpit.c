@@ -79,7 +79,7 @@ static const char *const tarpit_keys[] = {"delay", "stage", "then", "reply", NUL
 /* Every stage's hook is the same function: it asks host->stage() which one
  * it is, and holds only the configured one. */
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "tarpit",
     .version = "1.0",
     .keys = tarpit_keys,

@@ -3,7 +3,9 @@
  * services the host offers plugins (struct pc_host).
  *
  * Exports chain_host_init, chain_session_init, chain_has, chain_run,
- * chain_cancel, chain_tx_end, chain_session_end and path_params. A session asks one
+ * chain_stage, chain_cancel, chain_tx_begin, chain_tx_end,
+ * chain_session_end and path_params (the ABI 2 services are in
+ * chainhost.c). A session asks one
  * stage at a time (commands are processed one at a time), so each session
  * has one struct pc_call, reused. The rules (DESIGN.md §3): instances are
  * asked in configuration order; the first verdict that is not continue
@@ -30,9 +32,6 @@ enum call_state {
 	CALL_PENDING, /* the hook answered pending: waiting for resume */
 };
 
-/* The longest header line a filter may add (RFC 5322 §2.1.1). */
-#define CHAIN_HEADER_MAX 998
-
 static pc_hook_fn stage_hook(const struct pc_plugin *pl, enum pc_stage stage);
 static void chain_step(struct pc_call *call);
 static int chain_verdict(struct pc_call *call, int action, const char *reply);
@@ -46,6 +45,7 @@ static int call_message(struct pc_call *call);
 static void host_log(struct pc_instance *self, struct pc_call *call, enum pc_log_level level,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static const char *host_get(struct pc_call *call, enum pc_field field);
+static const char *field_split(struct pc_call *call, const char *addr, int local_part);
 static const char *host_rcpt(struct pc_call *call, size_t n);
 static size_t host_rcpt_count(struct pc_call *call);
 static enum pc_stage host_stage(struct pc_call *call);
@@ -65,6 +65,9 @@ static int host_remove_header(struct pc_call *call, const char *name);
 void
 chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns)
 {
+	host->abi_major = PC_ABI_MAJOR;
+	host->abi_minor = PC_ABI_MINOR;
+	host->struct_size = sizeof(*host);
 	host->base = base;
 	host->dns = dns;
 	host->log = host_log;
@@ -83,6 +86,7 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	host->body_rewind = host_body_rewind;
 	host->add_header = host_add_header;
 	host->remove_header = host_remove_header;
+	chain_host_abi2(host);
 }
 
 /* chain_session_init - per-session state; 0 or -1 (out of memory) */
@@ -142,6 +146,8 @@ chain_run(struct chain_session *cs, enum pc_stage stage, chain_done_fn done, voi
 {
 	struct pc_call *call = &cs->call;
 
+	/* The strings handed out in the last stage go now (plugin.h). */
+	chain_arena_reset(&call->arena);
 	call->stage = stage;
 	call->in_stage = 1;
 	call->next = 0;
@@ -340,30 +346,39 @@ chain_tx_end(struct chain_session *cs)
 	struct pc_call *call = &cs->call;
 	struct chain *c = call->chain;
 
+	if (c != NULL && c->n > 0 && cs->tdata != NULL) {
+		chain_cancel(cs);
+		for (size_t i = 0; i < c->n; i++) {
+			struct pc_instance *f = &c->f[i];
+			if (f->pl->reset != NULL) {
+				call->f = f;
+				f->pl->reset(f->inst, call);
+			}
+			cs->tdata[i] = NULL;
+		}
+		call->f = NULL;
+		cs->trail[cs->trail_tx] = '\0';
+	}
+	/* After the reset hooks, which may still read them. */
 	if (cs->added != NULL)
 		evbuffer_free(cs->added);
 	cs->added = NULL;
 	cs->edited = 0;
-	if (c == NULL || c->n == 0 || cs->tdata == NULL)
-		return;
-	chain_cancel(cs);
-	for (size_t i = 0; i < c->n; i++) {
-		struct pc_instance *f = &c->f[i];
-		if (f->pl->reset != NULL) {
-			call->f = f;
-			f->pl->reset(f->inst, call);
-		}
-		cs->tdata[i] = NULL;
-	}
-	call->f = NULL;
-	cs->trail[cs->trail_tx] = '\0';
+	edit_free(&cs->edit);
+	score_clear(&cs->score_tx);
+	cs->in_tx = 0;
+	chain_arena_reset(&call->arena);
 }
 
-/* chain_tx_begin - a transaction starts */
+/* chain_tx_begin - a transaction starts with the session's scores */
 void
 chain_tx_begin(struct chain_session *cs)
 {
 	cs->trail_tx = strlen(cs->trail);
+	score_clear(&cs->score_tx);
+	if (score_copy(&cs->score_tx, &cs->score_session) != 0)
+		log_err(cs->call.v->id, "out of memory copying the session's scores");
+	cs->in_tx = 1;
 }
 
 /* chain_session_end - the session is over */
@@ -394,6 +409,11 @@ chain_session_end(struct chain_session *cs)
 		evbuffer_free(cs->added);
 	cs->added = NULL;
 	cs->sdata = cs->tdata = NULL;
+	edit_free(&cs->edit);
+	score_clear(&cs->score_tx);
+	score_clear(&cs->score_session);
+	cs->in_tx = 0;
+	chain_arena_reset(&call->arena);
 }
 
 /* ---- host services ---- */
@@ -469,8 +489,31 @@ host_get(struct pc_call *call, enum pc_field field)
 		return v->sender != NULL ? v->sender_params : NULL;
 	case PC_RCPT_PARAMS:
 		return rcpt ? v->arg_params : NULL;
+	case PC_CLIENT_NAME:
+		return v->client_name;
+	case PC_TLS_CIPHER:
+		return v->tls_cipher;
+	case PC_CLIENT_TRUSTED:
+		return v->trusted ? "1" : NULL;
+	case PC_SENDER_LOCAL:
+	case PC_SENDER_DOMAIN:
+		return field_split(call, v->sender, field == PC_SENDER_LOCAL);
+	case PC_RCPT_LOCAL:
+	case PC_RCPT_DOMAIN:
+		return rcpt ? field_split(call, v->arg, field == PC_RCPT_LOCAL) : NULL;
 	}
 	return NULL;
+}
+
+/* field_split - one half of an address (chain_split), or NULL */
+static const char *
+field_split(struct pc_call *call, const char *addr, int local_part)
+{
+	const char *local, *domain;
+
+	if (addr == NULL || chain_split(call, addr, &local, &domain) != 0)
+		return NULL;
+	return local_part ? local : domain;
 }
 
 /* path_params - "KEY=value KEY" of a MAIL or RCPT path, malloc'd */
@@ -652,35 +695,15 @@ host_body_rewind(struct pc_call *call)
 	call->body_pos = 0;
 }
 
-/* header_name_ok - a field name we let a filter write or name */
-static int
-header_name_ok(const char *name)
-{
-	size_t n = 0;
-
-	if (name == NULL || name[0] == '.')
-		return 0;
-	for (; name[n] != '\0'; n++) {
-		unsigned char c = (unsigned char)name[n];
-		if (c <= ' ' || c > '~' || c == ':')
-			return 0;
-	}
-	return n > 0 && n <= 76;
-}
-
 /* host_add_header - prepended when the message goes to the backend */
 static int
 host_add_header(struct pc_call *call, const char *name, const char *value)
 {
 	struct chain_session *cs = call->cs;
 
-	if (!call->in_stage || call->stage != PC_STAGE_DATA || !header_name_ok(name) ||
-	    value == NULL || strlen(name) + 2 + strlen(value) > CHAIN_HEADER_MAX)
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || value == NULL ||
+	    !edit_header_ok(name, value))
 		return -1;
-	for (const char *p = value; *p != '\0'; p++) {
-		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
-			return -1;
-	}
 	if (cs->added == NULL && (cs->added = evbuffer_new()) == NULL)
 		return -1;
 	return evbuffer_add_printf(cs->added, "%s: %s\r\n", name, value) < 0 ? -1 : 0;
@@ -690,7 +713,7 @@ host_add_header(struct pc_call *call, const char *name, const char *value)
 static int
 host_remove_header(struct pc_call *call, const char *name)
 {
-	if (!header_name_ok(name) || call_message(call) != 0)
+	if (!edit_header_ok(name, NULL) || call_message(call) != 0)
 		return -1;
 	if (message_remove(call->v->msg, name) > 0)
 		call->cs->edited = 1;

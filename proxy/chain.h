@@ -12,8 +12,10 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "edit.h"
 #include "message.h"
 #include "portcullis/plugin.h"
+#include "score.h"
 #include "spool.h"
 #include "verdict.h"
 
@@ -25,7 +27,8 @@ struct pc_instance {
 	char *name; /* the section name: "by=" in logs */
 	char *type;
 	char *path; /* the shared object */
-	const struct pc_plugin *pl;
+	const struct pc_plugin *pl; /* &desc, or a test's own descriptor */
+	struct pc_plugin desc; /* the plugin's, up to its struct_size; zeroes after */
 	void *dl;
 	void *inst; /* what init returned */
 	int inited;
@@ -91,6 +94,25 @@ struct chain_view {
 	size_t size; /* RFC 1870 octets */
 };
 
+/*
+ * The per-call arena (plugin.h, LIFETIMES): strings the host builds for a
+ * plugin, freed together when the stage ends (chain_run of the next stage,
+ * chain_tx_end, chain_session_end), never one by one, so an answer stays
+ * good however often a plugin asks again. Bounded: a plugin looping over
+ * host functions cannot grow a session without limit in one stage.
+ */
+#define CHAIN_ARENA_MAX (4u * 1024 * 1024)
+#define CHAIN_SPLIT_BUCKETS 64
+
+struct chain_arena_block;
+struct chain_split; /* an address split once, by its text */
+
+struct chain_arena {
+	struct chain_arena_block *head;
+	size_t used; /* octets allocated in this stage */
+	struct chain_split *split[CHAIN_SPLIT_BUCKETS];
+};
+
 /* One hook call in flight, and what the host services read. */
 struct pc_call {
 	const struct chain_view *v;
@@ -112,6 +134,7 @@ struct pc_call {
 	void *done_arg;
 	size_t body_pos; /* body_read position in the spool */
 	int body_sol; /* at the start of a line (for un-stuffing) */
+	struct chain_arena arena;
 };
 
 /* Per-session state of the chain. */
@@ -124,6 +147,12 @@ struct chain_session {
 	 * prepend (removals are marked in the view's message index). */
 	struct evbuffer *added;
 	int edited; /* some incoming field is to be left out */
+	/* ABI 2: the other message and envelope changes (per transaction),
+	 * and the scores: the session's (added outside a transaction, copied
+	 * into each new one) and the transaction's. */
+	struct edit edit;
+	struct score_set score_session, score_tx;
+	int in_tx; /* between chain_tx_begin and chain_tx_end */
 };
 
 /* plugin.c */
@@ -132,6 +161,11 @@ struct chain_session {
 int chain_load(struct chain **out, struct config *cfg, struct event_base *base,
     struct evdns_base *dns, int check_only, char *err, size_t errlen);
 void chain_free(struct chain *c);
+
+/* chainhost.c: the ABI 2 host services (address split, scores, message
+ * and envelope changes) and the per-call arena */
+void chain_host_abi2(struct pc_host *host);
+void chain_arena_reset(struct chain_arena *a);
 
 /* chain.c */
 void chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns);
@@ -145,13 +179,36 @@ void chain_run(struct chain_session *cs, enum pc_stage stage, chain_done_fn done
 enum pc_stage chain_stage(const struct chain_session *cs);
 /* chain_cancel - give up a pending hook (its done is never called). */
 void chain_cancel(struct chain_session *cs);
-/* chain_tx_end - the transaction ended: reset hooks, tx data and message
- * changes dropped. */
+/* chain_tx_end - the transaction ended: reset hooks, tx data, message and
+ * envelope changes and the transaction's scores dropped. */
 void chain_tx_end(struct chain_session *cs);
-/* chain_tx_begin - a transaction starts: the trail's transaction part. */
+/* chain_tx_begin - a transaction starts: the trail's transaction part,
+ * and the session's scores copied into the transaction's. */
 void chain_tx_begin(struct chain_session *cs);
 /* chain_session_end - cancel a pending hook, close hooks, free. */
 void chain_session_end(struct chain_session *cs);
+/* chain_message_changed - did filters change the message (header fields
+ * added, removed, changed or inserted, or the body replaced)? When not, the
+ * session may send the spool as it is (spool_move). */
+int chain_message_changed(const struct chain_session *cs, const struct message *m);
+/* chain_message_emit - after the backend's 354: the message as filters
+ * left it, without the final "." (edit_emit in edit.h: exactly the old
+ * output when only add_header and remove_header were used). The spool and
+ * the changes stay as they are. 0 or -1. */
+int chain_message_emit(
+    struct chain_session *cs, struct spool *orig, const struct message *m, struct evbuffer *out);
+/* chain_envelope - the envelope changes of the transaction: a new sender
+ * (or NULL), recipients to add, recipients to leave out. Valid until
+ * chain_tx_end. */
+const struct chain_envelope *chain_envelope(const struct chain_session *cs);
+/* chain_score_summary - "score=3.5 symbols=A(1.5),B(2)" of the
+ * transaction (the session's outside one) for the summary line; "" (0)
+ * when no filter scored. Cut with "..." to fit size; returns the length. */
+size_t chain_score_summary(const struct chain_session *cs, char *buf, size_t size);
+/* chain_split - an address's local part and domain (lower case), split at
+ * the last '@' outside quotes; NULL domain for <> and postmaster. Strings
+ * from call's arena. 0, or -1 (addr NULL, arena full). */
+int chain_split(struct pc_call *call, const char *addr, const char **local, const char **domain);
 /* path_params - a path's ESMTP parameters as one string (malloc'd). */
 struct smtp_path;
 char *path_params(const struct smtp_path *path);

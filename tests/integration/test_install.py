@@ -42,7 +42,7 @@ devkit_init(struct pc_init *in, void **instance)
 }
 
 const struct pc_plugin portcullis_plugin = {
-	.abi = PC_PLUGIN_ABI,
+	PC_PLUGIN_ABI_INIT,
 	.name = "devkit",
 	.version = "1.0",
 	.keys = devkit_keys,

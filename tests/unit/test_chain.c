@@ -87,7 +87,7 @@ fake_hook(void *inst, struct pc_call *call, struct pc_verdict *v)
 }
 
 static const struct pc_plugin fake_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "fake",
     .mail = fake_hook,
     .rcpt = fake_hook,
@@ -342,7 +342,7 @@ static void
 test_skips_missing_hooks(void **state)
 {
 	static const struct pc_plugin mail_only = {
-	    .abi = PC_PLUGIN_ABI, .name = "mailonly", .mail = fake_hook};
+	    PC_PLUGIN_ABI_INIT, .name = "mailonly", .mail = fake_hook};
 
 	inst[1].pl = &mail_only;
 	fakes[1].action = PC_REJECT;
@@ -353,6 +353,91 @@ test_skips_missing_hooks(void **state)
 	assert_int_equal(fakes[1].calls, 0);
 	assert_int_equal(fakes[0].calls, 1);
 	assert_int_equal(fakes[2].calls, 1);
+}
+
+/* ABI 2 fields: the address split, trusted, the client name, the cipher */
+static void
+test_split_fields(void **state)
+{
+	const struct pc_host *h = &chain.host;
+	struct pc_call *call = &cs->call;
+	const char *local;
+
+	view.sender = "Joe.Bloggs@Example.COM";
+	view.arg = "\"a@b\"@X.Org";
+	view.client_name = "mail.example.com";
+	view.tls_cipher = "TLS_AES_256_GCM_SHA384";
+	chain_run(cs, PC_STAGE_RCPT, on_done, NULL);
+	call->in_stage = 1; /* as while a hook runs */
+	assert_string_equal(h->get(call, PC_SENDER_LOCAL), "Joe.Bloggs");
+	assert_string_equal(h->get(call, PC_SENDER_DOMAIN), "example.com");
+	local = h->get(call, PC_RCPT_LOCAL);
+	assert_string_equal(local, "\"a@b\"");
+	assert_string_equal(h->get(call, PC_RCPT_DOMAIN), "x.org");
+	for (int i = 0; i < 100; i++)
+		assert_ptr_equal(h->get(call, PC_RCPT_LOCAL), local);
+	assert_string_equal(h->get(call, PC_CLIENT_NAME), "mail.example.com");
+	assert_string_equal(h->get(call, PC_TLS_CIPHER), "TLS_AES_256_GCM_SHA384");
+	assert_null(h->get(call, PC_CLIENT_TRUSTED));
+	view.trusted = 1;
+	assert_string_equal(h->get(call, PC_CLIENT_TRUSTED), "1");
+	view.sender = "";
+	assert_string_equal(h->get(call, PC_SENDER_LOCAL), "");
+	assert_null(h->get(call, PC_SENDER_DOMAIN));
+	call->stage = PC_STAGE_MAIL; /* the recipient is only there at RCPT */
+	assert_null(h->get(call, PC_RCPT_DOMAIN));
+	call->in_stage = 0;
+}
+
+/* Scores: the session's carry into each transaction; the transaction's go */
+static void
+test_scores_session_and_tx(void **state)
+{
+	const struct pc_host *h = &chain.host;
+	struct pc_call *call = &cs->call;
+	const char *sym;
+	double pts;
+	char buf[128];
+
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
+	call->stage = PC_STAGE_CONNECT;
+	call->in_stage = 1;
+	assert_int_equal(h->add_score(call, "NO_PTR", 1.5, "no PTR record"), 0);
+	assert_true(h->score(call) == 1.5);
+	chain_tx_begin(cs);
+	call->stage = PC_STAGE_RCPT;
+	assert_int_equal(h->add_score(call, "RBL", 3, NULL), 0);
+	assert_int_equal(h->add_score(call, "bad symbol", 3, NULL), -1);
+	assert_true(h->score(call) == 4.5);
+	assert_int_equal(h->score_at(call, 1, &sym, &pts, NULL), 0);
+	assert_string_equal(sym, "RBL");
+	chain_score_summary(cs, buf, sizeof(buf));
+	assert_string_equal(buf, "score=4.5 symbols=NO_PTR(1.5),RBL(3)");
+	call->in_stage = 0;
+	assert_int_equal(h->add_score(call, "LATE", 1, NULL), -1); /* not in a stage */
+	chain_tx_end(cs);
+	assert_true(h->score(call) == 1.5); /* the session's again */
+	chain_tx_begin(cs);
+	assert_true(h->score(call) == 1.5);
+	assert_int_equal(h->score_at(call, 1, &sym, &pts, NULL), -1);
+	chain_tx_end(cs);
+}
+
+/* Message and envelope changes: at DATA only */
+static void
+test_changes_only_at_data(void **state)
+{
+	const struct pc_host *h = &chain.host;
+	struct pc_call *call = &cs->call;
+
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
+	call->in_stage = 1;
+	assert_int_equal(h->add_rcpt(call, "x@example.com", NULL), -1);
+	assert_int_equal(h->change_sender(call, "x@example.com", NULL), -1);
+	assert_int_equal(h->insert_header(call, 0, "X-A", "1"), -1);
+	assert_int_equal(h->body_replace_begin(call), -1);
+	call->in_stage = 0;
+	assert_null(chain_envelope(cs)->sender);
 }
 
 int
@@ -374,6 +459,9 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_pending_without_register, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_skips_missing_hooks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_split_fields, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scores_session_and_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_changes_only_at_data, setup, teardown),
 	};
 	log_init(CONFIG_LOG_STDERR, 0);
 	return cmocka_run_group_tests(tests, NULL, NULL);
