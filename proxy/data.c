@@ -12,6 +12,7 @@
 
 #include <event2/buffer.h>
 
+#include "edit.h"
 #include "log.h"
 #include "replies.h"
 #include "session.h"
@@ -22,6 +23,13 @@ static void on_data_refused(void *arg, enum backend_result res, const struct smt
 static void on_data_go(void *arg, enum backend_result res, const struct smtp_reply *r);
 static int data_emit_message(struct session *s, struct evbuffer *out);
 static void on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void data_send(struct session *s);
+static int replay_deleted(const struct chain_envelope *e, const char *addr);
+static void replay_fail(struct session *s, const char *what, const struct smtp_reply *r);
+static void replay_next(struct session *s);
+static void on_replay_rset(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_replay_mail(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_replay_rcpt(void *arg, enum backend_result res, const struct smtp_reply *r);
 
 /* line_has_cr - does the line of len octets before the LF end in CR? */
 int
@@ -266,10 +274,173 @@ on_data_refused(void *arg, enum backend_result res, const struct smtp_reply *r)
 	session_done(s);
 }
 
+/*
+ * data_proceed - the end-of-DATA hooks let the message through. If they
+ * changed the envelope (milter parity: a new sender, recipients added or
+ * left out), the backend hears it first: RSET, MAIL and every recipient
+ * again when the sender changed or a recipient went (an RCPT cannot be
+ * taken back), or only the added RCPTs; then DATA.
+ */
 void
 data_proceed(struct session *s)
 {
+	const struct chain_envelope *e = chain_envelope(&s->cs);
+	struct transaction *tx = &s->tx;
+	unsigned nadd = 0, ndel = 0;
+	char q[LOG_ADDR_MAX];
+
+	if (e == NULL || (e->sender == NULL && e->added == NULL && e->deleted == NULL)) {
+		data_send(s);
+		return;
+	}
+	for (const struct edit_rcpt *a = e->added; a != NULL; a = a->next)
+		nadd++;
+	for (const struct edit_rcpt *d = e->deleted; d != NULL; d = d->next)
+		ndel++;
+	log_info(tx->id, "filters changed the envelope:%s%s%s added=%u deleted=%u",
+	    e->sender != NULL ? " from=<" : "",
+	    e->sender != NULL ? log_quote(q, sizeof(q), e->sender, strlen(e->sender)) : "",
+	    e->sender != NULL ? ">" : "", nadd, ndel);
+	tx->replay_rcpt = tx->rcpts;
+	tx->replay_added = e->added;
+	tx->replay_ok = 0;
+	tx->replay_full = e->sender != NULL || e->deleted != NULL;
+	if (tx->replay_full) {
+		backend_command(&s->be, "RSET", 4, s->cfg->backend_timeout_ms, on_replay_rset);
+		return;
+	}
+	tx->replay_rcpt = NULL; /* the backend has them already */
+	tx->replay_ok = tx->nrcpt;
+	replay_next(s);
+}
+
+/* data_send - DATA to the backend */
+static void
+data_send(struct session *s)
+{
 	backend_command(&s->be, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);
+}
+
+/* replay_deleted - did a filter leave this recipient out? */
+static int
+replay_deleted(const struct chain_envelope *e, const char *addr)
+{
+	for (const struct edit_rcpt *d = e->deleted; d != NULL; d = d->next) {
+		if (strcmp(d->addr, addr) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* replay_fail - the backend would not take the changed envelope: the
+ * client may try again, and the backend forgets what it has */
+static void
+replay_fail(struct session *s, const char *what, const struct smtp_reply *r)
+{
+	size_t len;
+	const char *t = smtp_reply_line(r, 0, &len);
+	char q[200];
+
+	log_warn(s->tx.id, "backend refused the filters' %s: %d %s", what, r->code,
+	    log_quote(q, sizeof(q), t, len));
+	data_refuse_r(s, R_BACKEND_ERROR, "tempfail");
+}
+
+static void
+on_replay_rset(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+	const struct chain_envelope *e = chain_envelope(&s->cs);
+	const struct transaction *tx = &s->tx;
+	const char *sender = e->sender != NULL ? e->sender : tx->sender;
+	const char *params = e->sender != NULL ? e->sender_params : tx->sender_params;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	if (r->code / 100 != 2) {
+		replay_fail(s, "RSET", r);
+		return;
+	}
+	if (params == NULL)
+		params = "";
+	backend_commandf(&s->be, s->cfg->backend_timeout_ms, on_replay_mail, "MAIL FROM:<%s>%s%s",
+	    sender, params[0] ? " " : "", params);
+}
+
+static void
+on_replay_mail(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	if (r->code / 100 != 2) {
+		replay_fail(s, "sender", r);
+		return;
+	}
+	replay_next(s);
+}
+
+/* replay_next - the next recipient to send (accepted ones a filter kept,
+ * then added ones), or DATA when none is left and the backend took one */
+static void
+replay_next(struct session *s)
+{
+	const struct chain_envelope *e = chain_envelope(&s->cs);
+	struct transaction *tx = &s->tx;
+
+	while (tx->replay_rcpt != NULL) {
+		const struct rcpt *r = tx->replay_rcpt;
+		tx->replay_rcpt = r->next;
+		if (r->dropped || replay_deleted(e, r->addr))
+			continue;
+		backend_commandf(
+		    &s->be, s->cfg->backend_timeout_ms, on_replay_rcpt, "RCPT TO:<%s>", r->addr);
+		return;
+	}
+	if (tx->replay_added != NULL) {
+		const struct edit_rcpt *a = tx->replay_added;
+		tx->replay_added = a->next;
+		backend_commandf(&s->be, s->cfg->backend_timeout_ms, on_replay_rcpt,
+		    "RCPT TO:<%s>%s%s", a->addr, a->params[0] ? " " : "", a->params);
+		return;
+	}
+	if (tx->replay_ok == 0) {
+		/* Filters left no recipient the backend takes: nothing to
+		 * deliver. Every one left out by a filter is a drop (250);
+		 * every one the backend refused, the client may retry. */
+		int left = e->added != NULL || !tx->replay_full;
+		for (const struct rcpt *r = tx->rcpts; r != NULL && !left; r = r->next)
+			left = !r->dropped && !replay_deleted(e, r->addr);
+		if (left) {
+			log_warn(tx->id, "the backend took none of the filters' recipients");
+			data_refuse_r(s, R_BACKEND_ERROR, "tempfail");
+			return;
+		}
+		log_info(tx->id, "filters left out every recipient: nothing is delivered");
+		data_refuse_r(s, R_DROP_DATA, "dropped");
+		return;
+	}
+	data_send(s);
+}
+
+static void
+on_replay_rcpt(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	if (r->code / 100 == 2) {
+		s->tx.replay_ok++;
+	} else {
+		size_t len;
+		const char *t = smtp_reply_line(r, 0, &len);
+		char q[200];
+		log_warn(s->tx.id, "backend refused a recipient of the filters' envelope: %d %s",
+		    r->code, log_quote(q, sizeof(q), t, len));
+	}
+	replay_next(s);
 }
 
 static void
@@ -304,18 +475,9 @@ data_emit_message(struct session *s, struct evbuffer *out)
 
 	if (out == NULL)
 		return PC_ERROR;
-	if (s->cs.added != NULL && evbuffer_add_buffer(out, s->cs.added) != 0)
-		return PC_ERROR;
-	if (!s->cs.edited)
+	if (!chain_message_changed(&s->cs, &tx->msg))
 		return spool_move(sp, out);
-	const struct message *m = &tx->msg;
-	for (size_t i = 0; i < m->nh; i++) {
-		if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)
-			return PC_ERROR;
-	}
-	/* The rest: the blank line (if any) and the body. */
-	size_t rest = m->nh > 0 ? m->h[m->nh - 1].off + m->h[m->nh - 1].len : 0;
-	return spool_copy(sp, rest, sp->size - rest, out);
+	return chain_message_emit(&s->cs, sp, &tx->msg, out);
 }
 
 static void

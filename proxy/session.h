@@ -25,6 +25,8 @@
 #include "smtp_parse.h"
 #include "spool.h"
 
+struct edit_rcpt;
+
 /* An accepted client, as the listener hands it over. */
 struct client_info {
 	evutil_socket_t fd;
@@ -67,6 +69,11 @@ struct transaction {
 	const char *rcpt_drop_by; /* the last filter that dropped a recipient */
 	struct message msg; /* the header index, for filters */
 	int msg_parsed;
+	/* Filters changed the envelope: it is sent again before DATA (data.c). */
+	int replay_full; /* RSET and MAIL again, not only the added RCPTs */
+	const struct rcpt *replay_rcpt; /* the next accepted recipient to send again */
+	const struct edit_rcpt *replay_added; /* the next recipient a filter added */
+	unsigned replay_ok; /* recipients the backend took this time */
 	struct dataread framer;
 	struct spool spool;
 	int spool_open;
