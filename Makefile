@@ -26,11 +26,12 @@ LIBS     := -levent -lssl -lcrypto -ldl -lm
 PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
-             proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c
+             proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
+             proxy/options.c
 PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
-             proxy/message.c proxy/proxyproto.c proxy/netkey.c
+             proxy/message.c proxy/proxyproto.c proxy/netkey.c proxy/options.c
 UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
-              test_proxyproto test_netkey
+              test_proxyproto test_netkey test_options
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.
 CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
