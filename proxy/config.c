@@ -2,7 +2,7 @@
  * config.c - the configuration file into struct config (see config.h).
  *
  * Exports config_defaults, config_parse, config_load, config_set,
- * config_check, config_free and the value parsers. Pure:
+ * config_check, config_free, config_trusted and the value parsers. Pure:
  * no I/O beyond reading the file. Every top-level key is one row of the
  * table below, with the kind of value it takes; sizes, times, booleans and
  * CIDR lists go through options.c, the parsers plugins get too. Sections
@@ -86,6 +86,7 @@ static const struct key_def keys[] = {
     {"tls_required", K_BOOL, F(tls_required), 0, 0, 0},
     {"auth_plaintext", K_BOOL, F(auth_plaintext), 0, 0, 0},
     {"proxy_trusted", K_NETS, F(proxy_trusted), F(nproxy_trusted), 0, 0},
+    {"trusted_networks", K_NETS, F(trusted_networks), F(ntrusted_networks), 0, 0},
     {"backend_tls", K_BACKEND_TLS, F(backend_tls), 0, 0, 0},
     {"backend_tls_ca", K_STRING, F(backend_tls_ca), sizeof(((struct config *)0)->backend_tls_ca), 0,
         0},
@@ -302,6 +303,13 @@ int
 config_net_match(const struct opt_net *nets, size_t n, const struct sockaddr *sa)
 {
 	return opt_nets_match(nets, n, sa);
+}
+
+/* config_trusted - is the client in trusted_networks? */
+int
+config_trusted(const struct config *cfg, const char *ip)
+{
+	return opt_nets_match_ip(cfg->trusted_networks, cfg->ntrusted_networks, ip) == 1;
 }
 
 /* config_key_line - where a key was set */

@@ -42,7 +42,7 @@ struct config_addr {
 	int proxy; /* listen option "proxy_protocol" */
 };
 
-/* Networks a CIDR-list key (proxy_trusted) holds. */
+/* Networks a CIDR-list key (proxy_trusted, trusted_networks) holds. */
 #define CONFIG_NETS_MAX 64
 
 enum config_backend_tls {
@@ -116,6 +116,10 @@ struct config {
 	int auth_plaintext;
 	struct opt_net proxy_trusted[CONFIG_NETS_MAX];
 	size_t nproxy_trusted;
+	/* Clients we trust, like Postfix's mynetworks (config_trusted); none
+	 * by default. */
+	struct opt_net trusted_networks[CONFIG_NETS_MAX];
+	size_t ntrusted_networks;
 	enum config_backend_tls backend_tls;
 	char backend_tls_ca[1024];
 	int backend_tls_verify;
@@ -172,6 +176,10 @@ int config_parse_bool(const char *s, int *out); /* yes/no/true/false/on/off/1/0 
 int config_parse_on_error(const char *s, enum config_on_error *out); /* tempfail/accept/reject */
 /* config_net_match - is sa in one of the n networks (opt_nets_match)? */
 int config_net_match(const struct opt_net *nets, size_t n, const struct sockaddr *sa);
+/* config_trusted - is the client at ip (numeric text, as the session keeps
+ * it: "192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7") in trusted_networks?
+ * 1 or 0; text that is no address is not trusted. Pure. */
+int config_trusted(const struct config *cfg, const char *ip);
 /* config_key_line - the line a key was set on, 0 if it was not in the file */
 int config_key_line(const struct config *cfg, const char *key);
 
