@@ -62,6 +62,10 @@ static const struct key_def keys[] = {
     {"max_errors", K_COUNT, F(max_errors), 0, 1, 0},
     {"max_header_size", K_SIZE, F(max_header_size), 0, 1024, 0},
     {"client_ipv6_prefix", K_COUNT, F(client_ipv6_prefix), 0, 1, 0},
+    /* At least an AUTH line (RFC 4954 §4: 12288 octets) with its CR LF,
+     * and config_check wants a command line to fit; at most 16M a
+     * session, so max_connections sessions cannot take the machine. */
+    {"max_client_buffer", K_SIZE, F(max_client_buffer), 0, 16 * 1024, 16 * 1024 * 1024},
     {"timeout", K_TIME, F(timeout_ms), 0, 1, 0},
     {"data_timeout", K_TIME, F(data_timeout_ms), 0, 1, 0},
     {"backend_connect_timeout", K_TIME, F(backend_connect_timeout_ms), 0, 1, 0},
@@ -130,6 +134,7 @@ config_defaults(struct config *cfg)
 	cfg->max_line_length = 2048;
 	cfg->max_header_size = 256 * 1024;
 	cfg->client_ipv6_prefix = 64;
+	cfg->max_client_buffer = 256 * 1024;
 	cfg->max_data_line_length = 65536;
 	cfg->max_errors = 20;
 	cfg->timeout_ms = 300 * 1000;
@@ -727,6 +732,17 @@ config_check(struct config *cfg, char *err, size_t errlen)
 		return errf(err, errlen, file,
 		    config_key_line(cfg, cfg->tls_cert[0] ? "tls_cert" : "tls_key"),
 		    "tls_cert and tls_key go together");
+	/* A line the buffer cannot hold would stall the session until its
+	 * timeout instead of getting its "500 5.5.2". */
+	if (cfg->max_client_buffer <= cfg->max_line_length + 2)
+		return errf(err, errlen, file,
+		    config_key_line(cfg,
+		        config_key_line(cfg, "max_client_buffer") ? "max_client_buffer"
+		                                                  : "max_line_length"),
+		    "max_client_buffer (%llu) must be larger than max_line_length (%llu) + 2: a "
+		    "command line and its CR LF must fit",
+		    (unsigned long long)cfg->max_client_buffer,
+		    (unsigned long long)cfg->max_line_length);
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		cfg->max_connections_per_ip = cfg->max_connections;
 	return 0;

@@ -86,6 +86,10 @@ struct config {
 	uint64_t max_errors;
 	uint64_t max_header_size; /* a message's header section; over it 552 */
 	uint64_t client_ipv6_prefix; /* per-IP limit counts IPv6 clients per prefix */
+	/* Unprocessed client input held (pipelined commands) before we stop
+	 * reading: a client that sends faster than we answer cannot make us
+	 * buffer without bound. Holds a whole command line (and an AUTH line). */
+	uint64_t max_client_buffer;
 
 	uint64_t timeout_ms; /* client: one command */
 	uint64_t data_timeout_ms; /* client: the whole DATA phase */

@@ -101,6 +101,7 @@ test_defaults(void **state)
 	assert_true(cfg.max_errors == 20);
 	assert_true(cfg.max_header_size == 256 * KB);
 	assert_true(cfg.client_ipv6_prefix == 64);
+	assert_true(cfg.max_client_buffer == 256 * KB);
 	assert_int_equal(cfg.ntrusted_networks, 0); /* nobody is trusted */
 	assert_true(cfg.timeout_ms == 300000);
 	assert_true(cfg.data_timeout_ms == 600000);
@@ -233,6 +234,7 @@ test_sample_file(void **state)
 	assert_true(cfg.max_line_length == def.max_line_length);
 	assert_true(cfg.max_data_line_length == def.max_data_line_length);
 	assert_true(cfg.max_errors == def.max_errors);
+	assert_true(cfg.max_client_buffer == def.max_client_buffer);
 	assert_int_equal(cfg.ntrusted_networks, def.ntrusted_networks);
 	assert_true(cfg.timeout_ms == def.timeout_ms);
 	assert_true(cfg.data_timeout_ms == def.data_timeout_ms);
@@ -1147,6 +1149,66 @@ test_hardening_keys(void **state)
 	config_free(&cfg);
 }
 
+/* max_client_buffer: a size from 16k to 16M, and it must hold a command
+ * line (config_check), or a long line would stall until the timeout. */
+static void
+test_max_client_buffer(void **state)
+{
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(parse(&cfg, "max_client_buffer = 1M\n", err), 0);
+	assert_true(cfg.max_client_buffer == MB);
+	config_free(&cfg);
+	assert_int_equal(
+	    parse(&cfg, "max_client_buffer = 16k\nmax_client_buffer = 16M\n", err), -1);
+	config_free(&cfg);
+	check_bad_value("max_client_buffer", "16383");
+	check_bad_value("max_client_buffer", "16777217");
+	check_bad_value("max_client_buffer", "1G");
+	check_bad_value("max_client_buffer", "99999999999999G");
+	check_bad_value("max_client_buffer", "lots");
+	check_bad_value("max_client_buffer", "0");
+	assert_int_equal(parse(&cfg, "max_client_buffer = 16M0\n", err), -1);
+	assert_string_equal(err,
+	    "t.conf:1: max_client_buffer: bad value \"16M0\": expected a size "
+	    "(e.g. 10, 64k, 50M, 1G), from 16384 to 16777216");
+	config_free(&cfg);
+
+	/* The edges are in. */
+	config_defaults(&cfg);
+	assert_int_equal(config_set(&cfg, "max_client_buffer", "16k", 0, err, sizeof(err)), 0);
+	assert_true(cfg.max_client_buffer == 16 * KB);
+	assert_int_equal(config_set(&cfg, "max_client_buffer", "16M", 0, err, sizeof(err)), 0);
+	assert_true(cfg.max_client_buffer == 16 * MB);
+	config_free(&cfg);
+
+	/* A command line and its CR LF must fit, whichever key moved. */
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:25\nmax_line_length = 16382\n"
+	                     "max_client_buffer = 16k\n",
+	                     err),
+	    0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_string_equal(err,
+	    "t.conf:3: max_client_buffer (16384) must be larger than "
+	    "max_line_length (16382) + 2: a command line and its CR LF must "
+	    "fit");
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, "backend = 127.0.0.1:25\nmax_line_length = 1M\n", err), 0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "t.conf:2: max_client_buffer (262144) must be larger"));
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:25\nmax_line_length = 16381\n"
+	                     "max_client_buffer = 16k\n",
+	                     err),
+	    0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), 0);
+	config_free(&cfg);
+}
+
 /* trusted_networks: a CIDR list (options.c's), the last one given wins;
  * config_trusted says who is in it. */
 static void
@@ -1254,6 +1316,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hardening_keys),
+	    cmocka_unit_test(test_max_client_buffer),
 	    cmocka_unit_test(test_trusted_networks),
 	    cmocka_unit_test(test_nets_max),
 	    cmocka_unit_test(test_defaults),
