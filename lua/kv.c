@@ -2,7 +2,7 @@
  * kv.c - kv.get/set/add/incr/del (DESIGN.md §6): an in-process store of
  * strings, numbers and booleans with an optional time to live.
  *
- * Exports lh_kv_open, lh_kv_parse_limit, lh_kv_attach and lh_kv_detach.
+ * Exports lh_kv_open, lh_kv_attach and lh_kv_detach.
  * The table lives in lua.so itself, not in a Lua state, so every [lua]
  * section shares it and it survives a reload; for the same reason no
  * state's memory_limit covers it. kv_max_memory does: the store counts
@@ -22,7 +22,6 @@
 
 #define KV_MAX_VALUE (64 * 1024)
 #define KV_DEFAULT_LIMIT ((size_t)64 * 1024 * 1024)
-#define KV_MIN_LIMIT ((size_t)64 * 1024)
 
 /* A full store sweeps expired entries at most this often (a sweep walks
  * every entry: doing it on each refused write would let a loop of writes
@@ -425,39 +424,17 @@ kv_del(lua_State *L)
 	return 1;
 }
 
-/* lh_kv_parse_limit - a kv_max_memory value: 0, or -1 when it is bad */
-int
-lh_kv_parse_limit(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned long long unit = 1;
-
-	if (end == s || *s == '-')
-		return -1;
-	if (*end == 'k' || *end == 'K')
-		unit = 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		unit = 1024 * 1024, end++;
-	else if (*end == 'g' || *end == 'G')
-		unit = 1024ULL * 1024 * 1024, end++;
-	if (*end != '\0' || v > SIZE_MAX / unit || v * unit < KV_MIN_LIMIT)
-		return -1;
-	*out = (size_t)(v * unit);
-	return 0;
-}
-
 /* kv_relimit - the largest kv_max_memory of the loaded sections */
 static void
 kv_relimit(void)
 {
-	size_t limit = 0;
+	uint64_t limit = 0;
 
 	for (struct lh_instance *in = kv_users; in != NULL; in = in->kv_next) {
 		if (in->kv_max_memory > limit)
 			limit = in->kv_max_memory;
 	}
-	kv_limit = limit != 0 ? limit : KV_DEFAULT_LIMIT;
+	kv_limit = limit != 0 ? (size_t)limit : KV_DEFAULT_LIMIT;
 }
 
 /* lh_kv_attach - a section is loaded: its kv_max_memory counts. During a
