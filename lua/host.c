@@ -479,8 +479,8 @@ lh_state_unref(struct lh_state *st)
 /* ---- the plugin ---- */
 
 /* The section keys the host reads (the script's `config` never sees them),
- * with their bounds. kv_max_memory bounds the store every section
- * shares (kv.c says how). */
+ * with their bounds. kv_max_memory and kv_max_entries bound the store
+ * every section shares (kv.c says how). */
 enum lh_key_kind {
 	LH_KEY_PATH,
 	LH_KEY_SIZE, /* host->opt_size: octets, or a count ("200k" too) */
@@ -508,6 +508,8 @@ static const struct lh_key lh_keys[] = {
         "a number of instructions from 1000 to 100000000"},
     {"kv_max_memory", LH_KEY_SIZE, LH_OFF(kv_max_memory), LH_KV_MIN_MEMORY, 0,
         "a size of at least 64K"},
+    {"kv_max_entries", LH_KEY_SIZE, LH_OFF(kv_max_entries), 1, LH_KV_MAX_ENTRIES,
+        "a number of entries from 1 to 10000000"},
 };
 
 #define LH_NKEYS (sizeof(lh_keys) / sizeof(lh_keys[0]))

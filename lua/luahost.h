@@ -43,6 +43,7 @@ struct lh_instance {
 	uint64_t pattern_budget; /* steps per pattern call */
 	uint64_t instruction_slice; /* instructions before a forced yield */
 	uint64_t kv_max_memory; /* 0: the section did not say */
+	uint64_t kv_max_entries; /* 0: the section did not say */
 	struct lh_instance *kv_next; /* kv.c's list of loaded sections */
 	const struct pc_option *options; /* the section's keys, for `config` */
 	struct lh_state *cur; /* what new sessions use */
@@ -150,8 +151,9 @@ void lh_session_closed(lua_State *L, struct lh_session *ls);
 /* dns.c */
 void lh_dns_open(lua_State *L);
 
-/* kv.c: the least kv_max_memory */
+/* kv.c: the bounds of kv_max_memory and kv_max_entries (see kv.c) */
 #define LH_KV_MIN_MEMORY (64u * 1024)
+#define LH_KV_MAX_ENTRIES 10000000u
 void lh_kv_open(lua_State *L);
 void lh_kv_attach(struct lh_instance *in);
 void lh_kv_detach(struct lh_instance *in);
