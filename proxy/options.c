@@ -46,6 +46,7 @@ static int opt_net_parse(const char *item, size_t len, struct opt_net *net, int 
 static int opt_net_contains(const struct opt_net *net, int family, const unsigned char *a);
 static int opt_nets_match_addr(
     const struct opt_net *nets, size_t n, int family, const unsigned char *a);
+static const char *opt_quote(const char *value, char *buf, size_t len);
 static int opt_nets_bad(char *err, size_t errlen, const char *value, size_t max);
 static int opt_nets_fill(const char *value, struct opt_net *nets, size_t max, size_t room,
     size_t *n, char *err, size_t errlen);
@@ -230,19 +231,28 @@ opt_net_parse(const char *item, size_t len, struct opt_net *net, int *host_bits)
 	return 0;
 }
 
-/* opt_nets_bad - the message for a list that is not one; a long list is
- * cut in the quote, so that the message still says what was expected */
+/* opt_quote - value as a message quotes it: a long list is cut, so that
+ * the message still says what was wrong within a caller's buffer */
+static const char *
+opt_quote(const char *value, char *buf, size_t len)
+{
+	if (strlen(value) <= OPT_QUOTE_MAX)
+		return value;
+	snprintf(buf, len, "%.*s...", OPT_QUOTE_MAX - 3, value);
+	return buf;
+}
+
+/* opt_nets_bad - the message for a list that is not one */
 static int
 opt_nets_bad(char *err, size_t errlen, const char *value, size_t max)
 {
-	int cut = strlen(value) > OPT_QUOTE_MAX;
-	int shown = cut ? OPT_QUOTE_MAX - 3 : OPT_QUOTE_MAX;
+	char q[OPT_QUOTE_MAX + 1];
 
 	if (max == SIZE_MAX)
-		return opt_err(err, errlen, "bad value \"%.*s%s\": expected %s", shown, value,
-		    cut ? "..." : "", OPT_HELP_NETS);
-	return opt_err(err, errlen, "bad value \"%.*s%s\": expected %s, at most %zu", shown, value,
-	    cut ? "..." : "", OPT_HELP_NETS, max);
+		return opt_err(err, errlen, "bad value \"%s\": expected %s",
+		    opt_quote(value, q, sizeof(q)), OPT_HELP_NETS);
+	return opt_err(err, errlen, "bad value \"%s\": expected %s, at most %zu",
+	    opt_quote(value, q, sizeof(q)), OPT_HELP_NETS, max);
 }
 
 /* opt_nets_fill - opt_nets, where max == SIZE_MAX means "no bound to tell" */
@@ -260,7 +270,7 @@ opt_nets_fill(const char *value, struct opt_net *nets, size_t max, size_t room, 
 		if (count >= room || opt_net_parse(item, len, &net, &host_bits) != 0)
 			return opt_nets_bad(err, errlen, value, max);
 		if (host_bits) {
-			char fixed[INET6_ADDRSTRLEN];
+			char fixed[INET6_ADDRSTRLEN], q[OPT_QUOTE_MAX + 1];
 			struct opt_net masked = net;
 
 			for (unsigned i = net.bits; i < 128; i++)
@@ -269,7 +279,8 @@ opt_nets_fill(const char *value, struct opt_net *nets, size_t max, size_t room, 
 			return opt_err(err, errlen,
 			    "bad value \"%s\": %.*s has bits set past its /%u prefix (the network "
 			    "is %s/%u)",
-			    value, (int)len, item, net.bits, fixed, net.bits);
+			    opt_quote(value, q, sizeof(q)), (int)len, item, net.bits, fixed,
+			    net.bits);
 		}
 		nets[count++] = net;
 	}

@@ -121,7 +121,8 @@ nets(const char *value, struct opt_net *out, size_t max)
 static void
 bad_nets(const char *value, size_t max, const char *fmt, ...)
 {
-	struct opt_net out[8];
+	/* Room for every list below (max SIZE_MAX: a short one). */
+	struct opt_net out[64];
 	char err[512] = "", want[512];
 	size_t n = 999;
 	va_list ap;
@@ -442,6 +443,14 @@ test_nets_host_bits(void **state)
 	bad_nets("::1/0", 8,
 	    "bad value \"%s\": ::1/0 has bits set past its /0 prefix (the network is ::/0)",
 	    "::1/0");
+	/* In a long list, the quote is cut; the item is whole. */
+	bad_nets("1.1.1.1 2.2.2.2 3.3.3.3 4.4.4.4 5.5.5.5 6.6.6.6 7.7.7.7 8.8.8.8 9.9.9.9 "
+	         "10.10.10.10 11.11.11.11 12.12.12.12/8",
+	    20,
+	    "bad value \"%s\": 12.12.12.12/8 has bits set past its /8 prefix (the network is "
+	    "12.0.0.0/8)",
+	    "1.1.1.1 2.2.2.2 3.3.3.3 4.4.4.4 5.5.5.5 6.6.6.6 7.7.7.7 8.8.8.8 9.9.9.9 10.10.10.10 "
+	    "11.11.11.11 1...");
 	bad_nets("10.0.0.128/25,10.0.0.129/25", 8,
 	    "bad value \"%s\": 10.0.0.129/25 has bits set past its /25 prefix (the network is "
 	    "10.0.0.128/25)",
