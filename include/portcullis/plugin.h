@@ -214,9 +214,11 @@ struct pc_host {
 
 	/*
 	 * OPTION PARSERS: the daemon's own, so a plugin's keys read as the
-	 * top-level ones do (etc/portcullis.conf). Pure, safe in init. Each
-	 * returns 0, or -1 with a message in err (errlen octets) that quotes
-	 * the value and says what was expected; put the key in front:
+	 * top-level ones do (etc/portcullis.conf). For init above all, but
+	 * safe anywhere; none but opt_file touches the system. Each returns
+	 * 0, or -1 with a message in err (errlen octets; err may be NULL)
+	 * that quotes the value and says what was expected; put the key in
+	 * front:
 	 *	bad value "10X": expected a size (e.g. 10, 64k, 50M, 1G)
 	 * None keeps a pointer to what it is given.
 	 *
