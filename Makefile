@@ -14,6 +14,8 @@ SYSCONFDIR ?= /etc/portcullis
 BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
+# The version portcullis -V prints (proxy/main.c), for portcullis.pc.
+VERSION  := $(shell sed -n 's/.*PORTCULLIS_VERSION "\(.*\)".*/\1/p' proxy/main.c)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
@@ -27,14 +29,27 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/backend.c proxy/smtp_parse.c proxy/dataread.c proxy/spool.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
+             proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c \
              proxy/options.c
-PURE_SRC  := proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
+PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c proxy/options.c
-UNIT_TESTS := test_smtp_parse test_dataread test_config test_verdict test_message test_chain \
-              test_proxyproto test_netkey test_options
+UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message \
+              test_chain test_proxyproto test_netkey test_backend test_session test_options
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.
 CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
+# The backend leg on its own, against a fake MTA on the loop (fakemx.c): only
+# what backend.c needs, no session, so the leg has to stand alone.
+BACKEND_TEST_SRC := proxy/backend.c proxy/conn.c proxy/smtp_parse.c proxy/rdns.c \
+                    proxy/log.c proxy/config.c proxy/options.c
+# A whole session between a fake client and the fake MTA: every proxy source
+# but main.c.
+SESSION_TEST_SRC = $(filter-out proxy/main.c,$(PROXY_SRC))
+FAKEMX_OBJ := $(BUILD)/tests/unit/fakemx.o
+# ABI 2: scores, message changes and the services that reach them.
+PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
+UNIT_TESTS += test_edit
+CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -83,7 +98,27 @@ $(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
--include $(DEPFILES)
+$(BUILD)/tests/test_backend: $(BUILD)/tests/unit/test_backend.o $(FAKEMX_OBJ) \
+    $(BACKEND_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+$(BUILD)/tests/test_session: $(BUILD)/tests/unit/test_session.o $(FAKEMX_OBJ) \
+    $(SESSION_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+# Test sources that link with proxy objects: no prototypes for cmocka's cases.
+$(BUILD)/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c -o $@ $<
+
+
+$(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(CHAIN_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
+
+-include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d)
 
 deps:
 	@tools/deps.sh
@@ -142,12 +177,21 @@ fuzz:
 	    build/fuzz/corpus-session || rc=1; \
 	exit $$rc
 
+# The developer files go in too: every public header, and portcullis.pc
+# (etc/portcullis.pc.in) so that a plugin builds out of tree with
+#   cc $(pkg-config --cflags portcullis) -fPIC -shared -o x.so x.c
+# The .pc is written here, not at build time, because PREFIX may differ
+# between the two.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
 	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
 	install -d $(DESTDIR)$(PREFIX)/lib/portcullis/plugins $(DESTDIR)$(PREFIX)/include/portcullis
 	install -m 755 $(PLUGIN_SO) $(DESTDIR)$(PREFIX)/lib/portcullis/plugins/
-	install -m 644 include/portcullis/plugin.h include/portcullis/status.h $(DESTDIR)$(PREFIX)/include/portcullis/
+	install -m 644 $(wildcard include/portcullis/*.h) $(DESTDIR)$(PREFIX)/include/portcullis/
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' etc/portcullis.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
 	test -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
 		install -m 644 etc/portcullis.conf $(DESTDIR)$(SYSCONFDIR)/portcullis.conf
 	install -d $(DESTDIR)/lib/systemd/system

@@ -79,6 +79,34 @@ conn_log(lua_State *L)
 	return log_line(L, 2, ls->call, PC_LOG_INFO);
 }
 
+/* add_score - tx:add_score(n, SYMBOL [, detail]) and conn:add_score: the
+ * host's store (plugin.h SCORES), shared with every other filter; returns
+ * the new total */
+static int
+add_score(lua_State *L, struct lh_session *ls, const char *what)
+{
+	lua_Number n = luaL_checknumber(L, 2);
+	size_t len, dlen = 0;
+	const char *sym = luaL_checklstring(L, 3, &len);
+	const char *detail = luaL_optlstring(L, 4, NULL, &dlen);
+	const struct pc_host *host = ls->in->host;
+
+	if (strlen(sym) != len || (detail != NULL && strlen(detail) != dlen) ||
+	    host->add_score(ls->call, sym, (double)n, detail) != 0)
+		return luaL_error(L,
+		    "%s: refused (SYMBOL is A-Z, 0-9 and _, at most 64; a detail at most 256 "
+		    "octets without control characters; at most 256 symbols)",
+		    what);
+	lua_pushnumber(L, (lua_Number)host->score(ls->call));
+	return 1;
+}
+
+static int
+conn_add_score(lua_State *L)
+{
+	return add_score(L, check_conn(L, 1), "conn:add_score");
+}
+
 static int
 conn_index(lua_State *L)
 {
@@ -100,7 +128,13 @@ conn_index(lua_State *L)
 	else if (strcmp(k, "id") == 0)
 		push_field(L, ls, PC_SESSION_ID);
 	else if (strcmp(k, "trusted") == 0)
-		lua_pushboolean(L, 0); /* no trusted networks yet (PROXY/XCLIENT) */
+		lua_pushboolean(L, ls->in->host->get(ls->call, PC_CLIENT_TRUSTED) != NULL);
+	else if (strcmp(k, "rdns") == 0)
+		push_field(L, ls, PC_CLIENT_NAME);
+	else if (strcmp(k, "tls_cipher") == 0)
+		push_field(L, ls, PC_TLS_CIPHER);
+	else if (strcmp(k, "add_score") == 0)
+		lua_pushcfunction(L, conn_add_score);
 	else if (strcmp(k, "notes") == 0)
 		lua_rawgeti(L, LUA_REGISTRYINDEX, ls->notes_ref);
 	else if (strcmp(k, "log") == 0) {
@@ -150,41 +184,32 @@ lh_session_closed(lua_State *L, struct lh_session *ls)
 
 /* ---- addresses ---- */
 
-/* lh_push_address - {addr, user, domain, params, raw} (DESIGN §6) */
+/* lh_push_address - {addr, user, domain, params, raw} (DESIGN §6). The
+ * split is the host's (plugin.h ADDRESSES), the same for every filter. */
 void
-lh_push_address(lua_State *L, const char *addr, const char *params)
+lh_push_address(lua_State *L, struct lh_session *ls, const char *addr, const char *params)
 {
-	const char *at;
+	const char *local, *domain;
 	luaL_Buffer b;
 
 	if (addr == NULL)
 		addr = "";
 	if (params == NULL)
 		params = "";
-	at = strrchr(addr, '@');
+	if (ls->in->host->split_address(ls->call, addr, &local, &domain) != 0)
+		luaL_error(L, "cannot split the address (out of memory)");
 	lua_createtable(L, 0, 5);
 	/* addr: the domain in lower case, the local part as written */
-	luaL_buffinit(L, &b);
-	if (at != NULL) {
-		luaL_addlstring(&b, addr, (size_t)(at - addr) + 1);
-		for (const char *p = at + 1; *p != '\0'; p++)
-			luaL_addchar(&b, (char)tolower((unsigned char)*p));
-	} else {
-		luaL_addstring(&b, addr);
-	}
-	luaL_pushresult(&b);
+	if (domain != NULL)
+		lua_pushfstring(L, "%s@%s", local, domain);
+	else
+		lua_pushstring(L, local);
 	lua_setfield(L, -2, "addr");
-	if (at != NULL) {
-		lua_pushlstring(L, addr, (size_t)(at - addr));
-		lua_setfield(L, -2, "user");
-		luaL_buffinit(L, &b);
-		for (const char *p = at + 1; *p != '\0'; p++)
-			luaL_addchar(&b, (char)tolower((unsigned char)*p));
-		luaL_pushresult(&b);
+	lua_pushstring(L, local);
+	lua_setfield(L, -2, "user");
+	if (domain != NULL) {
+		lua_pushstring(L, domain);
 		lua_setfield(L, -2, "domain");
-	} else {
-		lua_pushstring(L, addr);
-		lua_setfield(L, -2, "user");
 	}
 	/* params: KEY (upper case) = value, or true without one */
 	lua_newtable(L);
@@ -223,18 +248,15 @@ check_tx(lua_State *L, int idx)
 	return t->c->ls;
 }
 
-/* push_txt - the transaction's own table: notes, score, symbols, headers */
+/* push_txt - the transaction's own table: notes, headers (scores are the
+ * host's) */
 static void
 push_txt(lua_State *L, struct lh_session *ls)
 {
 	if (ls->txt_ref == LUA_NOREF) {
-		lua_createtable(L, 0, 4);
+		lua_createtable(L, 0, 2);
 		lua_newtable(L);
 		lua_setfield(L, -2, "notes");
-		lua_pushinteger(L, 0);
-		lua_setfield(L, -2, "score");
-		lua_newtable(L);
-		lua_setfield(L, -2, "symbols");
 		lua_newtable(L);
 		lua_setfield(L, -2, "headers");
 		ls->txt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -245,24 +267,80 @@ push_txt(lua_State *L, struct lh_session *ls)
 static int
 tx_add_score(lua_State *L)
 {
-	struct lh_session *ls = check_tx(L, 1);
-	lua_Number n = luaL_checknumber(L, 2);
-	const char *sym = luaL_optstring(L, 3, NULL);
+	return add_score(L, check_tx(L, 1), "tx:add_score");
+}
 
-	push_txt(L, ls);
-	lua_getfield(L, -1, "score");
-	lua_pushnumber(L, lua_tonumber(L, -1) + n);
-	lua_setfield(L, -3, "score");
-	lua_pop(L, 1);
-	if (sym != NULL) {
-		lua_getfield(L, -1, "symbols");
-		lua_getfield(L, -1, sym);
-		lua_pushnumber(L, lua_tonumber(L, -1) + n);
-		lua_setfield(L, -3, sym);
-		lua_pop(L, 2);
+/* push_symbols - tx.symbols: SYMBOL -> points, from the host's store */
+static void
+push_symbols(lua_State *L, struct lh_session *ls)
+{
+	const struct pc_host *host = ls->in->host;
+	const char *sym;
+	double points;
+
+	lua_newtable(L);
+	for (size_t i = 0; host->score_at(ls->call, i, &sym, &points, NULL) == 0; i++) {
+		lua_pushnumber(L, (lua_Number)points);
+		lua_setfield(L, -2, sym);
 	}
-	lua_getfield(L, -1, "score");
-	return 1;
+}
+
+/* check_data - the transaction's on_data is running: changes are allowed */
+static struct lh_session *
+check_data(lua_State *L, const char *what)
+{
+	struct lh_session *ls = check_tx(L, 1);
+
+	if (ls->run == NULL || ls->run->hook != LH_DATA)
+		luaL_error(L, "%s: only in on_data", what);
+	return ls;
+}
+
+/* opt_string - an optional string argument without NUL, or NULL */
+static const char *
+opt_string(lua_State *L, int idx, const char *what)
+{
+	size_t len;
+	const char *s = luaL_optlstring(L, idx, NULL, &len);
+
+	if (s != NULL && strlen(s) != len)
+		luaL_error(L, "%s: NUL in an argument", what);
+	return s;
+}
+
+static int
+tx_add_rcpt(lua_State *L)
+{
+	struct lh_session *ls = check_data(L, "tx:add_rcpt");
+	const char *addr = opt_string(L, 2, "tx:add_rcpt"),
+	           *params = opt_string(L, 3, "tx:add_rcpt");
+
+	if (addr == NULL || ls->in->host->add_rcpt(ls->call, addr, params) != 0)
+		return luaL_error(L, "tx:add_rcpt: refused (a bad address or parameters)");
+	return 0;
+}
+
+static int
+tx_del_rcpt(lua_State *L)
+{
+	struct lh_session *ls = check_data(L, "tx:del_rcpt");
+	const char *addr = opt_string(L, 2, "tx:del_rcpt");
+
+	if (addr == NULL || ls->in->host->delete_rcpt(ls->call, addr) != 0)
+		return luaL_error(L, "tx:del_rcpt: no such recipient");
+	return 0;
+}
+
+static int
+tx_change_sender(lua_State *L)
+{
+	struct lh_session *ls = check_data(L, "tx:change_sender");
+	const char *addr = opt_string(L, 2, "tx:change_sender");
+	const char *params = opt_string(L, 3, "tx:change_sender");
+
+	if (addr == NULL || ls->in->host->change_sender(ls->call, addr, params) != 0)
+		return luaL_error(L, "tx:change_sender: refused (a bad address or parameters)");
+	return 0;
 }
 
 /* header_ok - a header we can send: a field name, a one-line value */
@@ -350,20 +428,29 @@ tx_index(lua_State *L)
 		lh_push_conn(L, ls);
 	} else if (strcmp(k, "sender") == 0) {
 		lh_push_address(
-		    L, host->get(ls->call, PC_SENDER), host->get(ls->call, PC_SENDER_PARAMS));
+		    L, ls, host->get(ls->call, PC_SENDER), host->get(ls->call, PC_SENDER_PARAMS));
 	} else if (strcmp(k, "recipients") == 0) {
 		size_t n = host->rcpt_count(ls->call);
 		lua_createtable(L, (int)n, 0);
 		for (size_t i = 0; i < n; i++) {
-			lh_push_address(L, host->rcpt(ls->call, i), NULL);
+			lh_push_address(L, ls, host->rcpt(ls->call, i), NULL);
 			lua_rawseti(L, -2, (lua_Integer)i + 1);
 		}
-	} else if (strcmp(k, "notes") == 0 || strcmp(k, "score") == 0 ||
-	    strcmp(k, "symbols") == 0) {
+	} else if (strcmp(k, "notes") == 0) {
 		push_txt(L, ls);
 		lua_getfield(L, -1, k);
+	} else if (strcmp(k, "score") == 0) {
+		lua_pushnumber(L, (lua_Number)host->score(ls->call));
+	} else if (strcmp(k, "symbols") == 0) {
+		push_symbols(L, ls);
 	} else if (strcmp(k, "add_score") == 0) {
 		lua_pushcfunction(L, tx_add_score);
+	} else if (strcmp(k, "add_rcpt") == 0) {
+		lua_pushcfunction(L, tx_add_rcpt);
+	} else if (strcmp(k, "del_rcpt") == 0) {
+		lua_pushcfunction(L, tx_del_rcpt);
+	} else if (strcmp(k, "change_sender") == 0) {
+		lua_pushcfunction(L, tx_change_sender);
 	} else if (strcmp(k, "add_header") == 0) {
 		lua_pushcfunction(L, tx_add_header);
 	} else {
@@ -464,6 +551,76 @@ msg_body(lua_State *L)
 	return 2;
 }
 
+/* msg:change_header(name, n, value) - the n-th (1-based) field called
+ * name gets value; nil deletes it */
+static int
+msg_change_header(lua_State *L)
+{
+	struct lh_session *ls = check_msg(L, 1);
+	const char *name = luaL_checkstring(L, 2);
+	lua_Integer n = luaL_checkinteger(L, 3);
+	const char *value = lua_isnoneornil(L, 4) ? NULL : luaL_checkstring(L, 4);
+
+	if (value != NULL && strlen(value) != lua_rawlen(L, 4))
+		return luaL_error(L, "msg:change_header: NUL in the value");
+	if (n < 1 || ls->in->host->change_header(ls->call, name, (size_t)(n - 1), value) != 0)
+		return luaL_error(L,
+		    "msg:change_header: refused (no field %s number %d, or a bad value)", name,
+		    (int)n);
+	return 0;
+}
+
+/* msg:insert_header(i, name, value) - the new field becomes the i-th
+ * (1-based) of the received ones; past the last: at the end */
+static int
+msg_insert_header(lua_State *L)
+{
+	struct lh_session *ls = check_msg(L, 1);
+	lua_Integer i = luaL_checkinteger(L, 2);
+	size_t nlen, vlen;
+	const char *name = luaL_checklstring(L, 3, &nlen), *value = luaL_checklstring(L, 4, &vlen);
+
+	if (i < 1 || strlen(name) != nlen || strlen(value) != vlen ||
+	    ls->in->host->insert_header(ls->call, (size_t)(i - 1), name, value) != 0)
+		return luaL_error(L, "msg:insert_header: refused (a bad index, name or value)");
+	return 0;
+}
+
+/* msg:remove_header(name) - leave out every received field called name */
+static int
+msg_remove_header(lua_State *L)
+{
+	struct lh_session *ls = check_msg(L, 1);
+	size_t len;
+	const char *name = luaL_checklstring(L, 2, &len);
+
+	if (strlen(name) != len || ls->in->host->remove_header(ls->call, name) != 0)
+		return luaL_error(L, "msg:remove_header: refused (a bad name)");
+	return 0;
+}
+
+/* msg:replace_body(text) - streamed to the host in chunks (plugin.h
+ * body_replace_*): plain text, LF or CR LF line ends, no dot-stuffing */
+static int
+msg_replace_body(lua_State *L)
+{
+	struct lh_session *ls = check_msg(L, 1);
+	size_t len;
+	const char *text = luaL_checklstring(L, 2, &len);
+	const struct pc_host *host = ls->in->host;
+
+	if (host->body_replace_begin(ls->call) != 0)
+		return luaL_error(L, "msg:replace_body: refused");
+	for (size_t o = 0; o < len; o += 65536) {
+		size_t n = len - o < 65536 ? len - o : 65536;
+		if (host->body_replace_write(ls->call, text + o, n) != 0)
+			return luaL_error(L, "msg:replace_body: refused (a bare CR or a NUL)");
+	}
+	if (host->body_replace_end(ls->call) != 0)
+		return luaL_error(L, "msg:replace_body: refused (a bare CR at the end)");
+	return 0;
+}
+
 static int
 msg_index(lua_State *L)
 {
@@ -478,6 +635,14 @@ msg_index(lua_State *L)
 		lua_pushcfunction(L, msg_headers);
 	else if (strcmp(k, "body") == 0)
 		lua_pushcfunction(L, msg_body);
+	else if (strcmp(k, "change_header") == 0)
+		lua_pushcfunction(L, msg_change_header);
+	else if (strcmp(k, "insert_header") == 0)
+		lua_pushcfunction(L, msg_insert_header);
+	else if (strcmp(k, "remove_header") == 0)
+		lua_pushcfunction(L, msg_remove_header);
+	else if (strcmp(k, "replace_body") == 0)
+		lua_pushcfunction(L, msg_replace_body);
 	else
 		lua_pushnil(L);
 	return 1;

@@ -662,13 +662,13 @@ lh_build(lua_State *L)
 	case LH_MAIL:
 		lh_push_tx(co, ls);
 		lh_push_address(
-		    co, in->host->get(call, PC_SENDER), in->host->get(call, PC_SENDER_PARAMS));
+		    co, ls, in->host->get(call, PC_SENDER), in->host->get(call, PC_SENDER_PARAMS));
 		nargs = 2;
 		break;
 	case LH_RCPT:
 		lh_push_tx(co, ls);
 		lh_push_address(
-		    co, in->host->get(call, PC_RCPT), in->host->get(call, PC_RCPT_PARAMS));
+		    co, ls, in->host->get(call, PC_RCPT), in->host->get(call, PC_RCPT_PARAMS));
 		nargs = 2;
 		break;
 	case LH_DATA:
@@ -1052,7 +1052,7 @@ lh_close(void *inst, struct pc_call *call)
 }
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "lua",
     .version = "1.0",
     .keys = NULL, /* any other key is the script's, in `config` */

@@ -71,7 +71,7 @@ struct lh_session {
 	int conn_ref; /* the conn object */
 	int notes_ref; /* conn.notes */
 	int tx_ref; /* the tx object of this transaction, or LUA_NOREF */
-	int txt_ref; /* its Lua table: notes, score, symbols, headers */
+	int txt_ref; /* its Lua table: notes, headers (scores are the host's) */
 	unsigned tx_seq; /* bumped when a transaction ends */
 	struct lh_run *run; /* the hook call in progress */
 	struct lh_uconn *conn_ud; /* the conn object, told when the session ends */
@@ -139,7 +139,7 @@ void lh_log(struct lh_state *st, struct pc_call *call, enum pc_log_level level, 
 void lh_api_open(lua_State *L, struct lh_instance *in);
 int lh_push_conn(lua_State *L, struct lh_session *ls);
 int lh_push_tx(lua_State *L, struct lh_session *ls);
-void lh_push_address(lua_State *L, const char *addr, const char *params);
+void lh_push_address(lua_State *L, struct lh_session *ls, const char *addr, const char *params);
 void lh_push_msg(lua_State *L, struct lh_session *ls);
 void lh_invalidate_msg(lua_State *L, struct lh_session *ls);
 /* lh_verdict - the verdict a hook returned: 0 and *v, or -1 with why. */

@@ -169,7 +169,7 @@ static const char *const access_actions[] = {
 };
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "access",
     .version = "1.0",
     .keys = access_keys,

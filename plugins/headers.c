@@ -81,7 +81,7 @@ static const struct {
 static const char *const headers_keys[] = {"add", "remove", NULL};
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "headers",
     .version = "1.0",
     .keys = headers_keys,

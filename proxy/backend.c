@@ -1,12 +1,18 @@
 /*
  * backend.c - the backend leg: portcullis as an SMTP client of the real MTA.
  *
- * Exports backend_connect, backend_command, backend_commandf,
- * backend_send_message, backend_starttls and backend_close. One command is
- * outstanding at a time; its reply (or a timeout, a lost connection, or
- * garbage) is handed to the callback given with the command. Every exchange runs against a deadline, not an idle timer, so a
- * backend that trickles bytes still times out. Replies are parsed, never
- * trusted: a malformed one is BACKEND_GARBLED and the leg is dead.
+ * Exports backend_init, backend_connect, backend_reconnect, backend_greet,
+ * backend_command, backend_commandf, backend_output, backend_data_end,
+ * backend_usable, backend_close and xclient_has. One command is outstanding
+ * at a time; its reply (or a timeout, a lost connection, or garbage) is
+ * handed to the callback given with the command. Every exchange runs
+ * against a deadline, not an idle timer, so a backend that trickles bytes
+ * still times out. Replies are parsed, never trusted: a malformed one is
+ * BACKEND_GARBLED and the leg is dead.
+ *
+ * The leg also owns its greeting (backend_greet): EHLO, STARTTLS, XCLIENT
+ * and EHLO again, so the session asks for "a greeted backend" and gets the
+ * capabilities, whatever it took.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -17,68 +23,127 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
+#include "backend.h"
 #include "log.h"
-#include "session.h"
+
+/* An XCLIENT line, without CR LF (Postfix's XCLIENT_README: 512 octets). */
+#define XCLIENT_LINE_MAX 510
+/* A HELO, NAME or LOGIN value Postfix takes (its VALID_HOSTNAME_LEN). */
+#define XCLIENT_VALUE_MAX 255
+/* One attribute, xtext-encoded (three octets an octet at worst). */
+#define XCLIENT_ATTR_MAX (3 * XCLIENT_VALUE_MAX + 32)
+/* ADDR PORT NAME HELO PROTO LOGIN */
+#define XCLIENT_ATTRS 6
 
 static void backend_read_cb(struct conn *c, void *arg);
 static void backend_event_cb(struct conn *c, int what, void *arg);
 static void backend_deadline_cb(evutil_socket_t fd, short what, void *arg);
-static void backend_finish(struct session *s, enum backend_result res);
-static void backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb);
+static void backend_finish(struct backend *b, enum backend_result res);
+static void backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg);
+static int backend_open(struct backend *b, backend_cb cb, void *arg);
+static void backend_send(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg,
+    const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static void greet_command(struct backend *b, backend_cb cb, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void greet_ehlo(struct backend *b);
+static void greet_next(struct backend *b, const struct smtp_reply *r);
+static void greet_end(struct backend *b, enum backend_result res, const struct smtp_reply *r);
+static void on_greet_ehlo(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_greet_starttls(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_greet_tls(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_greet_plain_banner(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_greet_xclient(void *arg, enum backend_result res, const struct smtp_reply *r);
+
+/* backend_init - a leg, not yet connected */
+void
+backend_init(struct backend *b, const struct backend_conf *conf, const char *id, void *arg,
+    void (*gone)(void *arg, enum backend_result res))
+{
+	memset(b, 0, sizeof(*b));
+	b->conf = *conf;
+	b->id = id;
+	b->arg = arg;
+	b->gone = gone;
+}
 
 /* backend_connect - open the backend leg; cb gets the banner */
 int
-backend_connect(struct session *s, backend_cb cb)
+backend_connect(struct backend *b, backend_cb cb)
 {
-	struct backend *b = &s->be;
-	struct server *srv = s->srv;
+	return backend_open(b, cb, b->arg);
+}
+
+/* backend_open - connect; cb(arg) gets the banner */
+static int
+backend_open(struct backend *b, backend_cb cb, void *arg)
+{
+	const struct backend_conf *bc = &b->conf;
 	evutil_socket_t fd;
 	int one = 1;
 
-	b->s = s;
-	fd = socket(srv->backend_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	b->dead = 0;
+	fd = socket(bc->addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -1;
+		return PC_ERROR;
 	/* Commands and replies are small and latency-bound (DESIGN §2). */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	b->conn = conn_new(srv->base, fd, backend_read_cb, NULL, backend_event_cb, s);
-	b->deadline = evtimer_new(srv->base, backend_deadline_cb, s);
-	if (b->conn == NULL || b->deadline == NULL)
-		return -1;
+	b->conn = conn_new(bc->base, fd, backend_read_cb, NULL, backend_event_cb, b);
+	if (b->conn == NULL) {
+		close(fd);
+		return PC_ERROR;
+	}
+	if (b->deadline == NULL &&
+	    (b->deadline = evtimer_new(bc->base, backend_deadline_cb, b)) == NULL)
+		return PC_ERROR;
 	smtp_reply_init(&b->reply);
-	backend_arm(s, s->cfg->backend_connect_timeout_ms, cb);
-	conn_connect(b->conn, (struct sockaddr *)&srv->backend_addr, srv->backend_addrlen);
+	backend_arm(b, bc->cfg->backend_connect_timeout_ms, cb, arg);
+	conn_connect(b->conn, bc->addr, bc->addrlen);
 	conn_read_start(b->conn);
-	return 0;
+	return PC_OK;
+}
+
+/* backend_reconnect - a fresh leg in place of this one */
+int
+backend_reconnect(struct backend *b, backend_cb cb)
+{
+	backend_close(b);
+	b->tls_started = 0;
+	memset(&b->caps, 0, sizeof(b->caps));
+	return backend_connect(b, cb);
 }
 
 /* backend_arm - wait for the next reply, with a deadline */
 static void
-backend_arm(struct session *s, uint64_t timeout_ms, backend_cb cb)
+backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg)
 {
 	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
 
-	s->be.pending = cb;
-	smtp_reply_init(&s->be.reply);
-	s->be.reply_done = 0;
-	evtimer_add(s->be.deadline, &tv);
+	b->pending = cb;
+	b->pending_arg = arg;
+	smtp_reply_init(&b->reply);
+	b->reply_done = 0;
+	evtimer_add(b->deadline, &tv);
+}
+
+int
+backend_usable(const struct backend *b)
+{
+	return !b->dead && b->conn != NULL;
 }
 
 /* backend_command - send one command line (without CRLF) and wait for its reply */
 void
-backend_command(struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb)
+backend_command(struct backend *b, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb)
 {
-	struct backend *b = &s->be;
-
-	if (b->dead || b->conn == NULL) {
-		cb(s, BACKEND_LOST, NULL);
+	if (!backend_usable(b)) {
+		cb(b->arg, BACKEND_LOST, NULL);
 		return;
 	}
-	struct evbuffer *out = b->conn->out;
-	evbuffer_add(out, line, len);
-	evbuffer_add(out, "\r\n", 2);
-	backend_arm(s, timeout_ms, cb);
+	evbuffer_add(b->conn->out, line, len);
+	evbuffer_add(b->conn->out, "\r\n", 2);
+	backend_arm(b, timeout_ms, cb, b->arg);
 	conn_flush(b->conn);
 }
 
@@ -86,91 +151,93 @@ backend_command(struct session *s, const char *line, size_t len, uint64_t timeou
  * the output buffer: no intermediate buffer whose size could cut (or
  * overrun) a command built from client input */
 void
-backend_commandf(struct session *s, uint64_t timeout_ms, backend_cb cb, const char *fmt, ...)
+backend_commandf(struct backend *b, uint64_t timeout_ms, backend_cb cb, const char *fmt, ...)
 {
-	struct backend *b = &s->be;
 	va_list ap;
-	int r;
 
-	if (b->dead || b->conn == NULL) {
-		cb(s, BACKEND_LOST, NULL);
+	va_start(ap, fmt);
+	backend_send(b, timeout_ms, cb, b->arg, fmt, ap);
+	va_end(ap);
+}
+
+/* backend_send - a formatted command line; cb(arg) gets the reply */
+static void
+backend_send(
+    struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg, const char *fmt, va_list ap)
+{
+	if (!backend_usable(b)) {
+		cb(arg, BACKEND_LOST, NULL);
 		return;
 	}
-	va_start(ap, fmt);
-	r = evbuffer_add_vprintf(b->conn->out, fmt, ap);
-	va_end(ap);
-	if (r < 0 || evbuffer_add(b->conn->out, "\r\n", 2) != 0) {
+	if (evbuffer_add_vprintf(b->conn->out, fmt, ap) < 0 ||
+	    evbuffer_add(b->conn->out, "\r\n", 2) != 0) {
 		/* Out of memory half-way: the line may be partial, so the
 		 * leg is no longer usable. */
 		b->dead = 1;
-		cb(s, BACKEND_LOST, NULL);
+		cb(arg, BACKEND_LOST, NULL);
 		return;
 	}
-	backend_arm(s, timeout_ms, cb);
+	backend_arm(b, timeout_ms, cb, arg);
 	conn_flush(b->conn);
 }
 
-/* backend_send_message - after the backend's 354: the headers filters
- * added, the message (less the header fields they removed), ".", and wait */
-int
-backend_send_message(struct session *s, struct transaction *tx, backend_cb cb)
+/* greet_command - a command of the greeting: its callback gets the leg */
+static void
+greet_command(struct backend *b, backend_cb cb, const char *fmt, ...)
 {
-	struct backend *b = &s->be;
-	struct spool *sp = &tx->spool;
-	struct evbuffer *out;
+	va_list ap;
 
-	if (b->dead || b->conn == NULL)
-		return -1;
-	out = b->conn->out;
-	/* Header lines never start with ".": nothing to stuff. */
-	if (tx->added != NULL && evbuffer_add_buffer(out, tx->added) != 0)
-		return -1;
-	if (tx->edited) {
-		const struct message *m = &tx->msg;
-		for (size_t i = 0; i < m->nh; i++) {
-			if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)
-				return -1;
-		}
-		/* The rest: the blank line (if any) and the body. */
-		size_t rest = m->nh > 0 ? m->h[m->nh - 1].off + m->h[m->nh - 1].len : 0;
-		if (spool_copy(sp, rest, sp->size - rest, out) != 0)
-			return -1;
-	} else if (spool_move(sp, out) != 0) {
-		return -1;
+	va_start(ap, fmt);
+	backend_send(b, b->conf.cfg->backend_timeout_ms, cb, b, fmt, ap);
+	va_end(ap);
+}
+
+/* backend_output - after the backend's 354: the message goes here */
+struct evbuffer *
+backend_output(struct backend *b)
+{
+	return backend_usable(b) ? b->conn->out : NULL;
+}
+
+/* backend_data_end - the message is in the output: "." and wait */
+void
+backend_data_end(struct backend *b, backend_cb cb)
+{
+	if (!backend_usable(b)) {
+		cb(b->arg, BACKEND_LOST, NULL);
+		return;
 	}
-	/* The framer ended every line with CR LF, so this is CR LF "." CR LF. */
-	evbuffer_add(out, ".\r\n", 3);
-	backend_arm(s, s->cfg->backend_data_timeout_ms, cb);
+	/* Every message ends its last line with CR LF, so this is CR LF "." CR LF. */
+	evbuffer_add(b->conn->out, ".\r\n", 3);
+	backend_arm(b, b->conf.cfg->backend_data_timeout_ms, cb, b->arg);
 	conn_flush(b->conn);
-	return 0;
 }
 
 /* backend_starttls - after the backend's 220 to STARTTLS: the handshake;
  * cb gets BACKEND_REPLY with a NULL reply once TLS is up */
-int
-backend_starttls(struct session *s, backend_cb cb)
+static int
+backend_starttls(struct backend *b, backend_cb cb)
 {
-	const struct config *cfg = s->cfg;
-	struct backend *b = &s->be;
+	const struct config *cfg = b->conf.cfg;
 	const char *name = cfg->backend_tls_name[0] ? cfg->backend_tls_name : cfg->backend.host;
 
-	if (b->dead || b->conn == NULL || s->srv->tls_client == NULL)
-		return -1;
-	backend_arm(s, cfg->backend_timeout_ms, cb);
-	if (conn_tls_start(b->conn, s->srv->tls_client, 0, name, cfg->backend_tls_verify) != 0) {
+	if (!backend_usable(b) || b->conf.tls == NULL)
+		return PC_ERROR;
+	backend_arm(b, cfg->backend_timeout_ms, cb, b);
+	if (conn_tls_start(b->conn, b->conf.tls, 0, name, cfg->backend_tls_verify) != 0) {
 		b->pending = NULL;
 		evtimer_del(b->deadline);
-		return -1;
+		return PC_ERROR;
 	}
-	return 0;
+	return PC_OK;
 }
 
 /* backend_finish - an exchange is over: tell whoever waits */
 static void
-backend_finish(struct session *s, enum backend_result res)
+backend_finish(struct backend *b, enum backend_result res)
 {
-	struct backend *b = &s->be;
 	backend_cb cb = b->pending;
+	void *arg = b->pending_arg;
 
 	evtimer_del(b->deadline);
 	b->pending = NULL;
@@ -180,7 +247,7 @@ backend_finish(struct session *s, enum backend_result res)
 			conn_read_stop(b->conn);
 	}
 	if (cb != NULL) {
-		cb(s, res, res == BACKEND_REPLY ? &b->reply : NULL);
+		cb(arg, res, res == BACKEND_REPLY ? &b->reply : NULL);
 		return;
 	}
 	/* Nobody asked: a backend that talks out of turn (an idle 421, say)
@@ -188,15 +255,15 @@ backend_finish(struct session *s, enum backend_result res)
 	b->dead = 1;
 	if (b->conn != NULL)
 		conn_read_stop(b->conn);
-	session_backend_gone(s, res);
+	if (b->gone != NULL)
+		b->gone(b->arg, res);
 }
 
 /* backend_read_cb - read reply lines */
 static void
 backend_read_cb(struct conn *c, void *arg)
 {
-	struct session *s = arg;
-	struct backend *b = &s->be;
+	struct backend *b = arg;
 	struct evbuffer *in = c->in;
 
 	while (!b->dead) {
@@ -206,9 +273,9 @@ backend_read_cb(struct conn *c, void *arg)
 
 		if (line == NULL) {
 			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX + 2) {
-				log_warn(s->id, "backend sent a reply line over %d octets",
+				log_warn(b->id, "backend sent a reply line over %d octets",
 				    SMTP_REPLY_LINE_MAX);
-				backend_finish(s, BACKEND_GARBLED);
+				backend_finish(b, BACKEND_GARBLED);
 			}
 			return;
 		}
@@ -219,14 +286,14 @@ backend_read_cb(struct conn *c, void *arg)
 		r = smtp_reply_feed(&b->reply, line, n);
 		if (r == PC_ERROR) {
 			char q[200];
-			log_warn(s->id, "backend sent garbage: \"%s\"",
+			log_warn(b->id, "backend sent garbage: \"%s\"",
 			    log_quote(q, sizeof(q), line, n));
 			free(line);
-			backend_finish(s, BACKEND_GARBLED);
+			backend_finish(b, BACKEND_GARBLED);
 			return;
 		}
 		free(line);
-		if (r == PC_DONE && evbuffer_get_length(in) > 0) {
+		if (r == PC_OK && evbuffer_get_length(in) > 0) {
 			/* One command is outstanding at a time, so a complete
 			 * reply is all the backend may have sent: anything after
 			 * it (a second reply, bytes after a 220 to STARTTLS) would
@@ -235,25 +302,25 @@ backend_read_cb(struct conn *c, void *arg)
 			char q[200];
 			size_t l = evbuffer_get_length(in);
 			const unsigned char *extra = evbuffer_pullup(in, l < 80 ? (ssize_t)l : 80);
-			log_warn(s->id,
+			log_warn(b->id,
 			    "backend sent %zu octets after its %d reply, before our next "
 			    "command: \"%s\"; closing",
 			    l, b->reply.code,
 			    log_quote(q, sizeof(q), (const char *)extra, l < 80 ? l : 80));
-			backend_finish(s, BACKEND_SURPLUS);
+			backend_finish(b, BACKEND_SURPLUS);
 			return;
 		}
-		if (r == PC_DONE) {
+		if (r == PC_OK) {
 			b->reply_done = 1;
 			if (b->pending == NULL) {
 				size_t l;
 				const char *t = smtp_reply_line(&b->reply, 0, &l);
 				char q[200];
-				log_warn(s->id, "backend spoke out of turn: %d %s", b->reply.code,
+				log_warn(b->id, "backend spoke out of turn: %d %s", b->reply.code,
 				    log_quote(q, sizeof(q), t, l));
 			}
-			/* The callback may free the session: touch nothing after. */
-			backend_finish(s, BACKEND_REPLY);
+			/* The callback may free the leg: touch nothing after. */
+			backend_finish(b, BACKEND_REPLY);
 			return;
 		}
 	}
@@ -263,41 +330,45 @@ backend_read_cb(struct conn *c, void *arg)
 static void
 backend_event_cb(struct conn *c, int what, void *arg)
 {
-	struct session *s = arg;
+	struct backend *b = arg;
 
 	if (what == CONN_CONNECTED)
 		return;
 	if (what == CONN_TLS) {
-		struct backend *b = &s->be;
 		backend_cb cb = b->pending;
 		b->pending = NULL;
 		evtimer_del(b->deadline);
 		if (cb != NULL)
-			cb(s, BACKEND_REPLY, NULL); /* NULL: TLS is up */
+			cb(b->pending_arg, BACKEND_REPLY, NULL); /* NULL: TLS is up */
 		return;
 	}
+	/* A failure is reported once: a refused connect makes both the read
+	 * and the (connecting) write event fail, and the second one must not
+	 * reach gone as a new loss the owner was already told about. */
+	if (b->dead)
+		return;
 	if (c->tls_error[0] != '\0')
-		log_warn(s->id, "backend %s", c->tls_error);
+		log_warn(b->id, "backend %s", c->tls_error);
 	else if (what == CONN_ERROR)
-		log_warn(s->id, "backend connection error: %s", strerror(c->err));
+		log_warn(b->id, "backend connection error: %s", strerror(c->err));
 	else
-		log_warn(s->id, "backend closed the connection");
-	backend_finish(s, BACKEND_LOST);
+		log_warn(b->id, "backend closed the connection");
+	backend_finish(b, BACKEND_LOST);
 }
 
 /* backend_deadline_cb - the backend did not answer in time */
 static void
 backend_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct session *s = arg;
+	struct backend *b = arg;
 
 	if (what & EV_READ) { /* activated by a failed connect */
-		log_warn(s->id, "cannot connect to the backend: %s", strerror(errno));
-		backend_finish(s, BACKEND_LOST);
+		log_warn(b->id, "cannot connect to the backend: %s", strerror(errno));
+		backend_finish(b, BACKEND_LOST);
 		return;
 	}
-	log_warn(s->id, "backend timed out");
-	backend_finish(s, BACKEND_TIMEOUT);
+	log_warn(b->id, "backend timed out");
+	backend_finish(b, BACKEND_TIMEOUT);
 }
 
 /*
@@ -306,22 +377,324 @@ backend_deadline_cb(evutil_socket_t fd, short what, void *arg)
  * connection and never a "." for a message we did not finish.
  */
 void
-backend_close(struct session *s)
+backend_close(struct backend *b)
 {
-	struct backend *b = &s->be;
-
+	if (b->rdns_waiting) {
+		rdns_unwait(b->client->rdns);
+		b->rdns_waiting = 0;
+	}
 	if (b->deadline != NULL) {
 		event_free(b->deadline);
 		b->deadline = NULL;
 	}
-	if (b->conn == NULL)
-		return;
-	if (!b->dead && b->pending == NULL) {
+	if (b->conn != NULL && !b->dead && b->pending == NULL) {
 		/* QUIT goes straight into the socket buffer, which close(2)
-		 * still delivers; nothing waits for the 221. */
+		 * still delivers; nothing waits for the 221. A leg with a
+		 * command outstanding (DATA's 354, say) is cut instead. */
 		evbuffer_add(b->conn->out, "QUIT\r\n", 6);
 		conn_flush(b->conn);
 	}
+	b->pending = NULL;
+	if (b->conn == NULL)
+		return;
 	conn_free(b->conn);
 	b->conn = NULL;
+}
+
+/* ---- the greeting: EHLO, STARTTLS, XCLIENT, EHLO ---- */
+
+/* backend_greet - see backend.h */
+void
+backend_greet(struct backend *b, const struct backend_client *client, backend_cb cb)
+{
+	b->client = client;
+	b->greeted = cb;
+	b->xclient_next = 0;
+	b->xclient_done = 0;
+	greet_ehlo(b);
+}
+
+/* greet_ehlo - EHLO with the client's own name, exactly, so the backend's
+ * logs and checks see it (and we learn what it offers) */
+static void
+greet_ehlo(struct backend *b)
+{
+	greet_command(b, on_greet_ehlo, "EHLO %.*s", (int)b->client->helo_len, b->client->helo);
+}
+
+/* greet_end - the sequence is over: tell the owner */
+static void
+greet_end(struct backend *b, enum backend_result res, const struct smtp_reply *r)
+{
+	backend_cb cb = b->greeted;
+
+	b->greeted = NULL;
+	if (res == BACKEND_TLS_FAILED || res == BACKEND_XCLIENT_REFUSED)
+		b->dead = 1;
+	cb(b->arg, res, r);
+}
+
+static void
+on_greet_ehlo(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct backend *b = arg;
+
+	if (res != BACKEND_REPLY || r->code / 100 != 2) {
+		greet_end(b, res, r);
+		return;
+	}
+	smtp_caps_parse(r, &b->caps);
+	greet_next(b, r);
+}
+
+/* greet_tls_down - backend TLS did not work out and is required */
+static void
+greet_tls_down(struct backend *b, const char *why)
+{
+	log_warn(b->id, "backend TLS: %s", why);
+	greet_end(b, BACKEND_TLS_FAILED, NULL);
+}
+
+/* greet_rdns_done - the client's name is known: on with XCLIENT */
+static void
+greet_rdns_done(void *arg)
+{
+	struct backend *b = arg;
+
+	b->rdns_waiting = 0;
+	greet_next(b, &b->reply);
+}
+
+/* xtext - RFC 3461 §4 encoding for XCLIENT values */
+static void
+xtext(char *out, size_t size, const char *in, size_t len)
+{
+	size_t o = 0;
+
+	for (const char *end = in + len; in < end && o + 4 < size; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c > ' ' && c < 0x7f && c != '+' && c != '=')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, size - o, "+%02X", c);
+	}
+	out[o] = '\0';
+}
+
+/* xclient_has - does the backend take this XCLIENT attribute? */
+int
+xclient_has(const struct smtp_caps *caps, const char *attr)
+{
+	size_t n = strlen(attr);
+
+	for (const char *p = caps->xclient_attrs; (p = strcasestr(p, attr)) != NULL; p += n) {
+		if ((p == caps->xclient_attrs || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+	}
+	return 0;
+}
+
+/* xclient_attr - "NAME=xtext(value)" (len octets) into out, or
+ * NAME=[UNAVAILABLE] when the value is longer than the backend takes
+ * (Postfix refuses a HELO or NAME over 255 octets with 501) or would not
+ * fit one XCLIENT line. */
+static void
+xclient_attr(char *out, size_t size, const char *name, const char *value, size_t len)
+{
+	char v[XCLIENT_ATTR_MAX];
+
+	if (len > XCLIENT_VALUE_MAX) {
+		snprintf(out, size, "%s=[UNAVAILABLE]", name);
+		return;
+	}
+	xtext(v, sizeof(v), value, len);
+	if (strlen(name) + 1 + strlen(v) > XCLIENT_LINE_MAX - 8 ||
+	    snprintf(out, size, "%s=%s", name, v) >= (int)size)
+		snprintf(out, size, "%s=[UNAVAILABLE]", name);
+}
+
+/* xclient_attrs - "ADDR=..." and friends the backend takes, in attrs[];
+ * each one fits an XCLIENT line on its own */
+static size_t
+xclient_attrs(struct backend *b, char attrs[XCLIENT_ATTRS][XCLIENT_ATTR_MAX])
+{
+	const struct smtp_caps *caps = &b->caps;
+	const struct backend_client *c = b->client;
+	size_t n = 0;
+
+	if (xclient_has(caps, "ADDR"))
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "ADDR=%s%s",
+		    strchr(c->ip, ':') ? "IPV6:" : "", c->ip);
+	if (xclient_has(caps, "PORT"))
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PORT=%s", c->port);
+	if (xclient_has(caps, "NAME")) {
+		const char *name = c->rdns != NULL ? rdns_xclient_name(c->rdns) : "[UNAVAILABLE]";
+		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "NAME", name, strlen(name));
+	}
+	/* A HELO name that cannot be sent is unknown, never cut. */
+	if (xclient_has(caps, "HELO"))
+		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "HELO", c->helo, c->helo_len);
+	if (xclient_has(caps, "PROTO"))
+		snprintf(attrs[n++], XCLIENT_ATTR_MAX, "PROTO=%s", c->esmtp ? "ESMTP" : "SMTP");
+	if (xclient_has(caps, "LOGIN") && c->login != NULL)
+		xclient_attr(attrs[n++], XCLIENT_ATTR_MAX, "LOGIN", c->login, strlen(c->login));
+	return n;
+}
+
+/* xclient_send - the next XCLIENT command, within 512 octets (Postfix's
+ * XCLIENT_README), never without an attribute; 0 when every attribute went */
+static int
+xclient_send(struct backend *b)
+{
+	char attrs[XCLIENT_ATTRS][XCLIENT_ATTR_MAX], line[XCLIENT_LINE_MAX + 8];
+	size_t n = xclient_attrs(b, attrs), i = b->xclient_next - 1, o;
+
+	if (i >= n)
+		return 0;
+	memcpy(line, "XCLIENT", 7);
+	o = 7;
+	/* xclient_attr keeps each attribute short enough to go alone. */
+	for (; i < n && o + 1 + strlen(attrs[i]) <= XCLIENT_LINE_MAX; i++) {
+		line[o++] = ' ';
+		memcpy(line + o, attrs[i], strlen(attrs[i]));
+		o += strlen(attrs[i]);
+	}
+	b->xclient_next = (unsigned)i + 1;
+	greet_command(b, on_greet_xclient, "%.*s", (int)o, line);
+	return 1;
+}
+
+/* greet_next - after an EHLO reply r (a 2xx), what the backend needs
+ * before the client gets its answer: STARTTLS, then XCLIENT */
+static void
+greet_next(struct backend *b, const struct smtp_reply *r)
+{
+	const struct config *cfg = b->conf.cfg;
+	const struct smtp_caps *caps = &b->caps;
+
+	if (cfg->backend_tls != CONFIG_BACKEND_TLS_NO && b->conn->ssl == NULL && !b->tls_started) {
+		if (caps->starttls) {
+			b->tls_started = 1;
+			greet_command(b, on_greet_starttls, "STARTTLS");
+			return;
+		}
+		if (cfg->backend_tls == CONFIG_BACKEND_TLS_REQUIRED) {
+			greet_tls_down(
+			    b, "the backend does not offer STARTTLS (backend_tls = required)");
+			return;
+		}
+	}
+	if (caps->xclient && cfg->backend_xclient && !b->xclient_done) {
+		if (b->xclient_next == 0 && b->client->rdns != NULL && cfg->client_rdns &&
+		    xclient_has(caps, "NAME")) {
+			rdns_start(b->client->rdns); /* if it was not asked at connect */
+			if (rdns_wait(b->client->rdns, greet_rdns_done, b)) {
+				b->rdns_waiting = 1;
+				return;
+			}
+		}
+		if (b->xclient_next == 0)
+			b->xclient_next = 1;
+		if (xclient_send(b))
+			return;
+	}
+	greet_end(b, BACKEND_REPLY, r);
+}
+
+static void
+on_greet_starttls(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct backend *b = arg;
+	const struct config *cfg = b->conf.cfg;
+
+	if (res != BACKEND_REPLY) {
+		greet_end(b, res, r);
+		return;
+	}
+	if (r->code != 220) {
+		if (cfg->backend_tls == CONFIG_BACKEND_TLS_REQUIRED) {
+			greet_tls_down(b, "the backend refused STARTTLS");
+			return;
+		}
+		log_info(b->id, "backend refused STARTTLS (%d): going on without TLS", r->code);
+		greet_next(b, r);
+		return;
+	}
+	if (backend_starttls(b, on_greet_tls) != 0)
+		greet_tls_down(b, b->conn != NULL ? b->conn->tls_error : "no TLS context");
+}
+
+static void
+on_greet_tls(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct backend *b = arg;
+
+	if (res != BACKEND_REPLY) {
+		/* The detail is already in the log (backend_event_cb). */
+		const char *why =
+		    res == BACKEND_TIMEOUT ? "handshake timed out" : "handshake failed";
+		if (b->conf.cfg->backend_tls != CONFIG_BACKEND_TLS_OPPORTUNISTIC) {
+			greet_tls_down(b, why);
+			return;
+		}
+		/* A handshake cannot be taken back: a new leg without TLS,
+		 * as Postfix's "may" level does. STARTTLS is not tried again
+		 * on it (tls_started stays set). */
+		log_warn(b->id,
+		    "backend TLS: %s; reconnecting without TLS (backend_tls = opportunistic)", why);
+		backend_close(b);
+		memset(&b->caps, 0, sizeof(b->caps));
+		if (backend_open(b, on_greet_plain_banner, b) != 0) {
+			log_err(b->id, "cannot create the backend connection: %s", strerror(errno));
+			greet_end(b, BACKEND_LOST, NULL);
+			return;
+		}
+		b->tls_started = 1;
+		return;
+	}
+	log_info(b->id, "TLS %s with the backend", conn_tls_version(b->conn));
+	greet_ehlo(b);
+}
+
+/* on_greet_plain_banner - the new plaintext leg greeted: EHLO again */
+static void
+on_greet_plain_banner(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct backend *b = arg;
+
+	if (res != BACKEND_REPLY || r->code != 220) {
+		if (res == BACKEND_REPLY)
+			log_warn(b->id, "backend greeted with %d, not 220", r->code);
+		greet_end(b, BACKEND_LOST, NULL);
+		return;
+	}
+	greet_ehlo(b);
+}
+
+static void
+on_greet_xclient(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct backend *b = arg;
+
+	if (res != BACKEND_REPLY) {
+		greet_end(b, res, r);
+		return;
+	}
+	if (r->code / 100 != 2) { /* Postfix says 220; test sinks say 250 */
+		/* Going on would fail open: the backend would take every
+		 * client for this host (its relay and rate rules with it). */
+		size_t len;
+		const char *t = smtp_reply_line(r, 0, &len);
+		char q[200];
+		log_err(b->id,
+		    "backend refused XCLIENT: %d %s; closing (is this host in its "
+		    "smtpd_authorized_xclient_hosts?)",
+		    r->code, log_quote(q, sizeof(q), t, len));
+		greet_end(b, BACKEND_XCLIENT_REFUSED, r);
+		return;
+	}
+	if (!xclient_send(b)) {
+		b->xclient_done = 1; /* done for this EHLO: not again */
+		greet_ehlo(b);
+	}
 }

@@ -3,7 +3,9 @@
  * services the host offers plugins (struct pc_host).
  *
  * Exports chain_host_init, chain_session_init, chain_has, chain_run,
- * chain_cancel, chain_tx_end, chain_session_end and path_params. A session asks one
+ * chain_stage, chain_cancel, chain_tx_begin, chain_tx_end,
+ * chain_session_end and path_params (the ABI 2 services are in
+ * chainhost.c). A session asks one
  * stage at a time (commands are processed one at a time), so each session
  * has one struct pc_call, reused. The rules (DESIGN.md §3): instances are
  * asked in configuration order; the first verdict that is not continue
@@ -23,7 +25,7 @@
 #include "log.h"
 #include "options.h"
 #include "replies.h"
-#include "session.h"
+#include "smtp_parse.h"
 
 enum call_state {
 	CALL_IDLE = 0,
@@ -31,11 +33,7 @@ enum call_state {
 	CALL_PENDING, /* the hook answered pending: waiting for resume */
 };
 
-/* The longest header line a filter may add (RFC 5322 §2.1.1). */
-#define CHAIN_HEADER_MAX 998
-
 static pc_hook_fn stage_hook(const struct pc_plugin *pl, enum pc_stage stage);
-static void call_strings_free(struct pc_call *call);
 static void chain_step(struct pc_call *call);
 static int chain_verdict(struct pc_call *call, int action, const char *reply);
 static int chain_fail(struct pc_call *call, const char *fmt, ...)
@@ -48,6 +46,7 @@ static int call_message(struct pc_call *call);
 static void host_log(struct pc_instance *self, struct pc_call *call, enum pc_log_level level,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static const char *host_get(struct pc_call *call, enum pc_field field);
+static const char *field_split(struct pc_call *call, const char *addr, int local_part);
 static const char *host_rcpt(struct pc_call *call, size_t n);
 static size_t host_rcpt_count(struct pc_call *call);
 static enum pc_stage host_stage(struct pc_call *call);
@@ -67,6 +66,9 @@ static int host_remove_header(struct pc_call *call, const char *name);
 void
 chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns)
 {
+	host->abi_major = PC_ABI_MAJOR;
+	host->abi_minor = PC_ABI_MINOR;
+	host->struct_size = sizeof(*host);
 	host->base = base;
 	host->dns = dns;
 	host->log = host_log;
@@ -85,6 +87,7 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	host->body_rewind = host_body_rewind;
 	host->add_header = host_add_header;
 	host->remove_header = host_remove_header;
+	chain_host_abi2(host);
 	host->opt_size = opt_size;
 	host->opt_time = opt_time;
 	host->opt_bool = opt_bool;
@@ -97,10 +100,11 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 
 /* chain_session_init - per-session state; 0 or -1 (out of memory) */
 int
-chain_session_init(struct chain *c, struct chain_session *cs, struct session *s)
+chain_session_init(struct chain *c, struct chain_session *cs, const struct chain_view *v)
 {
 	memset(cs, 0, sizeof(*cs));
-	cs->call.s = s;
+	cs->call.v = v;
+	cs->call.cs = cs;
 	cs->call.chain = c;
 	if (c == NULL || c->n == 0)
 		return 0;
@@ -138,32 +142,33 @@ stage_hook(const struct pc_plugin *pl, enum pc_stage stage)
 	return NULL;
 }
 
-/* call_strings_free - the strings get() made for a stage (plugin.h: valid
- * until the hook returns; kept for the whole stage, one of each kind, so a
- * second get() neither frees the first answer nor piles up copies) */
-static void
-call_strings_free(struct pc_call *call)
+/* call_id - the id for a log line: the transaction's, else the session's */
+static const char *
+call_id(const struct pc_call *call)
 {
-	free(call->helo_copy);
-	free(call->params_copy);
-	call->helo_copy = call->params_copy = NULL;
+	return call->v->tx_id != NULL ? call->v->tx_id : call->v->id;
 }
 
 /* chain_run - ask this stage's hooks, in order */
 void
-chain_run(
-    struct chain *c, struct session *s, enum pc_stage stage, const char *rcpt, chain_done_fn done)
+chain_run(struct chain_session *cs, enum pc_stage stage, chain_done_fn done, void *arg)
 {
-	struct pc_call *call = &s->cs.call;
+	struct pc_call *call = &cs->call;
 
-	/* The last stage's hooks have all returned: its strings can go. */
-	call_strings_free(call);
+	/* The strings handed out in the last stage go now (plugin.h). */
+	chain_arena_reset(&call->arena);
 	call->stage = stage;
 	call->in_stage = 1;
-	call->rcpt = rcpt;
 	call->next = 0;
 	call->done = done;
+	call->done_arg = arg;
 	chain_step(call);
+}
+
+enum pc_stage
+chain_stage(const struct chain_session *cs)
+{
+	return cs->call.stage;
 }
 
 /* chain_step - ask instances from call->next on, until one decides or waits */
@@ -218,7 +223,6 @@ chain_step(struct pc_call *call)
 static int
 chain_verdict(struct pc_call *call, int action, const char *reply)
 {
-	struct session *s = call->s;
 	struct pc_instance *f = call->f;
 	char line[VERDICT_LINE_MAX], q[600], what[64];
 	const char *why;
@@ -229,14 +233,13 @@ chain_verdict(struct pc_call *call, int action, const char *reply)
 		return chain_fail(call, "the filter failed");
 	if (action == PC_CONTINUE)
 		return 0;
-	if (verdict_reply((enum pc_action)action, call->stage, reply, s->cfg->hostname, line,
+	if (verdict_reply((enum pc_action)action, call->stage, reply, call->v->hostname, line,
 	        sizeof(line), &why) != 0)
 		return chain_fail(call, "invalid reply \"%s\" for %s: %s",
 		    log_quote(q, sizeof(q), reply, strlen(reply)), verdict_action_name(action),
 		    why);
 	if (f->observe) {
-		log_info(s->tx.id[0] ? s->tx.id : s->id,
-		    "observe: %s would %s at %s%s%s%s (not enforced)", f->name,
+		log_info(call_id(call), "observe: %s would %s at %s%s%s%s (not enforced)", f->name,
 		    verdict_action_name(action), verdict_stage_name(call->stage),
 		    line[0] ? " \"" : "", line, line[0] ? "\"" : "");
 		snprintf(what, sizeof(what), "observe-%s", verdict_action_name(action));
@@ -252,7 +255,6 @@ chain_verdict(struct pc_call *call, int action, const char *reply)
 static int
 chain_fail(struct pc_call *call, const char *fmt, ...)
 {
-	struct session *s = call->s;
 	struct pc_instance *f = call->f;
 	static const char *const names[] = {"tempfail", "accept", "reject"};
 	char why[600], line[VERDICT_LINE_MAX + 64];
@@ -262,24 +264,22 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	log_warn(s->tx.id[0] ? s->tx.id : s->id, "filter %s failed at %s: %s (on_error=%s)",
-	    f->name, verdict_stage_name(call->stage), why, names[f->on_error]);
+	log_warn(call_id(call), "filter %s failed at %s: %s (on_error=%s)", f->name,
+	    verdict_stage_name(call->stage), why, names[f->on_error]);
 	chain_trail(call, "error");
 	switch (f->on_error) {
 	case CONFIG_ON_ERROR_ACCEPT:
 		return 0;
 	case CONFIG_ON_ERROR_REJECT:
-		snprintf(line, sizeof(line), "%s",
-		    connect ? R_FILTER_ERROR_REJECT_CONNECT : R_FILTER_ERROR_REJECT);
+		reply_line(connect ? R_FILTER_ERROR_REJECT_CONNECT : R_FILTER_ERROR_REJECT,
+		    call->v->hostname, line, sizeof(line));
 		chain_finish(call, PC_REJECT, line, 1);
 		return 1;
 	case CONFIG_ON_ERROR_TEMPFAIL:
 		break;
 	}
-	if (connect)
-		snprintf(line, sizeof(line), R_FILTER_ERROR_TEMPFAIL_CONNECT, s->cfg->hostname);
-	else
-		snprintf(line, sizeof(line), "%s", R_FILTER_ERROR_TEMPFAIL);
+	reply_line(connect ? R_FILTER_ERROR_TEMPFAIL_CONNECT : R_FILTER_ERROR_TEMPFAIL,
+	    call->v->hostname, line, sizeof(line));
 	chain_finish(call, PC_TEMPFAIL, line, 1);
 	return 1;
 }
@@ -298,14 +298,14 @@ chain_finish(struct pc_call *call, enum pc_action action, const char *line, int 
 	call->f = NULL;
 	call->in_stage = 0;
 	/* The session may end in here: nothing touches call afterwards. */
-	call->done(call->s, &r);
+	call->done(call->done_arg, &r);
 }
 
 /* chain_trail - "name:what@stage" for PC_TRAIL and the headers plugin */
 static void
 chain_trail(struct pc_call *call, const char *what)
 {
-	struct chain_session *cs = &call->s->cs;
+	struct chain_session *cs = call->cs;
 	size_t len = strlen(cs->trail);
 
 	snprintf(cs->trail + len, sizeof(cs->trail) - len, "%s%s:%s@%s", len ? "," : "",
@@ -331,15 +331,15 @@ chain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* chain_cancel - give up a pending hook: the session is going away */
 void
-chain_cancel(struct session *s)
+chain_cancel(struct chain_session *cs)
 {
-	struct pc_call *call = &s->cs.call;
+	struct pc_call *call = &cs->call;
 	pc_cancel_fn cancel = call->cancel;
 
 	if (call->state != CALL_PENDING)
 		return;
-	log_info(
-	    s->id, "filter %s cancelled at %s", call->f->name, verdict_stage_name(call->stage));
+	log_info(call->v->id, "filter %s cancelled at %s", call->f->name,
+	    verdict_stage_name(call->stage));
 	evtimer_del(call->timer);
 	call->state = CALL_IDLE;
 	call->cancel = NULL;
@@ -350,34 +350,54 @@ chain_cancel(struct session *s)
 
 /* chain_tx_end - reset hooks; transaction data is gone */
 void
-chain_tx_end(struct chain *c, struct session *s)
+chain_tx_end(struct chain_session *cs)
 {
-	struct chain_session *cs = &s->cs;
 	struct pc_call *call = &cs->call;
+	struct chain *c = call->chain;
 
-	if (c == NULL || c->n == 0 || cs->tdata == NULL)
-		return;
-	chain_cancel(s);
-	for (size_t i = 0; i < c->n; i++) {
-		struct pc_instance *f = &c->f[i];
-		if (f->pl->reset != NULL) {
-			call->f = f;
-			f->pl->reset(f->inst, call);
+	if (c != NULL && c->n > 0 && cs->tdata != NULL) {
+		chain_cancel(cs);
+		for (size_t i = 0; i < c->n; i++) {
+			struct pc_instance *f = &c->f[i];
+			if (f->pl->reset != NULL) {
+				call->f = f;
+				f->pl->reset(f->inst, call);
+			}
+			cs->tdata[i] = NULL;
 		}
-		cs->tdata[i] = NULL;
+		call->f = NULL;
+		cs->trail[cs->trail_tx] = '\0';
 	}
-	call->f = NULL;
-	cs->trail[cs->trail_tx] = '\0';
+	/* After the reset hooks, which may still read them. */
+	if (cs->added != NULL)
+		evbuffer_free(cs->added);
+	cs->added = NULL;
+	cs->edited = 0;
+	edit_free(&cs->edit);
+	score_clear(&cs->score_tx);
+	cs->in_tx = 0;
+	chain_arena_reset(&call->arena);
+}
+
+/* chain_tx_begin - a transaction starts with the session's scores */
+void
+chain_tx_begin(struct chain_session *cs)
+{
+	cs->trail_tx = strlen(cs->trail);
+	score_clear(&cs->score_tx);
+	if (score_copy(&cs->score_tx, &cs->score_session) != 0)
+		log_err(cs->call.v->id, "out of memory copying the session's scores");
+	cs->in_tx = 1;
 }
 
 /* chain_session_end - the session is over */
 void
-chain_session_end(struct chain *c, struct session *s)
+chain_session_end(struct chain_session *cs)
 {
-	struct chain_session *cs = &s->cs;
 	struct pc_call *call = &cs->call;
+	struct chain *c = call->chain;
 
-	chain_cancel(s);
+	chain_cancel(cs);
 	if (c != NULL && cs->sdata != NULL) {
 		for (size_t i = 0; i < c->n; i++) {
 			struct pc_instance *f = &c->f[i];
@@ -394,8 +414,15 @@ chain_session_end(struct chain *c, struct session *s)
 	call->timer = NULL;
 	free(cs->sdata);
 	free(cs->tdata);
-	call_strings_free(call);
+	if (cs->added != NULL)
+		evbuffer_free(cs->added);
+	cs->added = NULL;
 	cs->sdata = cs->tdata = NULL;
+	edit_free(&cs->edit);
+	score_clear(&cs->score_tx);
+	score_clear(&cs->score_session);
+	cs->in_tx = 0;
+	chain_arena_reset(&call->arena);
 }
 
 /* ---- host services ---- */
@@ -420,7 +447,7 @@ host_log(
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (call != NULL)
-		sid = call->s->tx.id[0] ? call->s->tx.id : call->s->id;
+		sid = call_id(call);
 	name = self != NULL                   ? self->name
 	    : call != NULL && call->f != NULL ? call->f->name
 	                                      : "plugin";
@@ -434,60 +461,68 @@ host_log(
 static const char *
 host_get(struct pc_call *call, enum pc_field field)
 {
-	struct session *s = call->s;
+	const struct chain_view *v = call->v;
+	int helo = call->in_stage && call->stage == PC_STAGE_HELO;
+	int rcpt = call->in_stage && call->stage == PC_STAGE_RCPT;
 
 	switch (field) {
 	case PC_SESSION_ID:
-		return s->id;
+		return v->id;
 	case PC_CLIENT_IP:
-		return s->client_ip;
+		return v->client_ip;
 	case PC_CLIENT_PORT:
-		return s->client_port;
+		return v->client_port;
 	case PC_LOCAL_IP:
+		return v->local_ip;
 	case PC_LOCAL_PORT:
-		/* Asked for rarely: one getsockname then, not one per connection. */
-		if (s->local_ip[0] == '\0') {
-			struct sockaddr_storage local;
-			socklen_t len = sizeof(local);
-			if (getsockname(s->client->fd, (struct sockaddr *)&local, &len) == 0)
-				getnameinfo((struct sockaddr *)&local, len, s->local_ip,
-				    sizeof(s->local_ip), s->local_port, sizeof(s->local_port),
-				    NI_NUMERICHOST | NI_NUMERICSERV);
-		}
-		return field == PC_LOCAL_IP ? s->local_ip : s->local_port;
+		return v->local_port;
 	case PC_HOSTNAME:
-		return s->cfg->hostname;
+		return v->hostname;
 	case PC_HELO:
-		if (call->in_stage && call->stage == PC_STAGE_HELO) {
-			if (call->helo_copy == NULL)
-				call->helo_copy = strndup(s->cmd.arg, s->cmd.arg_len);
-			return call->helo_copy;
-		}
-		return s->helo;
+		return helo ? v->arg : v->helo;
 	case PC_TLS:
-		return s->tls_proto;
+		return v->tls_proto;
 	case PC_AUTH_USER:
-		return s->auth_user;
+		return v->auth_user;
 	case PC_TX_ID:
-		return s->tx.id[0] ? s->tx.id : NULL;
+		return v->tx_id;
 	case PC_SENDER:
-		return s->tx.sender;
+		return v->sender;
 	case PC_RCPT:
-		return call->in_stage && call->stage == PC_STAGE_RCPT ? call->rcpt : NULL;
+		return rcpt ? v->arg : NULL;
 	case PC_TRAIL:
-		return s->cs.trail;
+		return call->cs->trail;
 	case PC_STAGE_NAME:
 		return call->in_stage ? verdict_stage_name(call->stage) : NULL;
 	case PC_SENDER_PARAMS:
-		return s->tx.sender ? s->tx.sender_params : NULL;
+		return v->sender != NULL ? v->sender_params : NULL;
 	case PC_RCPT_PARAMS:
-		if (!call->in_stage || call->stage != PC_STAGE_RCPT)
-			return NULL;
-		if (call->params_copy == NULL)
-			call->params_copy = path_params(&s->path);
-		return call->params_copy;
+		return rcpt ? v->arg_params : NULL;
+	case PC_CLIENT_NAME:
+		return v->client_name;
+	case PC_TLS_CIPHER:
+		return v->tls_cipher;
+	case PC_CLIENT_TRUSTED:
+		return v->trusted ? "1" : NULL;
+	case PC_SENDER_LOCAL:
+	case PC_SENDER_DOMAIN:
+		return field_split(call, v->sender, field == PC_SENDER_LOCAL);
+	case PC_RCPT_LOCAL:
+	case PC_RCPT_DOMAIN:
+		return rcpt ? field_split(call, v->arg, field == PC_RCPT_LOCAL) : NULL;
 	}
 	return NULL;
+}
+
+/* field_split - one half of an address (chain_split), or NULL */
+static const char *
+field_split(struct pc_call *call, const char *addr, int local_part)
+{
+	const char *local, *domain;
+
+	if (addr == NULL || chain_split(call, addr, &local, &domain) != 0)
+		return NULL;
+	return local_part ? local : domain;
 }
 
 /* path_params - "KEY=value KEY" of a MAIL or RCPT path, malloc'd */
@@ -515,7 +550,7 @@ path_params(const struct smtp_path *path)
 static const char *
 host_rcpt(struct pc_call *call, size_t n)
 {
-	for (struct rcpt *r = call->s->tx.rcpts; r != NULL; r = r->next) {
+	for (const struct rcpt *r = call->v->rcpts; r != NULL; r = r->next) {
 		if (!r->dropped && n-- == 0)
 			return r->addr;
 	}
@@ -525,7 +560,7 @@ host_rcpt(struct pc_call *call, size_t n)
 static size_t
 host_rcpt_count(struct pc_call *call)
 {
-	return call->s->tx.nrcpt;
+	return call->v->nrcpt;
 }
 
 static enum pc_stage
@@ -538,13 +573,13 @@ host_stage(struct pc_call *call)
 static void **
 host_session_data(struct pc_call *call)
 {
-	return &call->s->cs.sdata[call->f->index];
+	return &call->cs->sdata[call->f->index];
 }
 
 static void **
 host_tx_data(struct pc_call *call)
 {
-	return &call->s->cs.tdata[call->f->index];
+	return &call->cs->tdata[call->f->index];
 }
 
 /* host_pending - the hook will answer later */
@@ -565,7 +600,7 @@ host_resume(struct pc_call *call, const struct pc_verdict *v)
 	size_t len;
 
 	if (call->state == CALL_IDLE || call->cancel == NULL || call->resumed) {
-		log_err(call->s->id, "filter %s: resume without a pending call (ignored)",
+		log_err(call->v->id, "filter %s: resume without a pending call (ignored)",
 		    call->f ? call->f->name : "?");
 		return;
 	}
@@ -594,9 +629,8 @@ host_resume(struct pc_call *call, const struct pc_verdict *v)
 static int
 call_message(struct pc_call *call)
 {
-	struct transaction *tx = &call->s->tx;
-
-	if (!call->in_stage || call->stage != PC_STAGE_DATA || !tx->spool_open || !tx->msg_parsed)
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || call->v->spool == NULL ||
+	    call->v->msg == NULL)
 		return -1;
 	return 0;
 }
@@ -606,7 +640,7 @@ host_msg_size(struct pc_call *call)
 {
 	if (!call->in_stage || call->stage != PC_STAGE_DATA)
 		return 0;
-	return call->s->tx.size;
+	return call->v->size;
 }
 
 static const char *
@@ -614,13 +648,13 @@ host_header(struct pc_call *call, const char *name, size_t n)
 {
 	if (name == NULL || call_message(call) != 0)
 		return NULL;
-	return message_header(&call->s->tx.msg, name, n);
+	return message_header(call->v->msg, name, n);
 }
 
 static int
 host_header_at(struct pc_call *call, size_t n, const char **name, const char **value)
 {
-	struct message *m = &call->s->tx.msg;
+	const struct message *m = call->v->msg;
 
 	if (call_message(call) != 0 || n >= m->nh)
 		return -1;
@@ -633,17 +667,17 @@ host_header_at(struct pc_call *call, size_t n, const char **name, const char **v
 static ssize_t
 host_body_read(struct pc_call *call, char *buf, size_t len)
 {
-	struct transaction *tx = &call->s->tx;
+	const struct chain_view *v = call->v;
 
 	if (call_message(call) != 0)
 		return -1;
 	if (call->body_pos == 0) { /* a new hook call: from the start */
-		call->body_pos = tx->msg.body_off + 1;
+		call->body_pos = v->msg->body_off + 1;
 		call->body_sol = 1;
 	}
 	while (len > 0) {
 		size_t off = call->body_pos - 1, o = 0;
-		ssize_t n = spool_pread(&tx->spool, off, buf, len);
+		ssize_t n = spool_pread(v->spool, off, buf, len);
 
 		if (n <= 0)
 			return n;
@@ -670,47 +704,27 @@ host_body_rewind(struct pc_call *call)
 	call->body_pos = 0;
 }
 
-/* header_name_ok - a field name we let a filter write or name */
-static int
-header_name_ok(const char *name)
-{
-	size_t n = 0;
-
-	if (name == NULL || name[0] == '.')
-		return 0;
-	for (; name[n] != '\0'; n++) {
-		unsigned char c = (unsigned char)name[n];
-		if (c <= ' ' || c > '~' || c == ':')
-			return 0;
-	}
-	return n > 0 && n <= 76;
-}
-
 /* host_add_header - prepended when the message goes to the backend */
 static int
 host_add_header(struct pc_call *call, const char *name, const char *value)
 {
-	struct transaction *tx = &call->s->tx;
+	struct chain_session *cs = call->cs;
 
-	if (!call->in_stage || call->stage != PC_STAGE_DATA || !header_name_ok(name) ||
-	    value == NULL || strlen(name) + 2 + strlen(value) > CHAIN_HEADER_MAX)
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || value == NULL ||
+	    !edit_header_ok(name, value))
 		return -1;
-	for (const char *p = value; *p != '\0'; p++) {
-		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
-			return -1;
-	}
-	if (tx->added == NULL && (tx->added = evbuffer_new()) == NULL)
+	if (cs->added == NULL && (cs->added = evbuffer_new()) == NULL)
 		return -1;
-	return evbuffer_add_printf(tx->added, "%s: %s\r\n", name, value) < 0 ? -1 : 0;
+	return evbuffer_add_printf(cs->added, "%s: %s\r\n", name, value) < 0 ? -1 : 0;
 }
 
 /* host_remove_header - leave out incoming fields of that name */
 static int
 host_remove_header(struct pc_call *call, const char *name)
 {
-	if (!header_name_ok(name) || call_message(call) != 0)
+	if (!edit_header_ok(name, NULL) || call_message(call) != 0)
 		return -1;
-	if (message_remove(&call->s->tx.msg, name) > 0)
-		call->s->tx.edited = 1;
+	if (message_remove(call->v->msg, name) > 0)
+		call->cs->edited = 1;
 	return 0;
 }

@@ -12,19 +12,23 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "edit.h"
 #include "message.h"
 #include "portcullis/plugin.h"
+#include "score.h"
+#include "spool.h"
 #include "verdict.h"
 
-struct session;
 struct event;
+struct evbuffer;
 
 /* One configured section: a plugin instance. (The ABI's opaque handle.) */
 struct pc_instance {
 	char *name; /* the section name: "by=" in logs */
 	char *type;
 	char *path; /* the shared object */
-	const struct pc_plugin *pl;
+	const struct pc_plugin *pl; /* &desc, or a test's own descriptor */
+	struct pc_plugin desc; /* the plugin's, up to its struct_size; zeroes after */
 	void *dl;
 	void *inst; /* what init returned */
 	int inited;
@@ -52,16 +56,71 @@ struct chain_result {
 	int failed; /* on_error decided */
 };
 
-typedef void (*chain_done_fn)(struct session *s, const struct chain_result *r);
+typedef void (*chain_done_fn)(void *arg, const struct chain_result *r);
+
+/* One recipient of the transaction, in the order the client gave them. */
+struct rcpt {
+	char *addr;
+	int dropped; /* answered 250 by a drop, never forwarded */
+	struct rcpt *next;
+};
+
+/*
+ * What plugins may read of a session: all the chain ever sees of it. The
+ * session owns the strings and refreshes the view before it runs a stage
+ * or ends a transaction or the session (session_view in session.c); the
+ * chain only reads it, so it knows nothing of struct session.
+ */
+struct chain_view {
+	const char *id; /* session id */
+	const char *tx_id; /* NULL outside a transaction */
+	const char *client_ip, *client_port;
+	const char *local_ip, *local_port;
+	const char *client_name; /* forward-confirmed name, or NULL */
+	int trusted; /* the client is in trusted_networks */
+	const char *hostname; /* ours */
+	const char *helo; /* the client's last HELO/EHLO argument, or NULL */
+	const char *tls_proto, *tls_cipher; /* NULL without TLS */
+	const char *auth_user;
+	const char *sender, *sender_params; /* NULL outside a transaction */
+	const struct rcpt *rcpts; /* accepted (and dropped) recipients */
+	size_t nrcpt; /* accepted, not dropped */
+	/* The stage's own argument: the new HELO name at HELO, the recipient
+	 * and its parameters at RCPT. */
+	const char *arg, *arg_params;
+	/* At the end of DATA: the spooled message and its header index. */
+	struct spool *spool;
+	struct message *msg; /* NULL until indexed */
+	size_t size; /* RFC 1870 octets */
+};
+
+/*
+ * The per-call arena (plugin.h, LIFETIMES): strings the host builds for a
+ * plugin, freed together when the stage ends (chain_run of the next stage,
+ * chain_tx_end, chain_session_end), never one by one, so an answer stays
+ * good however often a plugin asks again. Bounded: a plugin looping over
+ * host functions cannot grow a session without limit in one stage.
+ */
+#define CHAIN_ARENA_MAX (4u * 1024 * 1024)
+#define CHAIN_SPLIT_BUCKETS 64
+
+struct chain_arena_block;
+struct chain_split; /* an address split once, by its text */
+
+struct chain_arena {
+	struct chain_arena_block *head;
+	size_t used; /* octets allocated in this stage */
+	struct chain_split *split[CHAIN_SPLIT_BUCKETS];
+};
 
 /* One hook call in flight, and what the host services read. */
 struct pc_call {
-	struct session *s;
+	const struct chain_view *v;
+	struct chain_session *cs;
 	struct chain *chain;
 	struct pc_instance *f; /* the instance being asked */
 	enum pc_stage stage;
 	int in_stage; /* a stage hook, not reset/close */
-	const char *rcpt; /* at the RCPT stage */
 	size_t next; /* the next instance to ask */
 	int state; /* CALL_* in chain.c */
 	int resumed; /* resume came while the hook ran */
@@ -72,9 +131,10 @@ struct pc_call {
 	void *cancel_arg;
 	struct event *timer;
 	chain_done_fn done;
+	void *done_arg;
 	size_t body_pos; /* body_read position in the spool */
 	int body_sol; /* at the start of a line (for un-stuffing) */
-	char *helo_copy, *params_copy; /* strings get() made for this stage */
+	struct chain_arena arena;
 };
 
 /* Per-session state of the chain. */
@@ -83,6 +143,16 @@ struct chain_session {
 	void **sdata, **tdata; /* per instance */
 	char trail[1024];
 	size_t trail_tx; /* where the transaction's part of trail starts */
+	/* What filters did to the message at the end of DATA: header fields to
+	 * prepend (removals are marked in the view's message index). */
+	struct evbuffer *added;
+	int edited; /* some incoming field is to be left out */
+	/* ABI 2: the other message and envelope changes (per transaction),
+	 * and the scores: the session's (added outside a transaction, copied
+	 * into each new one) and the transaction's. */
+	struct edit edit;
+	struct score_set score_session, score_tx;
+	int in_tx; /* between chain_tx_begin and chain_tx_end */
 };
 
 /* plugin.c */
@@ -92,20 +162,53 @@ int chain_load(struct chain **out, struct config *cfg, struct event_base *base,
     struct evdns_base *dns, int check_only, char *err, size_t errlen);
 void chain_free(struct chain *c);
 
+/* chainhost.c: the ABI 2 host services (address split, scores, message
+ * and envelope changes) and the per-call arena */
+void chain_host_abi2(struct pc_host *host);
+void chain_arena_reset(struct chain_arena *a);
+
 /* chain.c */
 void chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base *dns);
-int chain_session_init(struct chain *c, struct chain_session *cs, struct session *s);
+/* chain_session_init - per-session state, reading v (which outlives cs). */
+int chain_session_init(struct chain *c, struct chain_session *cs, const struct chain_view *v);
 /* chain_has - does any instance hook this stage? */
 int chain_has(const struct chain *c, enum pc_stage stage);
 /* chain_run - ask the stage's hooks; done is called once, maybe at once. */
-void chain_run(
-    struct chain *c, struct session *s, enum pc_stage stage, const char *rcpt, chain_done_fn done);
+void chain_run(struct chain_session *cs, enum pc_stage stage, chain_done_fn done, void *arg);
+/* chain_stage - the stage being run (or last run). */
+enum pc_stage chain_stage(const struct chain_session *cs);
 /* chain_cancel - give up a pending hook (its done is never called). */
-void chain_cancel(struct session *s);
-/* chain_tx_end - the transaction ended: reset hooks, tx data dropped. */
-void chain_tx_end(struct chain *c, struct session *s);
+void chain_cancel(struct chain_session *cs);
+/* chain_tx_end - the transaction ended: reset hooks, tx data, message and
+ * envelope changes and the transaction's scores dropped. */
+void chain_tx_end(struct chain_session *cs);
+/* chain_tx_begin - a transaction starts: the trail's transaction part,
+ * and the session's scores copied into the transaction's. */
+void chain_tx_begin(struct chain_session *cs);
 /* chain_session_end - cancel a pending hook, close hooks, free. */
-void chain_session_end(struct chain *c, struct session *s);
+void chain_session_end(struct chain_session *cs);
+/* chain_message_changed - did filters change the message (header fields
+ * added, removed, changed or inserted, or the body replaced)? When not, the
+ * session may send the spool as it is (spool_move). */
+int chain_message_changed(const struct chain_session *cs, const struct message *m);
+/* chain_message_emit - after the backend's 354: the message as filters
+ * left it, without the final "." (edit_emit in edit.h: exactly the old
+ * output when only add_header and remove_header were used). The spool and
+ * the changes stay as they are. 0 or -1. */
+int chain_message_emit(
+    struct chain_session *cs, struct spool *orig, const struct message *m, struct evbuffer *out);
+/* chain_envelope - the envelope changes of the transaction: a new sender
+ * (or NULL), recipients to add, recipients to leave out. Valid until
+ * chain_tx_end. */
+const struct chain_envelope *chain_envelope(const struct chain_session *cs);
+/* chain_score_summary - "score=3.5 symbols=A(1.5),B(2)" of the
+ * transaction (the session's outside one) for the summary line; "" (0)
+ * when no filter scored. Cut with "..." to fit size; returns the length. */
+size_t chain_score_summary(const struct chain_session *cs, char *buf, size_t size);
+/* chain_split - an address's local part and domain (lower case), split at
+ * the last '@' outside quotes; NULL domain for <> and postmaster. Strings
+ * from call's arena. 0, or -1 (addr NULL, arena full). */
+int chain_split(struct pc_call *call, const char *addr, const char **local, const char **domain);
 /* path_params - a path's ESMTP parameters as one string (malloc'd). */
 struct smtp_path;
 char *path_params(const struct smtp_path *path);

@@ -282,6 +282,13 @@ conn_tls_start(struct conn *c, SSL_CTX *ctx, int server, const char *name, int v
 	return 0;
 }
 
+/* conn_tls_cipher - the cipher suite in use */
+const char *
+conn_tls_cipher(const struct conn *c)
+{
+	return c->ssl != NULL ? SSL_get_cipher_name(c->ssl) : NULL;
+}
+
 /* conn_tls_version - the protocol in use */
 const char *
 conn_tls_version(const struct conn *c)

@@ -69,6 +69,8 @@ int conn_tls_start(struct conn *c, SSL_CTX *ctx, int server, const char *name, i
 
 /* conn_tls_version - "TLSv1.3", or NULL without TLS */
 const char *conn_tls_version(const struct conn *c);
+/* conn_tls_cipher - "TLS_AES_256_GCM_SHA384", or NULL without TLS */
+const char *conn_tls_cipher(const struct conn *c);
 
 /* conn_free - close and release; pending output is dropped. */
 void conn_free(struct conn *c);

@@ -231,7 +231,7 @@ dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
 				i++;
 				dr_flush(d);
 				*consumed = i;
-				return PC_DONE;
+				return PC_OK;
 			}
 			/* "." and a bare CR: as a line of its own, kept. */
 			dr_lone_dot(d);

@@ -64,7 +64,7 @@ void dataread_init(struct dataread *d, enum dataread_mode mode, size_t max_size,
 
 /*
  * dataread_feed - frame len bytes. Returns PC_AGAIN when all bytes were
- * consumed and the end was not seen, or PC_DONE when the end was seen; then
+ * consumed and the end was not seen, or PC_OK when the end was seen; then
  * *consumed tells how many bytes belonged to the message (the rest is the
  * next command, pipelined). Output is flushed to emit before returning.
  */

@@ -1,12 +1,13 @@
 /*
- * listener.c - the listening sockets and the per-client connection counts.
+ * listener.c - the listening sockets: accept, the connection limits, and the
+ * PROXY protocol header; then the client is handed to a session.
  *
- * Exports listener_start, listener_stop, server_ip_acquire and
- * server_ip_release. Connection limits are checked in session_new, before any
- * allocation, so a flood costs one accept and one write per connection. A
- * client is counted under its netkey (netkey.c): its IPv4 address, or its
- * IPv6 network of client_ipv6_prefix bits. When accept itself fails for want
- * of descriptors or memory, every listener pauses for LISTENER_PAUSE_MS.
+ * Exports listener_start and listener_stop. Connection limits are checked
+ * before any allocation, so a flood costs one accept and one write per
+ * connection. On a proxy_protocol listener the header is read first (with
+ * the client deadline), and the per-IP limit applies to the client it names.
+ * When accept itself fails for want of descriptors or memory, every
+ * listener pauses for LISTENER_PAUSE_MS.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -17,12 +18,17 @@
 
 #include <event2/listener.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "log.h"
-#include "netkey.h"
+#include "proxyproto.h"
+#include "replies.h"
+#include "server.h"
 #include "session.h"
 
 #define LISTENER_MAX CONFIG_LISTEN_MAX
-#define IP_BUCKETS 4096
 
 /*
  * Out of descriptors (EMFILE, ENFILE) or kernel memory (ENOBUFS, ENOMEM),
@@ -40,12 +46,6 @@
  * failures since the last one: a lasting shortage must not fill the disk. */
 #define LISTENER_LOG_INTERVAL_MS 1000
 
-struct ip_count {
-	char ip[NETKEY_MAX]; /* the netkey: an address or an IPv6 network */
-	unsigned long n;
-	struct ip_count *next;
-};
-
 static struct evconnlistener *listeners[LISTENER_MAX];
 /* What a listener knows: the server and its listen entry (options), copied:
  * the configuration it came from goes at the next SIGHUP, the socket stays. */
@@ -54,6 +54,16 @@ static struct listener_ctx {
 	struct config_addr l;
 } lctx[LISTENER_MAX];
 static size_t nlisteners;
+
+/* A client on a proxy_protocol listener whose header is not in yet. */
+struct waiting {
+	struct server *srv;
+	struct client_info ci;
+	char peer[80]; /* the balancer's "ip:port", for the log */
+	struct event *ev, *deadline;
+	TAILQ_ENTRY(waiting) entry;
+};
+static TAILQ_HEAD(, waiting) waiting_list = TAILQ_HEAD_INITIALIZER(waiting_list);
 /* Re-enables the listeners after a pause; pending while they are paused. */
 static struct event *resume_ev;
 /* Failed accepts not yet reported, and when the last report was written. */
@@ -68,7 +78,11 @@ static int listener_error_transient(int err);
 static void listener_pause(int err);
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg);
 static uint64_t listener_now_ms(void);
-static size_t ip_hash(const char *ip);
+static void listener_refuse(evutil_socket_t fd, const struct reply *reply, const char *host);
+static void proxy_wait(struct server *srv, struct client_info *ci, const char *peer);
+static void proxy_read_cb(evutil_socket_t fd, short what, void *arg);
+static void proxy_deadline_cb(evutil_socket_t fd, short what, void *arg);
+static void proxy_done(struct waiting *w, int close_fd);
 
 /* listener_start - bind every listen address; -1 if any fails */
 int
@@ -76,12 +90,10 @@ listener_start(struct server *srv)
 {
 	struct config *cfg = srv->cfg;
 
-	srv->ip_buckets = IP_BUCKETS;
-	srv->ip_table = calloc(IP_BUCKETS, sizeof(*srv->ip_table));
-	if (srv->ip_table == NULL)
-		return -1;
+	if (srv->ip_table == NULL && server_ip_init(srv) != 0)
+		return PC_ERROR;
 	if ((resume_ev = evtimer_new(srv->base, listener_resume_cb, NULL)) == NULL)
-		return -1;
+		return PC_ERROR;
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		struct addrinfo hints = {0}, *res;
 		int r;
@@ -93,7 +105,7 @@ listener_start(struct server *srv)
 		if (r != 0) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
 			    gai_strerror(r));
-			return -1;
+			return PC_ERROR;
 		}
 		lctx[nlisteners].srv = srv;
 		lctx[nlisteners].l = cfg->listen[i];
@@ -105,7 +117,7 @@ listener_start(struct server *srv)
 		if (listeners[nlisteners] == NULL) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
 			    strerror(errno));
-			return -1;
+			return PC_ERROR;
 		}
 		evconnlistener_set_error_cb(listeners[nlisteners], listener_error_cb);
 		nlisteners++;
@@ -113,7 +125,7 @@ listener_start(struct server *srv)
 		    cfg->listen[i].tls ? " tls" : "",
 		    cfg->listen[i].proxy ? " proxy_protocol" : "");
 	}
-	return 0;
+	return PC_OK;
 }
 
 /* listener_stop - close every listening socket (SIGTERM); a pause ends too */
@@ -123,20 +135,198 @@ listener_stop(void)
 	for (size_t i = 0; i < nlisteners; i++)
 		evconnlistener_free(listeners[i]);
 	nlisteners = 0;
+	while (!TAILQ_EMPTY(&waiting_list))
+		proxy_done(TAILQ_FIRST(&waiting_list), 1);
 	if (resume_ev != NULL) {
 		event_free(resume_ev);
 		resume_ev = NULL;
 	}
 }
 
-/* listener_accept_cb - a client connected: a session decides the rest */
+/* listener_accept_cb - a client connected: the limits, then a session
+ * (or, on a proxy_protocol listener, the header first) */
 static void
 listener_accept_cb(
     struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
 	struct listener_ctx *lc = arg;
+	struct server *srv = lc->srv;
+	const struct config *cfg = srv->cfg;
+	struct client_info ci;
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	char peer[80];
 
-	session_new(lc->srv, &lc->l, fd, sa, salen);
+	memset(&ci, 0, sizeof(ci));
+	ci.fd = fd;
+	ci.listener = &lc->l;
+	snprintf(ci.ip, sizeof(ci.ip), "?");
+	snprintf(ci.port, sizeof(ci.port), "0");
+	getnameinfo(sa, (socklen_t)salen, ci.ip, sizeof(ci.ip), ci.port, sizeof(ci.port),
+	    NI_NUMERICHOST | NI_NUMERICSERV);
+	snprintf(peer, sizeof(peer), "%s:%s", ci.ip, ci.port);
+	/* Refusals at accept cost one write and no allocation. */
+	if (srv->draining) {
+		log_warn(NULL, "refused client=%s: shutting down", peer);
+		listener_refuse(fd, R_SHUTDOWN, cfg->hostname);
+		return;
+	}
+	if (srv->nsessions + srv->nwaiting >= cfg->max_connections) {
+		log_warn(NULL, "refused client=%s: max_connections reached", peer);
+		listener_refuse(fd, R_TOO_MANY_CONN, cfg->hostname);
+		return;
+	}
+	if (getsockname(fd, (struct sockaddr *)&local, &llen) != 0 ||
+	    getnameinfo((struct sockaddr *)&local, llen, ci.local_ip, sizeof(ci.local_ip),
+	        ci.local_port, sizeof(ci.local_port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(ci.local_ip, sizeof(ci.local_ip), "?");
+		snprintf(ci.local_port, sizeof(ci.local_port), "0");
+	}
+	if (lc->l.proxy) {
+		if (!config_net_match(cfg->proxy_trusted, cfg->nproxy_trusted, sa)) {
+			/* Only a trusted balancer may say who the client is. */
+			log_warn(NULL,
+			    "refused %s on a proxy_protocol listener: not in proxy_trusted", peer);
+			close(fd);
+			return;
+		}
+		server_session_id(srv, ci.id);
+		proxy_wait(srv, &ci, peer);
+		return;
+	}
+	if (server_ip_acquire(srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0) {
+		log_warn(NULL, "refused client=%s: max_connections_per_ip reached", peer);
+		listener_refuse(fd, R_TOO_MANY_CONN_IP, cfg->hostname);
+		return;
+	}
+	server_session_id(srv, ci.id);
+	session_new(srv, &ci);
+}
+
+/* listener_refuse - one 421 straight into the socket, then close */
+static void
+listener_refuse(evutil_socket_t fd, const struct reply *reply, const char *host)
+{
+	char msg[600];
+
+	reply_line(reply, host, msg, sizeof(msg) - 2);
+	strcat(msg, "\r\n");
+	if (write(fd, msg, strlen(msg)) < 0) {
+		/* The client gets nothing; it was leaving anyway. */
+	}
+	close(fd);
+}
+
+/* proxy_wait - read the PROXY header before anything else. Edge-triggered:
+ * the header is peeked at, so the socket stays readable until it is whole. */
+static void
+proxy_wait(struct server *srv, struct client_info *ci, const char *peer)
+{
+	struct waiting *w = calloc(1, sizeof(*w));
+	uint64_t ms = srv->cfg->timeout_ms;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	if (w == NULL) {
+		log_err(ci->id, "out of memory accepting %s", peer);
+		close(ci->fd);
+		return;
+	}
+	w->srv = srv;
+	w->ci = *ci;
+	snprintf(w->peer, sizeof(w->peer), "%s", peer);
+	w->ev = event_new(srv->base, ci->fd, EV_READ | EV_PERSIST | EV_ET, proxy_read_cb, w);
+	w->deadline = evtimer_new(srv->base, proxy_deadline_cb, w);
+	TAILQ_INSERT_TAIL(&waiting_list, w, entry);
+	srv->nwaiting++;
+	if (w->ev == NULL || w->deadline == NULL || event_add(w->ev, NULL) != 0) {
+		log_err(ci->id, "out of memory accepting %s", peer);
+		proxy_done(w, 1);
+		return;
+	}
+	evtimer_add(w->deadline, &tv);
+}
+
+/* proxy_done - the wait is over (the fd is closed, or handed on) */
+static void
+proxy_done(struct waiting *w, int close_fd)
+{
+	struct server *srv = w->srv;
+
+	TAILQ_REMOVE(&waiting_list, w, entry);
+	srv->nwaiting--;
+	if (w->ev != NULL)
+		event_free(w->ev);
+	if (w->deadline != NULL)
+		event_free(w->deadline);
+	if (close_fd)
+		close(w->ci.fd);
+	free(w);
+	if (close_fd)
+		server_session_gone(srv);
+}
+
+static void
+proxy_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct waiting *w = arg;
+
+	log_info(w->ci.id, "timeout waiting for the PROXY header from %s", w->peer);
+	proxy_done(w, 1);
+}
+
+/* proxy_read_cb - the PROXY header, peeked at until complete, then read
+ * exactly: what follows it (SMTP, or a TLS ClientHello) stays in the socket */
+static void
+proxy_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct waiting *w = arg;
+	struct server *srv = w->srv;
+	struct client_info ci = w->ci;
+	unsigned char buf[PROXYPROTO_V2_MAX];
+	struct proxyproto pp;
+	size_t consumed = 0;
+	const char *why = NULL;
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+	int r;
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		log_info(ci.id, "%s closed before its PROXY header", w->peer);
+		proxy_done(w, 1);
+		return;
+	}
+	r = proxyproto_parse(buf, (size_t)n, &pp, &consumed, &why);
+	if (r == PC_AGAIN && (size_t)n < sizeof(buf))
+		return;
+	if (r != PC_OK) {
+		log_warn(ci.id, "bad PROXY header from %s: %s; closing", w->peer,
+		    why ? why : "too long");
+		proxy_done(w, 1);
+		return;
+	}
+	if (recv(fd, buf, consumed, 0) != (ssize_t)consumed) {
+		proxy_done(w, 1);
+		return;
+	}
+	if (!pp.local) {
+		getnameinfo((struct sockaddr *)&pp.src, pp.src_len, ci.ip, sizeof(ci.ip), ci.port,
+		    sizeof(ci.port), NI_NUMERICHOST | NI_NUMERICSERV);
+		getnameinfo((struct sockaddr *)&pp.dst, pp.dst_len, ci.local_ip,
+		    sizeof(ci.local_ip), ci.local_port, sizeof(ci.local_port),
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+		log_info(ci.id, "PROXY v%d header from %s: client=%s:%s", pp.version, w->peer,
+		    ci.ip, ci.port);
+	}
+	proxy_done(w, 0);
+	if (server_ip_acquire(srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0) {
+		log_warn(
+		    ci.id, "refused client=%s:%s: max_connections_per_ip reached", ci.ip, ci.port);
+		listener_refuse(fd, R_TOO_MANY_CONN_IP, srv->cfg->hostname);
+		server_session_gone(srv);
+		return;
+	}
+	session_new(srv, &ci);
 }
 
 /* listener_error_cb - accept failed; libevent already retries EINTR,
@@ -221,62 +411,4 @@ listener_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* ip_hash - FNV-1a over the key */
-static size_t
-ip_hash(const char *ip)
-{
-	size_t h = 2166136261u;
-
-	for (; *ip != '\0'; ip++)
-		h = (h ^ (unsigned char)*ip) * 16777619u;
-	return h % IP_BUCKETS;
-}
-
-/*
- * server_ip_acquire - count one more connection from ip (full address) under
- * its key, which goes into key (keylen bytes) for server_ip_release; -1 over
- * the limit. The caller keeps the key rather than the address: a SIGHUP may
- * change client_ipv6_prefix before the session ends.
- */
-int
-server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen)
-{
-	struct ip_count **head, *c;
-
-	netkey_client(ip, (unsigned)srv->cfg->client_ipv6_prefix, key, keylen);
-	head = &srv->ip_table[ip_hash(key)];
-	for (c = *head; c != NULL; c = c->next)
-		if (strcmp(c->ip, key) == 0)
-			break;
-	if (c == NULL) {
-		if ((c = calloc(1, sizeof(*c))) == NULL)
-			return -1;
-		strncpy(c->ip, key, sizeof(c->ip) - 1);
-		c->next = *head;
-		*head = c;
-	}
-	/* The per-address limit stops one host taking every slot. */
-	if (c->n >= srv->cfg->max_connections_per_ip)
-		return -1;
-	c->n++;
-	return 0;
-}
-
-/* server_ip_release - one connection counted under key (server_ip_acquire's) ended */
-void
-server_ip_release(struct server *srv, const char *key)
-{
-	struct ip_count **pp = &srv->ip_table[ip_hash(key)], *c;
-
-	for (; (c = *pp) != NULL; pp = &c->next) {
-		if (strcmp(c->ip, key) != 0)
-			continue;
-		if (--c->n == 0) {
-			*pp = c->next;
-			free(c);
-		}
-		return;
-	}
 }

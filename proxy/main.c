@@ -37,13 +37,11 @@ static void usage(void);
 static int resolve_backend(const struct config *cfg, struct sockaddr_storage *addr,
     socklen_t *addrlen, char *err, size_t errlen);
 static struct config *config_read(char *err, size_t errlen);
-static struct generation *generation_new(struct config *cfg, struct chain *chain);
 static void dns_apply(struct server *srv, const struct config *old, const struct config *cfg);
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int dns_start(struct server *srv, char *err, size_t errlen);
-static void server_free(struct server *srv);
 
 static void
 usage(void)
@@ -103,35 +101,6 @@ fail:
 	config_free(cfg);
 	free(cfg);
 	return NULL;
-}
-
-/* generation_new - the server's reference to a configuration and its chain */
-static struct generation *
-generation_new(struct config *cfg, struct chain *chain)
-{
-	struct generation *g = calloc(1, sizeof(*g));
-
-	if (g == NULL)
-		return NULL;
-	g->refs = 1;
-	g->cfg = cfg;
-	g->chain = chain;
-	chain->gens++;
-	return g;
-}
-
-/* generation_release - one holder fewer; the last frees it (and the chain,
- * unless a newer generation took it over) */
-void
-generation_release(struct generation *g)
-{
-	if (g == NULL || --g->refs > 0)
-		return;
-	if (--g->chain->gens == 0)
-		chain_free(g->chain);
-	config_free(g->cfg);
-	free(g->cfg);
-	free(g);
 }
 
 /* dns_start - the resolver plugins share (DESIGN §5): dns_server, or the
@@ -287,28 +256,6 @@ dns_apply(struct server *srv, const struct config *old, const struct config *cfg
 		    "SIGHUP: the name servers of %s could not be set: DNS lookups will fail",
 		    cfg->dns_server[0] ? cfg->dns_server : "/etc/resolv.conf");
 	evdns_base_resume(srv->dns);
-}
-
-/* server_free - the configuration, the resolver and the loop */
-static void
-server_free(struct server *srv)
-{
-	free(srv->ip_table);
-	if (srv->gen != NULL) {
-		generation_release(srv->gen);
-	} else {
-		chain_free(srv->chain);
-		if (srv->cfg != NULL) {
-			config_free(srv->cfg);
-			free(srv->cfg);
-		}
-	}
-	SSL_CTX_free(srv->tls_server);
-	SSL_CTX_free(srv->tls_client);
-	if (srv->dns != NULL)
-		evdns_base_free(srv->dns, 0);
-	if (srv->base != NULL)
-		event_base_free(srv->base);
 }
 
 /* on_stop_signal - SIGTERM/SIGINT: drain */

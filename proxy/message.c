@@ -1,7 +1,8 @@
 /*
  * message.c - the header index of a message (see message.h).
  *
- * Exports message_parse, message_header, message_remove and message_free.
+ * Exports message_parse, message_header, message_find, message_remove and
+ * message_free.
  * RFC 5322 §2.2: a field is a name of printable characters other than ':',
  * a ':', and a body that continues on lines starting with a blank
  * (folding, §2.2.3); unfolding removes the CR LF before the blank.
@@ -198,6 +199,18 @@ message_header(const struct message *m, const char *name, size_t n)
 		return NULL;
 	i += n;
 	return strcasecmp(m->h[m->byname[i]].name, name) == 0 ? m->h[m->byname[i]].value : NULL;
+}
+
+/* message_find - where the n-th field of a name is */
+ssize_t
+message_find(const struct message *m, const char *name, size_t n)
+{
+	size_t i;
+
+	if (m->byname == NULL || (i = byname_first(m, name)) == m->nh || n >= m->nh - i)
+		return -1;
+	i += n;
+	return strcasecmp(m->h[m->byname[i]].name, name) == 0 ? (ssize_t)m->byname[i] : -1;
 }
 
 /* message_remove - mark fields for leaving out */

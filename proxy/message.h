@@ -7,6 +7,7 @@
 #define PORTCULLIS_MESSAGE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 struct msg_header {
 	char *name; /* as written */
@@ -39,6 +40,10 @@ int message_parse(struct message *m, const char *buf, size_t len, int whole);
 
 /* message_header - the n-th (0-based) field called name (any case), or NULL. */
 const char *message_header(const struct message *m, const char *name, size_t n);
+
+/* message_find - the index in m->h of the n-th (0-based) field called name
+ * (any case), or -1. */
+ssize_t message_find(const struct message *m, const char *name, size_t n);
 
 /* message_remove - mark every field called name removed; returns how many. */
 size_t message_remove(struct message *m, const char *name);

@@ -7,10 +7,12 @@
  * names the file instead. The host keeps path, observe, on_error and
  * filter_timeout for itself; the plugin gets the other keys, and an unknown
  * one is refused here when the plugin lists its keys. Anything wrong (no
- * file, no descriptor, another ABI, a failing init) refuses to start, with
- * the section in the message.
+ * file, no descriptor, another ABI major or a newer minor, a failing init)
+ * refuses to start, with the section in the message. A descriptor is copied
+ * into the instance, only as far as the plugin's struct_size says it goes.
  */
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,8 @@ static int load_error(char *err, size_t errlen, const struct config *cfg,
     __attribute__((format(printf, 6, 7)));
 static int section_keys(struct pc_instance *f, const struct config *cfg,
     const struct config_section *sec, char *err, size_t errlen);
+static int descriptor_copy(
+    struct pc_plugin *out, const struct pc_plugin *d, const char *path, char *msg, size_t size);
 static int instance_open(struct pc_instance *f, const struct config *cfg,
     const struct config_section *sec, char *err, size_t errlen);
 
@@ -98,13 +102,63 @@ section_keys(struct pc_instance *f, const struct config *cfg, const struct confi
 	return 0;
 }
 
+/*
+ * descriptor_copy - check the plugin's ABI version (plugin.h, VERSIONS) and
+ * copy its descriptor into *out, a zeroed one of this host's size: only the
+ * struct_size octets the plugin has, so members a plugin built for an older
+ * minor does not have read as NULL, and nothing past its object is read.
+ * The version members are at the same place in every major version (ABI 1
+ * had one unsigned "abi" first), so they are read before anything else.
+ */
+static int
+descriptor_copy(
+    struct pc_plugin *out, const struct pc_plugin *d, const char *path, char *msg, size_t size)
+{
+	size_t min = offsetof(struct pc_plugin, init) + sizeof(d->init);
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (d->abi_major != PC_ABI_MAJOR) {
+		/* ABI 1 had no minor: what follows the major is not one. */
+		if (d->abi_major < 2)
+			snprintf(msg, size,
+			    "plugin %s was built for ABI %u, this portcullis speaks ABI %u.%u: "
+			    "rebuild it against this portcullis/plugin.h",
+			    path, d->abi_major, PC_ABI_MAJOR, PC_ABI_MINOR);
+		else
+			snprintf(msg, size,
+			    "plugin %s was built for ABI %u.%u, this portcullis speaks ABI %u.%u: "
+			    "rebuild it against this portcullis/plugin.h",
+			    path, d->abi_major, d->abi_minor, PC_ABI_MAJOR, PC_ABI_MINOR);
+		return -1;
+	}
+	if (d->abi_minor > PC_ABI_MINOR) {
+		snprintf(msg, size,
+		    "plugin %s needs ABI %u.%u, this portcullis speaks ABI %u.%u: upgrade "
+		    "portcullis (or build the plugin for an older minor)",
+		    path, d->abi_major, d->abi_minor, PC_ABI_MAJOR, PC_ABI_MINOR);
+		return -1;
+	}
+	if (d->struct_size < min) {
+		snprintf(msg, size,
+		    "plugin %s: the descriptor's struct_size (%zu) is too small (at least %zu: "
+		    "use PC_PLUGIN_ABI_INIT)",
+		    path, d->struct_size, min);
+		return -1;
+	}
+	n = d->struct_size < sizeof(*out) ? d->struct_size : sizeof(*out);
+	memcpy(out, d, n);
+	return 0;
+}
+
 /* instance_open - dlopen the shared object and check its descriptor */
 static int
 instance_open(struct pc_instance *f, const struct config *cfg, const struct config_section *sec,
     char *err, size_t errlen)
 {
 	const char *so = strcmp(sec->type, "plugin") == 0 ? sec->name : sec->type;
-	char buf[1200];
+	const struct pc_plugin *d;
+	char buf[1200], msg[1400];
 
 	if (f->path == NULL) {
 		if (strchr(so, '/') != NULL || strcmp(so, "..") == 0)
@@ -117,15 +171,13 @@ instance_open(struct pc_instance *f, const struct config *cfg, const struct conf
 	if ((f->dl = dlopen(f->path, RTLD_NOW | RTLD_LOCAL)) == NULL)
 		return load_error(
 		    err, errlen, cfg, sec, 0, "cannot load %s: %s", f->path, dlerror());
-	f->pl = dlsym(f->dl, PC_PLUGIN_SYMBOL);
-	if (f->pl == NULL)
+	if ((d = dlsym(f->dl, PC_PLUGIN_SYMBOL)) == NULL)
 		return load_error(err, errlen, cfg, sec, 0,
 		    "%s is not a portcullis plugin: it has no %s descriptor", f->path,
 		    PC_PLUGIN_SYMBOL);
-	if (f->pl->abi != PC_PLUGIN_ABI)
-		return load_error(err, errlen, cfg, sec, 0,
-		    "%s was built for plugin ABI %u, this portcullis has ABI %u: rebuild it",
-		    f->path, f->pl->abi, (unsigned)PC_PLUGIN_ABI);
+	if (descriptor_copy(&f->desc, d, f->path, msg, sizeof(msg)) != 0)
+		return load_error(err, errlen, cfg, sec, 0, "%s", msg);
+	f->pl = &f->desc;
 	if (f->pl->name == NULL || f->pl->init == NULL)
 		return load_error(
 		    err, errlen, cfg, sec, 0, "%s: the descriptor has no name or no init", f->path);

@@ -165,7 +165,7 @@ pp_v1(const unsigned char *buf, size_t len, struct proxyproto *out, size_t *cons
 		pp_sockaddr(&out->dst, &out->dst_len, v.family, v.addr[1], v.port[1]);
 	}
 	*consumed = (size_t)(lf - buf) + 1;
-	return PC_DONE;
+	return PC_OK;
 }
 
 /*
@@ -352,7 +352,7 @@ pp_v2(const unsigned char *buf, size_t len, struct proxyproto *out, size_t *cons
 		    &out->dst, &out->dst_len, AF_INET6, body + 16, body[34] << 8 | body[35]);
 	}
 	*consumed = PROXYPROTO_V2_HDR + blen;
-	return PC_DONE;
+	return PC_OK;
 }
 
 /*

@@ -46,13 +46,13 @@ struct proxyproto {
  *
  * PC_AGAIN: the bytes so far are a valid beginning of a v1 or v2 header, but
  * not all of it; call again with more.
- * PC_DONE: buf starts with a complete valid header of *consumed bytes, and
+ * PC_OK: buf starts with a complete valid header of *consumed bytes, and
  * *out describes it (src and dst are zero when out->local is set). The bytes
  * after it are the SMTP stream and must be kept.
  * PC_ERROR: not a PROXY header, or a malformed one; *why is a short static
  * reason for the log.
  *
- * *out and *consumed are written only on PC_DONE, *why only on PC_ERROR.
+ * *out and *consumed are written only on PC_OK, *why only on PC_ERROR.
  */
 int proxyproto_parse(const unsigned char *buf, size_t len, struct proxyproto *out, size_t *consumed,
     const char **why);

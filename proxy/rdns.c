@@ -2,16 +2,17 @@
  * rdns.c - the client's name: a PTR lookup confirmed by a forward lookup
  * (forward-confirmed reverse DNS, as Postfix's smtpd does).
  *
- * Exports rdns_start, rdns_cancel and rdns_xclient_name. The name goes to
+ * Exports rdns_init, rdns_start, rdns_wait, rdns_unwait, rdns_free,
+ * rdns_name and rdns_xclient_name. The name goes to
  * the backend as XCLIENT NAME, so that checks such as Postfix's
  * reject_unknown_client_hostname see the real client instead of a proxy
  * with no name. The lookup starts when the client is known and runs while
  * the banner and HELO are exchanged; only an XCLIENT that needs the answer
  * waits for it, and never longer than dns_timeout.
  *
- * A query belongs to its session until it finishes. A session that ends
- * first detaches it and cancels the DNS request; libevent still calls back
- * once, and that callback frees the query.
+ * A query belongs to its struct rdns until it finishes. One freed first
+ * detaches it and cancels the DNS request; libevent still calls back once,
+ * and that callback frees the query.
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -22,11 +23,10 @@
 
 #include "log.h"
 #include "rdns.h"
-#include "session.h"
 #include "smtp_parse.h"
 
 struct rdns_query {
-	struct session *s; /* NULL once detached */
+	struct rdns *r; /* NULL once detached */
 	struct evdns_base *dns;
 	struct evdns_request *req; /* the DNS request in flight */
 	struct event *deadline;
@@ -35,7 +35,7 @@ struct rdns_query {
 	char name[SMTP_HOSTNAME_MAX + 1]; /* what the PTR said */
 };
 
-static void rdns_free(struct rdns_query *q);
+static void query_free(struct rdns_query *q);
 static void rdns_finish(struct rdns_query *q, enum rdns_state state);
 static enum rdns_state rdns_result(int result);
 static int rdns_detached(struct rdns_query *q);
@@ -43,43 +43,42 @@ static void rdns_ptr_cb(int result, char type, int count, int ttl, void *address
 static void rdns_addr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
 static void rdns_deadline_cb(evutil_socket_t fd, short what, void *arg);
 
-/* rdns_free - the query is over and nobody refers to it */
+/* query_free - the query is over and nobody refers to it */
 static void
-rdns_free(struct rdns_query *q)
+query_free(struct rdns_query *q)
 {
 	if (q->deadline != NULL)
 		event_free(q->deadline);
 	free(q);
 }
 
-/* rdns_finish - the answer is known: tell the session, drop the query */
+/* rdns_finish - the answer is known: record it, wake the waiter, drop the query */
 static void
 rdns_finish(struct rdns_query *q, enum rdns_state state)
 {
-	struct session *s = q->s;
+	struct rdns *r = q->r;
+	void (*wait)(void *) = r->wait;
 
-	s->rdns = NULL;
-	s->rdns_state = state;
-	if (state == RDNS_OK && (s->client_name = strdup(q->name)) == NULL)
-		s->rdns_state = RDNS_TEMP;
-	if (s->rdns_state == RDNS_OK)
-		log_info(s->id, "client=%s name=%s", s->peer, s->client_name);
+	r->q = NULL;
+	r->state = state;
+	if (state == RDNS_OK && (r->name = strdup(q->name)) == NULL)
+		r->state = RDNS_TEMP;
+	if (r->state == RDNS_OK)
+		log_info(r->id, "client=%s name=%s", r->peer, r->name);
 	else
-		log_info(s->id, "client=%s name=unknown%s", s->peer,
-		    s->rdns_state == RDNS_TEMP ? " (temporary DNS failure)" : "");
+		log_info(r->id, "client=%s name=unknown%s", r->peer,
+		    r->state == RDNS_TEMP ? " (temporary DNS failure)" : "");
+	evtimer_del(q->deadline);
 	if (q->req != NULL) {
-		/* The deadline came first: the request still calls back. */
-		struct evdns_request *req = q->req;
-		q->s = NULL;
-		evdns_cancel_request(q->dns, req);
+		/* The deadline passed first: the request's callback frees q. */
+		q->r = NULL;
+		evdns_cancel_request(q->dns, q->req);
 	} else {
-		rdns_free(q);
+		query_free(q);
 	}
-	if (s->rdns_wait != NULL) {
-		void (*wait)(struct session *) = s->rdns_wait;
-		s->rdns_wait = NULL;
-		wait(s);
-	}
+	r->wait = NULL;
+	if (wait != NULL)
+		wait(r->wait_arg);
 }
 
 /* rdns_result - what a failed lookup means: no name, or no answer yet */
@@ -97,9 +96,9 @@ static int
 rdns_detached(struct rdns_query *q)
 {
 	q->req = NULL;
-	if (q->s != NULL)
+	if (q->r != NULL)
 		return 0;
-	rdns_free(q);
+	query_free(q);
 	return 1;
 }
 
@@ -165,33 +164,46 @@ rdns_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	rdns_finish(q, RDNS_TEMP);
 }
 
-/* rdns_start - look the client up; the answer lands in s->rdns_state */
+/* rdns_init - a client whose name may be wanted */
 void
-rdns_start(struct session *s)
+rdns_init(struct rdns *r, struct event_base *base, struct evdns_base *dns, uint64_t timeout_ms,
+    const char *ip, const char *id, const char *peer)
 {
-	const struct config *cfg = s->cfg;
+	memset(r, 0, sizeof(*r));
+	r->base = base;
+	r->dns = dns;
+	r->timeout_ms = timeout_ms;
+	r->ip = ip;
+	r->id = id;
+	r->peer = peer;
+}
+
+/* rdns_start - look the client up; the answer lands in r->state */
+void
+rdns_start(struct rdns *r)
+{
 	struct rdns_query *q;
 	struct timeval tv = {
-	    (time_t)(cfg->dns_timeout_ms / 1000), (suseconds_t)(cfg->dns_timeout_ms % 1000) * 1000};
+	    (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000};
 
-	if (s->rdns != NULL || s->rdns_state != RDNS_NONE || s->srv->dns == NULL)
+	if (r->state != RDNS_NONE || r->dns == NULL)
 		return;
 	if ((q = calloc(1, sizeof(*q))) == NULL) {
-		s->rdns_state = RDNS_TEMP;
+		r->state = RDNS_TEMP;
 		return;
 	}
-	q->s = s;
-	q->dns = s->srv->dns;
-	q->v6 = strchr(s->client_ip, ':') != NULL;
-	if (inet_pton(q->v6 ? AF_INET6 : AF_INET, s->client_ip, q->addr) != 1) {
+	q->r = r;
+	q->dns = r->dns;
+	q->v6 = strchr(r->ip, ':') != NULL;
+	if (inet_pton(q->v6 ? AF_INET6 : AF_INET, r->ip, q->addr) != 1) {
 		free(q);
-		s->rdns_state = RDNS_UNKNOWN;
+		r->state = RDNS_UNKNOWN;
 		return;
 	}
-	q->deadline = evtimer_new(s->srv->base, rdns_deadline_cb, q);
+	q->deadline = evtimer_new(r->base, rdns_deadline_cb, q);
 	if (q->deadline == NULL) {
 		free(q);
-		s->rdns_state = RDNS_TEMP;
+		r->state = RDNS_TEMP;
 		return;
 	}
 	q->req = q->v6 ? evdns_base_resolve_reverse_ipv6(
@@ -199,40 +211,66 @@ rdns_start(struct session *s)
 	               : evdns_base_resolve_reverse(
 	                     q->dns, (const struct in_addr *)q->addr, 0, rdns_ptr_cb, q);
 	if (q->req == NULL) {
-		rdns_free(q);
-		s->rdns_state = RDNS_TEMP;
+		query_free(q);
+		r->state = RDNS_TEMP;
 		return;
 	}
-	s->rdns = q;
-	s->rdns_state = RDNS_PENDING;
+	r->q = q;
+	r->state = RDNS_PENDING;
 	evtimer_add(q->deadline, &tv);
 }
 
-/* rdns_cancel - the session ends: forget the lookup */
-void
-rdns_cancel(struct session *s)
+/* rdns_wait - be told when the answer is in */
+int
+rdns_wait(struct rdns *r, void (*cb)(void *arg), void *arg)
 {
-	struct rdns_query *q = s->rdns;
+	if (r->state != RDNS_PENDING)
+		return 0;
+	r->wait = cb;
+	r->wait_arg = arg;
+	return 1;
+}
 
-	s->rdns_wait = NULL;
+void
+rdns_unwait(struct rdns *r)
+{
+	r->wait = NULL;
+	r->wait_arg = NULL;
+}
+
+/* rdns_free - the client is gone: forget the lookup */
+void
+rdns_free(struct rdns *r)
+{
+	struct rdns_query *q = r->q;
+
+	r->wait = NULL;
+	free(r->name);
+	r->name = NULL;
 	if (q == NULL)
 		return;
-	s->rdns = NULL;
-	q->s = NULL;
+	r->q = NULL;
+	q->r = NULL;
 	evtimer_del(q->deadline);
 	if (q->req != NULL)
 		evdns_cancel_request(q->dns, q->req); /* its callback frees q */
 	else
-		rdns_free(q);
+		query_free(q);
+}
+
+const char *
+rdns_name(const struct rdns *r)
+{
+	return r->state == RDNS_OK ? r->name : NULL;
 }
 
 /* rdns_xclient_name - NAME= for XCLIENT, as Postfix's XCLIENT_README has it */
 const char *
-rdns_xclient_name(const struct session *s)
+rdns_xclient_name(const struct rdns *r)
 {
-	switch (s->rdns_state) {
+	switch (r->state) {
 	case RDNS_OK:
-		return s->client_name;
+		return r->name;
 	case RDNS_TEMP:
 	case RDNS_PENDING:
 		return "[TEMPUNAVAIL]";

@@ -1,81 +1,170 @@
 /*
- * replies.h - every fixed reply the proxy itself sends, in one place, so "what
- * the client sees" is decided here and nowhere else (STYLE.md, 4). Replies the
- * backend sends are relayed as the backend wrote them. Texts that name the
- * host take it as the one "%s".
+ * replies.h - every fixed reply the proxy itself sends, in one typed table
+ * (replies.c), so "what the client sees" is decided here and nowhere else
+ * (STYLE.md, 4): its code, enhanced status code, text, whether our host
+ * name goes before the text, and whether the connection closes after it.
+ * Replies the backend sends are relayed as the backend wrote them.
  */
 #ifndef PORTCULLIS_REPLIES_H
 #define PORTCULLIS_REPLIES_H
 
-#define R_BANNER "220 %s ESMTP"
-#define R_BYE "221 2.0.0 Bye"
-#define R_HELP "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY"
-#define R_OKAY "250 2.0.0 Ok"
-#define R_VRFY "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
-#define R_DATA_GO "354 End data with <CR><LF>.<CR><LF>"
-#define R_TLS_GO "220 2.0.0 Ready to start TLS"
+#include <stddef.h>
 
-/* 421: we close the connection after sending these (RFC 5321 §3.8). */
-#define R_BACKEND_DOWN "421 4.4.1 %s Service not available, try again later"
-#define R_BACKEND_LOST_CLOSE "421 4.4.2 %s Lost connection to mail server, closing"
-#define R_TOO_MANY_CONN "421 4.7.0 %s Too many connections, try again later"
-#define R_TOO_MANY_CONN_IP "421 4.7.0 %s Too many connections from your address, try again later"
-#define R_TIMEOUT "421 4.4.2 %s Error: timeout exceeded"
-#define R_TOO_MANY_ERRORS "421 4.7.0 %s Error: too many errors"
-#define R_SHUTDOWN "421 4.3.2 %s Service shutting down, try again later"
-#define R_BACKEND_PROTOCOL "421 4.4.2 %s Mail server protocol error, closing"
-#define R_BACKEND_XCLIENT "421 4.4.1 %s Service not available (mail server refused XCLIENT)"
-/* Postfix's smtpd_forbid_unauth_pipelining and smtpd_forbidden_commands:
- * the connection is closed after these too. */
-#define R_PIPELINING "554 5.5.0 Error: SMTP protocol synchronization"
-#define R_FORBIDDEN_CMD "221 2.7.0 Error: I can break rules, too. Goodbye."
+struct reply {
+	unsigned short code;
+	const char *status; /* the enhanced status code (RFC 3463), or NULL */
+	const char *text;
+	unsigned char host; /* our host name goes before the text */
+	unsigned char closes; /* the connection closes after it (RFC 5321 §3.8) */
+};
 
-#define R_BACKEND_LOST "451 4.4.2 Lost connection to mail server, try again later"
-#define R_BACKEND_TIMEOUT "451 4.4.2 Mail server timed out, try again later"
-#define R_BACKEND_ERROR "451 4.3.0 Mail server error, try again later"
-#define R_LOCAL_ERROR "451 4.3.0 Local error in processing, try again later"
-#define R_TOO_MANY_RCPT "452 4.5.3 Error: too many recipients"
+enum reply_id {
+	REPLY_BANNER,
+	REPLY_BYE,
+	REPLY_HELP,
+	REPLY_OKAY,
+	REPLY_VRFY,
+	REPLY_DATA_GO,
+	REPLY_TLS_GO,
+	REPLY_BACKEND_DOWN,
+	REPLY_BACKEND_LOST_CLOSE,
+	REPLY_TOO_MANY_CONN,
+	REPLY_TOO_MANY_CONN_IP,
+	REPLY_TIMEOUT,
+	REPLY_TOO_MANY_ERRORS,
+	REPLY_SHUTDOWN,
+	REPLY_BACKEND_PROTOCOL,
+	REPLY_BACKEND_XCLIENT,
+	REPLY_PIPELINING,
+	REPLY_FORBIDDEN_CMD,
+	REPLY_BACKEND_LOST,
+	REPLY_BACKEND_TIMEOUT,
+	REPLY_BACKEND_ERROR,
+	REPLY_LOCAL_ERROR,
+	REPLY_TOO_MANY_RCPT,
+	REPLY_LINE_TOO_LONG,
+	REPLY_UNKNOWN,
+	REPLY_BAD_SYNTAX,
+	REPLY_BAD_UTF8,
+	REPLY_NEED_SMTPUTF8,
+	REPLY_AUTH_BAD_B64,
+	REPLY_AUTH_BAD_MECH,
+	REPLY_DUP_PARAM,
+	REPLY_HELO_SYNTAX,
+	REPLY_EHLO_SYNTAX,
+	REPLY_MAIL_SYNTAX,
+	REPLY_RCPT_SYNTAX,
+	REPLY_VRFY_SYNTAX,
+	REPLY_BAD_SENDER,
+	REPLY_BAD_RCPT,
+	REPLY_PATH_TOO_LONG,
+	REPLY_BAD_PARAM,
+	REPLY_NO_ARGS,
+	REPLY_NOT_IMPL,
+	REPLY_NEED_HELO,
+	REPLY_NESTED_MAIL,
+	REPLY_TLS_ACTIVE,
+	REPLY_AUTH_NOT_ENABLED,
+	REPLY_AUTH_IN_TX,
+	REPLY_AUTH_TWICE,
+	REPLY_AUTH_SYNTAX,
+	REPLY_NEED_TLS,
+	REPLY_NEED_MAIL,
+	REPLY_NEED_RCPT,
+	REPLY_REFUSED_CMD,
+	REPLY_BAD_LINE_ENDS,
+	REPLY_NUL_IN_MESSAGE,
+	REPLY_LONG_DATA_LINE,
+	REPLY_TOO_BIG,
+	REPLY_HEADERS_TOO_BIG,
+	REPLY_NO_VALID_RCPT,
+	REPLY_PARAM_UNSUPPORTED,
+	REPLY_DROP_MAIL,
+	REPLY_DROP_RCPT,
+	REPLY_DROP_DATA,
+	REPLY_FILTER_ERROR_TEMPFAIL,
+	REPLY_FILTER_ERROR_TEMPFAIL_CONNECT,
+	REPLY_FILTER_ERROR_REJECT,
+	REPLY_FILTER_ERROR_REJECT_CONNECT,
+	REPLY_COUNT,
+};
 
-#define R_LINE_TOO_LONG "500 5.5.2 Error: line too long"
-#define R_UNKNOWN "500 5.5.2 Error: command not recognized"
-#define R_BAD_SYNTAX "500 5.5.2 Error: bad syntax"
-#define R_BAD_UTF8 "500 5.5.2 Error: bad UTF-8 syntax"
-#define R_NEED_SMTPUTF8 "553 5.6.7 Error: a non-ASCII address needs MAIL FROM with SMTPUTF8"
-#define R_AUTH_BAD_B64 "501 5.5.2 Invalid base64 data in AUTH response"
-#define R_AUTH_BAD_MECH "501 5.5.4 Error: invalid AUTH mechanism name"
-#define R_DUP_PARAM "501 5.5.4 Error: parameter given twice"
-#define R_HELO_SYNTAX "501 5.5.4 Syntax: HELO hostname"
-#define R_EHLO_SYNTAX "501 5.5.4 Syntax: EHLO hostname"
-#define R_MAIL_SYNTAX "501 5.5.4 Syntax: MAIL FROM:<address>"
-#define R_RCPT_SYNTAX "501 5.5.4 Syntax: RCPT TO:<address>"
-#define R_VRFY_SYNTAX "501 5.5.4 Syntax: VRFY address"
-#define R_BAD_SENDER "501 5.1.7 Bad sender address syntax"
-#define R_BAD_RCPT "501 5.1.3 Bad recipient address syntax"
-#define R_PATH_TOO_LONG "501 5.5.2 Error: address too long"
-#define R_BAD_PARAM "501 5.5.4 Error: bad parameter syntax"
-#define R_NO_ARGS "501 5.5.4 Syntax error: no arguments allowed"
-#define R_NOT_IMPL "502 5.5.1 Error: command not implemented"
-#define R_NEED_HELO "503 5.5.1 Error: send HELO/EHLO first"
-#define R_NESTED_MAIL "503 5.5.1 Error: nested MAIL command"
-#define R_TLS_ACTIVE "503 5.5.1 Error: TLS already active"
-#define R_AUTH_NOT_ENABLED "503 5.5.1 Error: authentication not enabled"
-#define R_AUTH_IN_TX "503 5.5.1 Error: MAIL transaction in progress"
-#define R_AUTH_TWICE "503 5.5.1 Error: already authenticated"
-#define R_AUTH_SYNTAX "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
-#define R_NEED_TLS "530 5.7.0 Must issue a STARTTLS command first"
-#define R_NEED_MAIL "503 5.5.1 Error: need MAIL command"
-#define R_NEED_RCPT "503 5.5.1 Error: need RCPT command"
-#define R_REFUSED_CMD "550 5.7.0 Error: insufficient authorization"
-#define R_BAD_LINE_ENDS "550 5.5.2 Error: bare <CR> or <LF> in message, use <CR><LF> line endings"
-#define R_NUL_IN_MESSAGE "550 5.6.0 Error: NUL character in message"
-#define R_LONG_DATA_LINE "550 5.5.2 Error: message line too long"
-#define R_TOO_BIG "552 5.3.4 Error: message too big"
-#define R_HEADERS_TOO_BIG "552 5.3.4 Error: message header section too big"
-#define R_NO_VALID_RCPT "554 5.5.1 Error: no valid recipients"
-#define R_PARAM_UNSUPPORTED "555 5.5.4 Error: unsupported parameter"
+extern const struct reply replies[REPLY_COUNT];
+
+/* reply_line - "CODE STATUS [host ]text" (no CR LF) into buf; returns buf. */
+const char *reply_line(const struct reply *r, const char *host, char *buf, size_t size);
+
+/* R_NAME: the table's entry, typed. */
+#define R_BANNER (&replies[REPLY_BANNER])
+#define R_BYE (&replies[REPLY_BYE])
+#define R_HELP (&replies[REPLY_HELP])
+#define R_OKAY (&replies[REPLY_OKAY])
+#define R_VRFY (&replies[REPLY_VRFY])
+#define R_DATA_GO (&replies[REPLY_DATA_GO])
+#define R_TLS_GO (&replies[REPLY_TLS_GO])
+#define R_BACKEND_DOWN (&replies[REPLY_BACKEND_DOWN])
+#define R_BACKEND_LOST_CLOSE (&replies[REPLY_BACKEND_LOST_CLOSE])
+#define R_TOO_MANY_CONN (&replies[REPLY_TOO_MANY_CONN])
+#define R_TOO_MANY_CONN_IP (&replies[REPLY_TOO_MANY_CONN_IP])
+#define R_TIMEOUT (&replies[REPLY_TIMEOUT])
+#define R_TOO_MANY_ERRORS (&replies[REPLY_TOO_MANY_ERRORS])
+#define R_SHUTDOWN (&replies[REPLY_SHUTDOWN])
+#define R_BACKEND_PROTOCOL (&replies[REPLY_BACKEND_PROTOCOL])
+#define R_BACKEND_XCLIENT (&replies[REPLY_BACKEND_XCLIENT])
+#define R_PIPELINING (&replies[REPLY_PIPELINING])
+#define R_FORBIDDEN_CMD (&replies[REPLY_FORBIDDEN_CMD])
+#define R_BACKEND_LOST (&replies[REPLY_BACKEND_LOST])
+#define R_BACKEND_TIMEOUT (&replies[REPLY_BACKEND_TIMEOUT])
+#define R_BACKEND_ERROR (&replies[REPLY_BACKEND_ERROR])
+#define R_LOCAL_ERROR (&replies[REPLY_LOCAL_ERROR])
+#define R_TOO_MANY_RCPT (&replies[REPLY_TOO_MANY_RCPT])
+#define R_LINE_TOO_LONG (&replies[REPLY_LINE_TOO_LONG])
+#define R_UNKNOWN (&replies[REPLY_UNKNOWN])
+#define R_BAD_SYNTAX (&replies[REPLY_BAD_SYNTAX])
+#define R_BAD_UTF8 (&replies[REPLY_BAD_UTF8])
+#define R_NEED_SMTPUTF8 (&replies[REPLY_NEED_SMTPUTF8])
+#define R_AUTH_BAD_B64 (&replies[REPLY_AUTH_BAD_B64])
+#define R_AUTH_BAD_MECH (&replies[REPLY_AUTH_BAD_MECH])
+#define R_DUP_PARAM (&replies[REPLY_DUP_PARAM])
+#define R_HELO_SYNTAX (&replies[REPLY_HELO_SYNTAX])
+#define R_EHLO_SYNTAX (&replies[REPLY_EHLO_SYNTAX])
+#define R_MAIL_SYNTAX (&replies[REPLY_MAIL_SYNTAX])
+#define R_RCPT_SYNTAX (&replies[REPLY_RCPT_SYNTAX])
+#define R_VRFY_SYNTAX (&replies[REPLY_VRFY_SYNTAX])
+#define R_BAD_SENDER (&replies[REPLY_BAD_SENDER])
+#define R_BAD_RCPT (&replies[REPLY_BAD_RCPT])
+#define R_PATH_TOO_LONG (&replies[REPLY_PATH_TOO_LONG])
+#define R_BAD_PARAM (&replies[REPLY_BAD_PARAM])
+#define R_NO_ARGS (&replies[REPLY_NO_ARGS])
+#define R_NOT_IMPL (&replies[REPLY_NOT_IMPL])
+#define R_NEED_HELO (&replies[REPLY_NEED_HELO])
+#define R_NESTED_MAIL (&replies[REPLY_NESTED_MAIL])
+#define R_TLS_ACTIVE (&replies[REPLY_TLS_ACTIVE])
+#define R_AUTH_NOT_ENABLED (&replies[REPLY_AUTH_NOT_ENABLED])
+#define R_AUTH_IN_TX (&replies[REPLY_AUTH_IN_TX])
+#define R_AUTH_TWICE (&replies[REPLY_AUTH_TWICE])
+#define R_AUTH_SYNTAX (&replies[REPLY_AUTH_SYNTAX])
+#define R_NEED_TLS (&replies[REPLY_NEED_TLS])
+#define R_NEED_MAIL (&replies[REPLY_NEED_MAIL])
+#define R_NEED_RCPT (&replies[REPLY_NEED_RCPT])
+#define R_REFUSED_CMD (&replies[REPLY_REFUSED_CMD])
+#define R_BAD_LINE_ENDS (&replies[REPLY_BAD_LINE_ENDS])
+#define R_NUL_IN_MESSAGE (&replies[REPLY_NUL_IN_MESSAGE])
+#define R_LONG_DATA_LINE (&replies[REPLY_LONG_DATA_LINE])
+#define R_TOO_BIG (&replies[REPLY_TOO_BIG])
+#define R_HEADERS_TOO_BIG (&replies[REPLY_HEADERS_TOO_BIG])
+#define R_NO_VALID_RCPT (&replies[REPLY_NO_VALID_RCPT])
+#define R_PARAM_UNSUPPORTED (&replies[REPLY_PARAM_UNSUPPORTED])
+#define R_DROP_MAIL (&replies[REPLY_DROP_MAIL])
+#define R_DROP_RCPT (&replies[REPLY_DROP_RCPT])
+#define R_DROP_DATA (&replies[REPLY_DROP_DATA])
+#define R_FILTER_ERROR_TEMPFAIL (&replies[REPLY_FILTER_ERROR_TEMPFAIL])
+#define R_FILTER_ERROR_TEMPFAIL_CONNECT (&replies[REPLY_FILTER_ERROR_TEMPFAIL_CONNECT])
+#define R_FILTER_ERROR_REJECT (&replies[REPLY_FILTER_ERROR_REJECT])
+#define R_FILTER_ERROR_REJECT_CONNECT (&replies[REPLY_FILTER_ERROR_REJECT_CONNECT])
 
 /* Filter verdicts (DESIGN.md §3): the defaults when a filter gives no text,
- * as code, enhanced code and text, and the replies a drop pretends. */
+ * as code, enhanced code and text (verdict.c puts them together). */
 #define R_FILTER_REJECT_CODE 550
 #define R_FILTER_REJECT_CONNECT_CODE 554
 #define R_FILTER_REJECT_ENH "5.7.1"
@@ -87,15 +176,5 @@
 #define R_FILTER_DISCONNECT_CODE 421
 #define R_FILTER_DISCONNECT_ENH "4.7.0"
 #define R_FILTER_DISCONNECT_TEXT "Closing connection"
-#define R_DROP_MAIL "250 2.1.0 Ok"
-#define R_DROP_RCPT "250 2.1.5 Ok"
-#define R_DROP_DATA "250 2.0.0 Ok"
-
-/* on_error (a filter failed, answered badly or too late): generic texts,
- * the detail goes to the log. */
-#define R_FILTER_ERROR_TEMPFAIL "451 4.3.0 Temporary filter failure, try again later"
-#define R_FILTER_ERROR_TEMPFAIL_CONNECT "421 4.3.0 %s Temporary filter failure, try again later"
-#define R_FILTER_ERROR_REJECT "550 5.3.0 Refused after a filter failure"
-#define R_FILTER_ERROR_REJECT_CONNECT "554 5.3.0 Refused after a filter failure"
 
 #endif

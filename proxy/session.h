@@ -13,38 +13,26 @@
 
 #include <event2/event.h>
 
+#include "backend.h"
 #include "chain.h"
 #include "config.h"
 #include "conn.h"
 #include "dataread.h"
 #include "netkey.h"
 #include "rdns.h"
+#include "replies.h"
+#include "server.h"
 #include "smtp_parse.h"
 #include "spool.h"
 
-struct session;
-
-/* How a backend exchange ended. */
-enum backend_result {
-	BACKEND_REPLY = 0, /* a complete, well-formed reply is in the callback's reply */
-	BACKEND_TIMEOUT, /* the deadline passed first */
-	BACKEND_LOST, /* the connection closed or failed */
-	BACKEND_GARBLED, /* the backend sent something that is not a reply */
-	BACKEND_SURPLUS, /* it sent more than the one reply we waited for */
-};
-
-typedef void (*backend_cb)(
-    struct session *s, enum backend_result res, const struct smtp_reply *reply);
-
-struct backend {
-	struct session *s;
-	struct conn *conn;
-	struct event *deadline;
-	struct smtp_reply reply; /* the reply being read */
-	backend_cb pending; /* who waits for the next reply; NULL: nobody */
-	struct smtp_caps caps; /* from the last EHLO reply */
-	int dead; /* lost, timed out or garbled: no more use */
-	int reply_done; /* reply holds a complete reply: start afresh */
+/* An accepted client, as the listener hands it over. */
+struct client_info {
+	evutil_socket_t fd;
+	const struct config_addr *listener; /* the listen entry it came in on */
+	char id[16]; /* the session id */
+	char ip[64], port[8]; /* the client (as a PROXY header names it) */
+	char local_ip[64], local_port[8]; /* the address it connected to */
+	char ip_key[NETKEY_MAX]; /* counted in the per-IP table under this key */
 };
 
 /* Where the client leg is. */
@@ -53,16 +41,8 @@ enum session_state {
 	SESSION_COMMAND, /* reading command lines */
 	SESSION_DATA, /* reading the message after our 354 */
 	SESSION_CLOSING, /* flushing a last reply, then free */
-	SESSION_PROXY, /* waiting for the PROXY protocol header */
 	SESSION_TLS, /* in a TLS handshake (implicit TLS or after STARTTLS) */
 	SESSION_AUTH, /* relaying an AUTH exchange: lines are answers, not commands */
-};
-
-/* One recipient the backend accepted. */
-struct rcpt {
-	char *addr;
-	int dropped; /* answered 250 by a drop, never forwarded */
-	struct rcpt *next;
 };
 
 /* The transaction: from MAIL to the end of data, RSET, or the end. */
@@ -85,10 +65,8 @@ struct transaction {
 	const char *by; /* the filter that decided, for the summary line */
 	const char *stage; /* and at which stage */
 	const char *rcpt_drop_by; /* the last filter that dropped a recipient */
-	struct evbuffer *added; /* header fields filters added */
 	struct message msg; /* the header index, for filters */
 	int msg_parsed;
-	int edited; /* a filter removed header fields */
 	struct dataread framer;
 	struct spool spool;
 	int spool_open;
@@ -105,25 +83,18 @@ struct session {
 	char local_ip[64];
 	char local_port[8];
 	const struct config_addr *listener; /* the listen entry it came in on */
-	int ip_held; /* counted in the per-IP table */
-	char ip_key[NETKEY_MAX]; /* under this key (listener.c): the address or its IPv6 network */
-	struct event *proxy_ev; /* reading the PROXY header */
+	char ip_key[NETKEY_MAX]; /* counted in the per-IP table under this key */
 	const char *tls_proto; /* "TLSv1.3" once TLS is up */
 	int tls_implicit; /* the handshake comes before our banner */
 	char *auth_user; /* after the backend's 235 */
 	char auth_mech[24]; /* the AUTH exchange in progress */
 	char *auth_candidate; /* the user it names, until 235 */
 	unsigned auth_step; /* client answers so far */
-	const char *auth_refusal; /* our reply once a cancelled exchange ends */
-	unsigned xclient_next; /* XCLIENT commands sent for this EHLO */
-	int xclient_failed; /* XCLIENT is done for this EHLO (sent, or not to be) */
-	int be_tls_started; /* STARTTLS sent to the backend */
-	struct rdns_query *rdns; /* the client's name being looked up */
-	enum rdns_state rdns_state;
-	char *client_name; /* forward-confirmed, once rdns_state is RDNS_OK */
-	void (*rdns_wait)(struct session *s); /* called when the name is known */
+	const struct reply *auth_refusal; /* our reply once a cancelled exchange ends */
+	struct rdns rdns; /* the client's name */
 	struct conn *client;
 	struct backend be;
+	struct backend_client be_client; /* what XCLIENT tells the backend */
 	struct event *timer; /* the client's deadline */
 	enum session_state state;
 	int busy; /* a command is being processed (waiting on backend or hooks) */
@@ -139,6 +110,8 @@ struct session {
 	const char *bh_by, *bh_stage; /* who dropped the session, where */
 	struct chain *chain;
 	struct chain_session cs;
+	struct chain_view view; /* what the chain reads (session_view) */
+	char *stage_arg, *stage_params; /* the view's arg and arg_params */
 	void (*proceed)(struct session *s); /* after the hooks */
 	int ehlo; /* the client greeted with EHLO (not HELO) */
 	char *helo; /* the client's HELO/EHLO argument */
@@ -152,69 +125,86 @@ struct session {
 	TAILQ_ENTRY(session) entry;
 };
 
-TAILQ_HEAD(session_list, session);
-
-struct ip_count;
-
-/*
- * What a SIGHUP replaces. A session holds the generation it started with
- * (its configuration and chain) until it ends; the server holds the
- * current one. The last to let go frees it.
- */
-struct generation {
-	unsigned refs;
-	struct config *cfg;
-	struct chain *chain; /* may be shared with the next generation */
-};
-
-struct server {
-	struct event_base *base;
-	struct evdns_base *dns;
-	SSL_CTX *tls_server; /* NULL: no TLS for clients */
-	SSL_CTX *tls_client; /* NULL: backend_tls = no */
-	struct generation *gen; /* the current configuration */
-	struct config *cfg; /* gen->cfg */
-	struct chain *chain; /* gen->chain */
-	struct sockaddr_storage backend_addr;
-	socklen_t backend_addrlen;
-	struct session_list sessions;
-	unsigned long nsessions;
-	struct ip_count **ip_table; /* per-IP connection counts */
-	size_t ip_buckets;
-	int draining; /* SIGTERM: no new sessions */
-	struct event *drain_timer;
-	unsigned long long sid_base;
-	unsigned long long sid_next;
-	int backend_xclient_name; /* the backend's last EHLO offered XCLIENT NAME
-	                           * (1 until one says otherwise) */
-};
-
-/* main.c */
-void generation_release(struct generation *g);
-
 /* listener.c */
 int listener_start(struct server *srv);
 void listener_stop(void);
-int server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen);
-void server_ip_release(struct server *srv, const char *key);
 
 /* session.c */
-void session_new(struct server *srv, const struct config_addr *l, evutil_socket_t fd,
-    const struct sockaddr *sa, int salen);
+/* session_new - a session for an accepted client (it owns ci->fd, and the
+ * per-IP count under ci->ip_key, from now on) */
+void session_new(struct server *srv, const struct client_info *ci);
 void session_drain(struct session *s);
 void session_destroy(struct session *s);
 void session_drain_all(struct server *srv);
 void session_shutdown_all(struct server *srv);
-void session_backend_gone(struct session *s, enum backend_result res);
 
-/* backend.c */
-int backend_connect(struct session *s, backend_cb cb);
-void backend_command(
-    struct session *s, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb);
-void backend_commandf(struct session *s, uint64_t timeout_ms, backend_cb cb, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-int backend_send_message(struct session *s, struct transaction *tx, backend_cb cb);
-int backend_starttls(struct session *s, backend_cb cb);
-void backend_close(struct session *s);
+/* ---- between the session's files (session.c, commands.c, data.c, auth.c,
+ * txlog.c); nothing else calls these ---- */
+
+/* Input held while one command is processed before we stop reading: a
+ * pipelining client cannot make us buffer without bound. */
+#define SESSION_INPUT_MAX (256 * 1024)
+/* Replies held for a client that does not read them before we stop
+ * processing its commands. */
+#define SESSION_OUTPUT_MAX (64 * 1024)
+/* RFC 4954 §4: an AUTH line may be 12288 octets. */
+#define SESSION_AUTH_LINE_MAX 12288
+/* An address quoted for the log: a path of SMTP_PATH_MAX octets, each
+ * escaped as \xNN at worst, never cut. */
+#define LOG_ADDR_MAX (4 * SMTP_PATH_MAX + 8)
+/* How long a closing session waits for its last reply to be read. */
+#define SESSION_LINGER_MS 10000
+
+enum hook_stage {
+	HOOK_NONE = 0,
+	HOOK_CONNECT,
+	HOOK_HELO,
+	HOOK_MAIL,
+	HOOK_RCPT,
+	HOOK_DATA,
+};
+
+/* One row of the command table: check -> the stage's hooks -> proceed. */
+struct command {
+	enum smtp_verb verb;
+	int (*check)(struct session *s); /* PC_OK, PC_ERROR (replied) or PC_AGAIN (answers later) */
+	enum hook_stage stage;
+	void (*proceed)(struct session *s);
+};
+
+const struct command *command_find(enum smtp_verb verb);
+const struct command *command_event(enum hook_stage stage);
+void proceed_connect(struct session *s);
+int check_data_end(struct session *s);
+void data_proceed(struct session *s);
+int check_data(struct session *s);
+void proceed_data(struct session *s);
+int check_auth(struct session *s);
+void proceed_auth(struct session *s);
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_relay(struct session *s, const struct smtp_reply *r);
+void session_arm(struct session *s, uint64_t ms);
+int line_has_cr(struct evbuffer *in, size_t len);
+int session_data_input(struct session *s);
+void session_run(struct session *s, const struct command *c);
+void session_view(struct session *s, const char *arg, const char *params);
+void session_done(struct session *s);
+void session_close(struct session *s, const struct reply *reply);
+void session_say(struct session *s, const struct reply *r);
+int session_backend_ok(
+    struct session *s, enum backend_result res, const struct smtp_reply *r, const char *classes);
+void tx_log(struct session *s, const char *status, const char *reply);
+size_t reply_text(const struct smtp_reply *r, char *buf, size_t size);
+void tx_add_rcpt(struct session *s, const char *addr, int dropped);
+void tx_end(struct session *s, const char *status, const char *reply);
+void tx_begin(struct session *s);
+void proceed_helo(struct session *s);
+const struct reply *data_refusal(const struct session *s);
+void data_end(struct session *s);
+void data_refuse(struct session *s, const char *reply, const char *status);
+void data_refuse_r(struct session *s, const struct reply *r, const char *status);
+void session_auth_line(struct session *s, char *line, size_t len);
+void auth_cancel(struct session *s, const struct reply *reply);
+int check_any(struct session *s);
 
 #endif

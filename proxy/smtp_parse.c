@@ -368,7 +368,7 @@ smtp_reply_feed(struct smtp_reply *reply, const char *line, size_t len)
 	reply->text[reply->text_len] = '\0';
 	reply->code = code;
 	reply->nlines++;
-	return last ? PC_DONE : PC_AGAIN;
+	return last ? PC_OK : PC_AGAIN;
 }
 
 /* smtp_reply_line - the text of line n of a reply */

@@ -108,7 +108,7 @@ const struct smtp_param *smtp_path_param(const struct smtp_path *path, const cha
 
 /*
  * A reply being read line by line: smtp_reply_init, then smtp_reply_feed with
- * each line (without its CRLF) until it returns PC_DONE.
+ * each line (without its CRLF) until it returns PC_OK.
  */
 struct smtp_reply {
 	int code; /* 200..599 once the first line is read */
@@ -122,7 +122,7 @@ void smtp_reply_init(struct smtp_reply *reply);
 
 /*
  * smtp_reply_feed - add one reply line. Returns PC_AGAIN when a continuation
- * line ("250-...") was read and more are due, PC_DONE when the last line was
+ * line ("250-...") was read and more are due, PC_OK when the last line was
  * read, PC_ERROR for garbage: no three-digit code, a code outside 200..599, a
  * code that changes between lines, a bad separator, control characters, or a
  * line or reply over the limits above.

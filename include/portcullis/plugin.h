@@ -3,9 +3,14 @@
  *
  * A plugin is a shared object (build/plugins/NAME.so) that exports one symbol,
  *
- *	const struct pc_plugin portcullis_plugin = { ... };
+ *	const struct pc_plugin portcullis_plugin = {
+ *	    PC_PLUGIN_ABI_INIT,
+ *	    .name = "example",
+ *	    ...
+ *	};
  *
- * whose abi field is PC_PLUGIN_ABI. Every configuration section naming the
+ * PC_PLUGIN_ABI_INIT fills in the ABI version and the descriptor's size (see
+ * VERSIONS below). Every configuration section naming the
  * plugin makes one instance: init() is called with that section's keys and
  * returns the instance pointer that every hook then gets back.
  *
@@ -62,8 +67,30 @@
  *
  * LIFETIMES. Strings the host hands out stay valid until the hook returns
  * (or, for a pending hook, until resume or cancel); copy what you keep.
- * Session data (host->session_data) lives until the close hook, transaction
- * data (host->tx_data) until the reset hook.
+ * Strings the host builds for a call (an address's local part or domain,
+ * say) come from a per-call arena that the host frees when the stage ends,
+ * so asking again is cheap and never invalidates an earlier answer; the
+ * arena is bounded (4 MB per stage): past that, such functions answer
+ * NULL (or -1). Session data (host->session_data) lives until the
+ * close hook, transaction data (host->tx_data) until the reset hook.
+ *
+ * VERSIONS. The descriptor and the host table each carry abi_major,
+ * abi_minor and struct_size (the sizeof the struct had where it was
+ * compiled). Rules:
+ *
+ *  - another major version is refused at load ("plugin X was built for ABI
+ *    1, this portcullis speaks ABI 2.0"): a major bump may change anything;
+ *  - a minor bump only appends: new members at the end of struct pc_plugin
+ *    and struct pc_host, new values at the end of enums, never renumbered;
+ *  - the host reads a descriptor only up to its struct_size, so a plugin
+ *    built against an older minor (a smaller descriptor) loads, and the
+ *    hooks it does not have are NULL;
+ *  - abi_minor in the descriptor is the oldest minor the plugin needs. A
+ *    plugin asking for a newer minor than the host speaks is refused (it
+ *    would call host functions that are not there). A plugin that wants to
+ *    run on older hosts too uses PC_PLUGIN_ABI_INIT_MINOR(oldest) instead
+ *    of PC_PLUGIN_ABI_INIT, and tests each newer host function with
+ *    PC_HOST_HAS(host, member) before calling it.
  */
 #ifndef PORTCULLIS_PLUGIN_H
 #define PORTCULLIS_PLUGIN_H
@@ -71,8 +98,22 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Bump on any change to the structs or function tables below. */
-#define PC_PLUGIN_ABI 1
+/* The ABI this header describes (see VERSIONS above). */
+#define PC_ABI_MAJOR 2
+#define PC_ABI_MINOR 0
+
+/* The first members of a descriptor: put it first in the initializer.
+ * PC_PLUGIN_ABI_INIT_MINOR(m) is for a plugin that also runs on hosts of an
+ * older minor m (it tests newer host functions with PC_HOST_HAS). */
+#define PC_PLUGIN_ABI_INIT_MINOR(minor)                                                            \
+	.abi_major = PC_ABI_MAJOR, .abi_minor = (minor), .struct_size = sizeof(struct pc_plugin)
+#define PC_PLUGIN_ABI_INIT PC_PLUGIN_ABI_INIT_MINOR(PC_ABI_MINOR)
+
+/* PC_HOST_HAS - does this host offer member (a function of struct pc_host
+ * added in a later minor version)? For plugins that set a lower abi_minor. */
+#define PC_HOST_HAS(host, member)                                                                  \
+	((host)->struct_size >= offsetof(struct pc_host, member) + sizeof((host)->member) &&       \
+	    (host)->member != NULL)
 
 /* The symbol every plugin exports. */
 #define PC_PLUGIN_SYMBOL "portcullis_plugin"
@@ -131,7 +172,46 @@ enum pc_field {
 	PC_STAGE_NAME, /* "connect", "helo", "mail", "rcpt" or "data" */
 	PC_SENDER_PARAMS, /* MAIL's ESMTP parameters as sent: "SIZE=1234 BODY=8BITMIME" or "" */
 	PC_RCPT_PARAMS, /* at the RCPT stage: that RCPT's parameters, or "" */
+	/* ABI 2.0 */
+	PC_CLIENT_NAME, /* the client's forward-confirmed DNS name, or NULL */
+	PC_TLS_CIPHER, /* the TLS cipher ("TLS_AES_256_GCM_SHA384"), else NULL */
+	PC_CLIENT_TRUSTED, /* "1" if the client is in trusted_networks, else NULL */
+	PC_SENDER_LOCAL, /* the sender's local part as written; "" for <> */
+	PC_SENDER_DOMAIN, /* its domain in lower case; NULL for <> (or no '@') */
+	PC_RCPT_LOCAL, /* at the RCPT stage: the recipient's local part */
+	PC_RCPT_DOMAIN, /* at the RCPT stage: its domain, lower case; NULL without '@' */
 };
+
+/*
+ * ADDRESSES. An address splits at its last '@' outside a quoted local part:
+ * "Joe.Bloggs@Example.COM" is "Joe.Bloggs" and "example.com" (the domain in
+ * lower case, the local part as written, quotes and all: "\"a@b\"@x.org" is
+ * "\"a@b\"" and "x.org"); the null sender "" has the local part "" and no
+ * domain; an address without '@' ("postmaster") is all local part, with no
+ * domain. host->split_address does this for any address, and the
+ * PC_*_LOCAL / PC_*_DOMAIN fields for the sender and the RCPT stage's
+ * recipient; for the n-th accepted recipient, split host->rcpt(call, n).
+ *
+ * SCORES. Filters may score a transaction: add_score(call, "SYMBOL",
+ * points, detail) adds points under a symbol ([A-Z0-9_], 1 to 64 octets);
+ * the same symbol again accumulates (its points are the sum; its first
+ * detail stays). At most 256 symbols per transaction. Scores added at
+ * connect or HELO (outside a transaction) belong to the session, and each
+ * new transaction starts with a copy of them; scores added in a
+ * transaction are gone when it ends. Every instance, C or Lua, adds to the
+ * same store, and the transaction's summary log line shows it
+ * ("score=3.5 symbols=RBL(3),NO_PTR(0.5)").
+ *
+ * MESSAGE CHANGES (milter parity). At the DATA stage only, a filter may
+ * change header fields (add, change, insert, remove), the envelope (add or
+ * delete a recipient, change the sender) and replace the body. Changes are
+ * recorded and applied when the message goes to the backend, so every
+ * filter still reads the message and envelope as received (header,
+ * header_at, body_read, rcpt). Changes of one instance and the next add
+ * up, in chain order; for the same field or address, the last one wins.
+ * None is applied when the message is not delivered (a verdict other than
+ * continue or accept at DATA).
+ */
 
 /* Log levels for host->log. */
 enum pc_log_level {
@@ -158,6 +238,10 @@ typedef void (*pc_cancel_fn)(void *arg);
 /* The services the host offers. Every function is safe to call from a hook
  * or from an event callback; none blocks. */
 struct pc_host {
+	/* The host's ABI: PC_ABI_MAJOR, its minor, sizeof(struct pc_host). */
+	unsigned abi_major, abi_minor;
+	size_t struct_size;
+
 	/* The libevent base every plugin event must use, and the daemon's
 	 * asynchronous resolver (evdns). */
 	struct event_base *base;
@@ -211,6 +295,80 @@ struct pc_host {
 	 * CR, LF, NUL, a name with ':' or blanks; too long). */
 	int (*add_header)(struct pc_call *call, const char *name, const char *value);
 	int (*remove_header)(struct pc_call *call, const char *name);
+
+	/* ---- ABI 2.0 ---- */
+
+	/* split_address - addr's local part and domain (see ADDRESSES), from
+	 * the call's arena. Either pointer may be NULL. 0, or -1 (addr NULL,
+	 * arena full). Any stage. */
+	int (*split_address)(
+	    struct pc_call *call, const char *addr, const char **local, const char **domain);
+
+	/* add_score - points (finite; negative is fine) under symbol, with an
+	 * optional detail (NULL, or at most 256 octets without control
+	 * characters) for the log (see SCORES). In a stage hook, or while it
+	 * is pending; not in reset or close. 0, or -1: a bad symbol, points or
+	 * detail, 256 symbols already, out of memory. */
+	int (*add_score)(
+	    struct pc_call *call, const char *symbol, double points, const char *detail);
+	/* score - the running total: the transaction's, outside one the
+	 * session's. */
+	double (*score)(struct pc_call *call);
+	/* score_at - the n-th symbol (0-based, in the order first added) with
+	 * its points and detail (NULL if none); any pointer may be NULL. The
+	 * strings stay valid until the transaction ends. 0, or -1 past the
+	 * end. */
+	int (*score_at)(struct pc_call *call, size_t n, const char **symbol, double *points,
+	    const char **detail);
+
+	/* The changes below work at the DATA stage only (elsewhere -1); see
+	 * MESSAGE CHANGES. Names and values are checked as for add_header. */
+	/* change_header - the n-th (0-based, counted as header() counts:
+	 * among the fields of the message as received) field called name (any
+	 * case) becomes "Name: value", the name as written; value NULL
+	 * deletes that one field. A change brings back a field remove_header
+	 * took out. 0, or -1: no such field, a bad value, 1000 header changes
+	 * already. */
+	int (*change_header)(struct pc_call *call, const char *name, size_t n, const char *value);
+	/* insert_header - "name: value" before the received field number
+	 * index (0-based, as header_at counts): 0 puts it first of the
+	 * received fields (after the add_header fields, which come before
+	 * everything), an index past the last field puts it at the end of the
+	 * header section. Several at one index come in the order inserted. */
+	int (*insert_header)(
+	    struct pc_call *call, size_t index, const char *name, const char *value);
+	/* add_rcpt - one more recipient, with ESMTP parameters ("NOTIFY=NEVER",
+	 * or NULL). The address has no <>, at most 256 octets, no control
+	 * characters, no '<' or '>', no blank outside quotes. Recipients
+	 * compare equal when their local parts are the same and their domains
+	 * differ at most in case: adding one that is there is a no-op, adding
+	 * one deleted undoes the deletion. 0 or -1 (a bad address or
+	 * parameters, 1000 added already). */
+	int (*add_rcpt)(struct pc_call *call, const char *addr, const char *params);
+	/* delete_rcpt - do not deliver to addr (an accepted recipient, or one
+	 * add_rcpt added). If every recipient is deleted, nothing is
+	 * delivered. 0, or -1 if there is no such recipient. */
+	int (*delete_rcpt)(struct pc_call *call, const char *addr);
+	/* change_sender - the envelope sender becomes addr ("" for the null
+	 * sender) with ESMTP parameters params (NULL: none). 0 or -1. */
+	int (*change_sender)(struct pc_call *call, const char *addr, const char *params);
+	/* body_replace_begin / _write / _end - a new body instead of the
+	 * received one, streamed (it goes to a spool: memory, then a file,
+	 * never whole in memory): begin (dropping an earlier replacement, of
+	 * this instance or another), write the body's octets as many times as
+	 * needed, end. Write plain text, not SMTP: no dot-stuffing, no final
+	 * "."; the host stuffs lines that start with '.', and turns a bare LF
+	 * into CR LF; a last line without a line end gets one. A bare CR (not
+	 * before LF) or a NUL makes write fail and drops the replacement: the
+	 * received body is sent. A replacement that is not ended by the time
+	 * the stage is decided is dropped too. The header fields stay (change
+	 * Content-Type and friends to match). 0 or -1. */
+	int (*body_replace_begin)(struct pc_call *call);
+	int (*body_replace_write)(struct pc_call *call, const char *buf, size_t len);
+	int (*body_replace_end)(struct pc_call *call);
+
+	/* ABI 2.0 too (issue 13, DESIGN.md §5): appended after the services
+	 * above before any 2.0 host was released. */
 
 	/*
 	 * OPTION PARSERS: the daemon's own, so a plugin's keys read as the
@@ -276,7 +434,10 @@ typedef int (*pc_hook_fn)(void *instance, struct pc_call *call, struct pc_verdic
 
 /* The descriptor: export it as PC_PLUGIN_SYMBOL. Any hook may be NULL. */
 struct pc_plugin {
-	unsigned abi; /* PC_PLUGIN_ABI */
+	/* PC_PLUGIN_ABI_INIT: these three stay first in every major version. */
+	unsigned abi_major; /* PC_ABI_MAJOR */
+	unsigned abi_minor; /* the oldest minor of the host the plugin needs */
+	size_t struct_size; /* sizeof(struct pc_plugin) as the plugin was built */
 	const char *name; /* for logs: "access" */
 	const char *version;
 	/* keys - the section keys init accepts, NULL-terminated; the host

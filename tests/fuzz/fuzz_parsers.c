@@ -81,13 +81,13 @@ fuzz_framer(const uint8_t *data, size_t size)
 	while (off < size && r == PC_AGAIN) {
 		size_t n = size - off < chunk ? size - off : chunk;
 		r = dataread_feed(&d, (const char *)data + off, n, &consumed);
-		assert(r == PC_AGAIN || r == PC_DONE);
-		if (r == PC_DONE)
+		assert(r == PC_AGAIN || r == PC_OK);
+		if (r == PC_OK)
 			assert(consumed <= n);
 		off += n;
 	}
 	/* A message the proxy would send on ends on a line end. */
-	if (r == PC_DONE && d.errors == 0 && f.n > 0)
+	if (r == PC_OK && d.errors == 0 && f.n > 0)
 		assert(f.at_sol);
 }
 
@@ -120,7 +120,7 @@ fuzz_reply(const char *s, size_t n)
 		rc = smtp_reply_feed(&r, p, len);
 		p += len + 1;
 	}
-	if (rc != PC_DONE)
+	if (rc != PC_OK)
 		return;
 	assert(r.code >= 200 && r.code <= 599);
 	smtp_caps_parse(&r, &caps);
@@ -138,7 +138,7 @@ fuzz_proxyproto(const uint8_t *data, size_t size)
 	const char *why = NULL;
 	int r = proxyproto_parse(data, size, &pp, &consumed, &why);
 
-	if (r == PC_DONE)
+	if (r == PC_OK)
 		assert(consumed > 0 && consumed <= size);
 	else if (r == PC_ERROR)
 		assert(why != NULL);

@@ -437,7 +437,7 @@ fz_configure(uint8_t variant)
 static void
 fz_begin(uint8_t variant)
 {
-	struct sockaddr_in sin = {0};
+	struct client_info ci;
 	int sv[2];
 
 	fz_configure(variant);
@@ -456,11 +456,19 @@ fz_begin(uint8_t variant)
 	fc.ev = event_new(srv.base, fc.fd, EV_READ | EV_PERSIST, fc_read_cb, NULL);
 	if (fc.ev == NULL || event_add(fc.ev, NULL) != 0)
 		fz_fail("event_new failed");
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons(40025);
-	sin.sin_addr.s_addr = htonl(0xC0000201); /* 192.0.2.1 */
+	/* What the listener hands over for an accepted client. */
+	memset(&ci, 0, sizeof(ci));
+	ci.fd = sv[0];
+	ci.listener = &fz_listener;
+	snprintf(ci.ip, sizeof(ci.ip), "192.0.2.1");
+	snprintf(ci.port, sizeof(ci.port), "40025");
+	snprintf(ci.local_ip, sizeof(ci.local_ip), "127.0.0.1");
+	snprintf(ci.local_port, sizeof(ci.local_port), "25");
+	if (server_ip_acquire(&srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0)
+		fz_fail("server_ip_acquire failed");
+	server_session_id(&srv, ci.id);
 	fz_trace("== variant 0x%02x", variant);
-	session_new(&srv, &fz_listener, sv[0], (struct sockaddr *)&sin, sizeof(sin));
+	session_new(&srv, &ci);
 }
 
 /* fz_session - the session, while it exists */

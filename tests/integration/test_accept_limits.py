@@ -104,8 +104,7 @@ def test_accept_pauses_when_out_of_descriptors(recorder, proxy):
     c = RawClient(p.port, timeout=BOUND)
     try:
         c.greet()
-        c.cmd("MAIL FROM:<after@x.test>").expect(250)
-        c.cmd("RCPT TO:<rcpt@y.test>").expect(250)
+        c.envelope("after@x.test", "rcpt@y.test")
         c.message(b"Subject: after the pause\r\n\r\nstill here\r\n.\r\n").expect(250)
         c.cmd("QUIT").expect(221)
     finally:

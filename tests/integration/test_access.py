@@ -55,8 +55,7 @@ def rcpt_lines(recorder):
 def send_good(c, recorder, sender="good@ok.test", rcpt="someone@rcpt.test"):
     """A transaction that must reach the backend: proof (by ordering) that
     whatever the client sent before it was not just still on its way."""
-    c.cmd(f"MAIL FROM:<{sender}>").expect(250)
-    c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+    c.envelope(f"{sender}", f"{rcpt}")
     c.message(BODY + b".\r\n").expect(250)
     return recorder.wait_for_transactions(1)
 
@@ -159,9 +158,7 @@ def test_sender_drop_whole_transaction(recorder, proxy, client, tmp_path):
     p = start(proxy, tmp_path, sender="blackhole.example drop\n")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<x@blackhole.example>").expect(250)
-    c.cmd("RCPT TO:<lost1@rcpt.test>").expect(250)
-    c.cmd("RCPT TO:<lost2@rcpt.test>").expect(250)
+    c.envelope("x@blackhole.example", "lost1@rcpt.test", "lost2@rcpt.test")
     c.message(BODY + b".\r\n").expect(250)
     s = last_summary(p)
     assert s["status"] == "dropped" and s["stage"] == "mail" and s["by"] == "access", s
@@ -414,8 +411,7 @@ def test_client_drop_whole_session(recorder, proxy, client, tmp_path):
     c = client(p)
     c.banner().expect(220)
     c.cmd("EHLO client.test").expect(250)
-    c.cmd("MAIL FROM:<a@sender.test>").expect(250)
-    c.cmd("RCPT TO:<b@rcpt.test>").expect(250)
+    c.envelope("a@sender.test", "b@rcpt.test")
     c.message(BODY + b".\r\n").expect(250)
     c.cmd("QUIT").expect(221)
     assert c.closed()
@@ -509,8 +505,7 @@ def test_helo_drop_whole_session(recorder, proxy, client, tmp_path):
     c = client(p)
     c.banner().expect(220)
     c.cmd("EHLO spammer.example").expect(250)
-    c.cmd("MAIL FROM:<a@sender.test>").expect(250)
-    c.cmd("RCPT TO:<b@rcpt.test>").expect(250)
+    c.envelope("a@sender.test", "b@rcpt.test")
     c.message(BODY + b".\r\n").expect(250)
     c.cmd("QUIT").expect(221)
     assert mail_verbs(recorder) == []

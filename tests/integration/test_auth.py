@@ -11,15 +11,13 @@ with no AUTH at the backend) are checked against the recording backend too.
 
 import base64
 import smtplib
-import sys
 
 import pytest
 
 from kit.messages import stuff
-from kit.postfix import DOMAIN, Postfix
+from kit.postfix import DOMAIN, Postfix, postfix_fixtures
 from kit.smtpclient import ConnectionClosed
 from test_tls import (  # noqa: F401  (fixtures)
-    settle,
     BOUND,
     NEED_TLS,
     caps_of,
@@ -53,23 +51,7 @@ def secrets(user, pw):
     """Every spelling of the credentials that must never be logged."""
     return [pw, b64(pw), plain(user, pw), b64(f"\0{user}\0{pw}")]
 
-
-@pytest.fixture(scope="module")
-def _postfix():
-    with Postfix(sasl=True) as pf:
-        yield pf
-
-
-@pytest.fixture
-def postfix(_postfix, request):
-    settle(_postfix)
-    start = len(_postfix.log())
-    _postfix.since = lambda: _postfix.log()[start:]
-    yield _postfix
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        sys.stderr.write("\n----- postfix log -----\n%s\n" % _postfix.log()[start:][-6000:])
-        sys.stderr.write("\n----- dovecot log -----\n%s\n" % _postfix.dovecot.log()[-3000:])
+_postfix, postfix = postfix_fixtures(sasl=True)
 
 
 def direct(postfix, *lines):

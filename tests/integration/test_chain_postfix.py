@@ -6,26 +6,14 @@ the same client sends one more, unfiltered message, and that must be the
 only delivery Postfix made.
 """
 
-import pytest
-
 from kit.messages import smtp
-from kit.postfix import DOMAIN, Postfix
+from kit.postfix import DOMAIN, postfix_fixtures
 from kit.proxy import test_plugin
 
 GOOD = "alice@" + DOMAIN
 OTHER = "bob@" + DOMAIN
 
-
-@pytest.fixture(scope="module")
-def _postfix():
-    with Postfix() as pf:
-        yield pf
-
-
-@pytest.fixture
-def postfix(_postfix):
-    _postfix.new_messages()
-    yield _postfix
+_postfix, postfix = postfix_fixtures()
 
 
 def lf(msg):

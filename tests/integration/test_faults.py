@@ -170,8 +170,7 @@ def test_client_hangs_up_mid_data(recorder, proxy, client):
     c = client(p)
     _start_txn(c)
     c.message(b"Subject: first\r\n\r\nok\r\n.\r\n").expect(250)
-    c.cmd("MAIL FROM:<cut@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope("cut@x.test")
     c.cmd("DATA").expect(354)
     c.send(b"Subject: cut short\r\n\r\n" + (b"q" * 70 + b"\r\n") * 1000)  # > spool_memory
     # Over spool_memory: the message is in an unlinked file in spool_dir.

@@ -782,8 +782,7 @@ def test_many_same_name_headers_stay_cheap(recorder, proxy, client):
     c.greet()
     head = b"From: <a@sender.test>\r\nTo: <b@rcpt.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
     head += b"Message-ID: <1.2@sender.test>\r\n" + b"Subject: hi\r\n" * 19000
-    c.cmd("MAIL FROM:<a@sender.test>").expect(250)
-    c.cmd("RCPT TO:<b@rcpt.test>").expect(250)
+    c.envelope("a@sender.test", "b@rcpt.test")
     c.cmd("DATA").expect(354)
     c.send(head + b"\r\nbody\r\n.\r\n")
     r = c.reply(timeout=30)

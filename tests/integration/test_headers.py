@@ -22,8 +22,7 @@ def headers_proxy(proxy, add=(), remove=(), extra_sections=(), **settings):
 
 
 def deliver(c, msg, sender="a@sender.test", rcpt="b@rcpt.test"):
-    c.cmd(f"MAIL FROM:<{sender}>").expect(250)
-    c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+    c.envelope(f"{sender}", f"{rcpt}")
     c.message(stuff(msg) + b".\r\n").expect(250)
 
 

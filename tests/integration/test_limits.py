@@ -11,8 +11,7 @@ def test_max_message_size_after_end_of_data(recorder, proxy, client):
     p = proxy(max_message_size="10k")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     line = b"x" * 70 + b"\r\n"
     big = b"Subject: big\r\n\r\n" + line * 300  # ~21 KB
@@ -22,8 +21,7 @@ def test_max_message_size_after_end_of_data(recorder, proxy, client):
     c.reply().expect(552, "5.3.4")
     # The session goes on, and a small message still passes.
     c.cmd("NOOP").expect(250)
-    c.cmd("MAIL FROM:<a2@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope("a2@x.test")
     c.message(b"Subject: small\r\n\r\nok\r\n.\r\n").expect(250)
     msgs = recorder.wait_for_transactions(1)
     assert len(msgs) == 1 and msgs[0].sender == "a2@x.test"
@@ -38,8 +36,7 @@ def test_message_exactly_at_size_limit_passes(recorder, proxy, client):
     p = proxy(max_message_size="1k")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     body = b"Subject: s\r\n\r\n" + b"y" * (1024 - 14 - 2) + b"\r\n"
     assert len(body) == 1024
     c.message(body + b".\r\n").expect(250)
@@ -76,9 +73,7 @@ def test_max_recipients_counts_per_transaction(recorder, proxy, client):
     c = client(p)
     c.greet()
     for n in range(2):
-        c.cmd(f"MAIL FROM:<a{n}@x.test>").expect(250)
-        c.cmd("RCPT TO:<r1@y.test>").expect(250)
-        c.cmd("RCPT TO:<r2@y.test>").expect(250)
+        c.envelope(f"a{n}@x.test", "r1@y.test", "r2@y.test")
         c.cmd("RCPT TO:<r3@y.test>").expect(452, "4.5.3")
         c.message(b"Subject: r\r\n\r\nx\r\n.\r\n").expect(250)
     msgs = recorder.wait_for_transactions(2)

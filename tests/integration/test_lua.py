@@ -355,8 +355,7 @@ def test_rcpt_address_object_and_recipients_accepted_by_backend(recorder, proxy,
     """)
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<One@Y.TEST>").expect(250)
+    c.envelope("a@x.test", "One@Y.TEST")
     c.cmd("RCPT TO:<nouser@y.test>").expect(550)
     c.cmd("RCPT TO:<two@y.test>").expect(250)
     assert c.message(stuff(BODY) + b".\r\n").code == 250
@@ -800,9 +799,7 @@ def test_add_header_at_every_stage(recorder, proxy, client, tmp_path):
     """)
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
-    c.cmd("RCPT TO:<c@y.test>").expect(250)
+    c.envelope("a@x.test", "b@y.test", "c@y.test")
     assert c.message(stuff(BODY) + b".\r\n").code == 250
     t = recorder.wait_for_transactions(1)[0]
     size = int(p.wait_summaries(1)[-1]["size"])
@@ -810,8 +807,7 @@ def test_add_header_at_every_stage(recorder, proxy, client, tmp_path):
              b"X-Data: size %d\r\nX-Subject-Was: lua test\r\n" % size)
     assert t.data == added + stuff(BODY), t.data[:300]
     # Not carried into the next transaction of the session.
-    c.cmd("MAIL FROM:<z@x.test>").expect(250)
-    c.cmd("RCPT TO:<d@y.test>").expect(250)
+    c.envelope("z@x.test", "d@y.test")
     assert c.message(stuff(BODY) + b".\r\n").code == 250
     t2 = recorder.wait_for_transactions(2)[1]
     size2 = int(p.wait_summaries(2)[-1]["size"])

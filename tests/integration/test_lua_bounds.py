@@ -346,8 +346,7 @@ def test_evil_pattern_fails_the_hook_call(recorder, proxy, client, tmp_path):
     line = p.wait_log(rf"on_mail \(script .*{BUDGET_ERROR} \(pattern_budget 20000000\).*stack traceback.*")
     assert line, p.log()
     # The session and the state go on.
-    c.cmd("MAIL FROM:<fine@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope("fine@x.test")
     assert c.message(stuff(BODY) + b".\r\n").code == 250
     assert_delivered(recorder)
 
@@ -388,8 +387,7 @@ def test_evil_pattern_in_a_loop_does_not_freeze_the_daemon(recorder, proxy, clie
     other = client(p)
     other.banner(timeout=10).expect(220)
     other.cmd("EHLO other.test").expect(250)
-    other.cmd("MAIL FROM:<other@x.test>").expect(250)
-    other.cmd("RCPT TO:<b@y.test>").expect(250)
+    other.envelope("other@x.test")
     assert other.message(stuff(BODY) + b".\r\n").code == 250
     t = assert_delivered(recorder)
     assert t.sender == "other@x.test"

@@ -19,28 +19,13 @@ import subprocess
 import pytest
 
 from kit.messages import make_message, smtp
-from kit.postfix import DOMAIN, UNKNOWN, Postfix
+from kit.postfix import DOMAIN, UNKNOWN, postfix_fixtures
 
 # Postfix's SIZE in these tests: below the proxy's max_message_size, so the
 # proxy must advertise Postfix's figure (or less), never its own.
 POSTFIX_SIZE = 20 * 1024 * 1024
 
-
-@pytest.fixture(scope="module")
-def _postfix():
-    with Postfix(main_cf={"message_size_limit": str(POSTFIX_SIZE)}) as pf:
-        yield pf
-
-
-@pytest.fixture
-def postfix(_postfix, request):
-    """The module's Postfix, with earlier tests' deliveries set aside."""
-    _postfix.new_messages()
-    yield _postfix
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        import sys
-        sys.stderr.write("\n----- postfix log -----\n%s\n" % _postfix.log()[-6000:])
+_postfix, postfix = postfix_fixtures(main_cf={"message_size_limit": str(POSTFIX_SIZE)})
 
 
 def lf(msg):

@@ -29,16 +29,14 @@ SMUGGLED = b"MAIL FROM:<smuggled@evil>\r\nRCPT TO:<victim@x>\r\nDATA\r\nSmuggled
 
 def _smuggle(c, pattern):
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     c.send(PREFIX + pattern + SMUGGLED + b".\r\n")
     return c.reply()
 
 
 def _clean_transaction(c):
-    c.cmd("MAIL FROM:<clean@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope("clean@x.test")
     c.message(b"Subject: clean\r\n\r\nclean\r\n.\r\n").expect(250)
 
 
@@ -101,8 +99,7 @@ def test_normalize_exact_output(recorder, proxy, client):
     p = proxy(bare_lf="normalize")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     c.send(b"Subject: n\n\none\ntwo\rthree\r\n..four\r\n\r\n.\r\n")
     c.reply().expect(250)
@@ -114,8 +111,7 @@ def test_lf_only_message_rejected(recorder, proxy, client):
     p = proxy(bare_lf="reject")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     c.send(b"Subject: lf\nFrom: <a@x.test>\n\nline one\nline two\n\r\n.\r\n")
     c.reply().expect(550, "5.5.2")
@@ -127,8 +123,7 @@ def test_lf_only_message_normalized(recorder, proxy, client):
     p = proxy(bare_lf="normalize")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     c.send(b"Subject: lf\nFrom: <a@x.test>\n\nline one\nline two\n\r\n.\r\n")
     c.reply().expect(250)
@@ -142,8 +137,7 @@ def test_lf_dot_lf_does_not_end_data(recorder, proxy, client):
     p = proxy(bare_lf="normalize")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     c.send(b"Subject: x\r\n\r\nbody\n.\n")
     from kit.smtpclient import ReplyTimeout
@@ -160,8 +154,7 @@ def test_nul_rejected(recorder, proxy, client):
     p = proxy(bare_lf="reject")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     r = c.message(b"Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n")
     r.expect(550)
     assert r.enhanced in ("5.6.0", "5.5.2"), r
@@ -174,8 +167,7 @@ def test_nul_normalized(recorder, proxy, client):
     p = proxy(bare_lf="normalize")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.message(b"Subject: nul\r\n\r\nbefore\x00after\r\n\x00.\r\n.\r\n").expect(250)
     t = recorder.wait_for_transactions(1)[0]
     assert b"\x00" not in t.data
@@ -189,8 +181,7 @@ def test_nul_dot_line_not_end_reject(recorder, proxy, client):
     p = proxy(bare_lf="reject")
     c = client(p)
     c.greet()
-    c.cmd("MAIL FROM:<a@x.test>").expect(250)
-    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    c.envelope()
     c.cmd("DATA").expect(354)
     c.send(b"Subject: x\r\n\r\nbody\r\n\x00.\r\n" + SMUGGLED + b".\r\n")
     r = c.reply()

@@ -18,14 +18,13 @@ import shutil
 import smtplib
 import ssl
 import subprocess
-import sys
 import time
 
 import pytest
 
 from kit import tlskit
 from kit.messages import stuff
-from kit.postfix import DOMAIN, Postfix
+from kit.postfix import DOMAIN, Postfix, postfix_fixtures, settle  # noqa: F401  (settle: imported from here)
 from kit.proxy import Proxy, ProxyError, listening, free_port, run_check, stop_all
 from kit.smtpclient import RawClient, ReplyTimeout, reply_lines_caps
 
@@ -140,18 +139,8 @@ def swaks(*args, timeout=60):
 
 
 def send_message(c, sender="a@client.test", rcpt="b@rcpt.test", body=BODY):
-    c.cmd(f"MAIL FROM:<{sender}>").expect(250)
-    c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+    c.envelope(f"{sender}", f"{rcpt}")
     return c.message(stuff(body) + b".\r\n")
-
-
-def settle(postfix, timeout=15):
-    """Let an earlier test's mail leave Postfix's queue, then set every
-    delivery so far aside: the next wait_messages() sees only new ones."""
-    deadline = time.monotonic() + timeout
-    while not postfix.queue_empty() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    postfix.new_messages()
 
 
 def summary(p, n=1):
@@ -662,21 +651,7 @@ def test_implicit_tls_with_tls_required(tproxy, raw, recorder, tls):
 
 # ---- TLS to the backend ------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def _tls_postfix():
-    with Postfix(tls=tlskit.shared().backend) as pf:
-        yield pf
-
-
-@pytest.fixture
-def tls_postfix(_tls_postfix, request):
-    settle(_tls_postfix)
-    n = len(_tls_postfix.log())
-    yield _tls_postfix
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        sys.stderr.write("\n----- postfix log -----\n%s\n" % _tls_postfix.log()[n:][-6000:])
+_tls_postfix, tls_postfix = postfix_fixtures("tls_postfix", tls=tlskit.shared().backend)
 
 
 def _tls_lines_since(pf, n):

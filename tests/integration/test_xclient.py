@@ -14,37 +14,21 @@ happens when the backend refuses it, and backend_xclient = no.
 
 import re
 import smtplib
-import sys
 
 import pytest
 
 from kit.haproxy import HAProxy, proxy_v1, proxy_v2
-from kit.postfix import DOMAIN, Postfix
+from kit.postfix import DOMAIN, postfix_fixtures
 from kit.smtpclient import RawClient
-from test_tls import BOUND, raw, settle, send_message, summary, swaks, tproxy  # noqa: F401
+from test_tls import BOUND, raw, send_message, summary, swaks, tproxy  # noqa: F401
 
 RCPT = "alice@" + DOMAIN
 HELO = "unique-helo.test"
 OTHER = "127.0.0.2"
 
-
-@pytest.fixture(scope="module")
-def _postfix():
-    # inet_protocols = all: Postfix takes XCLIENT ADDR=IPV6:... only then.
-    with Postfix(xclient_hosts="127.0.0.1",
-                 main_cf={"smtpd_client_port_logging": "yes", "inet_protocols": "all"}) as pf:
-        yield pf
-
-
-@pytest.fixture
-def postfix(_postfix, request):
-    settle(_postfix)
-    start = len(_postfix.log())
-    _postfix.since = lambda: _postfix.log()[start:]
-    yield _postfix
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        sys.stderr.write("\n----- postfix log -----\n%s\n" % _postfix.log()[start:][-6000:])
+# inet_protocols = all: Postfix takes XCLIENT ADDR=IPV6:... only then.
+_postfix, postfix = postfix_fixtures(
+    xclient_hosts="127.0.0.1", main_cf={"smtpd_client_port_logging": "yes", "inet_protocols": "all"})
 
 
 def received_from(m):

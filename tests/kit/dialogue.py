@@ -4,6 +4,7 @@ after it, shared by the filter tests (test_chain.py, test_lua*.py).
     run_session, assert_delivered = with_body(BODY)   # BODY by default
     replies, closed = run_session(client)
     reply_at(replies, "mail")        # the reply at a stage
+    enter_stage(client, "rcpt")      # up to a stage's command, its reply not read
     assert_delivered(recorder, body=BODY)
     assert_backend_stopped_at(recorder, "rcpt")
 """
@@ -89,11 +90,35 @@ def reply_at(replies, stage):
     return r
 
 
+def enter_stage(c, stage, helo="client.test", sender="a@x.test", rcpt="b@y.test", data=None):
+    """Drive c up to a stage and send that stage's command without reading
+    its reply, so that the stage's hooks run while the test looks on:
+    nothing at connect (the banner is not read); EHLO at helo; MAIL; RCPT;
+    at data, DATA (354) and then data, the message as it goes on the wire
+    (dot-stuffed and ended by the caller)."""
+    if stage == "connect":
+        return
+    c.banner().expect(220)
+    if stage == "helo":
+        c.send(f"EHLO {helo}\r\n")
+        return
+    c.ehlo(helo)
+    if stage == "mail":
+        c.send(f"MAIL FROM:<{sender}>\r\n")
+        return
+    c.cmd(f"MAIL FROM:<{sender}>").expect(250)
+    if stage == "rcpt":
+        c.send(f"RCPT TO:<{rcpt}>\r\n")
+        return
+    c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+    c.cmd("DATA").expect(354)
+    c.send(data)
+
+
 def start_txn(c, sender="a@x.test", rcpt="b@y.test", greet=True):
     if greet:
         c.greet()
-    c.cmd(f"MAIL FROM:<{sender}>").expect(250)
-    c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+    c.envelope(sender, rcpt)
 
 
 def assert_delivered(recorder, body, rcpts=("b@y.test",), n=1):

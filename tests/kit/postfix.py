@@ -5,6 +5,9 @@
         [m] = pf.wait_messages(1)           # what Postfix delivered, read back
         m.sender, m.recipients, m.data      # envelope and the exact bytes
 
+    _postfix, postfix = postfix_fixtures()  # in a test module: one instance for
+                                            # the module, settled for each test
+
 The instance runs from its own directory tree under a temp dir (config_directory,
 queue_directory, data_directory, its log file); nothing in /etc/postfix or
 /var/spool/postfix is read or touched, and no system Postfix has to exist: only the
@@ -667,6 +670,55 @@ class Dovecot:
                 pass
         return out
 
+
+
+# -- pytest glue: one instance per test module ---------------------------------
+
+
+def settle(postfix, timeout=15):
+    """Let an earlier test's mail leave Postfix's queue, then set every
+    delivery so far aside: the next wait_messages() sees only new ones."""
+    deadline = time.monotonic() + timeout
+    while not postfix.queue_empty() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    postfix.new_messages()
+
+
+def postfix_fixtures(name="postfix", **options):
+    """The two pytest fixtures a test module needs to run against a Postfix,
+    for its top level:
+
+        _postfix, postfix = postfix_fixtures(sasl=True)
+
+    "_NAME" (module scope) starts Postfix(**options) once for the module and
+    stops it after. "NAME" (each test) hands over that instance settled (see
+    settle()), with pf.since(): its log since the test began. When the test
+    fails, that log (and Dovecot's, with sasl) goes to stderr. Another NAME
+    gives a second pair in the same module: postfix_fixtures("tls_postfix",
+    tls=...) makes _tls_postfix and tls_postfix."""
+    import sys
+
+    import pytest
+
+    @pytest.fixture(scope="module", name="_" + name)
+    def instance():
+        with Postfix(**options) as pf:
+            yield pf
+
+    @pytest.fixture(name=name)
+    def per_test(request):
+        pf = request.getfixturevalue("_" + name)
+        settle(pf)
+        start = len(pf.log())
+        pf.since = lambda: pf.log()[start:]
+        yield pf
+        rep = getattr(request.node, "rep_call", None)  # conftest.py records it
+        if rep is not None and rep.failed:
+            sys.stderr.write("\n----- postfix log -----\n%s\n" % pf.since()[-6000:])
+            if pf.dovecot is not None:
+                sys.stderr.write("\n----- dovecot log -----\n%s\n" % pf.dovecot.log()[-3000:])
+
+    return instance, per_test
 
 if __name__ == "__main__":
     # Manual use: /usr/bin/python3 tests/kit/postfix.py  -> prints the port, runs

@@ -10,7 +10,9 @@ fixes) and parses replies strictly: every line must be "NNN-text" or
     c.cmd("MAIL FROM:<a@x>").expect(250)
     c.send(b"RCPT TO:<b@x>\\r\\nDATA\\r\\n")
     c.replies(2)
+    c.envelope("a@x", "b@x", "c@x")   # MAIL, then RCPT for each, each one 250
     c.closed(timeout=5)          # True when the server hung up
+    c.reset()                    # or: close with a TCP RST
 """
 
 import re
@@ -84,6 +86,12 @@ class RawClient:
         except OSError:
             pass
 
+    def reset(self):
+        """Close with a TCP RST (SO_LINGER 0) instead of a FIN: the server
+        sees the client gone at once, as when a client crashes."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.close()
+
     def send(self, data):
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -154,6 +162,14 @@ class RawClient:
         """Banner (220) then EHLO (250); returns the EHLO reply."""
         self.banner().expect(220)
         return self.ehlo(name)
+
+    def envelope(self, sender="a@x.test", *rcpts):
+        """MAIL FROM:<sender>, then RCPT TO:<r> for each recipient (default
+        b@y.test), one command at a time, each answered 250. The addresses
+        go on the wire as given; "" is the null sender."""
+        self.cmd(f"MAIL FROM:<{sender}>").expect(250)
+        for r in rcpts or ("b@y.test",):
+            self.cmd(f"RCPT TO:<{r}>").expect(250)
 
     def message(self, body):
         """DATA (354), the body bytes as given (must end the data itself),

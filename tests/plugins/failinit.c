@@ -18,7 +18,7 @@ static const char *const failinit_keys[] = {
 };
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "failinit",
     .version = "1.0",
     .keys = failinit_keys,

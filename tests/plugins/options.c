@@ -38,7 +38,7 @@ static const char *const options_keys[] = {
 };
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "options",
     .version = "1.0",
     .keys = options_keys,

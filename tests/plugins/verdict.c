@@ -118,7 +118,7 @@ static void vd_reset(void *, struct pc_call *);
 static void vd_close(void *, struct pc_call *);
 
 const struct pc_plugin portcullis_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "verdict",
     .version = "1.0",
     .keys = vd_keys,

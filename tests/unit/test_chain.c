@@ -19,7 +19,6 @@
 #include "chain.h"
 #include "log.h"
 #include "replies.h"
-#include "session.h"
 
 /* What a fake instance does when asked. */
 struct fake {
@@ -88,7 +87,7 @@ fake_hook(void *inst, struct pc_call *call, struct pc_verdict *v)
 }
 
 static const struct pc_plugin fake_plugin = {
-    .abi = PC_PLUGIN_ABI,
+    PC_PLUGIN_ABI_INIT,
     .name = "fake",
     .mail = fake_hook,
     .rcpt = fake_hook,
@@ -98,12 +97,11 @@ static const struct pc_plugin fake_plugin = {
 static struct fake fakes[3];
 static struct chain chain;
 static struct pc_instance inst[3];
-static struct config cfg;
-static struct server srv;
-static struct session *sess;
+static struct chain_view view;
+static struct chain_session *cs;
 
 static void
-on_done(struct session *s, const struct chain_result *r)
+on_done(void *arg, const struct chain_result *r)
 {
 	last = *r;
 	ndone++;
@@ -120,11 +118,9 @@ setup(void **state)
 	memset(&last, 0, sizeof(last));
 	ndone = 0;
 	base = event_base_new();
-	config_defaults(&cfg);
-	snprintf(cfg.hostname, sizeof(cfg.hostname), "mx.test");
-	memset(&srv, 0, sizeof(srv));
-	srv.cfg = &cfg;
-	srv.base = base;
+	memset(&view, 0, sizeof(view));
+	view.id = "TESTSESS01";
+	view.hostname = "mx.test";
 	chain_host_init(&chain.host, base, NULL);
 	chain.f = inst;
 	chain.n = 3;
@@ -137,19 +133,16 @@ setup(void **state)
 		inst[i].timeout_ms = 200;
 		fakes[i].host = &chain.host;
 	}
-	sess = calloc(1, sizeof(*sess));
-	sess->srv = &srv;
-	sess->cfg = &cfg;
-	snprintf(sess->id, sizeof(sess->id), "TESTSESS01");
-	assert_int_equal(chain_session_init(&chain, &sess->cs, sess), 0);
+	cs = calloc(1, sizeof(*cs));
+	assert_int_equal(chain_session_init(&chain, cs, &view), 0);
 	return 0;
 }
 
 static int
 teardown(void **state)
 {
-	chain_session_end(&chain, sess);
-	free(sess);
+	chain_session_end(cs);
+	free(cs);
 	event_base_free(base);
 	return 0;
 }
@@ -158,7 +151,7 @@ teardown(void **state)
 static void
 run(void)
 {
-	chain_run(&chain, sess, PC_STAGE_MAIL, NULL, on_done);
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
 	for (int i = 0; i < 100 && ndone == 0; i++)
 		event_base_loop(base, EVLOOP_ONCE);
 	assert_int_equal(ndone, 1);
@@ -185,7 +178,7 @@ test_first_decides(void **state)
 	assert_string_equal(last.reply, "550 5.7.1 Rejected by policy");
 	assert_int_equal(fakes[0].calls, 1);
 	assert_int_equal(fakes[2].calls, 0);
-	assert_string_equal(sess->cs.trail, "b:reject@mail");
+	assert_string_equal(cs->trail, "b:reject@mail");
 }
 
 static void
@@ -212,7 +205,8 @@ test_accept_ends_stage(void **state)
 	/* ... for this stage only: the next stage asks everyone again. */
 	ndone = 0;
 	fakes[0].action = PC_CONTINUE;
-	chain_run(&chain, sess, PC_STAGE_RCPT, "x@y", on_done);
+	view.arg = "x@y";
+	chain_run(cs, PC_STAGE_RCPT, on_done, NULL);
 	assert_int_equal(ndone, 1);
 	assert_int_equal(last.action, PC_REJECT);
 	assert_int_equal(fakes[1].calls, 1);
@@ -227,7 +221,7 @@ test_observe(void **state)
 	run();
 	assert_int_equal(last.action, PC_DROP);
 	assert_string_equal(last.by, "b");
-	assert_string_equal(sess->cs.trail, "a:observe-reject@mail,b:drop@mail");
+	assert_string_equal(cs->trail, "a:observe-reject@mail,b:drop@mail");
 }
 
 static void
@@ -238,7 +232,7 @@ test_on_error_tempfail(void **state)
 	run();
 	assert_int_equal(last.action, PC_TEMPFAIL);
 	assert_true(last.failed);
-	assert_string_equal(last.reply, R_FILTER_ERROR_TEMPFAIL);
+	assert_string_equal(last.reply, "451 4.3.0 Temporary filter failure, try again later");
 	assert_int_equal(fakes[1].calls, 0);
 }
 
@@ -249,7 +243,7 @@ test_on_error_reject(void **state)
 	fakes[0].action = 99;
 	run();
 	assert_int_equal(last.action, PC_REJECT);
-	assert_string_equal(last.reply, R_FILTER_ERROR_REJECT);
+	assert_string_equal(last.reply, "550 5.3.0 Refused after a filter failure");
 	assert_string_equal(last.by, "a");
 }
 
@@ -263,7 +257,7 @@ test_on_error_accept(void **state)
 	run();
 	assert_int_equal(last.action, PC_REJECT);
 	assert_string_equal(last.by, "c");
-	assert_string_equal(sess->cs.trail, "a:error@mail,c:reject@mail");
+	assert_string_equal(cs->trail, "a:error@mail,c:reject@mail");
 }
 
 static void
@@ -274,7 +268,7 @@ test_pending_resumes(void **state)
 	fakes[1].pending_ms = 10;
 	fakes[1].action = PC_REJECT;
 	fakes[1].reply = "553 5.1.8 bad sender";
-	chain_run(&chain, sess, PC_STAGE_MAIL, NULL, on_done);
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
 	assert_int_equal(ndone, 0); /* waiting, and the loop is free */
 	for (int i = 0; i < 100 && ndone == 0; i++)
 		event_base_loop(base, EVLOOP_ONCE);
@@ -290,7 +284,7 @@ test_inline_resume(void **state)
 {
 	fakes[0].inline_resume = 1;
 	fakes[0].action = PC_TEMPFAIL;
-	chain_run(&chain, sess, PC_STAGE_MAIL, NULL, on_done);
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
 	assert_int_equal(ndone, 1);
 	assert_int_equal(last.action, PC_TEMPFAIL);
 }
@@ -335,8 +329,8 @@ test_cancel(void **state)
 {
 	fakes[1].pending_ms = 50;
 	fakes[1].action = PC_REJECT;
-	chain_run(&chain, sess, PC_STAGE_MAIL, NULL, on_done);
-	chain_cancel(sess);
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
+	chain_cancel(cs);
 	assert_int_equal(fakes[1].cancels, 1);
 	/* The timer the plugin freed in cancel never fires; done never comes. */
 	for (int i = 0; i < 5; i++)
@@ -348,16 +342,102 @@ static void
 test_skips_missing_hooks(void **state)
 {
 	static const struct pc_plugin mail_only = {
-	    .abi = PC_PLUGIN_ABI, .name = "mailonly", .mail = fake_hook};
+	    PC_PLUGIN_ABI_INIT, .name = "mailonly", .mail = fake_hook};
 
 	inst[1].pl = &mail_only;
 	fakes[1].action = PC_REJECT;
-	chain_run(&chain, sess, PC_STAGE_RCPT, "x@y", on_done);
+	view.arg = "x@y";
+	chain_run(cs, PC_STAGE_RCPT, on_done, NULL);
 	assert_int_equal(ndone, 1);
 	assert_int_equal(last.action, PC_CONTINUE);
 	assert_int_equal(fakes[1].calls, 0);
 	assert_int_equal(fakes[0].calls, 1);
 	assert_int_equal(fakes[2].calls, 1);
+}
+
+/* ABI 2 fields: the address split, trusted, the client name, the cipher */
+static void
+test_split_fields(void **state)
+{
+	const struct pc_host *h = &chain.host;
+	struct pc_call *call = &cs->call;
+	const char *local;
+
+	view.sender = "Joe.Bloggs@Example.COM";
+	view.arg = "\"a@b\"@X.Org";
+	view.client_name = "mail.example.com";
+	view.tls_cipher = "TLS_AES_256_GCM_SHA384";
+	chain_run(cs, PC_STAGE_RCPT, on_done, NULL);
+	call->in_stage = 1; /* as while a hook runs */
+	assert_string_equal(h->get(call, PC_SENDER_LOCAL), "Joe.Bloggs");
+	assert_string_equal(h->get(call, PC_SENDER_DOMAIN), "example.com");
+	local = h->get(call, PC_RCPT_LOCAL);
+	assert_string_equal(local, "\"a@b\"");
+	assert_string_equal(h->get(call, PC_RCPT_DOMAIN), "x.org");
+	for (int i = 0; i < 100; i++)
+		assert_ptr_equal(h->get(call, PC_RCPT_LOCAL), local);
+	assert_string_equal(h->get(call, PC_CLIENT_NAME), "mail.example.com");
+	assert_string_equal(h->get(call, PC_TLS_CIPHER), "TLS_AES_256_GCM_SHA384");
+	assert_null(h->get(call, PC_CLIENT_TRUSTED));
+	view.trusted = 1;
+	assert_string_equal(h->get(call, PC_CLIENT_TRUSTED), "1");
+	view.sender = "";
+	assert_string_equal(h->get(call, PC_SENDER_LOCAL), "");
+	assert_null(h->get(call, PC_SENDER_DOMAIN));
+	call->stage = PC_STAGE_MAIL; /* the recipient is only there at RCPT */
+	assert_null(h->get(call, PC_RCPT_DOMAIN));
+	call->in_stage = 0;
+}
+
+/* Scores: the session's carry into each transaction; the transaction's go */
+static void
+test_scores_session_and_tx(void **state)
+{
+	const struct pc_host *h = &chain.host;
+	struct pc_call *call = &cs->call;
+	const char *sym;
+	double pts;
+	char buf[128];
+
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
+	call->stage = PC_STAGE_CONNECT;
+	call->in_stage = 1;
+	assert_int_equal(h->add_score(call, "NO_PTR", 1.5, "no PTR record"), 0);
+	assert_true(h->score(call) == 1.5);
+	chain_tx_begin(cs);
+	call->stage = PC_STAGE_RCPT;
+	assert_int_equal(h->add_score(call, "RBL", 3, NULL), 0);
+	assert_int_equal(h->add_score(call, "bad symbol", 3, NULL), -1);
+	assert_true(h->score(call) == 4.5);
+	assert_int_equal(h->score_at(call, 1, &sym, &pts, NULL), 0);
+	assert_string_equal(sym, "RBL");
+	chain_score_summary(cs, buf, sizeof(buf));
+	assert_string_equal(buf, "score=4.5 symbols=NO_PTR(1.5),RBL(3)");
+	call->in_stage = 0;
+	assert_int_equal(h->add_score(call, "LATE", 1, NULL), -1); /* not in a stage */
+	chain_tx_end(cs);
+	assert_true(h->score(call) == 1.5); /* the session's again */
+	chain_tx_begin(cs);
+	assert_true(h->score(call) == 1.5);
+	assert_int_equal(h->score_at(call, 1, &sym, &pts, NULL), -1);
+	chain_tx_end(cs);
+}
+
+/* Message and envelope changes: at DATA only */
+static void
+test_changes_only_at_data(void **state)
+{
+	const struct pc_host *h = &chain.host;
+	struct pc_call *call = &cs->call;
+
+	chain_run(cs, PC_STAGE_MAIL, on_done, NULL);
+	call->in_stage = 1;
+	assert_int_equal(h->add_rcpt(call, "x@example.com", NULL), -1);
+	assert_int_equal(h->change_sender(call, "x@example.com", NULL), -1);
+	assert_int_equal(h->insert_header(call, 0, "X-A", "1"), -1);
+	assert_int_equal(h->body_replace_begin(call), -1);
+	call->in_stage = 0;
+	assert_null(chain_envelope(cs)->sender);
 }
 
 int
@@ -379,6 +459,9 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_pending_without_register, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_skips_missing_hooks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_split_fields, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scores_session_and_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_changes_only_at_data, setup, teardown),
 	};
 	log_init(CONFIG_LOG_STDERR, 0);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,7 +48,7 @@ sink_emit(void *arg, const char *bytes, size_t len)
 
 /* What one run produced. */
 struct run {
-	int rc; /* PC_DONE, or PC_AGAIN when all input went in without the end */
+	int rc; /* PC_OK, or PC_AGAIN when all input went in without the end */
 	size_t consumed; /* bytes of the input that belonged to the message */
 	struct sink out;
 	unsigned errors;
@@ -71,7 +71,7 @@ run_free(struct run *r)
 
 /*
  * Feed in pieces: cuts[] are the positions where a feed ends (ascending, the
- * last one is len). Stops at the first PC_DONE.
+ * last one is len). Stops at the first PC_OK.
  */
 static void
 run_pieces(const struct params *p, const char *in, size_t len, const size_t *cuts, size_t ncuts,
@@ -89,10 +89,10 @@ run_pieces(const struct params *p, const char *in, size_t len, const size_t *cut
 		size_t n = cuts[i] - pos, used = (size_t)-1;
 		int rc = dataread_feed(d, in + pos, n, &used);
 
-		if (rc == PC_DONE) {
+		if (rc == PC_OK) {
 			if (used > n)
-				fail_msg("PC_DONE with consumed %zu > fed %zu", used, n);
-			r->rc = PC_DONE;
+				fail_msg("PC_OK with consumed %zu > fed %zu", used, n);
+			r->rc = PC_OK;
 			r->consumed = pos + used;
 			break;
 		}
@@ -286,7 +286,7 @@ check_case(enum dataread_mode mode, size_t max_size, size_t max_line, const char
 
 /*
  * msg is a whole message, ending with its terminator: append a pipelined
- * command, and expect PC_DONE with exactly msg consumed.
+ * command, and expect PC_OK with exactly msg consumed.
  */
 #define NEXT_CMD "QUIT\r\n"
 
@@ -300,7 +300,7 @@ check_msg(enum dataread_mode mode, size_t max_size, size_t max_line, const char 
 	assert_non_null(in);
 	memcpy(in, msg, len);
 	memcpy(in + len, NEXT_CMD, sizeof(NEXT_CMD) - 1);
-	e2.rc = PC_DONE;
+	e2.rc = PC_OK;
 	e2.consumed = len;
 	check_case(mode, max_size, max_line, in, len + sizeof(NEXT_CMD) - 1, &e2, whole);
 	free(in);
@@ -318,10 +318,10 @@ test_clean(void **state)
 
 	(void)state;
 	check_case(DATAREAD_REJECT, 0, 0, S(in),
-	    EXPECT(.rc = PC_DONE, .consumed = 23, OUT("Subject: x\r\n\r\nbody\r\n"), SIZE(20)), &r);
+	    EXPECT(.rc = PC_OK, .consumed = 23, OUT("Subject: x\r\n\r\nbody\r\n"), SIZE(20)), &r);
 	run_free(&r);
 	check_case(DATAREAD_NORMALIZE, 0, 0, S(in),
-	    EXPECT(.rc = PC_DONE, .consumed = 23, OUT("Subject: x\r\n\r\nbody\r\n"), SIZE(20)), &r);
+	    EXPECT(.rc = PC_OK, .consumed = 23, OUT("Subject: x\r\n\r\nbody\r\n"), SIZE(20)), &r);
 	run_free(&r);
 	/* generous limits change nothing */
 	check_msg(DATAREAD_REJECT, 1000, 100, S(in), e, &r);
@@ -338,7 +338,7 @@ test_empty_message(void **state)
 
 	(void)state;
 	check_case(DATAREAD_REJECT, 0, 0, S(".\r\n"),
-	    EXPECT(.rc = PC_DONE, .consumed = 3, OUT(""), SIZE(0)), &r);
+	    EXPECT(.rc = PC_OK, .consumed = 3, OUT(""), SIZE(0)), &r);
 	run_free(&r);
 	check_msg(DATAREAD_REJECT, 0, 0, S(".\r\n"), e, &r);
 	assert_int_equal(r.out.len, 0);
@@ -360,11 +360,11 @@ test_pipelined_after_end(void **state)
 	(void)state;
 	for (m = DATAREAD_REJECT; m <= DATAREAD_NORMALIZE; m++) {
 		check_case(m, 0, 0, S(in),
-		    EXPECT(.rc = PC_DONE, .consumed = 6, OUT("a\r\n"), SIZE(3)), &r);
+		    EXPECT(.rc = PC_OK, .consumed = 6, OUT("a\r\n"), SIZE(3)), &r);
 		run_free(&r);
 		/* the whole next message pipelined after the end */
 		check_case(m, 0, 0, S("b\r\n..c\r\n.\r\nd\r\n.\r\n"),
-		    EXPECT(.rc = PC_DONE, .consumed = 11, OUT("b\r\n..c\r\n"), SIZE(7)), &r);
+		    EXPECT(.rc = PC_OK, .consumed = 11, OUT("b\r\n..c\r\n"), SIZE(7)), &r);
 		run_free(&r);
 	}
 }
@@ -602,7 +602,7 @@ test_smuggling_packets(void **state)
 
 	(void)state;
 	run_pieces(&p, S(in), cuts, 3, &r);
-	assert_int_equal(r.rc, PC_DONE);
+	assert_int_equal(r.rc, PC_OK);
 	assert_int_equal(r.consumed, sizeof(in) - 1);
 	assert_int_equal(r.errors, DATAREAD_EBARE_LF);
 	check_out_prefix(&r, "hello", 5);
@@ -821,7 +821,7 @@ test_max_size(void **state)
 		big[i] = (i % 100 == 98) ? '\r' : (i % 100 == 99) ? '\n' : 'x';
 	memcpy(big + n, ".\r\nQUIT\r\n", 9);
 	run_whole(&(struct params){DATAREAD_REJECT, 1000, 0}, big, n + 9, &r);
-	assert_int_equal(r.rc, PC_DONE);
+	assert_int_equal(r.rc, PC_OK);
 	assert_int_equal(r.consumed, n + 3);
 	assert_int_equal(r.errors, DATAREAD_ETOOBIG);
 	check_out_prefix(&r, big, 1000);
@@ -868,7 +868,7 @@ test_max_line(void **state)
 	memset(big, 'z', n);
 	memcpy(big + n, "\r\n.\r\nQUIT\r\n", 11);
 	run_whole(&(struct params){DATAREAD_REJECT, 0, 998}, big, n + 11, &r);
-	assert_int_equal(r.rc, PC_DONE);
+	assert_int_equal(r.rc, PC_OK);
 	assert_int_equal(r.consumed, n + 5);
 	assert_int_equal(r.errors, DATAREAD_ELONGLINE);
 	check_out_prefix(&r, big, 998);
@@ -1004,7 +1004,7 @@ test_random_model(void **state)
 
 		/* NORMALIZE: exactly the model */
 		run_whole(&pn, in, len, &r);
-		if (r.rc != PC_DONE || r.consumed != end || r.out.len != wlen ||
+		if (r.rc != PC_OK || r.consumed != end || r.out.len != wlen ||
 		    (wlen > 0 && memcmp(r.out.buf, want, wlen) != 0) || r.errors != 0 ||
 		    r.bare_lf != lf || r.bare_cr != cr || r.nul != nul) {
 			char a[256], b[256], c[256];
@@ -1027,7 +1027,7 @@ test_random_model(void **state)
 
 		/* REJECT: the same end and counts; the bad bits; a prefix of the model */
 		run_whole(&pr, in, len, &r);
-		if (r.rc != PC_DONE || r.consumed != end || r.errors != bad || r.bare_lf != lf ||
+		if (r.rc != PC_OK || r.consumed != end || r.errors != bad || r.bare_lf != lf ||
 		    r.bare_cr != cr || r.nul != nul) {
 			char a[256];
 			printable(a, sizeof(a), in, len);
@@ -1064,7 +1064,7 @@ test_zero_feed(void **state)
 	assert_int_equal(dataread_feed(&d, "ab\r\n", 4, &used), PC_AGAIN);
 	assert_int_equal(dataread_feed(&d, "", 0, &used), PC_AGAIN);
 	used = 77;
-	assert_int_equal(dataread_feed(&d, ".\r\nX", 4, &used), PC_DONE);
+	assert_int_equal(dataread_feed(&d, ".\r\nX", 4, &used), PC_OK);
 	assert_int_equal(used, 3);
 	assert_int_equal(out.len, 4);
 	assert_memory_equal(out.buf, "ab\r\n", 4);

@@ -5,7 +5,7 @@
  * Every header is followed by SMTP bytes and fed as every prefix of the
  * whole, each in a heap block of exactly that size (so ASan sees any read
  * past it): a valid header must give PC_AGAIN until it is complete, then
- * PC_DONE with the same consumed count and result however much SMTP follows;
+ * PC_OK with the same consumed count and result however much SMTP follows;
  * a malformed one must give PC_AGAIN exactly while its bytes can still begin
  * a header, then PC_ERROR with the expected reason.
  */
@@ -111,7 +111,7 @@ check_result(const struct proxyproto *pp, const struct want *w)
 
 /*
  * check_valid - hdr is one complete valid header. Feed every prefix of hdr
- * followed by tail: PC_AGAIN before the end of the header, then PC_DONE
+ * followed by tail: PC_AGAIN before the end of the header, then PC_OK
  * consuming exactly hlen bytes. *out and *consumed must not be written until
  * then, nor *why ever.
  */
@@ -144,8 +144,8 @@ check_valid_tail(const unsigned char *hdr, size_t hlen, const unsigned char *tai
 			assert_memory_equal(&pp, &blank, sizeof(pp));
 			continue;
 		}
-		if (rc != PC_DONE)
-			fail_msg("%zu bytes (header %zu): rc %d, want PC_DONE", k, hlen, rc);
+		if (rc != PC_OK)
+			fail_msg("%zu bytes (header %zu): rc %d, want PC_OK", k, hlen, rc);
 		assert_int_equal(consumed, hlen);
 		check_result(&pp, w);
 	}
@@ -790,7 +790,7 @@ rng(void)
 
 /*
  * check_consistent - feed every prefix of in: the answers must be PC_AGAIN
- * for a while, then all PC_DONE with one consumed count, or all PC_ERROR;
+ * for a while, then all PC_OK with one consumed count, or all PC_ERROR;
  * PC_AGAIN never beyond the longest header.
  */
 static void
@@ -811,10 +811,10 @@ check_consistent(const unsigned char *in, size_t len)
 		case PC_AGAIN:
 			assert_true(k < PROXYPROTO_V2_MAX);
 			break;
-		case PC_DONE:
+		case PC_OK:
 			assert_true(consumed >= 1 && consumed <= k);
 			assert_true(consumed <= PROXYPROTO_V2_MAX);
-			if (settled == PC_DONE)
+			if (settled == PC_OK)
 				assert_int_equal(consumed, first);
 			first = consumed;
 			assert_true(pp.version == 1 || pp.version == 2);

@@ -107,7 +107,7 @@ reply_feed_all(struct smtp_reply *r, const char *const *lines, size_t n)
 	smtp_reply_init(r);
 	for (i = 0; i < n; i++) {
 		int rc = reply_feed(r, lines[i]);
-		int want = i + 1 < n ? PC_AGAIN : PC_DONE;
+		int want = i + 1 < n ? PC_AGAIN : PC_OK;
 		if (rc != want)
 			fail_msg("reply line %zu \"%s\": got %d, want %d", i, lines[i], rc, want);
 	}
@@ -625,7 +625,7 @@ test_reply_single(void **state)
 
 	(void)state;
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "250 2.1.0 Ok"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "250 2.1.0 Ok"), PC_OK);
 	assert_int_equal(r.code, 250);
 	assert_int_equal(r.nlines, 1);
 	assert_int_equal(r.text_len, 9);
@@ -634,19 +634,19 @@ test_reply_single(void **state)
 	assert_null(smtp_reply_line(&r, 1, &len));
 
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "554 5.7.1 <x@y>: Relay access denied"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "554 5.7.1 <x@y>: Relay access denied"), PC_OK);
 	assert_int_equal(r.code, 554);
 	check_reply_line(&r, 0, "5.7.1 <x@y>: Relay access denied");
 
 	/* the bounds of the range */
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "200 x"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "200 x"), PC_OK);
 	assert_int_equal(r.code, 200);
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "599 x"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "599 x"), PC_OK);
 	assert_int_equal(r.code, 599);
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "421 4.4.2 bye"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "421 4.4.2 bye"), PC_OK);
 	assert_int_equal(r.code, 421);
 }
 
@@ -658,7 +658,7 @@ test_reply_code_only(void **state)
 	(void)state;
 	/* RFC 5321 §4.2: the text is optional; "250" alone is a reply */
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "250"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "250"), PC_OK);
 	assert_int_equal(r.code, 250);
 	assert_int_equal(r.nlines, 1);
 	assert_int_equal(r.text_len, 1);
@@ -667,13 +667,13 @@ test_reply_code_only(void **state)
 
 	/* "250 " (separator, empty text) is the same */
 	smtp_reply_init(&r);
-	assert_int_equal(reply_feed(&r, "250 "), PC_DONE);
+	assert_int_equal(reply_feed(&r, "250 "), PC_OK);
 	check_reply_line(&r, 0, "");
 
 	/* an empty continuation line */
 	smtp_reply_init(&r);
 	assert_int_equal(reply_feed(&r, "250-"), PC_AGAIN);
-	assert_int_equal(reply_feed(&r, "250 done"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "250 done"), PC_OK);
 	assert_int_equal(r.nlines, 2);
 	check_reply_line(&r, 0, "");
 	check_reply_line(&r, 1, "done");
@@ -692,7 +692,7 @@ test_reply_multi(void **state)
 	assert_int_equal(r.nlines, 1);
 	assert_int_equal(reply_feed(&r, "250-b"), PC_AGAIN);
 	assert_int_equal(r.nlines, 2);
-	assert_int_equal(reply_feed(&r, "250 c"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "250 c"), PC_OK);
 	assert_int_equal(r.code, 250);
 	assert_int_equal(r.nlines, 3);
 	assert_int_equal(r.text_len, 6);
@@ -708,7 +708,7 @@ test_reply_multi(void **state)
 	smtp_reply_init(&r);
 	assert_int_equal(reply_feed(&r, "550-5.1.1 The email account that you tried"), PC_AGAIN);
 	assert_int_equal(reply_feed(&r, "550-5.1.1 "), PC_AGAIN);
-	assert_int_equal(reply_feed(&r, "550 5.1.1 does not exist"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "550 5.1.1 does not exist"), PC_OK);
 	assert_int_equal(r.code, 550);
 	check_reply_line(&r, 0, "5.1.1 The email account that you tried");
 	check_reply_line(&r, 1, "5.1.1 ");
@@ -718,7 +718,7 @@ test_reply_multi(void **state)
 	smtp_reply_init(&r);
 	assert_int_equal(r.nlines, 0);
 	assert_int_equal(r.text_len, 0);
-	assert_int_equal(reply_feed(&r, "354 go"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "354 go"), PC_OK);
 	assert_int_equal(r.nlines, 1);
 	assert_int_equal(r.code, 354);
 	check_reply_line(&r, 0, "go");
@@ -823,7 +823,7 @@ test_reply_long_line(void **state)
 	memcpy(line, "250 ", 4);
 	memset(line + 4, 'x', 900);
 	smtp_reply_init(&r);
-	assert_int_equal(smtp_reply_feed(&r, line, 904), PC_DONE);
+	assert_int_equal(smtp_reply_feed(&r, line, 904), PC_OK);
 	assert_int_equal(r.text_len, 901);
 	{
 		size_t len;
@@ -874,7 +874,7 @@ test_reply_too_many_lines(void **state)
 	smtp_reply_init(&r);
 	for (i = 0; i + 1 < SMTP_REPLY_LINES_MAX; i++)
 		assert_int_equal(reply_feed(&r, "250-x"), PC_AGAIN);
-	assert_int_equal(reply_feed(&r, "250 x"), PC_DONE);
+	assert_int_equal(reply_feed(&r, "250 x"), PC_OK);
 	assert_int_equal(r.nlines, SMTP_REPLY_LINES_MAX);
 	check_reply_line(&r, SMTP_REPLY_LINES_MAX - 1, "x");
 

@@ -1,0 +1,337 @@
+/*
+ * data.c - DATA: our own 354, the message read through the framer
+ * (dataread.c) into the spool, the end-of-DATA stage, and the message sent
+ * to the backend, or refused with RSET so the backend never sees a partial
+ * one (DESIGN.md §2).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "replies.h"
+#include "session.h"
+
+static void data_emit(void *arg, const char *bytes, size_t len);
+static const struct reply *tx_index(struct session *s);
+static void on_data_refused(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_data_go(void *arg, enum backend_result res, const struct smtp_reply *r);
+static int data_emit_message(struct session *s, struct evbuffer *out);
+static void on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r);
+
+/* line_has_cr - does the line of len octets before the LF end in CR? */
+int
+line_has_cr(struct evbuffer *in, size_t len)
+{
+	struct evbuffer_ptr p;
+	char c;
+
+	if (len == 0 || evbuffer_ptr_set(in, &p, len - 1, EVBUFFER_PTR_SET) != 0 ||
+	    evbuffer_copyout_from(in, &p, &c, 1) != 1)
+		return 0;
+	return c == '\r';
+}
+
+/* session_data_input - feed the message to the framer; PC_AGAIN: need more */
+int
+session_data_input(struct session *s)
+{
+	struct evbuffer *in = s->client->in;
+	struct evbuffer_iovec vec[8];
+	int n, i;
+
+	while (evbuffer_get_length(in) > 0) {
+		n = evbuffer_peek(in, -1, NULL, vec, 8);
+		if (n > 8)
+			n = 8;
+		for (i = 0; i < n; i++) {
+			size_t used;
+			int r =
+			    dataread_feed(&s->tx.framer, vec[i].iov_base, vec[i].iov_len, &used);
+			evbuffer_drain(in, used);
+			if (r == PC_OK) {
+				evtimer_del(s->timer);
+				data_end(s);
+				return PC_OK;
+			}
+		}
+	}
+	if (s->eof) {
+		log_info(s->id, "client=%s disconnected in the middle of DATA", s->peer);
+		tx_end(s, "aborted", "client disconnected in DATA");
+		session_close(s, NULL);
+		return PC_AGAIN;
+	}
+	return PC_AGAIN;
+}
+
+/* ---- DATA ---- */
+
+/* data_refusal - why DATA would not get our 354; NULL if it would */
+const struct reply *
+data_refusal(const struct session *s)
+{
+	if (s->cmd.arg_len != 0)
+		return R_NO_ARGS;
+	if (!s->tx.active)
+		return R_NEED_MAIL;
+	/* RFC 5321 §3.3: 554 when every recipient was refused. */
+	if (s->tx.nrcpt + s->tx.nrcpt_dropped == 0)
+		return s->tx.rcpt_tried ? R_NO_VALID_RCPT : R_NEED_RCPT;
+	return NULL;
+}
+
+int
+check_data(struct session *s)
+{
+	const struct reply *refuse = data_refusal(s);
+
+	if (refuse != NULL) {
+		session_say(s, refuse);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+/* data_emit - the framer's output goes to the spool */
+static void
+data_emit(void *arg, const char *bytes, size_t len)
+{
+	struct session *s = arg;
+
+	spool_write(&s->tx.spool, bytes, len);
+}
+
+/* proceed_data - our own 354: the message is read before the backend sees DATA */
+void
+proceed_data(struct session *s)
+{
+	struct config *cfg = s->cfg;
+	struct transaction *tx = &s->tx;
+
+	if (spool_open(&tx->spool, cfg->spool_memory, cfg->spool_dir) != 0) {
+		log_err(tx->id, "out of memory opening the spool");
+		session_say(s, R_LOCAL_ERROR);
+		session_done(s);
+		return;
+	}
+	tx->spool_open = 1;
+	dataread_init(&tx->framer,
+	    cfg->bare_lf == CONFIG_BARE_LF_NORMALIZE ? DATAREAD_NORMALIZE : DATAREAD_REJECT,
+	    cfg->max_message_size, cfg->max_data_line_length, data_emit, s);
+	session_say(s, R_DATA_GO);
+	s->state = SESSION_DATA;
+	evtimer_del(s->timer);
+	session_arm(s, cfg->data_timeout_ms);
+	session_done(s);
+}
+
+/* data_end - the client sent CR LF "." CR LF: the end-of-DATA stage */
+void
+data_end(struct session *s)
+{
+	s->busy = 1;
+	s->state = SESSION_COMMAND;
+	session_run(s, command_event(HOOK_DATA));
+}
+
+/* check_data_end - is the message fit for the hooks and the backend?
+ * If not, it is refused (PC_AGAIN: data_refuse answers) */
+int
+check_data_end(struct session *s)
+{
+	struct transaction *tx = &s->tx;
+	struct dataread *d = &tx->framer;
+	const struct reply *refuse = NULL;
+
+	tx->size = d->size;
+	if (d->errors & DATAREAD_ETOOBIG)
+		refuse = R_TOO_BIG;
+	else if (d->errors & DATAREAD_ENUL)
+		refuse = R_NUL_IN_MESSAGE;
+	else if (d->errors & (DATAREAD_EBARE_LF | DATAREAD_EBARE_CR))
+		refuse = R_BAD_LINE_ENDS;
+	else if (d->errors & DATAREAD_ELONGLINE)
+		refuse = R_LONG_DATA_LINE;
+	else if (tx->spool.failed)
+		refuse = R_LOCAL_ERROR;
+
+	if (refuse == NULL)
+		refuse = tx_index(s); /* the header section is too big, or no memory */
+	if (d->bare_lf || d->bare_cr || d->nul)
+		log_info(tx->id, "message had bare_lf=%lu bare_cr=%lu nul=%lu (%s)", d->bare_lf,
+		    d->bare_cr, d->nul, d->errors ? "refused" : "normalized");
+	if (refuse != NULL) {
+		if (tx->spool.failed)
+			log_err(tx->id, "spool write failed: %s", strerror(tx->spool.err));
+		data_refuse_r(s, refuse, "rejected");
+		return PC_AGAIN;
+	}
+	if (tx->dropped || tx->nrcpt == 0) {
+		/* Dropped at MAIL, or every recipient was: 250, deliver nothing. */
+		if (tx->by == NULL && tx->rcpt_drop_by != NULL) {
+			tx->by = tx->rcpt_drop_by;
+			tx->stage = "rcpt";
+		}
+		data_refuse_r(s, R_DROP_DATA, "dropped");
+		return PC_AGAIN;
+	}
+	return PC_OK;
+}
+
+/*
+ * tx_index - index the header section at the end of DATA, for filters and
+ * the log. Filters and the backend must agree on where the headers end, so
+ * a section that does not end within max_header_size is refused (552 5.3.4,
+ * like Postfix's header_size_limit) rather than half indexed. Most sections
+ * fit the first read; it doubles until the section ends. NULL, or the reply.
+ */
+static const struct reply *
+tx_index(struct session *s)
+{
+	struct transaction *tx = &s->tx;
+	size_t max = s->cfg->max_header_size, want = 8192;
+
+	for (;;) {
+		size_t n = tx->spool.size < want ? tx->spool.size : want;
+		char *buf = malloc(n + 1);
+		ssize_t got;
+		int r;
+
+		if (buf == NULL || (got = spool_pread(&tx->spool, 0, buf, n)) != (ssize_t)n) {
+			free(buf);
+			log_err(tx->id, "cannot read the spool to index the headers");
+			return R_LOCAL_ERROR;
+		}
+		message_free(&tx->msg);
+		r = message_parse(&tx->msg, buf, n, n == tx->spool.size);
+		free(buf);
+		if (r != 0) {
+			message_free(&tx->msg);
+			log_err(tx->id, "out of memory indexing the headers");
+			return R_LOCAL_ERROR;
+		}
+		if (!tx->msg.truncated) {
+			tx->msg_parsed = 1;
+			return NULL;
+		}
+		if (n >= max) {
+			log_info(tx->id, "header section over max_header_size (%zu octets)", max);
+			message_free(&tx->msg);
+			return R_HEADERS_TOO_BIG;
+		}
+		want = want * 2 < max ? want * 2 : max;
+	}
+}
+
+/*
+ * data_refuse - the message is not delivered: reply (a refusal, or a drop's
+ * 250) once the backend has forgotten MAIL and RCPT, if it had them.
+ */
+void
+data_refuse(struct session *s, const char *reply, const char *status)
+{
+	snprintf(s->refusal, sizeof(s->refusal), "%s", reply);
+	s->refusal_status = status;
+	if (s->tx.forwarded && !s->be.dead) {
+		backend_command(&s->be, "RSET", 4, s->cfg->backend_timeout_ms, on_data_refused);
+		return;
+	}
+	session_reply(s, "%s", s->refusal);
+	tx_end(s, status, s->refusal);
+	session_done(s);
+}
+
+/* data_refuse_r - data_refuse with one of our own replies */
+void
+data_refuse_r(struct session *s, const struct reply *r, const char *status)
+{
+	char line[600];
+
+	data_refuse(s, reply_line(r, s->cfg->hostname, line, sizeof(line)), status);
+}
+
+static void
+on_data_refused(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_reply(s, "%s", s->refusal);
+	tx_end(s, s->refusal_status, s->refusal);
+	session_done(s);
+}
+
+void
+data_proceed(struct session *s)
+{
+	backend_command(&s->be, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);
+}
+
+static void
+on_data_go(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+	if (!session_backend_ok(s, res, r, "345"))
+		return;
+	if (r->code / 100 != 3) {
+		char text[SMTP_REPLY_LINE_MAX + 8];
+		session_relay(s, r);
+		reply_text(r, text, sizeof(text));
+		tx_end(s, r->code / 100 == 4 ? "tempfail" : "rejected", text);
+		session_done(s);
+		return;
+	}
+	if (r->code != 354 || data_emit_message(s, backend_output(&s->be)) != 0) {
+		session_backend_ok(s, BACKEND_LOST, NULL, "");
+		return;
+	}
+	backend_data_end(&s->be, on_data_final);
+}
+
+/* data_emit_message - after the backend's 354: the header fields filters
+ * added, the message less the fields they removed. Header lines never
+ * start with ".": nothing to stuff; the spool holds the rest stuffed. */
+static int
+data_emit_message(struct session *s, struct evbuffer *out)
+{
+	struct transaction *tx = &s->tx;
+	struct spool *sp = &tx->spool;
+
+	if (out == NULL)
+		return PC_ERROR;
+	if (s->cs.added != NULL && evbuffer_add_buffer(out, s->cs.added) != 0)
+		return PC_ERROR;
+	if (!s->cs.edited)
+		return spool_move(sp, out);
+	const struct message *m = &tx->msg;
+	for (size_t i = 0; i < m->nh; i++) {
+		if (!m->h[i].removed && spool_copy(sp, m->h[i].off, m->h[i].len, out) != 0)
+			return PC_ERROR;
+	}
+	/* The rest: the blank line (if any) and the body. */
+	size_t rest = m->nh > 0 ? m->h[m->nh - 1].off + m->h[m->nh - 1].len : 0;
+	return spool_copy(sp, rest, sp->size - rest, out);
+}
+
+static void
+on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+	char reply[SMTP_REPLY_LINE_MAX + 8];
+
+	if (!session_backend_ok(s, res, r, "245"))
+		return;
+	session_relay(s, r);
+	reply_text(r, reply, sizeof(reply));
+	tx_end(s,
+	    r->code / 100 == 2       ? "sent"
+	        : r->code / 100 == 4 ? "tempfail"
+	                             : "rejected",
+	    reply);
+	session_done(s);
+}

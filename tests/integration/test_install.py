@@ -1,0 +1,182 @@
+"""make install's developer files: a plugin built out of the tree.
+
+make install DESTDIR=<tmp> PREFIX=/usr/local puts the public headers and
+portcullis.pc under <tmp>; a plugin is then compiled in a directory of its
+own with nothing but what pkg-config says (PKG_CONFIG_SYSROOT_DIR=<tmp>), and
+the installed daemon loads it with -t. The install reuses the build the
+suite runs (the directory of $PORTCULLIS): nothing is rebuilt.
+"""
+
+import glob
+import os
+import subprocess
+
+import pytest
+
+from kit.proxy import REPO, binary_path, config_text
+
+PREFIX = "/usr/local"
+
+# A complete plugin, as an author outside the tree would write it: it needs
+# <portcullis/plugin.h> and libevent (a timer on the host's base), nothing
+# else. init says it ran, so the test knows the host called it.
+PLUGIN_C = r"""
+#include <stdio.h>
+
+#include <event2/event.h>
+#include <portcullis/plugin.h>
+
+static const char *const devkit_keys[] = {"greeting", NULL};
+
+static int
+devkit_init(struct pc_init *in, void **instance)
+{
+	const char *greeting = "none";
+
+	for (const struct pc_option *o = in->options; o != NULL; o = o->next)
+		greeting = o->value;
+	in->host->log(in->self, NULL, PC_LOG_INFO, "devkit: loaded %s, greeting %s, libevent %s",
+	    in->name, greeting, event_get_version());
+	*instance = NULL;
+	return 0;
+}
+
+const struct pc_plugin portcullis_plugin = {
+	PC_PLUGIN_ABI_INIT,
+	.name = "devkit",
+	.version = "1.0",
+	.keys = devkit_keys,
+	.init = devkit_init,
+};
+"""
+
+
+def _clean_env(**extra):
+    """The environment without what could leak the tree in: an outer make's
+    flags (its BUILD, its jobserver) and the compiler's include paths."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CPATH", "C_INCLUDE_PATH",
+                        "PKG_CONFIG_PATH", "PKG_CONFIG_SYSROOT_DIR", "PKG_CONFIG_LIBDIR")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """make install into a fresh DESTDIR; returns the DESTDIR."""
+    dest = str(tmp_path_factory.mktemp("destdir"))
+    build = os.path.dirname(binary_path())
+    p = subprocess.run(
+        ["make", "-C", REPO, "--no-print-directory", "install", f"BUILD={build}",
+         f"DESTDIR={dest}", f"PREFIX={PREFIX}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=_clean_env(), timeout=300,
+    )
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, out
+    # Installing must not have compiled anything: the suite's build is used.
+    assert " -c -o " not in out and " -shared " not in out, out
+    return dest
+
+
+def _pkg_config(dest, *args):
+    env = _clean_env(PKG_CONFIG_PATH=f"{dest}{PREFIX}/lib/pkgconfig", PKG_CONFIG_SYSROOT_DIR=dest)
+    p = subprocess.run(["pkg-config", *args, "portcullis"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env, timeout=20)
+    out = p.stdout.decode().strip()
+    assert p.returncode == 0, out
+    return out
+
+
+def test_headers_installed(installed):
+    tree = sorted(os.path.basename(h) for h in glob.glob(os.path.join(REPO, "include/portcullis/*.h")))
+    inst = f"{installed}{PREFIX}/include/portcullis"
+    assert "plugin.h" in tree
+    assert sorted(os.listdir(inst)) == tree
+    for name in tree:
+        with open(os.path.join(REPO, "include/portcullis", name), "rb") as a, \
+                open(os.path.join(inst, name), "rb") as b:
+            assert a.read() == b.read(), name
+
+
+def test_pc_version_and_plugindir(installed):
+    p = subprocess.run([f"{installed}{PREFIX}/sbin/portcullis", "-V"], stdout=subprocess.PIPE, timeout=20)
+    assert p.returncode == 0
+    assert p.stdout.decode().split() == ["portcullis", _pkg_config(installed, "--modversion")]
+    plugindir = _pkg_config(installed, "--variable=plugindir")
+    assert plugindir == f"{installed}{PREFIX}/lib/portcullis/plugins"
+    assert os.path.exists(os.path.join(plugindir, "access.so"))
+    assert "libevent" in _pkg_config(installed, "--print-requires")
+
+
+def test_plugin_builds_out_of_tree_and_loads(installed, tmp_path):
+    cflags = _pkg_config(installed, "--cflags").split()
+    libs = _pkg_config(installed, "--libs").split()
+    assert f"-I{installed}{PREFIX}/include" in cflags, cflags
+    assert not any(REPO in f for f in cflags + libs), (cflags, libs)
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "devkit.c").write_text(PLUGIN_C)
+    p = subprocess.run(
+        ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *cflags, "-fPIC", "-shared",
+         "-MD", "-MF", "devkit.d", "-o", "devkit.so", "devkit.c", *libs],
+        cwd=str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_clean_env(), timeout=60,
+    )
+    assert p.returncode == 0, p.stdout.decode()
+    # The header came from the install, not from the tree.
+    deps = (src / "devkit.d").read_text()
+    assert f"{installed}{PREFIX}/include/portcullis/plugin.h" in deps, deps
+    assert REPO not in deps, deps
+
+    # Loaded by path = and, copied into plugindir, by name.
+    plugindir = _pkg_config(installed, "--variable=plugindir")
+    subprocess.run(["install", "-m", "755", str(src / "devkit.so"), plugindir], check=True)
+    conf = tmp_path / "portcullis.conf"
+    conf.write_text(
+        config_text({"listen": "127.0.0.1:2525", "backend": "127.0.0.1:10025",
+                     "hostname": "mx.test", "plugin_dir": plugindir})
+        + f"\n[plugin devkit]\npath = {src / 'devkit.so'}\ngreeting = hello\n"
+        + "\n[devkit again]\n"
+    )
+    p = subprocess.run([f"{installed}{PREFIX}/sbin/portcullis", "-t", "-c", str(conf)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=20)
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, out
+    assert "devkit: loaded devkit, greeting hello, libevent 2." in out, out
+    assert "devkit: loaded again, greeting none, libevent 2." in out, out
+    assert "configuration OK" in out, out
+    assert "AddressSanitizer" not in out and "runtime error" not in out, out
+
+
+def _guide_block(lang, after):
+    """The first ```lang block after the text `after` in doc/plugins.md."""
+    with open(os.path.join(REPO, "doc", "plugins.md")) as f:
+        text = f.read()
+    i = text.index(after)
+    start = text.index(f"```{lang}\n", i) + len(lang) + 4
+    return text[start:text.index("```", start)]
+
+
+def test_guide_example_builds_and_filters(installed, tmp_path, recorder, proxy, client):
+    """doc/plugins.md's nospam.c, built with the guide's own cc command
+    against the install, refuses what it says it refuses."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "nospam.c").write_text(_guide_block("c", "A whole plugin, `nospam.c`"))
+    commands = _guide_block("sh", "Build it, install it where the daemon looks")
+    cc = commands.split("\ninstall ")[0].replace("\\\n", " ")
+    assert cc.startswith("cc ") and "pkg-config --cflags portcullis" in cc, cc
+    env = _clean_env(PKG_CONFIG_PATH=f"{installed}{PREFIX}/lib/pkgconfig", PKG_CONFIG_SYSROOT_DIR=installed)
+    p = subprocess.run(["sh", "-c", cc], cwd=str(src), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=env, timeout=60)
+    out = p.stdout.decode()
+    assert p.returncode == 0 and out == "", out  # no warnings either
+
+    px = proxy(sections=[("plugin nospam", {"path": str(src / "nospam.so"), "domain": "spam.example"})])
+    c = client(px)
+    c.greet()
+    assert c.cmd("MAIL FROM:<x@spam.example>").first == "550 5.7.1 Not from there"
+    c.cmd("MAIL FROM:<x@ham.example>").expect(250)
+    c.cmd("QUIT").expect(221)
