@@ -3,7 +3,9 @@
  *
  * Exports portcullis_plugin, and to the other files of lua.so lh_now_ms,
  * lh_current, lh_state_of, lh_wait_start, lh_wait_done, lh_charge,
- * lh_key_reserved and lh_log. Each [lua NAME] section loads its script
+ * lh_key_reserved and lh_log. The section keys the host reads are one
+ * table (lh_keys[]), parsed with the daemon's option parsers
+ * (host->opt_size, host->opt_time). Each [lua NAME] section loads its script
  * into a Lua state of its own; every hook call runs in a coroutine of
  * that state. A helper that waits (DNS, sleep) yields the coroutine and
  * the event loop goes on; its callback resumes it. A count hook enforces
@@ -14,7 +16,6 @@
  * and limits. SIGHUP builds a new state; sessions keep the one they
  * started with.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +27,15 @@
 
 #include "luahost.h"
 
-/* The count hook runs every LH_COUNT_EVERY instructions; after LH_SLICE
- * instructions without a wait, a hook call yields to the event loop (about
- * a millisecond of work). */
+/* The count hook runs every LH_COUNT_EVERY instructions. instruction_slice:
+ * after that many instructions without a wait, a hook call yields to the
+ * event loop, so that one busy script cannot starve the other sessions
+ * (the default is about a millisecond of work). Less than LH_COUNT_EVERY
+ * cannot be told apart; over LH_MAX_SLICE the stall limit (LH_STALL_MS)
+ * yields first anyway, so a bigger number would only pretend. */
 #define LH_COUNT_EVERY 1000
-#define LH_SLICE 200000
+#define LH_DEFAULT_SLICE 200000UL
+#define LH_MAX_SLICE 100000000UL
 
 /* Inside a metamethod, an iterator or a callback from C a script cannot be
  * made to yield; if it runs that long without a chance to, it is stopped,
@@ -101,6 +106,9 @@ static void lh_script_error(struct lh_run *run, const char *what);
 static int lh_apply(lua_State *L);
 static int lh_traceback(lua_State *L);
 static void lh_arm_deadline(struct lh_run *run);
+struct lh_key;
+static int lh_key_set(struct lh_instance *in, struct pc_init *init, const struct lh_key *k,
+    const struct pc_option *o);
 
 /* lh_now_ms - a monotonic clock for deadlines */
 uint64_t
@@ -204,7 +212,7 @@ lh_count_hook(lua_State *L, lua_Debug *ar)
 		}
 		lh_stop(L, run);
 	}
-	if (run->count >= LH_SLICE && lua_isyieldable(L)) {
+	if (run->count >= st->in->instruction_slice && lua_isyieldable(L)) {
 		run->count = 0;
 		st->preempted = 1;
 		lua_yield(L, 0);
@@ -264,7 +272,8 @@ lh_charge(lua_State *L, unsigned long steps, int can_yield)
 			return 1; /* the host sees killed and never resumes */
 		return lh_stop(L, run);
 	}
-	if (yieldable && (run->count >= LH_SLICE || now >= run->slice_start_ms + LH_STALL_MS)) {
+	if (yieldable &&
+	    (run->count >= st->in->instruction_slice || now >= run->slice_start_ms + LH_STALL_MS)) {
 		run->count = 0;
 		st->preempted = 1;
 		return 1;
@@ -469,53 +478,68 @@ lh_state_unref(struct lh_state *st)
 
 /* ---- the plugin ---- */
 
-static const char *const lh_keys_reserved[] = {
-    "script", "memory_limit", "hook_timeout", "pattern_budget", "kv_max_memory"};
+/* The section keys the host reads (the script's `config` never sees them),
+ * with their bounds. kv_max_memory and kv_max_entries bound the store
+ * every section shares (kv.c says how). */
+enum lh_key_kind {
+	LH_KEY_PATH,
+	LH_KEY_SIZE, /* host->opt_size: octets, or a count ("200k" too) */
+	LH_KEY_TIME, /* host->opt_time: milliseconds */
+};
 
-/* parse_size - 64M and friends (the host's own parser is not ours to call) */
+struct lh_key {
+	const char *name;
+	enum lh_key_kind kind;
+	size_t off; /* of the uint64_t in struct lh_instance; 0 for script */
+	unsigned long long min, max; /* max 0: none */
+	const char *expect; /* for messages */
+};
+
+#define LH_OFF(field) offsetof(struct lh_instance, field)
+
+static const struct lh_key lh_keys[] = {
+    {"script", LH_KEY_PATH, 0, 0, 0, "a file"},
+    {"memory_limit", LH_KEY_SIZE, LH_OFF(mem_limit), 1024 * 1024, 0,
+        "a size of at least 1M (e.g. 64M)"},
+    {"hook_timeout", LH_KEY_TIME, LH_OFF(hook_timeout_ms), 1, 0, "a time (e.g. 500ms, 5s), not 0"},
+    {"pattern_budget", LH_KEY_SIZE, LH_OFF(pattern_budget), LH_MIN_PATTERN_BUDGET, 0,
+        "a number of steps of at least 1000"},
+    {"instruction_slice", LH_KEY_SIZE, LH_OFF(instruction_slice), LH_COUNT_EVERY, LH_MAX_SLICE,
+        "a number of instructions from 1000 to 100000000"},
+    {"kv_max_memory", LH_KEY_SIZE, LH_OFF(kv_max_memory), LH_KV_MIN_MEMORY, 0,
+        "a size of at least 64K"},
+    {"kv_max_entries", LH_KEY_SIZE, LH_OFF(kv_max_entries), 1, LH_KV_MAX_ENTRIES,
+        "a number of entries from 1 to 10000000"},
+};
+
+#define LH_NKEYS (sizeof(lh_keys) / sizeof(lh_keys[0]))
+
+/* lh_key_set - one key of the section into in; 0, or -1 with init->err */
 static int
-parse_size(const char *s, size_t *out)
+lh_key_set(
+    struct lh_instance *in, struct pc_init *init, const struct lh_key *k, const struct pc_option *o)
 {
-	char *end;
+	const struct pc_host *host = init->host;
 	unsigned long long v;
+	int r;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || end == s || strchr(s, '-') != NULL)
+	if (k->kind == LH_KEY_PATH) {
+		free(in->script);
+		if ((in->script = strdup(o->value)) != NULL)
+			return 0;
+		snprintf(init->err, init->errlen, "out of memory");
 		return -1;
-	if (*end == 'k' || *end == 'K')
-		v *= 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		v *= 1024 * 1024, end++;
-	else if (*end == 'g' || *end == 'G')
-		v *= 1024ULL * 1024 * 1024, end++;
-	if (*end != '\0')
+	}
+	r = k->kind == LH_KEY_TIME ? host->opt_time(o->value, &v, NULL, 0)
+	                           : host->opt_size(o->value, &v, NULL, 0);
+	if (r != 0 || v < k->min || (k->max != 0 && v > k->max)) {
+		snprintf(init->err, init->errlen, "%s: bad value \"%s\": expected %s", k->name,
+		    o->value, k->expect);
+		init->err_line = o->line;
 		return -1;
-	*out = (size_t)v;
+	}
+	*(uint64_t *)((char *)in + k->off) = v;
 	return 0;
-}
-
-/* parse_ms - 500ms, 5s, 1m */
-static int
-parse_ms(const char *s, uint64_t *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || end == s || v <= 0)
-		return -1;
-	if (strcmp(end, "ms") == 0)
-		;
-	else if (*end == '\0' || strcmp(end, "s") == 0)
-		v *= 1000;
-	else if (strcmp(end, "m") == 0)
-		v *= 60000;
-	else
-		return -1;
-	*out = (uint64_t)v;
-	return *out > 0 ? 0 : -1;
 }
 
 static int
@@ -534,47 +558,16 @@ lh_init(struct pc_init *init, void **instance)
 	in->mem_limit = LH_DEFAULT_MEM;
 	in->hook_timeout_ms = LH_DEFAULT_TIMEOUT_MS;
 	in->pattern_budget = LH_DEFAULT_PATTERN_BUDGET;
-	in->name = strdup(init->name);
+	in->instruction_slice = LH_DEFAULT_SLICE;
+	if ((in->name = strdup(init->name)) == NULL) {
+		snprintf(init->err, init->errlen, "out of memory");
+		goto fail;
+	}
 	for (o = init->options; o != NULL; o = o->next) {
-		if (strcmp(o->key, "script") == 0) {
-			free(in->script);
-			in->script = strdup(o->value);
-		} else if (strcmp(o->key, "memory_limit") == 0) {
-			if (parse_size(o->value, &in->mem_limit) != 0 ||
-			    in->mem_limit < 1024 * 1024) {
-				snprintf(init->err, init->errlen,
-				    "memory_limit: bad value \"%s\": expected a size of at least 1M",
-				    o->value);
-				init->err_line = o->line;
+		for (size_t i = 0; i < LH_NKEYS; i++) {
+			if (strcmp(o->key, lh_keys[i].name) == 0 &&
+			    lh_key_set(in, init, &lh_keys[i], o) != 0)
 				goto fail;
-			}
-		} else if (strcmp(o->key, "pattern_budget") == 0) {
-			size_t n;
-			if (parse_size(o->value, &n) != 0 || n < LH_MIN_PATTERN_BUDGET) {
-				snprintf(init->err, init->errlen,
-				    "pattern_budget: bad value \"%s\": expected a number of steps of "
-				    "at least %lu",
-				    o->value, LH_MIN_PATTERN_BUDGET);
-				init->err_line = o->line;
-				goto fail;
-			}
-			in->pattern_budget = n;
-		} else if (strcmp(o->key, "kv_max_memory") == 0) {
-			if (lh_kv_parse_limit(o->value, &in->kv_max_memory) != 0) {
-				snprintf(init->err, init->errlen,
-				    "kv_max_memory: bad value \"%s\": expected a size of at least 64K",
-				    o->value);
-				init->err_line = o->line;
-				goto fail;
-			}
-		} else if (strcmp(o->key, "hook_timeout") == 0) {
-			if (parse_ms(o->value, &in->hook_timeout_ms) != 0) {
-				snprintf(init->err, init->errlen,
-				    "hook_timeout: bad value \"%s\": expected a time (e.g. 500ms, 5s)",
-				    o->value);
-				init->err_line = o->line;
-				goto fail;
-			}
 		}
 	}
 	if (in->script == NULL) {
@@ -1079,8 +1072,8 @@ const struct pc_plugin portcullis_plugin = {
 int
 lh_key_reserved(const char *key)
 {
-	for (size_t i = 0; i < sizeof(lh_keys_reserved) / sizeof(lh_keys_reserved[0]); i++) {
-		if (strcmp(lh_keys_reserved[i], key) == 0)
+	for (size_t i = 0; i < LH_NKEYS; i++) {
+		if (strcmp(lh_keys[i].name, key) == 0)
 			return 1;
 	}
 	return 0;

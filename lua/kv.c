@@ -2,17 +2,19 @@
  * kv.c - kv.get/set/add/incr/del (DESIGN.md §6): an in-process store of
  * strings, numbers and booleans with an optional time to live.
  *
- * Exports lh_kv_open, lh_kv_parse_limit, lh_kv_attach and lh_kv_detach.
- * The table lives in lua.so itself, not in a Lua state, so every [lua]
- * section shares it and it survives a reload; for the same reason no
- * state's memory_limit covers it. kv_max_memory does: the store counts
- * what its entries take from malloc (keys, values, the entries and the
- * bucket array), and a write that would go over the limit, once expired
- * entries are dropped, fails with nil, "kv store full". Without it a
- * script keyed on client input (one entry per address, per sender) grows
- * the daemon without end. The limit is the largest kv_max_memory of the
- * [lua] sections loaded (sections that do not give it do not count), or
- * 64M.
+ * Exports lh_kv_open, lh_kv_attach and lh_kv_detach. The table lives in
+ * lua.so itself, not in a Lua state, so every [lua] section shares it and
+ * it survives a reload; for the same reason no state's memory_limit
+ * covers it. kv_max_memory does: the store counts what its entries take
+ * from malloc (keys, values, the entries and the bucket array), and a
+ * write that would go over the limit, once expired entries are dropped,
+ * fails with nil, "kv store full". Without it a script keyed on client
+ * input (one entry per address, per sender) grows the daemon without end.
+ * kv_max_entries bounds the number of entries the same way: millions of
+ * tiny entries fit in the memory a few large values take, and cost what
+ * memory does not show (see KV_DEFAULT_ENTRIES). Each limit is the
+ * largest of the [lua] sections loaded (sections that do not give it do
+ * not count), or its default.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +22,21 @@
 
 #include "luahost.h"
 
+/* The longest string value. Not a key: every [lua] section reads the
+ * one store, so a value must fit in the smallest Lua state that may
+ * kv.get it (memory_limit is at least 1M) and be cheap to copy on each
+ * get; kv_max_memory already bounds what all values take together, and
+ * bigger state belongs in a file or Redis, not in a shared cache. */
 #define KV_MAX_VALUE (64 * 1024)
 #define KV_DEFAULT_LIMIT ((size_t)64 * 1024 * 1024)
-#define KV_MIN_LIMIT ((size_t)64 * 1024)
+/* A full store walks every entry to drop the expired ones (at most once
+ * a KV_SWEEP_EVERY_MS, and at each doubling of the table), holding the
+ * event loop meanwhile: about 20 ms for a million entries on a current
+ * x86 server, a second for ten million (LH_KV_MAX_ENTRIES, the largest
+ * value allowed). A million is more than the default 64M holds anyway
+ * (an entry costs 96 octets at least), so the default bites only when
+ * kv_max_memory is raised, which is when it is needed. */
+#define KV_DEFAULT_ENTRIES ((size_t)1000000)
 
 /* A full store sweeps expired entries at most this often (a sweep walks
  * every entry: doing it on each refused write would let a loop of writes
@@ -46,6 +60,7 @@ static struct kv_entry **kv_tab;
 static size_t kv_buckets, kv_count;
 static size_t kv_bytes; /* what the store takes from malloc, all told */
 static size_t kv_limit = KV_DEFAULT_LIMIT;
+static size_t kv_max_entries = KV_DEFAULT_ENTRIES;
 static uint64_t kv_next_expiry; /* no entry expires before this; 0: none has a ttl */
 static uint64_t kv_last_sweep_ms, kv_last_warn_ms;
 static unsigned long kv_refused; /* writes refused since the last warning */
@@ -58,7 +73,8 @@ static void kv_entry_free(struct kv_entry *e);
 static void kv_sweep(uint64_t now);
 static void kv_grow(void);
 static struct kv_entry *kv_find(const char *key, size_t len, struct kv_entry ***slot);
-static int kv_room(size_t need);
+static int kv_fits(size_t need, size_t entries);
+static int kv_room(size_t need, size_t entries);
 static int kv_fail(lua_State *L, const char *what, const char *why);
 static int check_value(lua_State *L, int idx);
 static uint64_t ttl_ms(lua_State *L, int idx);
@@ -200,20 +216,31 @@ kv_find(const char *key, size_t len, struct kv_entry ***slot)
 	return NULL;
 }
 
-/* kv_room - may the store take need more octets? A full store first drops
- * what has expired (at most once a KV_SWEEP_EVERY_MS). */
+/* kv_fits - would need more octets and entries more entries stay within
+ * the limits? (Taking nothing always fits, even over a limit a reload
+ * lowered.) */
 static int
-kv_room(size_t need)
+kv_fits(size_t need, size_t entries)
+{
+	return (need == 0 || kv_bytes + need <= kv_limit) &&
+	    (entries == 0 || kv_count + entries <= kv_max_entries);
+}
+
+/* kv_room - may the store take need more octets and entries more entries?
+ * A full store first drops what has expired (at most once a
+ * KV_SWEEP_EVERY_MS). */
+static int
+kv_room(size_t need, size_t entries)
 {
 	uint64_t now;
 
-	if (kv_bytes + need <= kv_limit)
+	if (kv_fits(need, entries))
 		return 1;
 	now = lh_now_ms();
 	if (kv_next_expiry != 0 && kv_next_expiry <= now &&
 	    now >= kv_last_sweep_ms + KV_SWEEP_EVERY_MS)
 		kv_sweep(now);
-	return kv_bytes + need <= kv_limit;
+	return kv_fits(need, entries);
 }
 
 /* kv_fail - a write the store cannot take: nil, why (not an error, so a
@@ -229,9 +256,10 @@ kv_fail(lua_State *L, const char *what, const char *why)
 	kv_refused++;
 	if (kv_last_warn_ms == 0 || now >= kv_last_warn_ms + KV_WARN_EVERY_MS) {
 		lh_log(st, run != NULL ? run->call : NULL, PC_LOG_WARN,
-		    "%s: %s (%zu entries, %zu of kv_max_memory %zu octets); %lu write(s) "
-		    "refused; the next refusals are logged in %d s",
-		    what, why, kv_count, kv_bytes, kv_limit, kv_refused, KV_WARN_EVERY_MS / 1000);
+		    "%s: %s (%zu of kv_max_entries %zu entries, %zu of kv_max_memory %zu octets); "
+		    "%lu write(s) refused; the next refusals are logged in %d s",
+		    what, why, kv_count, kv_max_entries, kv_bytes, kv_limit, kv_refused,
+		    KV_WARN_EVERY_MS / 1000);
 		kv_last_warn_ms = now;
 		kv_refused = 0;
 	}
@@ -332,11 +360,11 @@ kv_store(lua_State *L, int replace)
 	}
 	old = e != NULL ? kv_entry_cost(e) : 0;
 	need = kv_cost(sizeof(*e) + len + 1) + (s != NULL ? kv_cost(slen + 1) : 0);
-	if (need > old && kv_bytes + (need - old) > kv_limit) {
-		if (!kv_room(need - old))
+	if (!kv_fits(need > old ? need - old : 0, e == NULL)) {
+		if (!kv_room(need > old ? need - old : 0, e == NULL))
 			return kv_fail(L, what, "kv store full");
 		/* The sweep may have dropped e, if it expired just now. */
-		if (e != NULL && (e = kv_find(key, len, NULL)) == NULL && !kv_room(need))
+		if (e != NULL && (e = kv_find(key, len, NULL)) == NULL && !kv_room(need, 1))
 			return kv_fail(L, what, "kv store full");
 	}
 	if (s != NULL && (copy = malloc(slen + 1)) == NULL)
@@ -391,7 +419,7 @@ kv_incr(lua_State *L)
 	struct kv_entry *e = kv_find(key, len, NULL);
 
 	if (e == NULL) {
-		if (!kv_room(kv_cost(sizeof(*e) + len + 1)))
+		if (!kv_room(kv_cost(sizeof(*e) + len + 1), 1))
 			return kv_fail(L, "kv.incr", "kv store full");
 		if ((e = kv_insert(key, len)) == NULL)
 			return kv_fail(L, "kv.incr", "out of memory");
@@ -425,43 +453,25 @@ kv_del(lua_State *L)
 	return 1;
 }
 
-/* lh_kv_parse_limit - a kv_max_memory value: 0, or -1 when it is bad */
-int
-lh_kv_parse_limit(const char *s, size_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned long long unit = 1;
-
-	if (end == s || *s == '-')
-		return -1;
-	if (*end == 'k' || *end == 'K')
-		unit = 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		unit = 1024 * 1024, end++;
-	else if (*end == 'g' || *end == 'G')
-		unit = 1024ULL * 1024 * 1024, end++;
-	if (*end != '\0' || v > SIZE_MAX / unit || v * unit < KV_MIN_LIMIT)
-		return -1;
-	*out = (size_t)(v * unit);
-	return 0;
-}
-
-/* kv_relimit - the largest kv_max_memory of the loaded sections */
+/* kv_relimit - the largest kv_max_memory and kv_max_entries of the loaded
+ * sections */
 static void
 kv_relimit(void)
 {
-	size_t limit = 0;
+	uint64_t limit = 0, entries = 0;
 
 	for (struct lh_instance *in = kv_users; in != NULL; in = in->kv_next) {
 		if (in->kv_max_memory > limit)
 			limit = in->kv_max_memory;
+		if (in->kv_max_entries > entries)
+			entries = in->kv_max_entries;
 	}
-	kv_limit = limit != 0 ? limit : KV_DEFAULT_LIMIT;
+	kv_limit = limit != 0 ? (size_t)limit : KV_DEFAULT_LIMIT;
+	kv_max_entries = entries != 0 ? (size_t)entries : KV_DEFAULT_ENTRIES;
 }
 
-/* lh_kv_attach - a section is loaded: its kv_max_memory counts. During a
- * reload the old sections count until they are gone. */
+/* lh_kv_attach - a section is loaded: its kv_max_memory and kv_max_entries
+ * count. During a reload the old sections count until they are gone. */
 void
 lh_kv_attach(struct lh_instance *in)
 {

@@ -32,16 +32,18 @@ enum lh_hook {
 
 struct lh_run;
 
-/* One [lua NAME] section. */
+/* One [lua NAME] section. The numbers are its keys (host.c lh_keys[]). */
 struct lh_instance {
 	const struct pc_host *host;
 	struct pc_instance *self;
 	char *name;
 	char *script; /* path */
-	size_t mem_limit;
+	uint64_t mem_limit; /* memory_limit, octets */
 	uint64_t hook_timeout_ms;
-	unsigned long pattern_budget; /* steps per pattern call */
-	size_t kv_max_memory; /* 0: the section did not say */
+	uint64_t pattern_budget; /* steps per pattern call */
+	uint64_t instruction_slice; /* instructions before a forced yield */
+	uint64_t kv_max_memory; /* 0: the section did not say */
+	uint64_t kv_max_entries; /* 0: the section did not say */
 	struct lh_instance *kv_next; /* kv.c's list of loaded sections */
 	const struct pc_option *options; /* the section's keys, for `config` */
 	struct lh_state *cur; /* what new sessions use */
@@ -149,9 +151,10 @@ void lh_session_closed(lua_State *L, struct lh_session *ls);
 /* dns.c */
 void lh_dns_open(lua_State *L);
 
-/* kv.c */
+/* kv.c: the bounds of kv_max_memory and kv_max_entries (see kv.c) */
+#define LH_KV_MIN_MEMORY (64u * 1024)
+#define LH_KV_MAX_ENTRIES 10000000u
 void lh_kv_open(lua_State *L);
-int lh_kv_parse_limit(const char *s, size_t *out);
 void lh_kv_attach(struct lh_instance *in);
 void lh_kv_detach(struct lh_instance *in);
 

@@ -23,6 +23,7 @@
 
 #include "chain.h"
 #include "log.h"
+#include "options.h"
 #include "replies.h"
 #include "smtp_parse.h"
 
@@ -87,6 +88,14 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	host->add_header = host_add_header;
 	host->remove_header = host_remove_header;
 	chain_host_abi2(host);
+	host->opt_size = opt_size;
+	host->opt_time = opt_time;
+	host->opt_bool = opt_bool;
+	host->opt_list = opt_list;
+	host->opt_cidr = opt_cidr;
+	host->opt_cidr_match = opt_cidr_match;
+	host->opt_cidr_free = opt_cidr_free;
+	host->opt_file = opt_file;
 }
 
 /* chain_session_init - per-session state; 0 or -1 (out of memory) */

@@ -2,9 +2,11 @@
  * config.c - the configuration file into struct config (see config.h).
  *
  * Exports config_defaults, config_parse, config_load, config_set,
- * config_check, config_free and the value parsers. Pure: no I/O beyond
- * reading the file. Every top-level key is one row of the table below, with
- * the kind of value it takes; sections are kept as key lists for the chain.
+ * config_check, config_free, config_trusted and the value parsers. Pure:
+ * no I/O beyond reading the file. Every top-level key is one row of the
+ * table below, with the kind of value it takes; sizes, times, booleans and
+ * CIDR lists go through options.c, the parsers plugins get too. Sections
+ * are kept as key lists for the chain.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -40,56 +42,62 @@ struct key_def {
 	const char *name;
 	enum key_kind kind;
 	size_t off; /* offset of the field in struct config */
-	size_t size; /* for K_STRING: the buffer size */
+	size_t size; /* K_STRING: the buffer size; K_NETS: the count's offset */
 	uint64_t min; /* for numbers: the smallest value that makes sense */
+	uint64_t max; /* for numbers: the largest that does; 0: no bound */
 };
 
 #define F(field) offsetof(struct config, field)
 
 static const struct key_def keys[] = {
-    {"listen", K_LISTEN, 0, 0, 0},
-    {"backend", K_ADDR, F(backend), 0, 0},
-    {"hostname", K_STRING, F(hostname), CONFIG_HOST_MAX, 0},
-    {"max_message_size", K_SIZE, F(max_message_size), 0, 1},
-    {"max_recipients", K_COUNT, F(max_recipients), 0, 1},
-    {"max_connections", K_COUNT, F(max_connections), 0, 1},
-    {"max_connections_per_ip", K_COUNT, F(max_connections_per_ip), 0, 1},
-    {"max_line_length", K_SIZE, F(max_line_length), 0, 510},
-    {"max_data_line_length", K_SIZE, F(max_data_line_length), 0, 998},
-    {"max_errors", K_COUNT, F(max_errors), 0, 1},
-    {"max_header_size", K_SIZE, F(max_header_size), 0, 1024},
-    {"client_ipv6_prefix", K_COUNT, F(client_ipv6_prefix), 0, 1},
-    {"timeout", K_TIME, F(timeout_ms), 0, 1},
-    {"data_timeout", K_TIME, F(data_timeout_ms), 0, 1},
-    {"backend_connect_timeout", K_TIME, F(backend_connect_timeout_ms), 0, 1},
-    {"backend_timeout", K_TIME, F(backend_timeout_ms), 0, 1},
-    {"backend_data_timeout", K_TIME, F(backend_data_timeout_ms), 0, 1},
-    {"shutdown_timeout", K_TIME, F(shutdown_timeout_ms), 0, 0},
-    {"bare_lf", K_BARE_LF, F(bare_lf), 0, 0},
-    {"spool_memory", K_SIZE, F(spool_memory), 0, 0},
-    {"spool_dir", K_STRING, F(spool_dir), sizeof(((struct config *)0)->spool_dir), 0},
-    {"log", K_LOG, F(log), 0, 0},
-    {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0},
-    {"plugin_dir", K_STRING, F(plugin_dir), sizeof(((struct config *)0)->plugin_dir), 0},
-    {"on_error", K_ON_ERROR, F(on_error), 0, 0},
-    {"dns_server", K_DNS_SERVER, F(dns_server), 0, 0},
-    {"dns_timeout", K_TIME, F(dns_timeout_ms), 0, 100},
-    {"filter_timeout", K_TIME, F(filter_timeout_ms), 0, 1},
-    {"tls_cert", K_STRING, F(tls_cert), sizeof(((struct config *)0)->tls_cert), 0},
-    {"tls_key", K_STRING, F(tls_key), sizeof(((struct config *)0)->tls_key), 0},
-    {"tls_chain", K_STRING, F(tls_chain), sizeof(((struct config *)0)->tls_chain), 0},
-    {"tls_ciphers", K_STRING, F(tls_ciphers), sizeof(((struct config *)0)->tls_ciphers), 0},
-    {"tls_min_protocol", K_TLS_PROTO, F(tls_min_v13), 0, 0},
-    {"tls_required", K_BOOL, F(tls_required), 0, 0},
-    {"auth_plaintext", K_BOOL, F(auth_plaintext), 0, 0},
-    {"proxy_trusted", K_NETS, 0, 0, 0},
-    {"backend_tls", K_BACKEND_TLS, F(backend_tls), 0, 0},
-    {"backend_tls_ca", K_STRING, F(backend_tls_ca), sizeof(((struct config *)0)->backend_tls_ca),
+    {"listen", K_LISTEN, 0, 0, 0, 0},
+    {"backend", K_ADDR, F(backend), 0, 0, 0},
+    {"hostname", K_STRING, F(hostname), CONFIG_HOST_MAX, 0, 0},
+    {"max_message_size", K_SIZE, F(max_message_size), 0, 1, 0},
+    {"max_recipients", K_COUNT, F(max_recipients), 0, 1, 0},
+    {"max_connections", K_COUNT, F(max_connections), 0, 1, 0},
+    {"max_connections_per_ip", K_COUNT, F(max_connections_per_ip), 0, 1, 0},
+    {"max_line_length", K_SIZE, F(max_line_length), 0, 510, 0},
+    {"max_data_line_length", K_SIZE, F(max_data_line_length), 0, 998, 0},
+    {"max_errors", K_COUNT, F(max_errors), 0, 1, 0},
+    {"max_header_size", K_SIZE, F(max_header_size), 0, 1024, 0},
+    {"client_ipv6_prefix", K_COUNT, F(client_ipv6_prefix), 0, 1, 0},
+    /* At least an AUTH line (RFC 4954 §4: 12288 octets) with its CR LF,
+     * and config_check wants a command line to fit; at most 16M a
+     * session, so max_connections sessions cannot take the machine. */
+    {"max_client_buffer", K_SIZE, F(max_client_buffer), 0, 16 * 1024, 16 * 1024 * 1024},
+    {"timeout", K_TIME, F(timeout_ms), 0, 1, 0},
+    {"data_timeout", K_TIME, F(data_timeout_ms), 0, 1, 0},
+    {"backend_connect_timeout", K_TIME, F(backend_connect_timeout_ms), 0, 1, 0},
+    {"backend_timeout", K_TIME, F(backend_timeout_ms), 0, 1, 0},
+    {"backend_data_timeout", K_TIME, F(backend_data_timeout_ms), 0, 1, 0},
+    {"shutdown_timeout", K_TIME, F(shutdown_timeout_ms), 0, 0, 0},
+    {"bare_lf", K_BARE_LF, F(bare_lf), 0, 0, 0},
+    {"spool_memory", K_SIZE, F(spool_memory), 0, 0, 0},
+    {"spool_dir", K_STRING, F(spool_dir), sizeof(((struct config *)0)->spool_dir), 0, 0},
+    {"log", K_LOG, F(log), 0, 0, 0},
+    {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0, 0},
+    {"plugin_dir", K_STRING, F(plugin_dir), sizeof(((struct config *)0)->plugin_dir), 0, 0},
+    {"on_error", K_ON_ERROR, F(on_error), 0, 0, 0},
+    {"dns_server", K_DNS_SERVER, F(dns_server), 0, 0, 0},
+    {"dns_timeout", K_TIME, F(dns_timeout_ms), 0, 100, 0},
+    {"filter_timeout", K_TIME, F(filter_timeout_ms), 0, 1, 0},
+    {"tls_cert", K_STRING, F(tls_cert), sizeof(((struct config *)0)->tls_cert), 0, 0},
+    {"tls_key", K_STRING, F(tls_key), sizeof(((struct config *)0)->tls_key), 0, 0},
+    {"tls_chain", K_STRING, F(tls_chain), sizeof(((struct config *)0)->tls_chain), 0, 0},
+    {"tls_ciphers", K_STRING, F(tls_ciphers), sizeof(((struct config *)0)->tls_ciphers), 0, 0},
+    {"tls_min_protocol", K_TLS_PROTO, F(tls_min_v13), 0, 0, 0},
+    {"tls_required", K_BOOL, F(tls_required), 0, 0, 0},
+    {"auth_plaintext", K_BOOL, F(auth_plaintext), 0, 0, 0},
+    {"proxy_trusted", K_NETS, F(proxy_trusted), F(nproxy_trusted), 0, 0},
+    {"trusted_networks", K_NETS, F(trusted_networks), F(ntrusted_networks), 0, 0},
+    {"backend_tls", K_BACKEND_TLS, F(backend_tls), 0, 0, 0},
+    {"backend_tls_ca", K_STRING, F(backend_tls_ca), sizeof(((struct config *)0)->backend_tls_ca), 0,
         0},
-    {"backend_tls_verify", K_BOOL, F(backend_tls_verify), 0, 0},
-    {"backend_tls_name", K_STRING, F(backend_tls_name), CONFIG_HOST_MAX, 0},
-    {"backend_xclient", K_BOOL, F(backend_xclient), 0, 0},
-    {"client_rdns", K_BOOL, F(client_rdns), 0, 0},
+    {"backend_tls_verify", K_BOOL, F(backend_tls_verify), 0, 0, 0},
+    {"backend_tls_name", K_STRING, F(backend_tls_name), CONFIG_HOST_MAX, 0, 0},
+    {"backend_xclient", K_BOOL, F(backend_xclient), 0, 0, 0},
+    {"client_rdns", K_BOOL, F(client_rdns), 0, 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -98,7 +106,12 @@ static int errf(char *err, size_t errlen, const char *file, int line, const char
     __attribute__((format(printf, 5, 6)));
 static char *trim(char *s);
 static int parse_number(const char *s, uint64_t *out, const char **rest);
-static int set_key(struct config *cfg, const struct key_def *k, const char *value);
+static int set_key(
+    struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen);
+static int set_number(
+    struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen);
+static int set_nets(
+    struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen);
 static int parse_listen(const char *value, struct config_addr *out);
 static int section_add_key(
     struct config_section *sec, const char *key, const char *value, int line);
@@ -121,6 +134,7 @@ config_defaults(struct config *cfg)
 	cfg->max_line_length = 2048;
 	cfg->max_header_size = 256 * 1024;
 	cfg->client_ipv6_prefix = 64;
+	cfg->max_client_buffer = 256 * 1024;
 	cfg->max_data_line_length = 65536;
 	cfg->max_errors = 20;
 	cfg->timeout_ms = 300 * 1000;
@@ -199,35 +213,11 @@ parse_number(const char *s, uint64_t *out, const char **rest)
 int
 config_parse_size(const char *s, uint64_t *out)
 {
-	uint64_t v, mult = 1;
-	const char *rest;
+	unsigned long long v;
 
-	if (parse_number(s, &v, &rest) != 0)
+	if (opt_size(s, &v, NULL, 0) != 0)
 		return -1;
-	switch (*rest) {
-	case '\0':
-		break;
-	case 'k':
-	case 'K':
-		mult = 1024ULL;
-		rest++;
-		break;
-	case 'm':
-	case 'M':
-		mult = 1024ULL * 1024;
-		rest++;
-		break;
-	case 'g':
-	case 'G':
-		mult = 1024ULL * 1024 * 1024;
-		rest++;
-		break;
-	default:
-		return -1;
-	}
-	if (*rest != '\0' || (v != 0 && mult > UINT64_MAX / v))
-		return -1;
-	*out = v * mult;
+	*out = v;
 	return 0;
 }
 
@@ -235,24 +225,11 @@ config_parse_size(const char *s, uint64_t *out)
 int
 config_parse_time(const char *s, uint64_t *ms)
 {
-	uint64_t v, mult;
-	const char *rest;
+	unsigned long long v;
 
-	if (parse_number(s, &v, &rest) != 0)
+	if (opt_time(s, &v, NULL, 0) != 0)
 		return -1;
-	if (strcmp(rest, "ms") == 0)
-		mult = 1;
-	else if (*rest == '\0' || strcmp(rest, "s") == 0)
-		mult = 1000;
-	else if (strcmp(rest, "m") == 0)
-		mult = 60 * 1000;
-	else if (strcmp(rest, "h") == 0)
-		mult = 3600 * 1000;
-	else
-		return -1;
-	if (v != 0 && mult > UINT64_MAX / v)
-		return -1;
-	*ms = v * mult;
+	*ms = v;
 	return 0;
 }
 
@@ -300,15 +277,7 @@ config_parse_addr(const char *s, struct config_addr *out)
 int
 config_parse_bool(const char *s, int *out)
 {
-	if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcasecmp(s, "on") ||
-	    !strcmp(s, "1"))
-		*out = 1;
-	else if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcasecmp(s, "off") ||
-	    !strcmp(s, "0"))
-		*out = 0;
-	else
-		return -1;
-	return 0;
+	return opt_bool(s, out, NULL, 0);
 }
 
 /* parse_listen - "host:port [tls] [proxy_protocol]" */
@@ -334,58 +303,18 @@ parse_listen(const char *value, struct config_addr *out)
 	return 0;
 }
 
-/* config_parse_net - an address, or a network with /bits */
-int
-config_parse_net(const char *s, struct config_net *out)
-{
-	char host[64];
-	const char *slash = strchr(s, '/');
-	size_t hlen = slash ? (size_t)(slash - s) : strlen(s);
-	uint64_t bits;
-	const char *rest;
-
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -1;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, host, out->addr) == 1)
-		out->family = AF_INET;
-	else if (inet_pton(AF_INET6, host, out->addr) == 1)
-		out->family = AF_INET6;
-	else
-		return -1;
-	bits = out->family == AF_INET ? 32 : 128;
-	if (slash != NULL &&
-	    (parse_number(slash + 1, &bits, &rest) != 0 || *rest != '\0' ||
-	        bits > (out->family == AF_INET ? 32u : 128u)))
-		return -1;
-	out->bits = (int)bits;
-	return 0;
-}
-
 /* config_net_match - is the address in one of the networks? */
 int
-config_net_match(const struct config_net *nets, size_t n, const struct sockaddr *sa)
+config_net_match(const struct opt_net *nets, size_t n, const struct sockaddr *sa)
 {
-	const unsigned char *a;
-	int family = sa->sa_family;
+	return opt_nets_match(nets, n, sa);
+}
 
-	if (family == AF_INET)
-		a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
-	else if (family == AF_INET6)
-		a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-	else
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		const struct config_net *net = &nets[i];
-		int full = net->bits / 8, rem = net->bits % 8;
-		if (net->family != family || memcmp(a, net->addr, (size_t)full) != 0)
-			continue;
-		if (rem == 0 || ((a[full] ^ net->addr[full]) & (0xff << (8 - rem))) == 0)
-			return 1;
-	}
-	return 0;
+/* config_trusted - is the client in trusted_networks? */
+int
+config_trusted(const struct config *cfg, const char *ip)
+{
+	return opt_nets_match_ip(cfg->trusted_networks, cfg->ntrusted_networks, ip) == 1;
 }
 
 /* config_key_line - where a key was set */
@@ -414,27 +343,85 @@ config_parse_on_error(const char *s, enum config_on_error *out)
 	return 0;
 }
 
-/* set_key - store one value; returns 0 or a message index via -1/-2 */
+static const char *const kind_help[] = {
+    [K_SIZE] = OPT_HELP_SIZE,
+    [K_COUNT] = "a positive whole number",
+    [K_TIME] = OPT_HELP_TIME,
+    [K_ADDR] = "host:port (IPv6 as [addr]:port)",
+    [K_LISTEN] = "host:port (IPv6 as [addr]:port), then options: tls, proxy_protocol",
+    [K_STRING] = "a shorter string",
+    [K_BARE_LF] = "reject or normalize",
+    [K_LOG] = "stderr or syslog",
+    [K_LOG_LEVEL] = "info or debug",
+    [K_ON_ERROR] = "tempfail, accept or reject",
+    [K_BOOL] = OPT_HELP_BOOL,
+    [K_TLS_PROTO] = "TLSv1.2 or TLSv1.3",
+    [K_NETS] = OPT_HELP_NETS,
+    [K_BACKEND_TLS] = "no, opportunistic or required",
+    [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
+};
+
+/* set_number - a K_SIZE, K_COUNT or K_TIME key, within its bounds; the
+ * message names the bounds that are more than "not zero" */
 static int
-set_key(struct config *cfg, const struct key_def *k, const char *value)
+set_number(struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen)
+{
+	unsigned long long v;
+	int r =
+	    k->kind == K_TIME ? opt_time(value, &v, why, whylen) : opt_size(value, &v, why, whylen);
+
+	if (r == 0 &&
+	    (v < k->min || (k->max != 0 && v > k->max) || (k->kind == K_COUNT && v > UINT32_MAX)))
+		r = -1;
+	if (r == 0) {
+		*(uint64_t *)((char *)cfg + k->off) = v;
+		return 0;
+	}
+	if (k->max != 0)
+		snprintf(why, whylen, "bad value \"%s\": expected %s, from %llu to %llu", value,
+		    kind_help[k->kind], (unsigned long long)k->min, (unsigned long long)k->max);
+	else if (k->min > 1 && k->kind != K_TIME)
+		snprintf(why, whylen, "bad value \"%s\": expected %s, at least %llu", value,
+		    kind_help[k->kind], (unsigned long long)k->min);
+	else
+		snprintf(why, whylen, "bad value \"%s\": expected %s", value, kind_help[k->kind]);
+	return -1;
+}
+
+/* set_nets - a CIDR list: the whole list, each time (the last one wins) */
+static int
+set_nets(struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen)
+{
+	struct opt_net nets[CONFIG_NETS_MAX];
+	size_t n;
+
+	if (opt_nets(value, nets, CONFIG_NETS_MAX, &n, why, whylen) != 0)
+		return -1;
+	memcpy((char *)cfg + k->off, nets, n * sizeof(nets[0]));
+	*(size_t *)((char *)cfg + k->size) = n;
+	return 0;
+}
+
+/* set_key - store one value: 0, -1 with why, or -2 (too many listen) */
+static int
+set_key(struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen)
 {
 	char *base = (char *)cfg;
-	uint64_t v;
 
 	switch (k->kind) {
 	case K_SIZE:
 	case K_COUNT:
-		if (config_parse_size(value, &v) != 0 || v < k->min)
-			return -1;
-		if (k->kind == K_COUNT && v > UINT32_MAX)
-			return -1;
-		*(uint64_t *)(base + k->off) = v;
-		return 0;
 	case K_TIME:
-		if (config_parse_time(value, &v) != 0 || v < k->min)
-			return -1;
-		*(uint64_t *)(base + k->off) = v;
-		return 0;
+		return set_number(cfg, k, value, why, whylen);
+	case K_BOOL:
+		return opt_bool(value, (int *)(base + k->off), why, whylen);
+	case K_NETS:
+		return set_nets(cfg, k, value, why, whylen);
+	default:
+		break;
+	}
+	snprintf(why, whylen, "bad value \"%s\": expected %s", value, kind_help[k->kind]);
+	switch (k->kind) {
 	case K_ADDR:
 		if (config_parse_addr(value, (struct config_addr *)(base + k->off)) != 0)
 			return -1;
@@ -475,8 +462,6 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		return 0;
 	case K_ON_ERROR:
 		return config_parse_on_error(value, &cfg->on_error);
-	case K_BOOL:
-		return config_parse_bool(value, (int *)(base + k->off));
 	case K_TLS_PROTO:
 		if (strcmp(value, "TLSv1.2") == 0)
 			cfg->tls_min_v13 = 0;
@@ -495,22 +480,6 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		else
 			return -1;
 		return 0;
-	case K_NETS: {
-		/* The whole list, each time: the last proxy_trusted wins. */
-		char copy[2048], *save = NULL, *tok;
-		if (strlen(value) >= sizeof(copy))
-			return -1;
-		strcpy(copy, value);
-		cfg->nproxy_trusted = 0;
-		for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
-		     tok = strtok_r(NULL, " \t,", &save)) {
-			if (cfg->nproxy_trusted >= CONFIG_NETS_MAX ||
-			    config_parse_net(tok, &cfg->proxy_trusted[cfg->nproxy_trusted]) != 0)
-				return -1;
-			cfg->nproxy_trusted++;
-		}
-		return 0;
-	}
 	case K_DNS_SERVER: {
 		/* A numeric address, with a port or without (53). */
 		struct config_addr a;
@@ -543,27 +512,11 @@ set_key(struct config *cfg, const struct key_def *k, const char *value)
 		else
 			return -1;
 		return 0;
+	default:
+		break;
 	}
 	return -1;
 }
-
-static const char *const kind_help[] = {
-    [K_SIZE] = "a size (e.g. 10, 64k, 50M, 1G)",
-    [K_COUNT] = "a positive whole number",
-    [K_TIME] = "a time (e.g. 500ms, 30s, 5m, 1h)",
-    [K_ADDR] = "host:port (IPv6 as [addr]:port)",
-    [K_LISTEN] = "host:port (IPv6 as [addr]:port), then options: tls, proxy_protocol",
-    [K_STRING] = "a shorter string",
-    [K_BARE_LF] = "reject or normalize",
-    [K_LOG] = "stderr or syslog",
-    [K_LOG_LEVEL] = "info or debug",
-    [K_ON_ERROR] = "tempfail, accept or reject",
-    [K_BOOL] = "yes or no",
-    [K_TLS_PROTO] = "TLSv1.2 or TLSv1.3",
-    [K_NETS] = "addresses or networks (e.g. 127.0.0.1/32 ::1 10.0.0.0/8), at most 64",
-    [K_BACKEND_TLS] = "no, opportunistic or required",
-    [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
-};
 
 /* config_set - set one top-level key */
 int
@@ -571,6 +524,7 @@ config_set(
     struct config *cfg, const char *key, const char *value, int line, char *err, size_t errlen)
 {
 	const char *file = line > 0 ? cfg->file : NULL;
+	char why[CONFIG_ERR_MAX];
 
 	for (size_t i = 0; i < NKEYS; i++) {
 		const struct key_def *k = &keys[i];
@@ -580,7 +534,7 @@ config_set(
 			continue;
 		if (*value == '\0')
 			return errf(err, errlen, file, line, "%s: empty value", key);
-		r = set_key(cfg, k, value);
+		r = set_key(cfg, k, value, why, sizeof(why));
 		if (i < sizeof(cfg->key_line) / sizeof(cfg->key_line[0]))
 			cfg->key_line[i] = line;
 		if (r == -2)
@@ -590,14 +544,8 @@ config_set(
 			return errf(err, errlen, file, line,
 			    "%s: bad value \"%s\": expected a prefix length from 1 to 128", key,
 			    value);
-		if (r != 0) {
-			if (k->min > 1 && (k->kind == K_SIZE || k->kind == K_COUNT))
-				return errf(err, errlen, file, line,
-				    "%s: bad value \"%s\": expected %s, at least %llu", key, value,
-				    kind_help[k->kind], (unsigned long long)k->min);
-			return errf(err, errlen, file, line, "%s: bad value \"%s\": expected %s",
-			    key, value, kind_help[k->kind]);
-		}
+		if (r != 0)
+			return errf(err, errlen, file, line, "%s: %s", key, why);
 		return 0;
 	}
 	return errf(err, errlen, file, line, "unknown key \"%s\"", key);
@@ -784,6 +732,17 @@ config_check(struct config *cfg, char *err, size_t errlen)
 		return errf(err, errlen, file,
 		    config_key_line(cfg, cfg->tls_cert[0] ? "tls_cert" : "tls_key"),
 		    "tls_cert and tls_key go together");
+	/* A line the buffer cannot hold would stall the session until its
+	 * timeout instead of getting its "500 5.5.2". */
+	if (cfg->max_client_buffer <= cfg->max_line_length + 2)
+		return errf(err, errlen, file,
+		    config_key_line(cfg,
+		        config_key_line(cfg, "max_client_buffer") ? "max_client_buffer"
+		                                                  : "max_line_length"),
+		    "max_client_buffer (%llu) must be larger than max_line_length (%llu) + 2: a "
+		    "command line and its CR LF must fit",
+		    (unsigned long long)cfg->max_client_buffer,
+		    (unsigned long long)cfg->max_line_length);
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		cfg->max_connections_per_ip = cfg->max_connections;
 	return 0;

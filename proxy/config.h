@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "options.h"
+
 #define CONFIG_LISTEN_MAX 16
 #define CONFIG_ERR_MAX 512
 #define CONFIG_HOST_MAX 256
@@ -40,13 +42,7 @@ struct config_addr {
 	int proxy; /* listen option "proxy_protocol" */
 };
 
-/* A network, for proxy_trusted. */
-struct config_net {
-	int family; /* AF_INET or AF_INET6 */
-	unsigned char addr[16];
-	int bits;
-};
-
+/* Networks a CIDR-list key (proxy_trusted, trusted_networks) holds. */
 #define CONFIG_NETS_MAX 64
 
 enum config_backend_tls {
@@ -90,6 +86,10 @@ struct config {
 	uint64_t max_errors;
 	uint64_t max_header_size; /* a message's header section; over it 552 */
 	uint64_t client_ipv6_prefix; /* per-IP limit counts IPv6 clients per prefix */
+	/* Unprocessed client input held (pipelined commands) before we stop
+	 * reading: a client that sends faster than we answer cannot make us
+	 * buffer without bound. Holds a whole command line (and an AUTH line). */
+	uint64_t max_client_buffer;
 
 	uint64_t timeout_ms; /* client: one command */
 	uint64_t data_timeout_ms; /* client: the whole DATA phase */
@@ -118,8 +118,12 @@ struct config {
 	int tls_min_v13; /* tls_min_protocol = TLSv1.3 */
 	int tls_required;
 	int auth_plaintext;
-	struct config_net proxy_trusted[CONFIG_NETS_MAX];
+	struct opt_net proxy_trusted[CONFIG_NETS_MAX];
 	size_t nproxy_trusted;
+	/* Clients we trust, like Postfix's mynetworks (config_trusted); none
+	 * by default. */
+	struct opt_net trusted_networks[CONFIG_NETS_MAX];
+	size_t ntrusted_networks;
 	enum config_backend_tls backend_tls;
 	char backend_tls_ca[1024];
 	int backend_tls_verify;
@@ -167,14 +171,19 @@ int config_listen_equal(const struct config *a, const struct config *b);
  * their own files; otherwise a new chain is built. */
 int config_chain_equal(const struct config *a, const struct config *b);
 
-/* Value parsers, exported for reuse and tests. Return 0 or -1. */
+/* Value parsers, exported for reuse and tests. Return 0 or -1. Sizes,
+ * times and booleans are options.c's (opt_size, opt_time, opt_bool). */
 int config_parse_size(const char *s, uint64_t *out); /* 10, 10k, 10M, 10G */
 int config_parse_time(const char *s, uint64_t *ms); /* 250ms, 30s, 5m, 1h; bare = s */
 int config_parse_addr(const char *s, struct config_addr *out); /* host:port, [v6]:port */
 int config_parse_bool(const char *s, int *out); /* yes/no/true/false/on/off/1/0 */
 int config_parse_on_error(const char *s, enum config_on_error *out); /* tempfail/accept/reject */
-int config_parse_net(const char *s, struct config_net *out); /* 192.0.2.0/24, ::1, 2001:db8::/32 */
-int config_net_match(const struct config_net *nets, size_t n, const struct sockaddr *sa);
+/* config_net_match - is sa in one of the n networks (opt_nets_match)? */
+int config_net_match(const struct opt_net *nets, size_t n, const struct sockaddr *sa);
+/* config_trusted - is the client at ip (numeric text, as the session keeps
+ * it: "192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7") in trusted_networks?
+ * 1 or 0; text that is no address is not trusted. Pure. */
+int config_trusted(const struct config *cfg, const char *ip);
 /* config_key_line - the line a key was set on, 0 if it was not in the file */
 int config_key_line(const struct config *cfg, const char *key);
 

@@ -231,6 +231,7 @@ struct pc_option {
 
 struct pc_call; /* one hook invocation: the session, the transaction, the stage */
 struct pc_instance; /* the host's handle for one section */
+struct pc_cidrs; /* a parsed CIDR list (host->opt_cidr) */
 
 typedef void (*pc_cancel_fn)(void *arg);
 
@@ -365,6 +366,51 @@ struct pc_host {
 	int (*body_replace_begin)(struct pc_call *call);
 	int (*body_replace_write)(struct pc_call *call, const char *buf, size_t len);
 	int (*body_replace_end)(struct pc_call *call);
+
+	/* ABI 2.0 too (issue 13, DESIGN.md §5): appended after the services
+	 * above before any 2.0 host was released. */
+
+	/*
+	 * OPTION PARSERS: the daemon's own, so a plugin's keys read as the
+	 * top-level ones do (etc/portcullis.conf). For init above all, but
+	 * safe anywhere; none but opt_file touches the system. Each returns
+	 * 0, or -1 with a message in err (errlen octets; err may be NULL)
+	 * that quotes the value and says what was expected; put the key in
+	 * front:
+	 *	bad value "10X": expected a size (e.g. 10, 64k, 50M, 1G)
+	 * None keeps a pointer to what it is given.
+	 *
+	 * opt_size - octets: "512", "64k", "50M", "1G" (k/M/G are powers of
+	 *	1024). No sign, fraction or blank; past 2^64-1 is an error.
+	 * opt_time - milliseconds from "250ms", "30s", "5m", "1h"; a bare
+	 *	number is seconds.
+	 * opt_bool - yes/true/on/1 -> 1, no/false/off/0 -> 0 (any case).
+	 * opt_list - the items of a list separated by blanks and/or commas,
+	 *	without allocating: set cursor to the value, then each call that
+	 *	returns 1 points *item into the value (NOT NUL-terminated) and
+	 *	sets *len; 0 at the end. It cannot fail:
+	 *		const char *cur = o->value, *it;
+	 *		size_t n;
+	 *		while (host->opt_list(&cur, &it, &n))
+	 *			printf("%.*s\n", (int)n, it);
+	 * opt_cidr - a list (as opt_list splits it) of IPv4 and IPv6
+	 *	addresses and networks, "192.0.2.7 10.0.0.0/8, 2001:db8::/32",
+	 *	into *out; at least one; "10.0.0.1/8" (bits set past the prefix)
+	 *	is refused. Free it with opt_cidr_free (NULL is fine).
+	 * opt_cidr_match - 1 if ip, a numeric address as host->get gives
+	 *	PC_CLIENT_IP, is in the list, 0 if not, -1 if ip is no address.
+	 *	::ffff:192.0.2.7 is 192.0.2.7: IPv4 networks match it.
+	 * opt_file - path names something we can open for reading now (not a
+	 *	directory); the message names the path and the reason.
+	 */
+	int (*opt_size)(const char *value, unsigned long long *out, char *err, size_t errlen);
+	int (*opt_time)(const char *value, unsigned long long *ms, char *err, size_t errlen);
+	int (*opt_bool)(const char *value, int *out, char *err, size_t errlen);
+	int (*opt_list)(const char **cursor, const char **item, size_t *len);
+	int (*opt_cidr)(const char *value, struct pc_cidrs **out, char *err, size_t errlen);
+	int (*opt_cidr_match)(const struct pc_cidrs *cidrs, const char *ip);
+	void (*opt_cidr_free)(struct pc_cidrs *cidrs);
+	int (*opt_file)(const char *path, char *err, size_t errlen);
 };
 
 /* What init gets. */

@@ -85,6 +85,52 @@ def test_check_override(tmp_path):
     assert rc == 0, out
 
 
+@pytest.mark.parametrize("value,ok", [
+    ("256k", True), ("16k", True), ("16M", True), ("1M", True),
+    ("16383", False), ("17M", False), ("1G", False), ("0", False), ("lots", False), ("-1", False),
+    ("99999999999999G", False), ("1.5M", False),
+])
+def test_check_max_client_buffer(tmp_path, value, ok):
+    """max_client_buffer: a size from 16k to 16M; the message says so."""
+    path = _write(tmp_path, config_text(GOOD))
+    rc, out = run_check(path, "-o", f"max_client_buffer={value}")
+    if ok:
+        assert rc == 0, out
+        return
+    assert rc != 0, out
+    assert (f'command line: max_client_buffer: bad value "{value}": expected a size '
+            f"(e.g. 10, 64k, 50M, 1G), from 16384 to 16777216") in out, out
+
+
+def test_check_max_client_buffer_holds_a_line(tmp_path):
+    """The buffer must hold a whole command line, or a long line would wait
+    for the timeout instead of getting 500: the file's line is named."""
+    path = _write(tmp_path, config_text(GOOD) + "max_line_length = 64k\nmax_client_buffer = 64k\n")
+    rc, out = run_check(path)
+    assert rc != 0, out
+    assert (f"{path}:5: max_client_buffer (65536) must be larger than max_line_length (65536) + 2"
+            in out), out
+    rc, out = run_check(path, "-o", "max_client_buffer=65539")
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("value,why", [
+    ("127.0.0.0/8 ::1 192.0.2.0/24, 2001:db8::/32", None),
+    ("0.0.0.0/0 ::/0", None),
+    ("10.0.0.1/8", "10.0.0.1/8 has bits set past its /8 prefix (the network is 10.0.0.0/8)"),
+    ("10.0.0.0/33", "expected addresses or networks"),
+    ("mynetworks", "expected addresses or networks"),
+])
+def test_check_trusted_networks(tmp_path, value, why):
+    path = _write(tmp_path, config_text(GOOD) + f"trusted_networks = {value}\n")
+    rc, out = run_check(path)
+    if why is None:
+        assert rc == 0, out
+    else:
+        assert rc != 0, out
+        assert f'{path}:4: trusted_networks: bad value "{value}": {why}' in out, out
+
+
 def test_override_applies(recorder, proxy, client):
     p = proxy(args=("-o", "hostname=override.test"))
     c = client(p)

@@ -16,7 +16,8 @@ obey the instruction/time rules, and that the default budget takes a
 kv (lua/kv.c): the store lives outside every Lua state, so memory_limit
 never covered it. kv_max_memory bounds it in bytes (keys, values and
 per-entry overhead); a write over it returns nil, "kv store full", and the
-log says so once a minute, not once a write.
+log says so once a minute, not once a write. kv_max_entries bounds the
+number of keys the same way.
 """
 
 import os
@@ -670,3 +671,78 @@ def test_bad_kv_max_memory_refused(recorder, tmp_path, value):
     path = write_script(tmp_path, "function on_mail(tx, s) end\n", prelude=False)
     cfg, log, out = refused(recorder, tmp_path, [("lua policy", {"script": str(path), "kv_max_memory": value})])
     assert re.search(rf"{re.escape(cfg)}:{config_line(cfg, 'kv_max_memory =')}: .*kv_max_memory", out), out
+
+
+# ---- kv_max_entries ----------------------------------------------------------------
+
+
+ENTRIES = """
+function both(a, b) return tostring(a) .. "," .. tostring(b) end
+function on_mail(tx, s)
+  local r = {}
+  r.set = {both(kv.set("a", 1)), both(kv.set("b", "x")), both(kv.add("c", true))}
+  r.fourth = both(kv.set("d", 4))           -- a new key: refused
+  r.add = both(kv.add("e", 1))
+  r.incr = both(kv.incr("f"))
+  r.replace = both(kv.set("a", "longer than it was"))   -- a key already there: fine
+  r.incr_existing = both(kv.incr("a2"))     -- new again: refused
+  r.del = kv.del("b")
+  r.after_del = both(kv.set("d", 4))        -- a slot is free
+  r.fifth = both(kv.set("g", 1))
+  r.get = {kv.get("a"), kv.get("c"), kv.get("d"), kv.get("e")}
+  T("entries", r)
+end
+"""
+
+
+def test_kv_max_entries_bounds_the_store(recorder, proxy, client, tmp_path):
+    """kv_max_entries = 3: the 4th key is refused like a full store (nil,
+    "kv store full"), the keys there may still change, a delete makes
+    room, and the warning names the limit."""
+    p = lua_proxy(proxy, tmp_path, ENTRIES, keys={"kv_max_entries": "3"})
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    got = report(p, "entries")
+    assert got["set"] == ["true,nil", "true,nil", "true,nil"], got
+    assert got["fourth"] == "nil,kv store full", got
+    assert got["add"] == "nil,kv store full" and got["incr"] == "nil,kv store full", got
+    assert got["replace"] == "true,nil", got
+    assert got["incr_existing"] == "nil,kv store full", got
+    assert got["del"] is True and got["after_del"] == "true,nil", got
+    assert got["fifth"] == "nil,kv store full", got
+    assert got["get"] == ["longer than it was", True, 4], got
+    warnings = log_lines(p, "warning", "kv store full")
+    assert len(warnings) == 1, warnings
+    assert "3 of kv_max_entries 3 entries" in warnings[0], warnings
+    # Mail still flows.
+    c.cmd("RCPT TO:<b@y.test>").expect(250)
+    assert c.message(stuff(BODY) + b".\r\n").code == 250
+    assert_delivered(recorder)
+
+
+def test_kv_max_entries_the_largest_section_wins(recorder, proxy, client, tmp_path):
+    fill = """
+    function on_mail(tx, s)
+      local n = 0
+      while kv.set("k" .. n, n) do n = n + 1 end
+      T("fill", n)
+    end
+    """
+    small = lua_section(tmp_path, fill, name="small", kv_max_entries="5")
+    large = lua_section(tmp_path, "function on_helo(conn, name) end\n", name="large", kv_max_entries="20")
+    silent = lua_section(tmp_path, "function on_helo(conn, name) end\n", name="silent")
+    p = proxy(sections=[small, large, silent])
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    assert report(p, "fill", section="small") == 20
+
+
+@pytest.mark.parametrize("value", ["0", "lots", "-1", "10000001", "1.5k", "99999999999999G"])
+def test_bad_kv_max_entries_refused(recorder, tmp_path, value):
+    path = write_script(tmp_path, "function on_mail(tx, s) end\n", prelude=False)
+    cfg, log, out = refused(recorder, tmp_path, [("lua policy", {"script": str(path), "kv_max_entries": value})])
+    line = config_line(cfg, "kv_max_entries =")
+    assert (f'{cfg}:{line}: [lua policy]: kv_max_entries: bad value "{value}": expected a number '
+            f"of entries from 1 to 10000000") in out, out

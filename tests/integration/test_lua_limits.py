@@ -1,5 +1,6 @@
 """Limits of the Lua host: the instruction budget with forced yields (a
-spinning script does not starve other sessions), hook_timeout (waits
+spinning script does not starve other sessions; instruction_slice sets
+how often), hook_timeout (waits
 included; not catchable by pcall), memory_limit (the state recovers), and
 waits (smtp.sleep) from every hook and from a script's own coroutines.
 
@@ -19,18 +20,22 @@ import time
 import pytest
 
 from kit.messages import stuff
+from kit.proxy import Proxy, run_check
 from test_lua import (
     BODY,
     FILTER_FAILURE,
     FILTER_FAILURE_CONNECT,
     HOOK_STAGE,
     assert_delivered,
+    config_line,
     hook_script,
     lua_proxy,
     lua_section,
+    refused,
     report,
     run_session,
     wait_reports,
+    write_script,
 )
 
 SLEEPER = """
@@ -516,3 +521,74 @@ def test_hook_timeout_at_connect(recorder, proxy, client, tmp_path):
     r = c.banner(timeout=10)
     assert r.first == FILTER_FAILURE_CONNECT, r
     assert 0.9 <= time.monotonic() - t0 < 4
+
+
+# ---- instruction_slice ---------------------------------------------------------------
+
+# Two sessions' hooks in one Lua state run the same loop, each noting its
+# name in a shared list at every step. Both first sleep, so that they
+# wake together; then each loop runs some 2 million instructions (a few
+# ms). With a slice of 1000 instructions each hook gives way every few
+# steps and the list alternates; with one larger than the whole loop (and
+# the loop well under the 250 ms stall limit) the first hook runs to its
+# end before the second starts.
+INTERLEAVE = """
+order = {}
+function on_mail(tx, s)
+  smtp.sleep(0.3)
+  for i = 1, 200 do
+    local x = 0
+    for j = 1, 2500 do x = x + j end
+    order[#order + 1] = s.user
+  end
+  if #order == 400 then
+    local switches = 0
+    for i = 2, #order do
+      if order[i] ~= order[i - 1] then switches = switches + 1 end
+    end
+    T("switches", switches)
+  end
+end
+"""
+
+
+def _switches(proxy, client, tmp_path, slice_):
+    keys = {} if slice_ is None else {"instruction_slice": slice_}
+    p = lua_proxy(proxy, tmp_path, INTERLEAVE, keys=keys)
+    a, b = client(p), client(p)
+    a.greet()
+    b.greet()
+    a.send(b"MAIL FROM:<a@x.test>\r\n")
+    b.send(b"MAIL FROM:<b@x.test>\r\n")
+    assert a.reply(timeout=10).code == 250 and b.reply(timeout=10).code == 250
+    return report(p, "switches")
+
+
+def test_instruction_slice_small_interleaves(recorder, proxy, client, tmp_path):
+    assert _switches(proxy, client, tmp_path, "1000") >= 20
+
+
+def test_instruction_slice_large_runs_through(recorder, proxy, client, tmp_path):
+    """Ignored, the key would leave the default (200000), which splits each
+    loop into some ten slices: many more switches than this."""
+    assert _switches(proxy, client, tmp_path, "100000000") <= 3
+
+
+@pytest.mark.parametrize("value", ["999", "0", "lots", "-1", "100000001", "1G", "2e5", "1.5k"])
+def test_bad_instruction_slice_refused(recorder, tmp_path, value):
+    path = write_script(tmp_path, "function on_mail(tx, s) end\n", prelude=False)
+    cfg, log, out = refused(recorder, tmp_path,
+                            [("lua policy", {"script": str(path), "instruction_slice": value})])
+    line = config_line(cfg, "instruction_slice =")
+    assert (f'{cfg}:{line}: [lua policy]: instruction_slice: bad value "{value}": expected '
+            f"a number of instructions from 1000 to 100000000") in out, out
+
+
+@pytest.mark.parametrize("value", ["1000", "200k", "100000000"])
+def test_instruction_slice_accepted(recorder, tmp_path, value):
+    path = write_script(tmp_path, "function on_mail(tx, s) end\n", prelude=False)
+    p = Proxy(str(tmp_path / "ok"), recorder.address,
+              sections=[("lua policy", {"script": str(path), "instruction_slice": value})])
+    p.write_config()
+    rc, out = run_check(p.config_path)
+    assert rc == 0, out

@@ -101,6 +101,8 @@ test_defaults(void **state)
 	assert_true(cfg.max_errors == 20);
 	assert_true(cfg.max_header_size == 256 * KB);
 	assert_true(cfg.client_ipv6_prefix == 64);
+	assert_true(cfg.max_client_buffer == 256 * KB);
+	assert_int_equal(cfg.ntrusted_networks, 0); /* nobody is trusted */
 	assert_true(cfg.timeout_ms == 300000);
 	assert_true(cfg.data_timeout_ms == 600000);
 	assert_true(cfg.backend_connect_timeout_ms == 30000);
@@ -232,6 +234,8 @@ test_sample_file(void **state)
 	assert_true(cfg.max_line_length == def.max_line_length);
 	assert_true(cfg.max_data_line_length == def.max_data_line_length);
 	assert_true(cfg.max_errors == def.max_errors);
+	assert_true(cfg.max_client_buffer == def.max_client_buffer);
+	assert_int_equal(cfg.ntrusted_networks, def.ntrusted_networks);
 	assert_true(cfg.timeout_ms == def.timeout_ms);
 	assert_true(cfg.data_timeout_ms == def.data_timeout_ms);
 	assert_true(cfg.backend_connect_timeout_ms == def.backend_connect_timeout_ms);
@@ -1145,11 +1149,176 @@ test_hardening_keys(void **state)
 	config_free(&cfg);
 }
 
+/* max_client_buffer: a size from 16k to 16M, and it must hold a command
+ * line (config_check), or a long line would stall until the timeout. */
+static void
+test_max_client_buffer(void **state)
+{
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(parse(&cfg, "max_client_buffer = 1M\n", err), 0);
+	assert_true(cfg.max_client_buffer == MB);
+	config_free(&cfg);
+	assert_int_equal(
+	    parse(&cfg, "max_client_buffer = 16k\nmax_client_buffer = 16M\n", err), -1);
+	config_free(&cfg);
+	check_bad_value("max_client_buffer", "16383");
+	check_bad_value("max_client_buffer", "16777217");
+	check_bad_value("max_client_buffer", "1G");
+	check_bad_value("max_client_buffer", "99999999999999G");
+	check_bad_value("max_client_buffer", "lots");
+	check_bad_value("max_client_buffer", "0");
+	assert_int_equal(parse(&cfg, "max_client_buffer = 16M0\n", err), -1);
+	assert_string_equal(err,
+	    "t.conf:1: max_client_buffer: bad value \"16M0\": expected a size "
+	    "(e.g. 10, 64k, 50M, 1G), from 16384 to 16777216");
+	config_free(&cfg);
+
+	/* The edges are in. */
+	config_defaults(&cfg);
+	assert_int_equal(config_set(&cfg, "max_client_buffer", "16k", 0, err, sizeof(err)), 0);
+	assert_true(cfg.max_client_buffer == 16 * KB);
+	assert_int_equal(config_set(&cfg, "max_client_buffer", "16M", 0, err, sizeof(err)), 0);
+	assert_true(cfg.max_client_buffer == 16 * MB);
+	config_free(&cfg);
+
+	/* A command line and its CR LF must fit, whichever key moved. */
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:25\nmax_line_length = 16382\n"
+	                     "max_client_buffer = 16k\n",
+	                     err),
+	    0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_string_equal(err,
+	    "t.conf:3: max_client_buffer (16384) must be larger than "
+	    "max_line_length (16382) + 2: a command line and its CR LF must "
+	    "fit");
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, "backend = 127.0.0.1:25\nmax_line_length = 1M\n", err), 0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "t.conf:2: max_client_buffer (262144) must be larger"));
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:25\nmax_line_length = 16381\n"
+	                     "max_client_buffer = 16k\n",
+	                     err),
+	    0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), 0);
+	config_free(&cfg);
+}
+
+/* trusted_networks: a CIDR list (options.c's), the last one given wins;
+ * config_trusted says who is in it. */
+static void
+test_trusted_networks(void **state)
+{
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	(void)state;
+	/* Nobody by default: not even localhost. */
+	config_defaults(&cfg);
+	assert_int_equal(config_trusted(&cfg, "127.0.0.1"), 0);
+	assert_int_equal(config_trusted(&cfg, "::1"), 0);
+	config_free(&cfg);
+
+	assert_int_equal(
+	    parse(&cfg, "trusted_networks = 127.0.0.0/8, ::1 192.0.2.0/24\t2001:db8::/32\n", err),
+	    0);
+	assert_int_equal(cfg.ntrusted_networks, 4);
+	assert_int_equal(cfg.nproxy_trusted, 0); /* a key of its own */
+	assert_int_equal(config_trusted(&cfg, "127.0.0.1"), 1);
+	assert_int_equal(config_trusted(&cfg, "127.255.0.9"), 1);
+	assert_int_equal(config_trusted(&cfg, "192.0.2.200"), 1);
+	assert_int_equal(config_trusted(&cfg, "192.0.3.1"), 0);
+	assert_int_equal(config_trusted(&cfg, "10.0.0.1"), 0);
+	assert_int_equal(config_trusted(&cfg, "::1"), 1);
+	assert_int_equal(config_trusted(&cfg, "::2"), 0);
+	assert_int_equal(config_trusted(&cfg, "2001:db8:1::25"), 1);
+	assert_int_equal(config_trusted(&cfg, "2001:db9::25"), 0);
+	/* An IPv4 client on a dual-stack socket is that IPv4 client. */
+	assert_int_equal(config_trusted(&cfg, "::ffff:192.0.2.7"), 1);
+	assert_int_equal(config_trusted(&cfg, "::ffff:127.0.0.1"), 1);
+	assert_int_equal(config_trusted(&cfg, "::ffff:10.0.0.1"), 0);
+	/* What is no address is not trusted. */
+	assert_int_equal(config_trusted(&cfg, ""), 0);
+	assert_int_equal(config_trusted(&cfg, "unknown"), 0);
+	assert_int_equal(config_trusted(&cfg, "192.0.2.0/24"), 0);
+	/* -o replaces the list. */
+	assert_int_equal(
+	    config_set(&cfg, "trusted_networks", "10.0.0.0/8", 0, err, sizeof(err)), 0);
+	assert_int_equal(cfg.ntrusted_networks, 1);
+	assert_int_equal(config_trusted(&cfg, "10.0.0.1"), 1);
+	assert_int_equal(config_trusted(&cfg, "127.0.0.1"), 0);
+	/* A bad list leaves the old one. */
+	assert_int_equal(
+	    config_set(&cfg, "trusted_networks", "10.0.0.1/8", 0, err, sizeof(err)), -1);
+	assert_string_equal(err,
+	    "command line: trusted_networks: bad value \"10.0.0.1/8\": "
+	    "10.0.0.1/8 has bits set past its /8 prefix (the network is "
+	    "10.0.0.0/8)");
+	assert_int_equal(cfg.ntrusted_networks, 1);
+	assert_int_equal(config_trusted(&cfg, "10.0.0.1"), 1);
+	config_free(&cfg);
+	/* Everyone, if you mean it. */
+	assert_int_equal(parse(&cfg, "trusted_networks = 0.0.0.0/0 ::/0\n", err), 0);
+	assert_int_equal(config_trusted(&cfg, "203.0.113.1"), 1);
+	assert_int_equal(config_trusted(&cfg, "2001:db8::1"), 1);
+	config_free(&cfg);
+
+	check_bad_value("trusted_networks", "10.0.0.0/33");
+	check_bad_value("trusted_networks", "::/129");
+	check_bad_value("trusted_networks", "10.0.0.0/8 x");
+	check_bad_value("trusted_networks", ",");
+	check_bad_value("trusted_networks", "mynetworks");
+	assert_int_equal(parse(&cfg, "trusted_networks = 10.0.0.0/33\n", err), -1);
+	assert_string_equal(err,
+	    "t.conf:1: trusted_networks: bad value \"10.0.0.0/33\": expected "
+	    "addresses or networks (e.g. 127.0.0.1/32 ::1 10.0.0.0/8), at most "
+	    "64");
+	config_free(&cfg);
+}
+
+/* CONFIG_NETS_MAX networks, not one more, for either list. */
+static void
+test_nets_max(void **state)
+{
+	static const char *const keys_[] = {"trusted_networks", "proxy_trusted"};
+	char value[2048];
+	size_t used = 0;
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	(void)state;
+	for (int i = 0; i < CONFIG_NETS_MAX; i++)
+		used += (size_t)snprintf(value + used, sizeof(value) - used, "10.0.%d.0/24 ", i);
+	for (size_t k = 0; k < 2; k++) {
+		config_defaults(&cfg);
+		assert_int_equal(config_set(&cfg, keys_[k], value, 0, err, sizeof(err)), 0);
+		assert_int_equal(config_trusted(&cfg, "10.0.63.1"), k == 0);
+		config_free(&cfg);
+	}
+	snprintf(value + used, sizeof(value) - used, "10.1.0.0/16");
+	for (size_t k = 0; k < 2; k++) {
+		config_defaults(&cfg);
+		assert_int_equal(config_set(&cfg, keys_[k], value, 0, err, sizeof(err)), -1);
+		assert_non_null(strstr(err,
+		    "...\": expected addresses or networks (e.g. "
+		    "127.0.0.1/32 ::1 10.0.0.0/8), at most 64"));
+		config_free(&cfg);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hardening_keys),
+	    cmocka_unit_test(test_max_client_buffer),
+	    cmocka_unit_test(test_trusted_networks),
+	    cmocka_unit_test(test_nets_max),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_chain_keys),
 	    cmocka_unit_test(test_full),
