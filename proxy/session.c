@@ -85,6 +85,7 @@ session_new(struct server *srv, const struct client_info *ci)
 	snprintf(s->local_port, sizeof(s->local_port), "%s", ci->local_port);
 	snprintf(s->peer, sizeof(s->peer), "%s:%s", ci->ip, ci->port);
 	snprintf(s->ip_key, sizeof(s->ip_key), "%s", ci->ip_key);
+	s->trusted = config_trusted(s->cfg, s->client_ip);
 	s->chain = s->gen->chain;
 	backend_init(&s->be,
 	    &(struct backend_conf){.cfg = s->cfg,
@@ -114,7 +115,9 @@ session_new(struct server *srv, const struct client_info *ci)
 		session_free(s);
 		return;
 	}
-	s->client->in_max = SESSION_INPUT_MAX;
+	/* Input held while one command is processed before we stop reading:
+	 * a pipelining client cannot make us buffer without bound. */
+	s->client->in_max = (size_t)s->cfg->max_client_buffer;
 	session_start(s);
 }
 
@@ -146,8 +149,8 @@ session_start(struct session *s)
 static void
 session_begin(struct session *s)
 {
-	log_info(s->id, "connect from client=%s%s%s", s->peer, s->tls_proto ? " tls=" : "",
-	    s->tls_proto ? s->tls_proto : "");
+	log_info(s->id, "connect from client=%s%s%s%s", s->peer, s->tls_proto ? " tls=" : "",
+	    s->tls_proto ? s->tls_proto : "", s->trusted ? " trusted" : "");
 	s->state = SESSION_CONNECTING;
 	s->busy = 1;
 	session_run(s, command_event(HOOK_CONNECT));
@@ -718,6 +721,7 @@ session_view(struct session *s, const char *arg, const char *params)
 	v->local_ip = s->local_ip;
 	v->local_port = s->local_port;
 	v->client_name = rdns_name(&s->rdns);
+	v->trusted = s->trusted;
 	v->hostname = s->cfg->hostname;
 	v->helo = s->helo;
 	v->tls_proto = s->tls_proto;

@@ -91,6 +91,7 @@ struct session {
 	char local_port[8];
 	const struct config_addr *listener; /* the listen entry it came in on */
 	char ip_key[NETKEY_MAX]; /* counted in the per-IP table under this key */
+	int trusted; /* in trusted_networks */
 	const char *tls_proto; /* "TLSv1.3" once TLS is up */
 	int tls_implicit; /* the handshake comes before our banner */
 	char *auth_user; /* after the backend's 235 */
@@ -148,9 +149,6 @@ void session_shutdown_all(struct server *srv);
 /* ---- between the session's files (session.c, commands.c, data.c, auth.c,
  * txlog.c); nothing else calls these ---- */
 
-/* Input held while one command is processed before we stop reading: a
- * pipelining client cannot make us buffer without bound. */
-#define SESSION_INPUT_MAX (256 * 1024)
 /* Replies held for a client that does not read them before we stop
  * processing its commands. */
 #define SESSION_OUTPUT_MAX (64 * 1024)

@@ -3,10 +3,8 @@ the address split, the lifetime of host strings (the per-call arena), the
 shared score store seen from C and Lua, and the message and envelope
 changes, through the test plugins fields.c and edits.c and Lua scripts.
 
-The renderer and the envelope replay are wired into the backend path by the
-session (chain_message_emit, chain_envelope); until then these tests check
-what the host answered and, for add_header and remove_header, what the
-backend got. Run this file against the ASan build (make asan, or
+What the changes do to the message a backend receives is checked through a
+real Postfix in test_msg_changes.py. Run this file against the ASan build (make asan, or
 PORTCULLIS=build/asan/portcullis) to catch a host string freed too early:
 the proxy fixture fails a test whose daemon reported a sanitizer error.
 """
@@ -53,7 +51,7 @@ def test_fields_and_split(recorder, proxy, client):
     data = fields_lines(p, "data")[0]
     assert data["rcpts"] == '["a@b"|x.org,postmaster|-]'
     assert data["rcpt_local"] == "-"  # only at the RCPT stage
-    # No rDNS in the tests, no TLS, no trusted_networks (yet): NULL.
+    # No rDNS in the tests, no TLS, no trusted_networks: NULL.
     assert data["client_name"] == "-" and data["tls_cipher"] == "-" and data["trusted"] == "-"
     # The null sender: "" local part, no domain.
     c.cmd("MAIL FROM:<>").expect(250)
@@ -202,3 +200,34 @@ def test_edits_refused_outside_data(recorder, proxy, client, tmp_path):
     assert report(p, "data") == {"missing": False, "bare_cr": False, "subject": "original"}
     t = recorder.wait_for_transactions(1, timeout=BOUND)[-1]
     assert b"From: <a@x.test>" not in t.data  # remove_header, as before
+
+
+def test_trusted_networks_reach_c_and_lua(recorder, proxy, client, tmp_path):
+    """trusted_networks (Postfix's mynetworks): PC_CLIENT_TRUSTED is "1" and
+    conn.trusted true for a client inside, NULL and false outside."""
+    lua = lua_section(tmp_path, """
+    function on_connect(conn)
+      T("conn", {trusted = conn.trusted})
+    end
+    """)
+    for nets, c_says, lua_says in (("127.0.0.0/8, 2001:db8::/32", "1", True),
+                                   ("192.0.2.0/24", "-", False)):
+        p = proxy(trusted_networks=nets, sections=[("plugin f", {"path": FIELDS}), lua])
+        c = client(p)
+        c.greet()
+        c.cmd("MAIL FROM:<a@x.test>").expect(250)
+        c.cmd("RCPT TO:<b@y.test>").expect(250)
+        assert c.message(stuff(BODY) + b".\r\n").code == 250
+        assert fields_lines(p, "data")[0]["trusted"] == c_says
+        assert report(p, "conn") == {"trusted": lua_says}
+        assert bool(p.wait_log(r"connect from client=\S+ trusted", timeout=0.2)) == lua_says
+        c.cmd("QUIT").expect(221)
+        p.stop()
+
+
+def test_summary_line_carries_the_score(recorder, proxy, client):
+    p = proxy(sections=[("plugin f", {"path": FIELDS, "score": ["rcpt:RBL:2", "data:BAD_SUBJ:1.5"]})])
+    c = client(p)
+    start_txn(c)
+    assert c.message(stuff(BODY) + b".\r\n").code == 250
+    assert p.wait_log(r"score=3\.5 symbols=RBL\(2\),BAD_SUBJ\(1\.5\) status=sent"), p.log()
