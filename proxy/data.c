@@ -353,7 +353,8 @@ on_replay_rset(void *arg, enum backend_result res, const struct smtp_reply *r)
 	const struct chain_envelope *e = chain_envelope(&s->cs);
 	const struct transaction *tx = &s->tx;
 	const char *sender = e->sender != NULL ? e->sender : tx->sender;
-	const char *params = e->sender != NULL ? e->sender_params : tx->sender_params;
+	const char *params =
+	    e->sender != NULL && e->sender_params != NULL ? e->sender_params : tx->sender_params;
 
 	if (!session_backend_ok(s, res, r, "245"))
 		return;

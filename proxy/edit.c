@@ -320,9 +320,11 @@ edit_change_sender(struct edit *e, const char *addr, const char *params)
 
 	if (!edit_addr_ok(addr, 1) || !edit_params_ok(params))
 		return -1;
+	/* No parameters: the received MAIL's stay (BODY=, SMTPUTF8 and SIZE
+	 * describe the message, whoever sends it). */
 	a = strdup(addr);
-	p = strdup(params ? params : "");
-	if (a == NULL || p == NULL) {
+	p = params != NULL ? strdup(params) : NULL;
+	if (a == NULL || (params != NULL && p == NULL)) {
 		free(a);
 		free(p);
 		return -1;

@@ -43,7 +43,8 @@ struct edit_rcpt {
 /* The final envelope, as chain_envelope gives it to the session. */
 struct chain_envelope {
 	char *sender; /* the new sender, "" for the null sender; NULL: unchanged */
-	char *sender_params; /* with sender: its parameters ("" for none) */
+	char *sender_params; /* with sender: its parameters ("" for none; NULL:
+	                      * the received MAIL's) */
 	struct edit_rcpt *added; /* to add, in order, with their parameters */
 	struct edit_rcpt *deleted; /* accepted recipients to leave out: their
 	                            * addresses exactly as in struct rcpt */

@@ -350,7 +350,9 @@ struct pc_host {
 	 * delivered. 0, or -1 if there is no such recipient. */
 	int (*delete_rcpt)(struct pc_call *call, const char *addr);
 	/* change_sender - the envelope sender becomes addr ("" for the null
-	 * sender) with ESMTP parameters params (NULL: none). 0 or -1. */
+	 * sender) with ESMTP parameters params ("" for none; NULL keeps the
+	 * received MAIL's, such as BODY=8BITMIME and SMTPUTF8, which describe
+	 * the message rather than the sender). 0 or -1. */
 	int (*change_sender)(struct pc_call *call, const char *addr, const char *params);
 	/* body_replace_begin / _write / _end - a new body instead of the
 	 * received one, streamed (it goes to a spool: memory, then a file,

@@ -178,3 +178,47 @@ def test_only_added_recipient_refused_is_tempfail(postfix, proxy):
         assert s.sendmail("control@client.test", [BOB], b"Subject: control\r\n\r\nx\r\n") == {}
     [m] = postfix.wait_messages(1)
     assert m.sender == "control@client.test"
+
+
+# What the backend hears, byte for byte (the recording backend): the replay
+# of a changed envelope, and the parameters a new sender keeps.
+
+def _envelope_bytes(recorder, proxy, client, change_sender, mail=b"MAIL FROM:<s@client.test> BODY=8BITMIME"):
+    p = proxy(sections=[edits(change_sender=change_sender)])
+    c = client(p)
+    c.greet()
+    c.cmd(mail.decode()).expect(250)
+    c.cmd("RCPT TO:<a@example.test>").expect(250)
+    c.cmd("RCPT TO:<b@example.test>").expect(250)
+    assert c.message(b"Subject: x\r\n\r\nbody\r\n.\r\n").code == 250
+    return recorder.raw()
+
+
+def test_replay_keeps_received_parameters(recorder, proxy, client):
+    raw = _envelope_bytes(recorder, proxy, client, "new@client.test")
+    # The client's envelope, then RSET and the whole envelope again, with
+    # the new sender and the received BODY=8BITMIME; then DATA, once.
+    assert raw.count(b"DATA\r\n") == 1
+    i = raw.index(b"RSET\r\n")
+    assert raw[:i].endswith(b"RCPT TO:<b@example.test>\r\n")
+    assert raw[i:].startswith(
+        b"RSET\r\nMAIL FROM:<new@client.test> BODY=8BITMIME\r\n"
+        b"RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+
+
+def test_replay_with_parameters_given(recorder, proxy, client):
+    raw = _envelope_bytes(recorder, proxy, client, "new@client.test SIZE=100")
+    i = raw.index(b"RSET\r\n")
+    assert raw[i:].startswith(b"RSET\r\nMAIL FROM:<new@client.test> SIZE=100\r\n")
+
+
+def test_added_recipient_only_no_reset(recorder, proxy, client):
+    p = proxy(sections=[edits(add_rcpt="c@example.test")])
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<s@client.test>").expect(250)
+    c.cmd("RCPT TO:<a@example.test>").expect(250)
+    assert c.message(b"Subject: x\r\n\r\nbody\r\n.\r\n").code == 250
+    raw = recorder.raw()
+    assert b"RSET" not in raw
+    assert b"RCPT TO:<a@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n" in raw
