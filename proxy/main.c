@@ -20,6 +20,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "listener.h"
 #include "log.h"
 #include "session.h"
 #include "tls.h"

@@ -133,9 +133,6 @@ struct session {
 	TAILQ_ENTRY(session) entry;
 };
 
-/* listener.c */
-int listener_start(struct server *srv);
-void listener_stop(void);
 
 /* session.c */
 /* session_new - a session for an accepted client (it owns ci->fd, and the

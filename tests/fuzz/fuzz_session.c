@@ -36,7 +36,7 @@
  *    deadline, and everything it allocated is freed (LeakSanitizer).
  *
  * Every proxy source is linked; main.c is built with -Dmain=portcullis_main
- * for generation_release. log_msg is wrapped (-Wl,--wrap=log_msg): lines
+ * (libFuzzer brings its own main). log_msg is wrapped (-Wl,--wrap=log_msg): lines
  * are formatted, so their arguments are checked, but not written.
  */
 #include <errno.h>
@@ -57,6 +57,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "listener.h"
 #include "log.h"
 #include "session.h"
 
