@@ -359,8 +359,8 @@ test_pipelined_after_end(void **state)
 
 	(void)state;
 	for (m = DATAREAD_REJECT; m <= DATAREAD_NORMALIZE; m++) {
-		check_case(m, 0, 0, S(in),
-		    EXPECT(.rc = PC_OK, .consumed = 6, OUT("a\r\n"), SIZE(3)), &r);
+		check_case(
+		    m, 0, 0, S(in), EXPECT(.rc = PC_OK, .consumed = 6, OUT("a\r\n"), SIZE(3)), &r);
 		run_free(&r);
 		/* the whole next message pipelined after the end */
 		check_case(m, 0, 0, S("b\r\n..c\r\n.\r\nd\r\n.\r\n"),
