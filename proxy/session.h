@@ -133,7 +133,6 @@ struct session {
 	TAILQ_ENTRY(session) entry;
 };
 
-
 /* session.c */
 /* session_new - a session for an accepted client (it owns ci->fd, and the
  * per-IP count under ci->ip_key, from now on) */
