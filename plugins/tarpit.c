@@ -4,7 +4,8 @@
  *
  * Exports only the descriptor portcullis_plugin (see plugin.h). Section keys:
  *
- *	delay = 2s          how long to hold the reply: ms, s or m (default 2s)
+ *	delay = 2s          how long to hold the reply, 1ms to 299s, written as the
+ *	                    daemon's times are (500ms, 2s, 1m; default 2s)
  *	stage = rcpt        connect, helo, mail, rcpt or data (default rcpt)
  *	then = continue     the verdict once the delay is over: continue,
  *	                    tempfail or reject (default continue)
@@ -25,7 +26,6 @@
  * call's state: after cancel, the call is gone and the timer must never
  * fire into it. Exactly one of resume and cancel ends each pending call.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +35,11 @@
 
 #include "portcullis/plugin.h"
 
-/* The longest delay a section may ask for. RFC 5321 §4.5.3.2 lets a client
- * give up on a reply after 5 minutes; a tarpit longer than that only makes
- * every sender time out, and holds a session slot all the while. */
-#define TARPIT_DELAY_MAX_MS (5 * 60 * 1000 - 1)
+/* The longest delay a section may ask for, 299s: below the 5 minutes after
+ * which RFC 5321 §4.5.3.2 lets a client give up on a reply. A tarpit that
+ * long only makes every sender time out, and holds a session slot all the
+ * while. */
+#define TARPIT_DELAY_MAX_MS (299 * 1000)
 #define TARPIT_DELAY_DEFAULT_MS 2000
 
 /* An instance: one [plugin tarpit] section, read once at init. */
@@ -65,7 +66,6 @@ struct tarpit_hold {
 static int tarpit_init(struct pc_init *in, void **instance);
 static void tarpit_fini(void *instance);
 static int tarpit_option(struct tarpit *tp, const struct pc_option *o, char *err, size_t errlen);
-static int tarpit_parse_delay(const char *s, long *ms);
 static int tarpit_hook(void *instance, struct pc_call *call, struct pc_verdict *v);
 static void tarpit_release(evutil_socket_t fd, short what, void *arg);
 static void tarpit_cancel(void *arg);
@@ -133,12 +133,21 @@ tarpit_init(struct pc_init *in, void **instance)
 static int
 tarpit_option(struct tarpit *tp, const struct pc_option *o, char *err, size_t errlen)
 {
+	unsigned long long ms;
 	size_t i;
 
 	if (strcmp(o->key, "delay") == 0) {
-		if (tarpit_parse_delay(o->value, &tp->delay_ms) == 0)
+		/* The host's parser, so "delay = 500ms" reads as the daemon's own
+		 * times do. Its message would offer "5m" and "1h", which are out
+		 * of bounds here: one message says both what and how much. */
+		if (tp->host->opt_time(o->value, &ms, NULL, 0) == 0 && ms >= 1 &&
+		    ms <= TARPIT_DELAY_MAX_MS) {
+			tp->delay_ms = (long)ms;
 			return 0;
-		snprintf(err, errlen, "delay: bad value \"%s\": want 1ms to 299s (ms, s or m)",
+		}
+		snprintf(err, errlen,
+		    "delay: bad value \"%s\": expected a time from 1ms to 299s "
+		    "(e.g. 500ms, 2s, 1m)",
 		    o->value);
 		return -1;
 	}
@@ -174,31 +183,6 @@ tarpit_option(struct tarpit *tp, const struct pc_option *o, char *err, size_t er
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	return 0;
-}
-
-/* tarpit_parse_delay - "2s", "500ms", "1m"; a bare number is seconds */
-static int
-tarpit_parse_delay(const char *s, long *ms)
-{
-	char *end;
-	long n, unit;
-
-	errno = 0;
-	n = strtol(s, &end, 10);
-	if (end == s || errno != 0 || n <= 0)
-		return -1;
-	if (strcmp(end, "ms") == 0)
-		unit = 1;
-	else if (*end == '\0' || strcmp(end, "s") == 0)
-		unit = 1000;
-	else if (strcmp(end, "m") == 0)
-		unit = 60 * 1000;
-	else
-		return -1;
-	if (n > TARPIT_DELAY_MAX_MS / unit)
-		return -1;
-	*ms = n * unit;
 	return 0;
 }
 
