@@ -608,8 +608,7 @@ proceed_quit(struct session *s)
 {
 	tx_end(s, "aborted", "QUIT");
 	log_info(s->id, "disconnect from client=%s commands=%lu", s->peer, s->ncommands);
-	session_say(s, R_BYE);
-	session_close(s, NULL);
+	session_say(s, R_BYE); /* and close: R_BYE closes */
 	s->busy = 0;
 }
 

@@ -331,13 +331,16 @@ session_reply(struct session *s, const char *fmt, ...)
 		s->errors++;
 }
 
-/* session_say - one of our own replies (replies.h) */
+/* session_say - one of our own replies (replies.h); one that closes the
+ * connection (RFC 5321 §3.8: 421, and our 221) closes it */
 void
 session_say(struct session *s, const struct reply *r)
 {
 	char line[600];
 
 	session_reply(s, "%s", reply_line(r, s->cfg->hostname, line, sizeof(line)));
+	if (r->closes)
+		session_close(s, NULL);
 }
 
 /* session_relay - send the backend's reply to the client, line by line */
@@ -897,8 +900,10 @@ session_close(struct session *s, const struct reply *reply)
 	if (s->state == SESSION_CLOSING)
 		return;
 	chain_cancel(&s->cs);
-	if (reply != NULL)
-		session_say(s, reply);
+	if (reply != NULL) {
+		char line[600];
+		session_reply(s, "%s", reply_line(reply, s->cfg->hostname, line, sizeof(line)));
+	}
 	s->state = SESSION_CLOSING;
 	conn_read_stop(s->client);
 	backend_close(&s->be);
