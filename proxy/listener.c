@@ -154,8 +154,6 @@ listener_accept_cb(
 	struct server *srv = lc->srv;
 	const struct config *cfg = srv->cfg;
 	struct client_info ci;
-	struct sockaddr_storage local;
-	socklen_t llen = sizeof(local);
 	char peer[80];
 
 	memset(&ci, 0, sizeof(ci));
@@ -177,12 +175,8 @@ listener_accept_cb(
 		listener_refuse(fd, R_TOO_MANY_CONN, cfg->hostname);
 		return;
 	}
-	if (getsockname(fd, (struct sockaddr *)&local, &llen) != 0 ||
-	    getnameinfo((struct sockaddr *)&local, llen, ci.local_ip, sizeof(ci.local_ip),
-	        ci.local_port, sizeof(ci.local_port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		snprintf(ci.local_ip, sizeof(ci.local_ip), "?");
-		snprintf(ci.local_port, sizeof(ci.local_port), "0");
-	}
+	/* The local address is looked up when a plugin may want it
+	 * (session_view), unless a PROXY header names it. */
 	if (lc->l.proxy) {
 		if (!config_net_match(cfg->proxy_trusted, cfg->nproxy_trusted, sa)) {
 			/* Only a trusted balancer may say who the client is. */

@@ -714,6 +714,18 @@ session_view(struct session *s, const char *arg, const char *params)
 	free(s->stage_arg);
 	free(s->stage_params);
 	s->stage_arg = s->stage_params = NULL;
+	if (s->local_ip[0] == '\0') {
+		/* Asked for once, and only when a filter may read it. */
+		struct sockaddr_storage local;
+		socklen_t len = sizeof(local);
+		if (getsockname(s->client->fd, (struct sockaddr *)&local, &len) != 0 ||
+		    getnameinfo((struct sockaddr *)&local, len, s->local_ip, sizeof(s->local_ip),
+		        s->local_port, sizeof(s->local_port),
+		        NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+			snprintf(s->local_ip, sizeof(s->local_ip), "?");
+			snprintf(s->local_port, sizeof(s->local_port), "0");
+		}
+	}
 	if (arg != NULL && arg != s->path.addr)
 		s->stage_arg = (char *)arg;
 	s->stage_params = (char *)params;
@@ -932,7 +944,8 @@ session_free(struct session *s)
 		return;
 	}
 	tx_end(s, "aborted", "session ended");
-	session_view(s, NULL, NULL);
+	if (s->chain != NULL && s->chain->n > 0 && s->client != NULL)
+		session_view(s, NULL, NULL); /* for the close hooks */
 	chain_session_end(&s->cs);
 	free(s->stage_arg);
 	free(s->stage_params);

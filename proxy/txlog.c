@@ -152,7 +152,8 @@ tx_end(struct session *s, const char *status, const char *reply)
 	if (tx->active || tx->by != NULL)
 		tx_log(s, status, reply);
 	if (tx->id[0] != '\0') {
-		session_view(s, NULL, NULL);
+		if (s->chain != NULL && s->chain->n > 0)
+			session_view(s, NULL, NULL); /* for the reset hooks */
 		chain_tx_end(&s->cs);
 	}
 	for (r = tx->rcpts; r != NULL; r = next) {
