@@ -25,6 +25,7 @@ static struct edit_rcpt **rcpt_find(struct edit_rcpt **list, const char *addr);
 static int rcpt_push(struct edit_rcpt **list, const char *addr, const char *params);
 static void rcpt_free(struct edit_rcpt *r);
 static const struct rcpt *orig_find(const struct rcpt *orig, const char *addr);
+static int outside_quotes(int *quoted, int *escaped, char c);
 static void body_put(struct edit *e, char *buf, size_t *o, char c);
 static int emit_inserts(const struct edit *e, size_t at, size_t nh, struct evbuffer *out);
 static int emit_body(const struct edit *e, struct spool *orig, const struct message *m, size_t rest,
@@ -137,6 +138,27 @@ edit_insert_header(struct edit *e, size_t index, const char *name, const char *v
 
 /* ---- the envelope ---- */
 
+/* outside_quotes - step a quoted-string scan (RFC 5321 §4.1.2
+ * Quoted-string: '"' opens and closes, '\\' escapes inside) over c; 1 if
+ * c stands outside quotes and is not itself a quote */
+static int
+outside_quotes(int *quoted, int *escaped, char c)
+{
+	if (*escaped) {
+		*escaped = 0;
+		return 0;
+	}
+	if (*quoted && c == '\\') {
+		*escaped = 1;
+		return 0;
+	}
+	if (c == '"') {
+		*quoted = !*quoted;
+		return 0;
+	}
+	return !*quoted;
+}
+
 /* edit_addr_ok - see edit.h */
 int
 edit_addr_ok(const char *addr, int empty_ok)
@@ -150,13 +172,7 @@ edit_addr_ok(const char *addr, int empty_ok)
 		unsigned char c = (unsigned char)addr[n];
 		if (n >= EDIT_ADDR_MAX || c < 0x20 || c == 0x7f || c == '<' || c == '>')
 			return 0;
-		if (escaped)
-			escaped = 0;
-		else if (quoted && c == '\\')
-			escaped = 1;
-		else if (c == '"')
-			quoted = !quoted;
-		else if (c == ' ' && !quoted)
+		if (outside_quotes(&quoted, &escaped, (char)c) && c == ' ')
 			return 0;
 	}
 	return !quoted && (n > 0 || empty_ok);
@@ -189,14 +205,7 @@ edit_addr_at(const char *addr)
 	if (addr == NULL)
 		return -1;
 	for (ssize_t i = 0; addr[i] != '\0'; i++) {
-		char c = addr[i];
-		if (escaped)
-			escaped = 0;
-		else if (quoted && c == '\\')
-			escaped = 1;
-		else if (c == '"')
-			quoted = !quoted;
-		else if (c == '@' && !quoted)
+		if (outside_quotes(&quoted, &escaped, addr[i]) && addr[i] == '@')
 			at = i;
 	}
 	return at;
