@@ -92,6 +92,7 @@ struct chain_view {
 	struct spool *spool;
 	struct message *msg; /* NULL until indexed */
 	size_t size; /* RFC 1870 octets */
+	size_t max_size; /* max_message_size: a replaced body's limit too */
 };
 
 /*

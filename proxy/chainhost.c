@@ -275,7 +275,7 @@ host_body_replace_begin(struct pc_call *call)
 
 	if (!call_data(call))
 		return -1;
-	return edit_body_begin(&call->cs->edit, sp->threshold, sp->dir);
+	return edit_body_begin(&call->cs->edit, sp->threshold, sp->dir, call->v->max_size);
 }
 
 static int
@@ -285,8 +285,9 @@ host_body_replace_write(struct pc_call *call, const char *buf, size_t len)
 		return -1;
 	if (edit_body_write(&call->cs->edit, buf, len) != 0) {
 		log_info(call->v->tx_id != NULL ? call->v->tx_id : call->v->id,
-		    "filter %s: body replacement refused (a bare CR or a NUL, or the spool failed)",
-		    call->f != NULL ? call->f->name : "?");
+		    "filter %s: body replacement refused (a bare CR or a NUL, a line over %d "
+		    "octets, over max_message_size, or the spool failed)",
+		    call->f != NULL ? call->f->name : "?", EDIT_BODY_LINE_MAX);
 		return -1;
 	}
 	return 0;

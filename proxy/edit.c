@@ -349,7 +349,7 @@ edit_change_sender(struct edit *e, const char *addr, const char *params)
 
 /* edit_body_begin - see edit.h */
 int
-edit_body_begin(struct edit *e, size_t threshold, const char *dir)
+edit_body_begin(struct edit *e, size_t threshold, const char *dir, size_t max)
 {
 	if (e->body_state != EDIT_BODY_NONE)
 		spool_close(&e->body);
@@ -359,6 +359,9 @@ edit_body_begin(struct edit *e, size_t threshold, const char *dir)
 	e->body_state = EDIT_BODY_OPEN;
 	e->body_sol = 1;
 	e->body_cr = 0;
+	e->body_max = max;
+	e->body_size = 0;
+	e->body_line = 0;
 	return 0;
 }
 
@@ -392,13 +395,20 @@ edit_body_write(struct edit *e, const char *in, size_t len)
 		}
 		if (c == '\0')
 			goto fail;
+		/* RFC 1870 counts CR LF and not the stuffing dots. */
+		e->body_size += c == '\n' ? 2 : 1;
+		if (e->body_max != 0 && e->body_size > e->body_max)
+			goto fail;
 		if (c == '\n') {
 			body_put(e, buf, &o, '\r');
 			body_put(e, buf, &o, '\n');
 			e->body_cr = 0;
 			e->body_sol = 1;
+			e->body_line = 0;
 			continue;
 		}
+		if (++e->body_line > EDIT_BODY_LINE_MAX)
+			goto fail;
 		if (e->body_sol && c == '.')
 			body_put(e, buf, &o, '.');
 		body_put(e, buf, &o, c);

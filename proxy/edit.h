@@ -27,6 +27,9 @@ struct rcpt;
 #define EDIT_MAX_HEADERS 1000
 /* Recipients added, and deleted, in one transaction (like max_recipients). */
 #define EDIT_MAX_RCPTS 1000
+/* A line of a replacement body, without its CR LF (RFC 5322 §2.1.1): a
+ * filter cannot make us send what a backend may refuse or cut. */
+#define EDIT_BODY_LINE_MAX 998
 /* An address a filter gives: RFC 5321 §4.5.3.1.3 allows 256 octets for a
  * path; a backend would refuse more. */
 #define EDIT_ADDR_MAX 256
@@ -78,6 +81,8 @@ struct edit {
 	struct spool body; /* the new body: wire form (CR LF, dot-stuffed) */
 	enum edit_body_state body_state;
 	int body_sol, body_cr; /* at a line's start; a CR waits for its LF */
+	size_t body_max, body_size; /* RFC 1870 octets allowed, and so far */
+	size_t body_line; /* octets of the line being written */
 	struct chain_envelope env;
 	size_t nadded, ndeleted;
 };
@@ -126,10 +131,12 @@ int edit_delete_rcpt(struct edit *e, const struct rcpt *orig, const char *addr);
 int edit_change_sender(struct edit *e, const char *addr, const char *params);
 
 /* edit_body_begin - a new body replaces the received one (an earlier
- * replacement is dropped); threshold and dir as the received spool's. */
-int edit_body_begin(struct edit *e, size_t threshold, const char *dir);
+ * replacement is dropped); threshold and dir as the received spool's, and
+ * at most max octets (RFC 1870's count: max_message_size; 0: no limit). */
+int edit_body_begin(struct edit *e, size_t threshold, const char *dir, size_t max);
 /* edit_body_write - un-stuffed body octets: a bare LF becomes CR LF, a
- * line starting with '.' is stuffed; a bare CR or a NUL fails the
+ * line starting with '.' is stuffed; a bare CR, a NUL, a line over
+ * EDIT_BODY_LINE_MAX octets or a body over the maximum fails the
  * replacement (-1; the received body stays). 0 or -1. */
 int edit_body_write(struct edit *e, const char *buf, size_t len);
 /* edit_body_end - the new body is complete (a last line without a line

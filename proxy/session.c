@@ -751,6 +751,7 @@ session_view(struct session *s, const char *arg, const char *params)
 	v->spool = tx->spool_open ? &tx->spool : NULL;
 	v->msg = tx->msg_parsed ? &tx->msg : NULL;
 	v->size = tx->size;
+	v->max_size = (size_t)s->cfg->max_message_size;
 }
 
 /* on_hooks_done - the stage is decided: proceed, or answer the verdict */

@@ -222,3 +222,19 @@ def test_added_recipient_only_no_reset(recorder, proxy, client):
     raw = recorder.raw()
     assert b"RSET" not in raw
     assert b"RCPT TO:<a@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n" in raw
+
+
+def test_replacement_over_max_message_size_is_refused(recorder, proxy, client, tmp_path):
+    # A filter cannot make us send more than max_message_size: the
+    # replacement fails, is logged, and the received body goes on.
+    f = tmp_path / "big.txt"
+    f.write_bytes((b"y" * 70 + b"\n") * 2000)  # 142 KB
+    p = proxy(max_message_size="64k", sections=[edits(replace_body_file=str(f))])
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<s@client.test>").expect(250)
+    c.cmd("RCPT TO:<a@example.test>").expect(250)
+    assert c.message(b"Subject: x\r\n\r\nthe received body\r\n.\r\n").code == 250
+    [t] = recorder.messages()
+    assert t.data == b"Subject: x\r\n\r\nthe received body\r\n"
+    assert p.wait_log(r"body replacement refused .*over max_message_size")

@@ -205,7 +205,7 @@ test_no_body(void **state)
 static void
 replace(const char *text)
 {
-	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp"), 0);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 0), 0);
 	assert_int_equal(edit_body_write(&fx.e, text, strlen(text)), 0);
 	assert_int_equal(edit_body_end(&fx.e), 0);
 }
@@ -226,7 +226,7 @@ test_body_replace_split_writes(void **state)
 {
 	/* CR and LF in different writes, a dot at a write's start mid-line */
 	load("Subject: s\r\n\r\nold\r\n");
-	assert_int_equal(edit_body_begin(&fx.e, 16, "/tmp"), 0); /* spills to a file */
+	assert_int_equal(edit_body_begin(&fx.e, 16, "/tmp", 0), 0); /* spills to a file */
 	assert_int_equal(edit_body_write(&fx.e, "a\r", 2), 0);
 	assert_int_equal(edit_body_write(&fx.e, "\n.b", 3), 0);
 	assert_int_equal(edit_body_write(&fx.e, ".c\r\n", 4), 0);
@@ -263,18 +263,43 @@ static void
 test_body_replace_bare_cr_refused(void **state)
 {
 	load(MSG);
-	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp"), 0);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 0), 0);
 	assert_int_equal(edit_body_write(&fx.e, "a\rb\n", 4), -1);
 	assert_int_equal(edit_body_write(&fx.e, "more\n", 5), -1);
 	assert_int_equal(edit_body_end(&fx.e), -1);
 	assert_string_equal(render(), MSG); /* the received body */
 	unload();
 	load(MSG);
-	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp"), 0);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 0), 0);
 	assert_int_equal(edit_body_write(&fx.e, "end\r", 4), 0);
 	assert_int_equal(edit_body_end(&fx.e), -1); /* a CR at the very end */
-	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp"), 0);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 0), 0);
 	assert_int_equal(edit_body_write(&fx.e, "nul\0", 4), -1);
+	assert_string_equal(render(), MSG);
+	unload();
+}
+
+/* A replacement may not be larger than max_message_size (RFC 1870 count:
+ * CR LF counted, stuffing dots not), nor hold a line over 998 octets:
+ * either fails it, and the received body is sent. */
+static void
+test_body_replace_limits(void **state)
+{
+	char line[1001];
+
+	load(MSG);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 10), 0);
+	assert_int_equal(edit_body_write(&fx.e, ".1234567\n", 9), 0); /* 10 octets: fits */
+	assert_int_equal(edit_body_write(&fx.e, "x", 1), -1);
+	assert_int_equal(edit_body_end(&fx.e), -1);
+	assert_string_equal(render(), MSG);
+	unload();
+	memset(line, 'a', sizeof(line));
+	load(MSG);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 0), 0);
+	assert_int_equal(edit_body_write(&fx.e, line, 998), 0);
+	assert_int_equal(edit_body_write(&fx.e, "\n", 1), 0); /* 998 and CR LF: fits */
+	assert_int_equal(edit_body_write(&fx.e, line, 999), -1);
 	assert_string_equal(render(), MSG);
 	unload();
 }
@@ -283,7 +308,7 @@ static void
 test_body_unended_not_used(void **state)
 {
 	load(MSG);
-	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp"), 0);
+	assert_int_equal(edit_body_begin(&fx.e, 1 << 20, "/tmp", 0), 0);
 	assert_int_equal(edit_body_write(&fx.e, "x\n", 2), 0);
 	assert_string_equal(render(), MSG);
 	unload();
@@ -515,6 +540,7 @@ main(void)
 	    cmocka_unit_test(test_body_replace_split_writes),
 	    cmocka_unit_test(test_body_replace_empty),
 	    cmocka_unit_test(test_body_replace_bare_cr_refused),
+	    cmocka_unit_test(test_body_replace_limits),
 	    cmocka_unit_test(test_body_unended_not_used),
 	    cmocka_unit_test(test_everything_combined),
 	    cmocka_unit_test(test_header_bound),
