@@ -58,6 +58,7 @@ static void session_verdict(struct session *s, enum pc_stage stage, const struct
 static void session_connect_verdict(struct session *s, const struct chain_result *r);
 static void session_free(struct session *s);
 static void session_backend_gone(void *arg, enum backend_result res);
+static void session_named(void *arg);
 
 /* session_new - a client the listener accepted */
 void
@@ -153,6 +154,24 @@ session_begin(struct session *s)
 	    s->tls_proto ? s->tls_proto : "", s->trusted ? " trusted" : "");
 	s->state = SESSION_CONNECTING;
 	s->busy = 1;
+	/* Filters may read the client's name (PC_CLIENT_NAME, conn.rdns) from
+	 * the connect stage on: with client_rdns, it is known (or known not to
+	 * be) before they run, within dns_timeout, as Postfix's smtpd looks its
+	 * client up before any restriction. */
+	if (s->cfg->client_rdns && s->chain != NULL && s->chain->n > 0) {
+		rdns_start(&s->rdns);
+		if (rdns_wait(&s->rdns, session_named, s))
+			return;
+	}
+	session_run(s, command_event(HOOK_CONNECT));
+}
+
+/* session_named - the client's name is in: the connect stage */
+static void
+session_named(void *arg)
+{
+	struct session *s = arg;
+
 	session_run(s, command_event(HOOK_CONNECT));
 }
 

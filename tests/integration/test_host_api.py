@@ -231,3 +231,34 @@ def test_summary_line_carries_the_score(recorder, proxy, client):
     start_txn(c)
     assert c.message(stuff(BODY) + b".\r\n").code == 250
     assert p.wait_log(r"score=3\.5 symbols=RBL\(2\),BAD_SUBJ\(1\.5\) status=sent"), p.log()
+
+
+def test_client_name_known_from_the_connect_stage(recorder, proxy, client, dns, tmp_path):
+    """With client_rdns and a filter configured, the forward-confirmed name
+    is looked up before the connect hooks, whatever the backend offers (the
+    recorder offers no XCLIENT): PC_CLIENT_NAME and conn.rdns see it at once."""
+    dns.ptr("127.0.0.1", "client.rdns.test").a("client.rdns.test", "127.0.0.1")
+    lua = lua_section(tmp_path, """
+    function on_connect(conn)
+      T("conn", {rdns = conn.rdns})
+    end
+    """)
+    p = proxy(client_rdns="yes", dns_server=dns.address,
+              sections=[("plugin f", {"path": FIELDS}), lua])
+    c = client(p)
+    c.greet()
+    assert fields_lines(p, "connect")[0]["client_name"] == "client.rdns.test"
+    assert report(p, "conn") == {"rdns": "client.rdns.test"}
+
+
+def test_client_name_lookup_bounded_by_dns_timeout(recorder, proxy, client, dns):
+    """A resolver that never answers holds the connect stage dns_timeout at
+    most; the session then goes on with no name."""
+    dns.never("in-addr.arpa")
+    p = proxy(client_rdns="yes", dns_server=dns.address, dns_timeout="300ms",
+              sections=[("plugin f", {"path": FIELDS})])
+    c = client(p)
+    c.greet()
+    assert fields_lines(p, "connect")[0]["client_name"] == "-"
+    assert p.wait_log(r"name=unknown \(temporary DNS failure\)", timeout=BOUND)
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
