@@ -695,22 +695,22 @@ session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct s
 		return;
 	}
 	s->proceed = proceed;
+	free(s->stage_params);
+	s->stage_params = NULL;
 	if (stage == HOOK_HELO) {
-		char *helo = strndup(s->cmd.arg, s->cmd.arg_len);
-		if (helo == NULL) {
-			session_say(s, R_LOCAL_ERROR);
-			session_done(s);
-			return;
-		}
-		session_view(s, helo, NULL);
+		/* The name ends the command line, which is ours until the next
+		 * command (check_helo refused an empty one): end the string
+		 * there instead of copying it. */
+		s->line[(size_t)(s->cmd.arg - s->line) + s->cmd.arg_len] = '\0';
+		session_view(s, s->cmd.arg, NULL);
 	} else if (stage == HOOK_RCPT) {
-		char *params = path_params(&s->path);
-		if (params == NULL) {
+		/* check_rcpt takes no parameters today: "" without an allocation. */
+		if (s->path.nparams > 0 && (s->stage_params = path_params(&s->path)) == NULL) {
 			session_say(s, R_LOCAL_ERROR);
 			session_done(s);
 			return;
 		}
-		session_view(s, s->path.addr, params);
+		session_view(s, s->path.addr, s->stage_params != NULL ? s->stage_params : "");
 	} else {
 		session_view(s, NULL, NULL);
 	}
@@ -720,8 +720,8 @@ session_hooks(struct session *s, enum hook_stage stage, void (*proceed)(struct s
 /*
  * session_view - refresh what the chain may read, before it runs. arg and
  * params are the stage's own strings (HELO's name, RCPT's address and
- * parameters): helo and params are taken over (freed at the next stage),
- * a RCPT address lives in s->path until the next command.
+ * parameters); they live in the command line, s->path and s->stage_params
+ * until the next command, longer than any hook of this stage.
  */
 void
 session_view(struct session *s, const char *arg, const char *params)
@@ -730,9 +730,6 @@ session_view(struct session *s, const char *arg, const char *params)
 	struct transaction *tx = &s->tx;
 	int in_tx = tx->id[0] != '\0';
 
-	free(s->stage_arg);
-	free(s->stage_params);
-	s->stage_arg = s->stage_params = NULL;
 	if (s->local_ip[0] == '\0') {
 		/* Asked for once, and only when a filter may read it. */
 		struct sockaddr_storage local;
@@ -745,9 +742,6 @@ session_view(struct session *s, const char *arg, const char *params)
 			snprintf(s->local_port, sizeof(s->local_port), "0");
 		}
 	}
-	if (arg != NULL && arg != s->path.addr)
-		s->stage_arg = (char *)arg;
-	s->stage_params = (char *)params;
 	v->id = s->id;
 	v->tx_id = in_tx ? tx->id : NULL;
 	v->client_ip = s->client_ip;
@@ -967,7 +961,6 @@ session_free(struct session *s)
 	if (s->chain != NULL && s->chain->n > 0 && s->client != NULL)
 		session_view(s, NULL, NULL); /* for the close hooks */
 	chain_session_end(&s->cs);
-	free(s->stage_arg);
 	free(s->stage_params);
 	rdns_free(&s->rdns);
 	backend_close(&s->be);

@@ -119,7 +119,7 @@ struct session {
 	struct chain *chain;
 	struct chain_session cs;
 	struct chain_view view; /* what the chain reads (session_view) */
-	char *stage_arg, *stage_params; /* the view's arg and arg_params */
+	char *stage_params; /* RCPT's parameters for the view (path_params) */
 	void (*proceed)(struct session *s); /* after the hooks */
 	int ehlo; /* the client greeted with EHLO (not HELO) */
 	char *helo; /* the client's HELO/EHLO argument */

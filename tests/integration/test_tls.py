@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+import kit.proxy as kp
 from kit import tlskit
 from kit.messages import stuff
 from kit.postfix import DOMAIN, Postfix, postfix_fixtures, settle  # noqa: F401  (settle: imported from here)
@@ -788,3 +789,17 @@ def test_backend_tls_required_expired_certificate_421(tproxy, raw, tls):
         assert c.cmd("EHLO client.test").code == 421
         assert c.closed(timeout=BOUND)
         assert pf.count() == 0
+
+
+def test_filters_see_tls_protocol_and_cipher(tproxy, recorder, tls):
+    """PC_TLS and PC_TLS_CIPHER (plugin ABI 2): after STARTTLS a filter reads
+    the protocol and the cipher suite the client negotiated."""
+    p = tproxy(**tls_keys(tls), sections=[("plugin f", {"path": kp.test_plugin("fields")})])
+    with smtplib.SMTP(p.host, p.port, timeout=BOUND) as s:
+        s.ehlo("smtplib.test")
+        s.starttls(context=tls.client_context())
+        cipher = s.sock.cipher()[0]
+        s.ehlo("smtplib.test")
+        assert s.sendmail("a@client.test", ["b@rcpt.test"], BODY) == {}
+    [m] = p.wait_log(r"fields data: [^\n]*tls_cipher=(\S+)", timeout=BOUND)
+    assert m.group(1) == cipher, p.log()
