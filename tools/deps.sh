@@ -6,7 +6,8 @@ set -eu
 
 PKGS="gcc make pkg-config clang-format libevent-dev libssl-dev liblua5.4-dev
 libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
-openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl $*"
+openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl
+liblmdb-dev libhiredis-dev redis-server $*"
 
 missing=""
 for p in $PKGS; do

@@ -100,7 +100,7 @@
 
 /* The ABI this header describes (see VERSIONS above). */
 #define PC_ABI_MAJOR 2
-#define PC_ABI_MINOR 0
+#define PC_ABI_MINOR 1
 
 /* The first members of a descriptor: put it first in the initializer.
  * PC_PLUGIN_ABI_INIT_MINOR(m) is for a plugin that also runs on hosts of an
@@ -232,8 +232,84 @@ struct pc_option {
 struct pc_call; /* one hook invocation: the session, the transaction, the stage */
 struct pc_instance; /* the host's handle for one section */
 struct pc_cidrs; /* a parsed CIDR list (host->opt_cidr) */
+struct pc_store; /* a store the host opened (host->store_open) */
+struct pc_store_req; /* a store request in flight */
 
 typedef void (*pc_cancel_fn)(void *arg);
+
+/*
+ * THE STORE (ABI 2.1; DESIGN.md §7). State that outlives a session -
+ * greylisting triplets, rate counters - lives in a store the host keeps:
+ *
+ *	memory              this process only; gone at exit
+ *	lmdb:PATH           a directory of LMDB files: survives restarts, safe
+ *	                    for several processes on one machine
+ *	redis://HOST:PORT/DB, redis://:PASSWORD@HOST:PORT/DB,
+ *	unix:PATH[?db=N]    a Redis server: shared by several proxies
+ *
+ * Keys and values are octet strings (keys 1 to PC_STORE_KEY_MAX octets,
+ * values at most PC_STORE_VALUE_MAX). Every operation is asynchronous in
+ * form: it takes a callback, done(arg, result), called exactly once unless
+ * the request is cancelled. Memory and LMDB call it before the operation
+ * returns (and return NULL); Redis calls it later, from the event loop
+ * (and returns a handle for store_cancel). A request that fails at once
+ * (a bad key, a store that is down) also calls done before returning.
+ * So one code path serves every store: in a hook, call host->pending
+ * first, start the operation, and resume from done (which may run inside
+ * the hook: that is allowed). A cancel function for pending cancels the
+ * request it kept, if it is not NULL.
+ *
+ * The result and what it points to are valid during done only. A store
+ * that fails or times out (each Redis command has store_timeout) answers
+ * PC_STORE_FAILED with a reason; a hook that cannot decide without it
+ * answers PC_FAIL and the section's on_error decides (greylist and
+ * ratelimit default to accept: an outage must not stop mail).
+ *
+ * Keys are shared by everyone using the same store: prefix them with
+ * the plugin's name ("greylist:", "ratelimit:").
+ */
+#define PC_STORE_KEY_MAX 511 /* LMDB's limit */
+#define PC_STORE_VALUE_MAX (1024 * 1024)
+
+/* set: only if the key does not exist (else PC_STORE_EXISTS) */
+#define PC_STORE_NX 1u
+
+enum pc_store_status {
+	PC_STORE_OK = 0, /* done; value or number holds the answer */
+	PC_STORE_MISSING, /* get, del: there is no such key (or it expired) */
+	PC_STORE_EXISTS, /* set with PC_STORE_NX: the key exists; nothing changed */
+	PC_STORE_FAILED, /* the store failed or timed out: error says why */
+};
+
+/* A Redis reply, for store_command (Lua's redis.call). */
+enum pc_store_reply_type {
+	PC_REPLY_NIL = 0,
+	PC_REPLY_INTEGER,
+	PC_REPLY_STRING, /* a bulk string */
+	PC_REPLY_STATUS, /* "+OK" */
+	PC_REPLY_ERROR, /* "-ERR ..." (a command error; the store is fine) */
+	PC_REPLY_ARRAY,
+};
+
+struct pc_store_reply {
+	enum pc_store_reply_type type;
+	long long integer;
+	const char *str; /* STRING, STATUS, ERROR: NUL-terminated, len octets */
+	size_t len;
+	size_t elements; /* ARRAY */
+	const struct pc_store_reply *const *element;
+};
+
+struct pc_store_result {
+	enum pc_store_status status;
+	const char *value; /* get: the value, len octets (NUL after them) */
+	size_t len;
+	long long number; /* incr: the new value */
+	const char *error; /* PC_STORE_FAILED: why, for the log */
+	const struct pc_store_reply *reply; /* store_command: the reply */
+};
+
+typedef void (*pc_store_fn)(void *arg, const struct pc_store_result *r);
 
 /* The services the host offers. Every function is safe to call from a hook
  * or from an event callback; none blocks. */
@@ -413,6 +489,47 @@ struct pc_host {
 	int (*opt_cidr_match)(const struct pc_cidrs *cidrs, const char *ip);
 	void (*opt_cidr_free)(struct pc_cidrs *cidrs);
 	int (*opt_file)(const char *path, char *err, size_t errlen);
+
+	/* ---- ABI 2.1: the store (see THE STORE above) ---- */
+
+	/* store_open - the store spec names ("memory", "lmdb:/var/lib/x",
+	 * "redis://127.0.0.1:6379/0"), or, for NULL, the configuration's
+	 * top-level store. In init only. The same spec gives the same store
+	 * to every instance (one LMDB environment, one Redis connection per
+	 * process). The handle stays valid until the instance's fini; the
+	 * host closes it. NULL with a message in err: a bad spec, a
+	 * directory that cannot be created or opened. A Redis server that
+	 * is down is not an error here: the store connects in the
+	 * background and fails requests until it is up. */
+	struct pc_store *(*store_open)(
+	    struct pc_instance *self, const char *spec, char *err, size_t errlen);
+	/* store_name - the store's spec for logs, a password left out. */
+	const char *(*store_name)(const struct pc_store *st);
+	/* store_get - the value of key: PC_STORE_OK or PC_STORE_MISSING. */
+	struct pc_store_req *(*store_get)(
+	    struct pc_store *st, const char *key, size_t klen, pc_store_fn done, void *arg);
+	/* store_set - key = value, expiring after ttl_ms (0: never); flags
+	 * PC_STORE_NX or 0. PC_STORE_OK or PC_STORE_EXISTS. */
+	struct pc_store_req *(*store_set)(struct pc_store *st, const char *key, size_t klen,
+	    const char *value, size_t vlen, unsigned long long ttl_ms, unsigned flags,
+	    pc_store_fn done, void *arg);
+	/* store_incr - add by (negative is fine) to the decimal integer in
+	 * key, a missing key counting as 0: number is the new value. ttl_ms
+	 * (0: none) is set when this call creates the key and only then, so
+	 * a counter made with a ttl is gone ttl_ms after its first increment
+	 * (a fixed window). A value that is not an integer fails. */
+	struct pc_store_req *(*store_incr)(struct pc_store *st, const char *key, size_t klen,
+	    long long by, unsigned long long ttl_ms, pc_store_fn done, void *arg);
+	/* store_del - remove key: PC_STORE_OK, or PC_STORE_MISSING. */
+	struct pc_store_req *(*store_del)(
+	    struct pc_store *st, const char *key, size_t klen, pc_store_fn done, void *arg);
+	/* store_command - a Redis command, argv[0] its name: the reply in
+	 * result->reply (a Redis error reply is PC_STORE_OK with a
+	 * PC_REPLY_ERROR reply). On a store that is not Redis: PC_STORE_FAILED. */
+	struct pc_store_req *(*store_command)(struct pc_store *st, size_t argc,
+	    const char *const *argv, const size_t *argvlen, pc_store_fn done, void *arg);
+	/* store_cancel - forget a request in flight: done is not called. */
+	void (*store_cancel)(struct pc_store_req *req);
 };
 
 /* What init gets. */
@@ -464,6 +581,13 @@ struct pc_plugin {
 	 * instance must go on exactly as before. Sessions already running may
 	 * finish with what they started with. NULL: nothing to reload. */
 	int (*reload)(void *instance, char *err, size_t errlen);
+
+	/* ---- ABI 2.1 ---- */
+	/* on_error - what a failure of this plugin becomes in a section that
+	 * does not set on_error: "tempfail", "accept" or "reject"; NULL: the
+	 * top-level on_error. A plugin whose outage must not stop mail
+	 * (greylist, ratelimit) says "accept". */
+	const char *on_error;
 };
 
 #endif
