@@ -394,7 +394,9 @@ load_script(lua_State *L)
 	sandbox(L, in);
 	lh_api_open(L, in);
 	lh_dns_open(L);
-	lh_kv_open(L);
+	if (in->store == NULL)
+		lh_kv_open(L);
+	lh_store_open_lib(L, in);
 	if (luaL_loadbufferx(L, prelude, sizeof(prelude) - 1, "=prelude", "t") != LUA_OK)
 		return lua_error(L);
 	lua_pushcfunction(L, lh_blocked);
@@ -480,9 +482,11 @@ lh_state_unref(struct lh_state *st)
 
 /* The section keys the host reads (the script's `config` never sees them),
  * with their bounds. kv_max_memory and kv_max_entries bound the store
- * every section shares (kv.c says how). */
+ * every section shares (kv.c says how); kv_store the store kv uses instead
+ * (kvstore.c). */
 enum lh_key_kind {
 	LH_KEY_PATH,
+	LH_KEY_STORE, /* kv_store: a store spec, opened by kvstore.c */
 	LH_KEY_SIZE, /* host->opt_size: octets, or a count ("200k" too) */
 	LH_KEY_TIME, /* host->opt_time: milliseconds */
 };
@@ -490,7 +494,7 @@ enum lh_key_kind {
 struct lh_key {
 	const char *name;
 	enum lh_key_kind kind;
-	size_t off; /* of the uint64_t in struct lh_instance; 0 for script */
+	size_t off; /* of the uint64_t in struct lh_instance; 0 for script, kv_store */
 	unsigned long long min, max; /* max 0: none */
 	const char *expect; /* for messages */
 };
@@ -510,6 +514,7 @@ static const struct lh_key lh_keys[] = {
         "a size of at least 64K"},
     {"kv_max_entries", LH_KEY_SIZE, LH_OFF(kv_max_entries), 1, LH_KV_MAX_ENTRIES,
         "a number of entries from 1 to 10000000"},
+    {"kv_store", LH_KEY_STORE, 0, 0, 0, "a store"},
 };
 
 #define LH_NKEYS (sizeof(lh_keys) / sizeof(lh_keys[0]))
@@ -526,6 +531,14 @@ lh_key_set(
 	if (k->kind == LH_KEY_PATH) {
 		free(in->script);
 		if ((in->script = strdup(o->value)) != NULL)
+			return 0;
+		snprintf(init->err, init->errlen, "out of memory");
+		return -1;
+	}
+	if (k->kind == LH_KEY_STORE) {
+		free(in->kv_spec);
+		in->kv_spec_line = o->line;
+		if ((in->kv_spec = strdup(o->value)) != NULL)
 			return 0;
 		snprintf(init->err, init->errlen, "out of memory");
 		return -1;
@@ -574,6 +587,8 @@ lh_init(struct pc_init *init, void **instance)
 		snprintf(init->err, init->errlen, "no script = FILE given");
 		goto fail;
 	}
+	if (lh_store_init(in, init) != 0)
+		goto fail;
 	if ((in->cur = lh_state_new(in, init->err, init->errlen)) == NULL)
 		goto fail;
 	lh_kv_attach(in);
@@ -582,6 +597,7 @@ lh_init(struct pc_init *init, void **instance)
 fail:
 	free(in->name);
 	free(in->script);
+	free(in->kv_spec);
 	free(in);
 	return -1;
 }
@@ -595,6 +611,7 @@ lh_fini(void *instance)
 	lh_state_unref(in->cur);
 	free(in->name);
 	free(in->script);
+	free(in->kv_spec);
 	free(in);
 }
 

@@ -3,8 +3,8 @@
  * files. host.c is the plugin (sections, states, hook calls, coroutines,
  * limits, reload), api.c the objects and helpers scripts see (smtp, log,
  * conn, tx, msg, addresses, verdicts), dns.c the DNS helpers, kv.c the
- * in-process key-value store, pattern.c string.find/match/gmatch/gsub
- * with a step budget.
+ * in-process key-value store, kvstore.c kv on the host's store and
+ * redis.call, pattern.c string.find/match/gmatch/gsub with a step budget.
  */
 #ifndef PORTCULLIS_LUAHOST_H
 #define PORTCULLIS_LUAHOST_H
@@ -45,6 +45,10 @@ struct lh_instance {
 	uint64_t kv_max_memory; /* 0: the section did not say */
 	uint64_t kv_max_entries; /* 0: the section did not say */
 	struct lh_instance *kv_next; /* kv.c's list of loaded sections */
+	char *kv_spec; /* kv_store as given, or NULL */
+	int kv_spec_line;
+	struct pc_store *store; /* kv's store; NULL: kv.c's table */
+	int store_redis; /* a Redis store: it answers later (kv yields); redis.call */
 	const struct pc_option *options; /* the section's keys, for `config` */
 	struct lh_state *cur; /* what new sessions use */
 };
@@ -157,6 +161,13 @@ void lh_dns_open(lua_State *L);
 void lh_kv_open(lua_State *L);
 void lh_kv_attach(struct lh_instance *in);
 void lh_kv_detach(struct lh_instance *in);
+
+/* kvstore.c: kv on the host's store (kv_store = lmdb:, redis://, ...) and
+ * redis.call. lh_store_init opens the section's store in init (0, or -1
+ * with init->err); lh_store_open_lib makes the kv global (when the section
+ * has a store) and the redis global. */
+int lh_store_init(struct lh_instance *in, struct pc_init *init);
+void lh_store_open_lib(lua_State *L, struct lh_instance *in);
 
 /* pattern.c */
 void lh_pattern_open(lua_State *L, unsigned long budget);
