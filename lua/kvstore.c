@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "luahost.h"
 
@@ -32,6 +33,16 @@
  * client input (every recipient, say) is stopped here, not in Redis. */
 #define KS_CALL_MAX_ARGS 1000
 #define KS_CALL_MAX_OCTETS (2 * PC_STORE_VALUE_MAX)
+/* Commands redis.call refuses: the store's one connection per process
+ * is shared by every section and plugin on it, so a command that blocks
+ * it (BLPOP waits for a push) or changes its state (SELECT, MULTI, CLIENT
+ * REPLY OFF, SUBSCRIBE) would hold up or garble everyone's requests. For
+ * a transaction, use EVAL; XREAD and XREADGROUP are refused with BLOCK. */
+static const char *const ks_refused[] = {"ASKING", "AUTH", "BLMOVE", "BLMPOP", "BLPOP", "BRPOP",
+    "BRPOPLPUSH", "BZMPOP", "BZPOPMAX", "BZPOPMIN", "CLIENT", "DISCARD", "EXEC", "HELLO", "MONITOR",
+    "MULTI", "PSUBSCRIBE", "PSYNC", "PUNSUBSCRIBE", "QUIT", "READONLY", "READWRITE", "REPLCONF",
+    "RESET", "SELECT", "SSUBSCRIBE", "SUBSCRIBE", "SUNSUBSCRIBE", "SYNC", "UNSUBSCRIBE", "UNWATCH",
+    "WAIT", "WAITAOF", "WATCH"};
 /* A TTL longer than this (about 31 years) counts as this, so that the
  * milliseconds cannot overflow. */
 #define KS_TTL_MAX_S 1e9
@@ -468,6 +479,26 @@ ks_del(lua_State *L)
 	return ks_end(L, w, in->host->store_del(in->store, key, len, ks_done, w), "kv.del");
 }
 
+/* ks_allowed - may redis.call send this command (its arguments on the
+ * stack from 1)? See ks_refused. */
+static int
+ks_allowed(lua_State *L, int argc)
+{
+	const char *cmd = lua_tostring(L, 1);
+
+	for (size_t i = 0; i < sizeof(ks_refused) / sizeof(ks_refused[0]); i++) {
+		if (strcasecmp(cmd, ks_refused[i]) == 0)
+			return 0;
+	}
+	if (strcasecmp(cmd, "XREAD") == 0 || strcasecmp(cmd, "XREADGROUP") == 0) {
+		for (int i = 2; i <= argc; i++) {
+			if (strcasecmp(lua_tostring(L, i), "BLOCK") == 0)
+				return 0;
+		}
+	}
+	return 1;
+}
+
 /* redis_call - redis.call(cmd, ...): the reply (see ks_reply), or nil,
  * err (an error reply's text, or why the store failed) */
 static int
@@ -504,6 +535,11 @@ redis_call(lua_State *L)
 			return ks_fail(L, "redis.call: arguments longer than %d octets in all",
 			    KS_CALL_MAX_OCTETS);
 	}
+	if (!ks_allowed(L, argc))
+		return ks_fail(L,
+		    "redis.call: %s is not allowed (it blocks or changes the connection every "
+		    "user of the store shares)",
+		    lua_tostring(L, 1));
 	if ((w = ks_begin(L, KS_CALL, "redis.call", &n)) == NULL)
 		return n;
 	/* One copy of the whole command (pointers, lengths, octets): it
