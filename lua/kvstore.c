@@ -69,7 +69,6 @@ struct ks_wait {
 	enum ks_op op;
 	int calling;
 	int nres; /* calling: the values pushed on L; -1: none yet */
-	char *copy; /* redis.call: the arguments, for a store that keeps them */
 };
 
 /* What ks_push pushes: one answer. */
@@ -226,7 +225,6 @@ ks_done(void *arg, const struct pc_store_result *r)
 	}
 	L = run->st->L;
 	n = ks_results(L, w, r);
-	free(w->copy);
 	free(w);
 	lua_xmove(L, run->co, n);
 	lh_wait_done(run, n);
@@ -241,7 +239,6 @@ ks_cancel(struct lh_wait *arg)
 
 	if (w->req != NULL)
 		w->host->store_cancel(w->req);
-	free(w->copy);
 	free(w);
 }
 
@@ -295,7 +292,6 @@ ks_end(lua_State *L, struct ks_wait *w, struct pc_store_req *req, const char *wh
 
 	w->calling = 0;
 	if (n >= 0 || req == NULL) {
-		free(w->copy);
 		free(w);
 		if (n < 0)
 			return ks_fail(L, "store failed: %s got no answer", what);
@@ -305,7 +301,6 @@ ks_end(lua_State *L, struct ks_wait *w, struct pc_store_req *req, const char *wh
 		/* A store that answers later, which ks_begin did not know:
 		 * it cannot be waited for here. */
 		w->host->store_cancel(req);
-		free(w->copy);
 		free(w);
 		return ks_fail(L, "%s cannot wait here", what);
 	}
@@ -506,10 +501,10 @@ redis_call(lua_State *L)
 {
 	struct lh_instance *in = lh_state_of(L)->in;
 	int argc = lua_gettop(L), n;
-	size_t total = 0, o = 0;
+	size_t total = 0;
 	const char **argv;
 	size_t *argvlen;
-	char *p;
+	struct pc_store_req *req;
 	struct ks_wait *w;
 
 	if (!in->store_redis)
@@ -542,28 +537,18 @@ redis_call(lua_State *L)
 		    lua_tostring(L, 1));
 	if ((w = ks_begin(L, KS_CALL, "redis.call", &n)) == NULL)
 		return n;
-	/* One copy of the whole command (pointers, lengths, octets): it
-	 * outlives this C function's stack while the request is in flight. */
-	w->copy = malloc((size_t)argc * (sizeof(*argv) + sizeof(*argvlen)) + total + (size_t)argc);
-	if (w->copy == NULL) {
+	/* The store copies what it keeps (plugin.h): the arguments may
+	 * point into the stack, and the arrays go when the call returns. */
+	if ((argv = malloc((size_t)argc * (sizeof(*argv) + sizeof(*argvlen)))) == NULL) {
 		free(w);
 		return ks_fail(L, "redis.call: out of memory");
 	}
-	argv = (const char **)(void *)w->copy;
-	argvlen = (size_t *)(void *)(w->copy + (size_t)argc * sizeof(*argv));
-	p = w->copy + (size_t)argc * (sizeof(*argv) + sizeof(*argvlen));
-	for (int i = 1; i <= argc; i++) {
-		size_t len;
-		const char *s = lua_tolstring(L, i, &len);
-		memcpy(p + o, s, len);
-		p[o + len] = '\0';
-		argv[i - 1] = p + o;
-		argvlen[i - 1] = len;
-		o += len + 1;
-	}
-	return ks_end(L, w,
-	    in->host->store_command(in->store, (size_t)argc, argv, argvlen, ks_done, w),
-	    "redis.call");
+	argvlen = (size_t *)(void *)(argv + argc);
+	for (int i = 1; i <= argc; i++)
+		argv[i - 1] = lua_tolstring(L, i, &argvlen[i - 1]);
+	req = in->host->store_command(in->store, (size_t)argc, argv, argvlen, ks_done, w);
+	free(argv);
+	return ks_end(L, w, req, "redis.call");
 }
 
 /* lh_store_init - kv_store: the store kv uses, opened in init. memory (or

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from kit.proxy import ProxyError
+from kit.dialogue import config_line, refused
 from kit.redis import Redis
 from test_lua import (
     FILTER_FAILURE,
@@ -53,7 +53,6 @@ function on_helo(conn, name)
   local r = {}
   kv.set("n", 42); kv.set("b", false); kv.set("f", 1.5)
   r.n, r.b, r.f = kv.get("n"), kv.get("b"), kv.get("f")
-  r.ntype = math.type(kv.get("n"))
   r.i = kv.incr("c", 2.5)
   local v, err = redis.call("PING")
   r.call_v, r.call_err = v == nil, err
@@ -67,7 +66,7 @@ def test_kv_memory_keeps_types(recorder, proxy, client, tmp_path, keys):
     p = lua_proxy(proxy, tmp_path, MEMORY_SCRIPT, keys=keys)
     helo(p, client, "one.test")
     assert report(p, "mem") == {
-        "n": 42, "b": False, "f": 1.5, "ntype": "integer", "i": 2.5,
+        "n": 42, "b": False, "f": 1.5, "i": 2.5,
         "call_v": True, "call_err": "redis.call needs kv_store = redis://... (or unix:...)",
     }
 
@@ -144,10 +143,11 @@ def test_kv_lmdb_values_are_strings(recorder, proxy, client, tmp_path):
     }, got
 
 
-def test_kv_store_bad_spec_stops_start(recorder, proxy, client, tmp_path):
-    with pytest.raises(ProxyError) as e:
-        lua_proxy(proxy, tmp_path, LMDB_SCRIPT, keys={"kv_store": "nosuch:thing"})
-    assert "nosuch:thing" in str(e.value)
+def test_kv_store_bad_spec_stops_start(recorder, tmp_path):
+    sec = lua_section(tmp_path, LMDB_SCRIPT, kv_store="nosuch:thing")
+    cfg, log, out = refused(recorder, tmp_path, [sec])
+    line = config_line(cfg, "kv_store =")
+    assert f'{cfg}:{line}: [lua policy]: unknown store "nosuch:thing"' in out, out
 
 
 # ---- kv on Redis --------------------------------------------------------------------
@@ -240,10 +240,11 @@ def test_kv_redis_down_on_error_accept(recorder, proxy, client, tmp_path, redis)
     assert log_lines(p, "store failed"), p.log()
 
 
-def test_kv_redis_at_top_level_refused(recorder, proxy, client, tmp_path, redis):
-    with pytest.raises(ProxyError) as e:
-        lua_proxy(proxy, tmp_path, 'kv.get("x")\n', keys={"kv_store": redis.url})
-    assert "top level cannot: use it in hooks" in str(e.value)
+def test_kv_redis_at_top_level_refused(recorder, tmp_path, redis):
+    sec = lua_section(tmp_path, 'kv.get("x")\n', kv_store=redis.url)
+    cfg, log, out = refused(recorder, tmp_path, [sec])
+    assert f"kv.get: kv_store {redis.url} waits for its answers, which the script's top level cannot: " \
+        "use it in hooks" in out, out
 
 
 def test_kv_redis_in_on_disconnect(recorder, proxy, client, tmp_path, redis):
