@@ -20,6 +20,7 @@
  * never comes. Failures are nil, err, never errors: a script keyed on
  * client input must be able to carry on without its counter.
  */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -316,7 +317,9 @@ ks_key(lua_State *L, const char *what, size_t *len)
 	const char *key = luaL_checklstring(L, 1, len);
 
 	if (*len == 0 || *len > PC_STORE_KEY_MAX) {
-		ks_fail(L, "%s: a key is 1 to %d octets, not %zu", what, PC_STORE_KEY_MAX, *len);
+		/* lua_pushfstring knows no %zu */
+		ks_fail(L, "%s: a key is 1 to %d octets, not %d", what, PC_STORE_KEY_MAX,
+		    (int)(*len < INT_MAX ? *len : INT_MAX));
 		return NULL;
 	}
 	return key;
