@@ -430,3 +430,21 @@ def test_redis_on_default_store(recorder, proxy, client, tmp_path, redis):
     replies, _ = run_session(client(p))
     assert replies["data"].code == 250
     assert_delivered(recorder)
+
+
+def test_redis_call_reply_counts_against_memory_limit(recorder, proxy, client, tmp_path, redis):
+    """A reply is built in the script's state: one over memory_limit is nil, err,
+    and the state goes on serving."""
+    for i in range(8):
+        redis.cmd("RPUSH", "big", "x" * (256 * 1024))
+    p = lua_proxy(proxy, tmp_path, """
+    function on_helo(conn, name)
+      local v, err = redis.call(name == "big.test" and "LRANGE" or "LLEN", "big", 0, -1)
+      T(name, {v = type(v) == "table" and #v or v, err = err})
+    end
+    """, keys={"kv_store": redis.url, "memory_limit": "1M"})
+    helo(p, client, "big.test")
+    got = report(p, "big.test")
+    assert "v" not in got and got["err"], got
+    helo(p, client, "small.test")
+    assert report(p, "small.test") == {"v": 8}
