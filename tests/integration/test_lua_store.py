@@ -439,7 +439,8 @@ def test_redis_call_reply_counts_against_memory_limit(recorder, proxy, client, t
         redis.cmd("RPUSH", "big", "x" * (256 * 1024))
     p = lua_proxy(proxy, tmp_path, """
     function on_helo(conn, name)
-      local v, err = redis.call(name == "big.test" and "LRANGE" or "LLEN", "big", 0, -1)
+      local v, err
+      if name == "big.test" then v, err = redis.call("LRANGE", "big", 0, -1) else v, err = redis.call("LLEN", "big") end
       T(name, {v = type(v) == "table" and #v or v, err = err})
     end
     """, keys={"kv_store": redis.url, "memory_limit": "1M"})
