@@ -446,6 +446,6 @@ def test_redis_call_reply_counts_against_memory_limit(recorder, proxy, client, t
     """, keys={"kv_store": redis.url, "memory_limit": "1M"})
     helo(p, client, "big.test")
     got = report(p, "big.test")
-    assert "v" not in got and got["err"], got
+    assert got == {"err": "the answer does not fit in memory_limit"}, got
     helo(p, client, "small.test")
     assert report(p, "small.test") == {"v": 8}
