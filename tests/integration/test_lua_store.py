@@ -11,11 +11,13 @@ Scripts report with T(key, value) (test_lua.py's prelude); the hooks run
 at EHLO (on_helo), with the EHLO name telling the script what to do.
 """
 
+import os
 import signal
 import time
 
 import pytest
 
+import kit.proxy as kp
 from kit.dialogue import config_line, refused
 from kit.redis import Redis
 from test_lua import (
@@ -449,3 +451,41 @@ def test_redis_call_reply_counts_against_memory_limit(recorder, proxy, client, t
     assert got == {"err": "the answer does not fit in memory_limit"}, got
     helo(p, client, "small.test")
     assert report(p, "small.test") == {"v": 8}
+
+
+# ---- the shipped example: examples/ratecount.lua ------------------------------------
+
+
+RATECOUNT = os.path.join(kp.REPO, "lua", "examples", "ratecount.lua")
+
+
+def test_example_ratecount_shared_by_two_proxies(recorder, proxy, client, redis):
+    sec = ("lua ratecount", {"script": RATECOUNT, "kv_store": redis.url, "limit": "2", "window": "60",
+                             "trusted": "none"})
+    p1, p2 = proxy(sections=[sec]), proxy(sections=[sec])
+    got = []
+    for p in (p1, p2, p1, p2):
+        c = client(p)
+        c.greet()
+        got.append(c.cmd("MAIL FROM:<a@x.test>").first)
+        c.cmd("QUIT")
+    assert all(g.startswith("250 ") for g in got[:2]), got
+    assert got[2:] == ["451 4.7.1 Too much mail from your network, try again later"] * 2, got
+    assert redis.cmd("GET", "ratecount:127.0.0.0/24") == "4"
+    assert 0 < redis.cmd("PTTL", "ratecount:127.0.0.0/24") <= 60000
+    # The store down: mail goes on, the log says why.
+    redis.stop()
+    c = client(p1)
+    c.greet()
+    assert c.cmd("MAIL FROM:<a@x.test>").code == 250
+    assert log_lines(p1, "ratecount: cannot count 127.0.0.0/24: store failed"), p1.log()
+
+
+def test_example_ratecount_trusted_and_memory(recorder, proxy, client):
+    sec = ("lua ratecount", {"script": RATECOUNT, "limit": "1"})  # 127.0.0.0/8 is trusted by default
+    p = proxy(sections=[sec])
+    c = client(p)
+    c.greet()
+    for _ in range(3):
+        c.cmd("MAIL FROM:<a@x.test>").expect(250)
+        c.cmd("RSET").expect(250)
