@@ -907,11 +907,16 @@ lh_continue(struct lh_run *run, int nargs)
 	host->resume(call, &v);
 }
 
-/* lh_resume_cb - after a forced yield */
+/* lh_resume_cb - after a forced yield, or an answer lh_wait_done_later
+ * put on the coroutine */
 static void
 lh_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
-	lh_continue(arg, 0);
+	struct lh_run *run = arg;
+	int n = run->resume_nargs;
+
+	run->resume_nargs = 0;
+	lh_continue(run, n);
 }
 
 /* lh_deadline_cb - hook_timeout passed while the script waited */
@@ -950,6 +955,25 @@ lh_wait_done(struct lh_run *run, int n)
 	run->wait = NULL;
 	run->wait_cancel = NULL;
 	lh_continue(run, n);
+}
+
+/* lh_wait_done_later - see luahost.h */
+void
+lh_wait_done_later(struct lh_run *run, int n)
+{
+	struct timeval zero = {0, 0};
+
+	run->waiting = 0;
+	run->wait = NULL;
+	run->wait_cancel = NULL;
+	if (run->ev_resume == NULL)
+		run->ev_resume = evtimer_new(run->st->in->host->base, lh_resume_cb, run);
+	if (run->ev_resume == NULL) {
+		lh_continue(run, n);
+		return;
+	}
+	run->resume_nargs = n;
+	evtimer_add(run->ev_resume, &zero);
 }
 
 /* lh_cancel_cb - the host gives up (session gone, filter_timeout) */

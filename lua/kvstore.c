@@ -12,8 +12,9 @@
  *
  * Memory and LMDB answer before the request returns: kv returns at once.
  * Redis answers later: kv (and redis.call, which needs Redis) yields the
- * hook's coroutine as the DNS helpers do, and the store's callback
- * resumes it. A Redis request may also be answered at once (the server is
+ * hook's coroutine as the DNS helpers do; the store's callback puts the
+ * answer on it and has it resumed at the loop's next turn (the callback
+ * may run inside other code: another request, another hook). A Redis request may also be answered at once (the server is
  * down); the callback tells which by whether the request is still being
  * made. A hook the host gives up on (filter_timeout, hook_timeout, the
  * client gone) cancels the request with store_cancel, and the callback
@@ -224,11 +225,17 @@ ks_done(void *arg, const struct pc_store_result *r)
 		w->nres = ks_results(w->L, w, r);
 		return;
 	}
+	/* The answer waits on the suspended coroutine; it is resumed from
+	 * the loop, not from inside whatever called us. */
 	L = run->st->L;
 	n = ks_results(L, w, r);
 	free(w);
+	if (!lua_checkstack(run->co, n)) {
+		lua_pop(L, n); /* no room: the call returns nothing */
+		n = 0;
+	}
 	lua_xmove(L, run->co, n);
-	lh_wait_done(run, n);
+	lh_wait_done_later(run, n);
 }
 
 /* ks_cancel - the hook call is dropped: forget the request; the dead

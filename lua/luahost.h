@@ -116,6 +116,7 @@ struct lh_run {
 	unsigned long count; /* instructions in this slice */
 	uint64_t deadline_ms; /* monotonic */
 	struct event *ev_resume; /* runs the coroutine again after a forced yield */
+	int resume_nargs; /* values ev_resume resumes it with */
 	struct event *ev_deadline;
 	void *wait; /* the helper's state while waiting */
 	lh_wait_cancel_fn wait_cancel;
@@ -131,6 +132,10 @@ int lh_wait_start(lua_State *L, void *w, lh_wait_cancel_fn cancel);
 struct lh_run *lh_current(lua_State *L);
 struct lh_state *lh_state_of(lua_State *L);
 void lh_wait_done(struct lh_run *run, int n);
+/* lh_wait_done_later - the same, at the event loop's next turn: for an
+ * answer that may come while other code runs (a store's callback may run
+ * inside another request, another session's hook, another plugin's). */
+void lh_wait_done_later(struct lh_run *run, int n);
 /* lh_charge - C code (the pattern matcher) did steps of work the count
  * hook cannot see. Raises when the hook call must stop and the caller
  * cannot yield; returns 1 when the caller should yield now, which it may
