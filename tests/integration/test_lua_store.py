@@ -262,6 +262,39 @@ def test_kv_redis_in_on_disconnect(recorder, proxy, client, tmp_path, redis):
     assert report(p, "bye") == {"err": "kv.incr cannot wait in on_disconnect"}
 
 
+def test_kv_redis_in_script_coroutines_and_many_sessions(recorder, proxy, client, tmp_path, redis):
+    """kv waits inside a coroutine the script made, and many sessions wait at once."""
+    p = lua_proxy(proxy, tmp_path, """
+    function on_mail(tx, sender)
+      local got = {}
+      local co = coroutine.wrap(function(k)
+        got[1] = kv.incr(k)
+        got[2] = coroutine.yield("mine")
+        got[3] = kv.incr(k, 10)
+        return "done"
+      end)
+      local a = co("co:" .. sender.user)
+      local b = co("resumed")
+      T("co_" .. sender.user, {a = a, b = b, got = got, total = kv.incr("all")})
+    end
+    """, keys={"kv_store": redis.url})
+    cs = []
+    for i in range(10):
+        c = client(p)
+        c.greet()
+        c.send(f"MAIL FROM:<s{i}@x.test>\r\n".encode())
+        cs.append(c)
+    for c in cs:
+        assert c.reply().code == 250
+    totals = []
+    for i in range(10):
+        got = report(p, f"co_s{i}")
+        totals.append(got.pop("total"))
+        assert got == {"a": "mine", "b": "done", "got": [1, "resumed", 11]}, got
+    assert sorted(totals) == list(range(1, 11))
+    assert redis.cmd("GET", "all") == "10"
+
+
 # ---- redis.call ---------------------------------------------------------------------
 
 
