@@ -106,6 +106,7 @@ function on_helo(conn, name)
     r.long_v, r.long_err = kv.set(long, "x")
     r.max_ok = kv.set(string.rep("k", 511), "x")
     r.empty_v, r.empty_err = kv.get("")
+    r.cfg_hidden = config.kv_store == nil
     local v, err = redis.call("GET", "n")
     r.call_v, r.call_err = v == nil, err
   end
@@ -121,11 +122,16 @@ def test_kv_lmdb_persists_across_restart(recorder, proxy, client, tmp_path):
     helo(p, client, "count.test")
     assert [r["n"] for r in wait_reports(p, "count.test", 2)] == [1, 2]
     assert report(p, "count.test")["loads"] == "1"
+    # A reload runs the top level again, in a new state, on the same store.
+    p.signal(signal.SIGHUP)
+    assert p.wait_log(r"SIGHUP: 1 filter\(s\) reloaded, 0 failed")
+    helo(p, client, "count.test")
+    assert wait_reports(p, "count.test", 3)[-1] == {"n": 3, "loads": "2"}
     p.stop()
     p2 = lua_proxy(proxy, tmp_path, LMDB_SCRIPT, keys=keys)
     helo(p2, client, "count.test")
     got = report(p2, "count.test")
-    assert got == {"n": 3, "loads": "2"}, got
+    assert got == {"n": 4, "loads": "3"}, got
 
 
 def test_kv_lmdb_values_are_strings(recorder, proxy, client, tmp_path):
@@ -140,7 +146,7 @@ def test_kv_lmdb_values_are_strings(recorder, proxy, client, tmp_path):
         "set_n": True, "n": "5", "ntype": "string", "f": "1.5", "big": "9007199254740992", "s": "text",
         "bool_ok": False, "table_ok": False, "missing": True,
         "add1": True, "add2": False, "a": "first", "del1": True, "del2": False,
-        "incr_frac": False, "max_ok": True,
+        "incr_frac": False, "max_ok": True, "cfg_hidden": True,
         "call_v": True, "call_err": "redis.call needs kv_store = redis://... (or unix:...)",
     }, got
 
