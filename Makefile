@@ -54,6 +54,8 @@ UNIT_TESTS += test_edit
 CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 # The store (store.h): the front and its backends; ABI 2.1 hands it to plugins.
 STORE_SRC := proxy/store.c proxy/store_memory.c
+STORE_SRC += proxy/store_redis.c
+LIBS += -lhiredis
 PROXY_SRC += $(STORE_SRC)
 CHAIN_TEST_SRC += $(STORE_SRC)
 UNIT_TESTS += test_store
