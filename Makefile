@@ -122,6 +122,13 @@ $(BUILD)/tests/test_store: $(BUILD)/tests/unit/test_store.o $(STORE_TEST_SRC:%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
 
+# The Redis backend against a redis-server and fake servers it starts; the
+# log captured (log_msg wrapped) to check what an outage logs.
+UNIT_TESTS += test_store_redis
+$(BUILD)/tests/test_store_redis: $(BUILD)/tests/unit/test_store_redis.o $(STORE_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wl,--wrap=log_msg -o $@ $^ -lcmocka $(LIBS)
+
 # Test sources that link with proxy objects: no prototypes for cmocka's cases.
 $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)

@@ -199,6 +199,7 @@ static void redis_connect_cb(const redisAsyncContext *ac, int status);
 static void redis_disconnect_cb(const redisAsyncContext *ac, int status);
 static void redis_drop(struct redis_store *rs, int freeing, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static void redis_fail(struct redis_store *rs, struct pc_store_req *req, const char *why);
 static void redis_retry_cb(evutil_socket_t fd, short what, void *arg);
 static void redis_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void redis_arm_timer(struct redis_store *rs);
@@ -815,7 +816,7 @@ redis_drop(struct redis_store *rs, int freeing, const char *fmt, ...)
 		while ((req = rev) != NULL) {
 			rev = req->next;
 			req->next = NULL;
-			store_fail(req, "%s", why);
+			redis_fail(rs, req, why);
 		}
 	}
 	while ((sc = scans) != NULL) {
@@ -825,6 +826,23 @@ redis_drop(struct redis_store *rs, int freeing, const char *fmt, ...)
 		free(sc->pattern);
 		free(sc);
 	}
+}
+
+/* redis_fail - fail req; once a done closed the store (rs->closing: st is
+ * gone, rs lives while busy) without store_fail, which logs through st */
+static void
+redis_fail(struct redis_store *rs, struct pc_store_req *req, const char *why)
+{
+	struct pc_store_result res;
+
+	if (!rs->closing) {
+		store_fail(req, "%s", why);
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	res.status = PC_STORE_FAILED;
+	res.error = why;
+	store_done(req, &res);
 }
 
 static void
