@@ -568,8 +568,9 @@ redis_free(struct redis_store *rs)
 	free(rs);
 }
 
-/* redis_close - the last user let go: requests still in flight fail (their
- * users are gone: store.c frees them), the connection goes */
+/* redis_close - the last user let go: the connection goes, and requests
+ * still in flight complete with PC_STORE_FAILED "store closed" (through
+ * store_done, which frees them; not logged) */
 static void
 redis_close(struct pc_store *st)
 {
