@@ -1,10 +1,10 @@
 /*
  * store_lmdb.c - the lmdb:PATH store (store.h; doc/store.md, "LMDB").
  *
- * Exports store_lmdb_backend. PATH is a directory holding one LMDB
- * environment (data.mdb and lock.mdb). It is created, mode 0700, when it
- * is missing; its parent must exist, so that a mistyped path fails at
- * portcullis -t instead of growing a tree somewhere unexpected. Every
+ * Exports store_lmdb_backend. PATH, absolute, is a directory holding one
+ * LMDB environment (data.mdb and lock.mdb). It is created, mode 0700,
+ * when it is missing, and so are its missing parents (0755, as mkdir -p
+ * makes them): the default store's /var/lib/portcullis need not exist. Every
  * process that opens the directory gets its own MDB_env; LMDB's lock file
  * makes them safe together, and MDB_NOTLS lets a read transaction (a scan)
  * stay open while the same thread writes.
@@ -212,18 +212,38 @@ fail:
 	return -1;
 }
 
-/* lmdb_dir - path is a directory we may write, made (0700) if missing */
+/* lmdb_dir - path is a directory we may write, made if missing: mode
+ * 0700, its missing parents 0755 as mkdir -p makes them (the default
+ * store's /var/lib/portcullis may not exist yet) */
 static int
 lmdb_dir(const char *path, struct stat *sb, char *err, size_t errlen)
 {
-	if (strlen(path) >= PATH_MAX) {
-		snprintf(
-		    err, errlen, "store lmdb: the path is longer than %d octets", PATH_MAX - 1);
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (path[0] != '/') {
+		/* The daemon's and the admin tool's working directories
+		 * differ: a relative path would be two stores. */
+		snprintf(err, errlen, "store lmdb:%s: the path must be absolute", path);
 		return -1;
 	}
+	if (len >= sizeof(buf)) {
+		snprintf(
+		    err, errlen, "store lmdb: the path is longer than %zu octets", sizeof(buf) - 1);
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; (p = strchr(p, '/')) != NULL; *p++ = '/') {
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+			snprintf(err, errlen, "store lmdb:%s: cannot create %s: %s", path, buf,
+			    strerror(errno));
+			return -1;
+		}
+	}
 	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-		snprintf(err, errlen, "store lmdb:%s: cannot create the directory: %s%s", path,
-		    strerror(errno), errno == ENOENT ? " (its parent must exist)" : "");
+		snprintf(err, errlen, "store lmdb:%s: cannot create the directory: %s", path,
+		    strerror(errno));
 		return -1;
 	}
 	if (stat(path, sb) != 0) {

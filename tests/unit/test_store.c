@@ -1,16 +1,17 @@
 /*
- * test_store.c - unit tests for the store (proxy/store.c and its
- * backends) through store.h, the functions plugins reach.
+ * test_store.c - the store's front (store.c) and its memory backend:
+ * the operations as plugin.h documents them, the limits every request
+ * passes, and what a full store answers.
  *
- * LMDB cases: each runs in a fresh directory under /tmp, on a real event
- * loop where the purge timer matters. Expiry is tested with short ttls
- * (50 ms) and a wait just past them; these cases check behaviour, not
- * timing. Several processes are real ones (fork), each with its own
- * environment, as worker processes would have.
+ * The LMDB backend (store_lmdb.c): each case runs in a fresh directory
+ * under /tmp, on a real event loop where the purge timer matters. Expiry
+ * is tested with short ttls (50 ms) and a wait just past them; these cases
+ * check behaviour, not timing. Several processes are real ones (fork),
+ * each with its own environment, as worker processes would have.
  */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,11 +32,7 @@
 #include "log.h"
 #include "store.h"
 
-/* A wait past a short ttl: the ttls below are TTL_MS. */
-#define TTL_MS 50
-#define PAST_TTL_MS 80
-
-/* What a done callback saw. */
+/* What the last done() saw. */
 struct seen {
 	int calls;
 	enum pc_store_status status;
@@ -44,6 +41,251 @@ struct seen {
 	long long number;
 	char error[512];
 };
+
+static void
+record(void *arg, const struct pc_store_result *r)
+{
+	struct seen *s = arg;
+
+	s->calls++;
+	s->status = r->status;
+	s->len = r->len;
+	s->number = r->number;
+	s->value[0] = s->error[0] = '\0';
+	if (r->value != NULL)
+		snprintf(s->value, sizeof(s->value), "%.*s", (int)r->len, r->value);
+	if (r->error != NULL)
+		snprintf(s->error, sizeof(s->error), "%s", r->error);
+}
+
+static struct pc_store *
+open_memory(size_t max)
+{
+	struct store_settings set = {.timeout_ms = 1000, .max_size = max, .purge_ms = 0};
+	char err[256];
+	struct pc_store *st;
+
+	store_configure(NULL, &set);
+	st = store_open("memory", err, sizeof(err));
+	if (st == NULL)
+		fail_msg("open: %s", err);
+	return st;
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+#define K(s) (s), strlen(s)
+
+static void
+test_round_trip(void **state)
+{
+	struct pc_store *st = open_memory(1 << 20);
+	struct seen s = {0};
+
+	assert_null(store_get(st, K("a"), record, &s));
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.status, PC_STORE_MISSING);
+	assert_null(store_set(st, K("a"), "hello", 5, 0, 0, record, &s));
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_get(st, K("a"), record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	assert_string_equal(s.value, "hello");
+	assert_int_equal(s.len, 5);
+	/* Binary values keep their length. */
+	store_set(st, K("b"), "x\0y", 3, 0, 0, record, &s);
+	store_get(st, K("b"), record, &s);
+	assert_int_equal(s.len, 3);
+	store_del(st, K("a"), record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_del(st, K("a"), record, &s);
+	assert_int_equal(s.status, PC_STORE_MISSING);
+	assert_int_equal(s.calls, 7);
+	store_release(st);
+}
+
+static void
+test_nx(void **state)
+{
+	struct pc_store *st = open_memory(1 << 20);
+	struct seen s = {0};
+
+	store_set(st, K("k"), "1", 1, 0, PC_STORE_NX, record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_set(st, K("k"), "2", 1, 0, PC_STORE_NX, record, &s);
+	assert_int_equal(s.status, PC_STORE_EXISTS);
+	store_get(st, K("k"), record, &s);
+	assert_string_equal(s.value, "1");
+	store_release(st);
+}
+
+static void
+test_ttl(void **state)
+{
+	struct pc_store *st = open_memory(1 << 20);
+	struct seen s = {0};
+
+	store_set(st, K("t"), "v", 1, 30, 0, record, &s);
+	store_get(st, K("t"), record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	sleep_ms(60);
+	store_get(st, K("t"), record, &s);
+	assert_int_equal(s.status, PC_STORE_MISSING);
+	/* NX sees an expired key as absent. */
+	store_set(st, K("n"), "v", 1, 30, PC_STORE_NX, record, &s);
+	sleep_ms(60);
+	store_set(st, K("n"), "w", 1, 0, PC_STORE_NX, record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_release(st);
+}
+
+static void
+test_incr(void **state)
+{
+	struct pc_store *st = open_memory(1 << 20);
+	struct seen s = {0};
+
+	store_incr(st, K("c"), 1, 40, record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	assert_int_equal(s.number, 1);
+	store_incr(st, K("c"), 5, 0, record, &s);
+	assert_int_equal(s.number, 6);
+	store_incr(st, K("c"), -10, 0, record, &s);
+	assert_int_equal(s.number, -4);
+	store_get(st, K("c"), record, &s);
+	assert_string_equal(s.value, "-4");
+	/* The ttl counts from the first increment: later ones keep it. */
+	sleep_ms(60);
+	store_incr(st, K("c"), 1, 40, record, &s);
+	assert_int_equal(s.number, 1);
+	/* Not an integer; overflow. */
+	store_set(st, K("s"), "abc", 3, 0, 0, record, &s);
+	store_incr(st, K("s"), 1, 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	assert_non_null(strstr(s.error, "not an integer"));
+	store_set(st, K("big"), "9223372036854775807", 19, 0, 0, record, &s);
+	store_incr(st, K("big"), 1, 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	assert_non_null(strstr(s.error, "overflow"));
+	store_get(st, K("big"), record, &s);
+	assert_string_equal(s.value, "9223372036854775807");
+	store_release(st);
+}
+
+static void
+test_limits(void **state)
+{
+	struct pc_store *st = open_memory(1 << 20);
+	struct seen s = {0};
+	char key[PC_STORE_KEY_MAX + 2];
+
+	memset(key, 'k', sizeof(key));
+	store_set(st, key, PC_STORE_KEY_MAX, "v", 1, 0, 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_set(st, key, PC_STORE_KEY_MAX + 1, "v", 1, 0, 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	store_get(st, "", 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	store_get(st, NULL, 3, record, &s);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	store_set(st, K("v"), "x", PC_STORE_VALUE_MAX + 1, 0, 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	/* A command needs Redis. */
+	{
+		const char *argv[] = {"PING"};
+		size_t lens[] = {4};
+
+		assert_null(store_command(st, 1, argv, lens, record, &s));
+		assert_int_equal(s.status, PC_STORE_FAILED);
+		assert_non_null(strstr(s.error, "not a Redis store"));
+	}
+	store_release(st);
+}
+
+static void
+test_full(void **state)
+{
+	struct pc_store *st = open_memory(16 * 1024);
+	struct seen s = {0};
+	char key[32], val[200];
+	int i, ok = 0;
+
+	memset(val, 'v', sizeof(val));
+	for (i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "key%d", i);
+		store_set(st, K(key), val, sizeof(val), 20, 0, record, &s);
+		if (s.status != PC_STORE_OK)
+			break;
+		ok++;
+	}
+	assert_true(ok > 10 && ok < 1000);
+	assert_int_equal(s.status, PC_STORE_FAILED);
+	assert_non_null(strstr(s.error, "full"));
+	/* Once the entries expire, writes fit again. */
+	sleep_ms(40);
+	store_set(st, K("after"), val, sizeof(val), 0, 0, record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_release(st);
+}
+
+static int
+count_each(void *arg, const char *key, size_t klen, const char *value, size_t vlen, int64_t ttl)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void
+scan_done(void *arg, const char *error)
+{
+	assert_null(error);
+}
+
+static void
+test_scan_and_share(void **state)
+{
+	struct pc_store *st = open_memory(1 << 20), *again;
+	struct seen s = {0};
+	char err[128];
+	int n = 0;
+
+	store_set(st, K("gl:a"), "1", 1, 0, 0, record, &s);
+	store_set(st, K("gl:b"), "1", 1, 0, 0, record, &s);
+	store_set(st, K("rl:a"), "1", 1, 0, 0, record, &s);
+	store_scan(st, "gl:", 3, count_each, scan_done, &n);
+	assert_int_equal(n, 2);
+	/* The same spec is the same store. */
+	again = store_open("memory", err, sizeof(err));
+	assert_ptr_equal(again, st);
+	store_release(again);
+	store_get(st, K("gl:a"), record, &s);
+	assert_int_equal(s.status, PC_STORE_OK);
+	store_release(st);
+}
+
+static void
+test_specs(void **state)
+{
+	char err[256];
+
+	assert_int_equal(store_check_spec("memory", err, sizeof(err)), 0);
+	assert_int_equal(store_check_spec("memory:x", err, sizeof(err)), -1);
+	assert_int_equal(store_check_spec("", err, sizeof(err)), -1);
+	assert_int_equal(store_check_spec("mysql://x", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "unknown store \"mysql://x\""));
+	assert_null(store_open("nope", err, sizeof(err)));
+}
+
+/* ---- LMDB ---- */
+
+/* A wait past a short ttl: the ttls below are TTL_MS. */
+#define TTL_MS 50
+#define PAST_TTL_MS 80
 
 /* One scan's keys. */
 struct scanned {
@@ -61,24 +303,13 @@ struct fixture {
 	struct event_base *base;
 };
 
+/* on_done - record, and the NUL the result promises after a value */
 static void
 on_done(void *arg, const struct pc_store_result *r)
 {
-	struct seen *s = arg;
-
-	s->calls++;
-	s->status = r->status;
-	s->len = r->len;
-	s->number = r->number;
-	s->value[0] = s->error[0] = '\0';
-	if (r->value != NULL && r->len < sizeof(s->value)) {
-		memcpy(s->value, r->value, r->len);
-		s->value[r->len] = '\0';
-		/* The result promises a NUL after the value. */
+	record(arg, r);
+	if (r->value != NULL)
 		assert_int_equal(r->value[r->len], '\0');
-	}
-	if (r->error != NULL)
-		snprintf(s->error, sizeof(s->error), "%s", r->error);
 }
 
 static int
@@ -115,15 +346,6 @@ rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 	(void)ftw;
 	chmod(path, 0700);
 	return remove(path);
-}
-
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000};
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
 }
 
 /* run_loop - the event loop for ms: the purge timer's turn */
@@ -586,13 +808,22 @@ lmdb_bad_paths(void **state)
 {
 	struct fixture *f = *state;
 	char spec[256], path[200], err[512];
+	struct stat sb;
 	int fd;
 
-	/* The parent must exist: no mkdir -p. */
+	/* Missing parents are made, as mkdir -p would. */
 	snprintf(spec, sizeof(spec), "lmdb:%s/missing/db", f->dir);
-	assert_null(store_open(spec, err, sizeof(err)));
-	assert_non_null(strstr(err, "cannot create"));
-	assert_non_null(strstr(err, "parent must exist"));
+	assert_non_null(store_open(spec, err, sizeof(err)));
+	snprintf(path, sizeof(path), "%s/missing", f->dir);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	snprintf(path, sizeof(path), "%s/missing/db", f->dir);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	store_close_all();
+	/* A relative path would be another store from another directory. */
+	assert_null(store_open("lmdb:relative/db", err, sizeof(err)));
+	assert_non_null(strstr(err, "absolute"));
 
 	/* A file where the directory should be, or above it. */
 	snprintf(path, sizeof(path), "%s/file", f->dir);
@@ -603,6 +834,10 @@ lmdb_bad_paths(void **state)
 	assert_non_null(strstr(err, "not a directory"));
 	snprintf(spec, sizeof(spec), "lmdb:%s/db", path);
 	assert_null(store_open(spec, err, sizeof(err)));
+	assert_non_null(strstr(err, "Not a directory"));
+	snprintf(spec, sizeof(spec), "lmdb:%s/sub/db", path);
+	assert_null(store_open(spec, err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot create"));
 	assert_non_null(strstr(err, "Not a directory"));
 
 	assert_null(store_open("lmdb:", err, sizeof(err)));
@@ -657,6 +892,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_nx),
+	    cmocka_unit_test(test_ttl),
+	    cmocka_unit_test(test_incr),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_scan_and_share),
+	    cmocka_unit_test(test_specs),
 	    cmocka_unit_test_setup_teardown(lmdb_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(lmdb_nx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(lmdb_ttl, setup, teardown),
