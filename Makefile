@@ -53,7 +53,8 @@ PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 UNIT_TESTS += test_edit
 CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 # The store (store.h): the front and its backends; ABI 2.1 hands it to plugins.
-STORE_SRC := proxy/store.c proxy/store_memory.c
+STORE_SRC := proxy/store.c proxy/store_memory.c proxy/store_lmdb.c
+LIBS += -llmdb
 STORE_SRC += proxy/store_redis.c
 LIBS += -lhiredis
 PROXY_SRC += $(STORE_SRC)

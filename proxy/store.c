@@ -25,6 +25,7 @@
 
 static const struct store_backend *const backends[] = {
     &store_memory_backend,
+    &store_lmdb_backend,
     &store_redis_backend,
     &store_unix_backend,
 };
