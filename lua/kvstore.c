@@ -14,9 +14,9 @@
  * Redis answers later: kv (and redis.call, which needs Redis) yields the
  * hook's coroutine as the DNS helpers do; the store's callback puts the
  * answer on it and has it resumed at the loop's next turn (the callback
- * may run inside other code: another request, another hook). A Redis request may also be answered at once (the server is
- * down); the callback tells which by whether the request is still being
- * made. A hook the host gives up on (filter_timeout, hook_timeout, the
+ * may run inside other code: another request, another hook). A Redis
+ * request may also be answered at once (the server is down); the
+ * callback tells which by whether the request is still being made. A hook the host gives up on (filter_timeout, hook_timeout, the
  * client gone) cancels the request with store_cancel, and the callback
  * never comes. Failures are nil, err, never errors: a script keyed on
  * client input must be able to carry on without its counter.
