@@ -16,9 +16,10 @@
  * answer on it and has it resumed at the loop's next turn (the callback
  * may run inside other code: another request, another hook). A Redis
  * request may also be answered at once (the server is down); the
- * callback tells which by whether the request is still being made. A hook the host gives up on (filter_timeout, hook_timeout, the
- * client gone) cancels the request with store_cancel, and the callback
- * never comes. Failures are nil, err, never errors: a script keyed on
+ * callback tells which by whether the request is still being made. A
+ * hook the host gives up on (filter_timeout, hook_timeout, the client
+ * gone) cancels the request with store_cancel, and the callback never
+ * comes. Failures are nil, err, never errors: a script keyed on
  * client input must be able to carry on without its counter.
  */
 #include <limits.h>
