@@ -191,17 +191,23 @@ ks_oom(lua_State *L)
 }
 
 /* ks_results - push w's answer r on L (the results of the call): its
- * values, or nil, err when it does not fit in the state's memory */
+ * values, or nil, err when it cannot be built (a reply nested too deep,
+ * one that does not fit in the state's memory) */
 static int
 ks_results(lua_State *L, struct ks_wait *w, const struct pc_store_result *r)
 {
 	struct ks_answer a = {w, r};
-	int top = lua_gettop(L);
+	int top = lua_gettop(L), status;
 
 	lua_pushcfunction(L, ks_push);
 	lua_pushlightuserdata(L, &a);
-	if (lua_pcall(L, 1, LUA_MULTRET, 0) == LUA_OK)
+	if ((status = lua_pcall(L, 1, LUA_MULTRET, 0)) == LUA_OK)
 		return lua_gettop(L) - top;
+	if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+		lua_pushnil(L);
+		lua_insert(L, -2);
+		return 2;
+	}
 	lua_settop(L, top);
 	lua_pushnil(L);
 	lua_pushcfunction(L, ks_oom);
