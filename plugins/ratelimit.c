@@ -234,7 +234,6 @@ static void rl_finish(struct rl_job *j);
 static void rl_cancel(void *arg);
 static void rl_orphan_done(struct rl_job *j, const struct pc_store_result *r);
 static void rl_release(struct ratelimit *rl, const char *key, size_t klen);
-static void rl_ignore(void *arg, const struct pc_store_result *r);
 static void rl_store_failed(struct rl_job *j, const char *error);
 static const char *rl_window(unsigned long long ms, char *buf, size_t len);
 static uint64_t rl_wall_ms(void);
@@ -904,14 +903,9 @@ rl_orphan_done(struct rl_job *j, const struct pc_store_result *r)
 static void
 rl_release(struct ratelimit *rl, const char *key, size_t klen)
 {
-	rl->host->store_incr(rl->store, key, klen, -1, 2 * rl->conc_ttl_ms, rl_ignore, NULL);
-}
-
-/* rl_ignore - the answer to a release: a failure was logged by the store,
- * and the bucket's ttl repairs the count */
-static void
-rl_ignore(void *arg, const struct pc_store_result *r)
-{
+	/* No callback: a failure is logged by the store, and the bucket's
+	 * ttl repairs the count. */
+	rl->host->store_incr(rl->store, key, klen, -1, 2 * rl->conc_ttl_ms, NULL, NULL);
 }
 
 /* rl_store_failed - stop the job with PC_FAIL; warn at most once per

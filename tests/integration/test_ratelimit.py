@@ -420,7 +420,7 @@ def test_exempt_networks(proxy, recorder):
 
 def pp_client(raw, p, ip, port):
     c = raw(p.ports["pp"])
-    c.send(proxy_v2(ip, port, "2001:db8:ffff::25", 25))
+    c.send(proxy_v2(ip, port, "2001:db8:ffff::25" if ":" in ip else "127.0.0.1", 25))
     return c
 
 
