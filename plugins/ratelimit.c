@@ -923,11 +923,17 @@ rl_store_failed(struct rl_job *j, const char *error)
 		rl->quiet++;
 		return;
 	}
-	rl->host->log(rl->self, j->call, PC_LOG_ERR,
-	    "ratelimit: store %s failed: %s; limits are not enforced while it fails "
-	    "(on_error decides; %lu more failures in the last %llus not logged)",
-	    rl->host->store_name(rl->store), error, rl->quiet,
-	    rl->warned ? (unsigned long long)(now - rl->warned_ms) / 1000 : 0ULL);
+	if (rl->warned)
+		rl->host->log(rl->self, j->call, PC_LOG_ERR,
+		    "ratelimit: store %s failed: %s; limits are not enforced while it fails "
+		    "(on_error decides; %lu more failures in the last %llus not logged)",
+		    rl->host->store_name(rl->store), error, rl->quiet,
+		    (unsigned long long)(now - rl->warned_ms) / 1000);
+	else
+		rl->host->log(rl->self, j->call, PC_LOG_ERR,
+		    "ratelimit: store %s failed: %s; limits are not enforced while it fails "
+		    "(on_error decides)",
+		    rl->host->store_name(rl->store), error);
 	rl->warned = 1;
 	rl->warned_ms = now;
 	rl->quiet = 0;
