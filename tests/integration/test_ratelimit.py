@@ -567,3 +567,29 @@ def test_redis_down_mail_flows_logged_once(proxy, recorder, redis):
         assert time.monotonic() < deadline, (r1, r2, r3, p.log())
         time.sleep(0.2)
         redis.cmd("FLUSHALL")
+
+
+def conc_total(redis):
+    return sum(int(redis.cmd("GET", k) or 0) for k in redis.keys("ratelimit:*:conc:*"))
+
+
+def test_redis_client_gone_while_slot_taken(proxy, recorder, redis):
+    """Redis answers late (CLIENT PAUSE): a client that leaves while its
+    concurrency increment is in flight still gets the slot given back."""
+    p = proxy(store_timeout="5s", sections=[rl(store=redis.url, client_concurrency="1")])
+    redis.cmd("CLIENT", "PAUSE", "1000", "ALL")
+    c = connect(p)
+    time.sleep(0.2)
+    c.reset()
+    assert p.wait_log(r"filter ratelimit cancelled at connect", timeout=BOUND), p.log()
+    a = accepted_soon(p)
+    with connect(p) as c:
+        refused_at_connect(c, CONC_REFUSED)
+    assert conc_total(redis) == 1
+    a.cmd("QUIT").expect(221)
+    a.closed(timeout=BOUND)
+    a.close()
+    deadline = time.monotonic() + BOUND
+    while conc_total(redis) != 0:
+        assert time.monotonic() < deadline, redis.keys("ratelimit:*")
+        time.sleep(0.05)
