@@ -280,8 +280,12 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 			    verdict_stage_name(call->stage), why, names[f->on_error]);
 		f->fail_warned_ms = now;
 		f->fail_quiet = 0;
-	} else
+	} else {
+		/* Counted for the next warning; log_level = debug shows each. */
 		f->fail_quiet++;
+		log_debug(call_id(call), "filter %s failed at %s: %s (on_error=%s)", f->name,
+		    verdict_stage_name(call->stage), why, names[f->on_error]);
+	}
 	chain_trail(call, "error");
 	switch (f->on_error) {
 	case CONFIG_ON_ERROR_ACCEPT:
