@@ -493,6 +493,27 @@ def test_unknown_key_refused(recorder, tmp_path):
     assert "unknown key" in out, out
 
 
+# ---- LMDB: the counts outlive the proxy -----------------------------------------
+
+
+def test_lmdb_counts_survive_a_restart(proxy, recorder, tmp_path):
+    store = f"lmdb:{tmp_path / 'store'}"
+    section = rl(store=store, client_message_rate="2/10s")
+    align(10, need=4)
+    p = proxy(sections=[section])
+    with connect(p) as c:
+        accepted(c).ehlo()
+        assert send(c, "l1@x.test").code == 250
+        assert send(c, "l2@x.test").code == 250
+        c.cmd("QUIT").expect(221)
+    assert p.stop() == 0
+    p2 = proxy(sections=[section])
+    with connect(p2) as c:
+        accepted(c).ehlo()
+        assert c.cmd("MAIL FROM:<l3@x.test>").first == MSG_NET
+    assert "l3@x.test" not in mails(recorder)
+
+
 # ---- Redis: two proxies, one count ------------------------------------------------
 
 
