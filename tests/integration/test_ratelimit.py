@@ -13,9 +13,11 @@ no slot, and a slot comes back when a session ends, by QUIT or by a client
 that vanishes (TCP RST). Per-user limits use AUTH PLAIN in plaintext
 (auth_plaintext = yes) against the recorder answering 235. Clients on other
 networks are 127.0.0.x addresses (ipv4_prefix = 32); IPv6 networks come
-through a PROXY protocol listener. Redis: a redis-server of the test's own,
-shared by two portcullis instances; stopped, mail flows and the outage is
-logged once.
+through a PROXY protocol listener. LMDB: the counts outlive a restart.
+Redis: a redis-server of the test's own, shared by two portcullis
+instances; stopped, mail flows and the outage is logged once; slow (CLIENT
+PAUSE), a client that leaves while its concurrency slot is being taken
+still gives it back.
 """
 
 import base64
