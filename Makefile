@@ -50,6 +50,8 @@ FAKEMX_OBJ := $(BUILD)/tests/unit/fakemx.o
 PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 UNIT_TESTS += test_edit
 CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
+# The greylist plugin's keys (plugins/greylist_key.h), shared with portcullis-store.
+UNIT_TESTS += test_greylist_key
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
