@@ -11,6 +11,8 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 SYSCONFDIR ?= /etc/portcullis
+# Where the default store (store = lmdb:...) keeps its files.
+STOREDIR ?= /var/lib/portcullis
 BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
@@ -21,7 +23,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
 CFLAGS   ?= -O2 -g
 CPPFLAGS += -Iinclude -Iproxy -D_GNU_SOURCE -DSYSCONFDIR='"$(SYSCONFDIR)"' \
-            -DPLUGINDIR='"$(PREFIX)/lib/portcullis/plugins"'
+            -DPLUGINDIR='"$(PREFIX)/lib/portcullis/plugins"' -DSTOREDIR='"$(STOREDIR)"'
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SANFLAGS)
 LIBS     := -levent -lssl -lcrypto -ldl -lm
 
@@ -50,6 +52,12 @@ FAKEMX_OBJ := $(BUILD)/tests/unit/fakemx.o
 PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 UNIT_TESTS += test_edit
 CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
+# The store (store.h): the front and its backends; ABI 2.1 hands it to plugins.
+STORE_SRC := proxy/store.c proxy/store_memory.c
+PROXY_SRC += $(STORE_SRC)
+CHAIN_TEST_SRC += $(STORE_SRC)
+UNIT_TESTS += test_store
+STORE_TEST_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
 # The greylist plugin's keys (plugins/greylist_key.h), shared with portcullis-store.
 UNIT_TESTS += test_greylist_key
 
@@ -107,6 +115,10 @@ $(BUILD)/tests/test_backend: $(BUILD)/tests/unit/test_backend.o $(FAKEMX_OBJ) \
 
 $(BUILD)/tests/test_session: $(BUILD)/tests/unit/test_session.o $(FAKEMX_OBJ) \
     $(SESSION_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+$(BUILD)/tests/test_store: $(BUILD)/tests/unit/test_store.o $(STORE_TEST_SRC:%.c=$(BUILD)/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
 

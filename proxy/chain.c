@@ -26,6 +26,7 @@
 #include "options.h"
 #include "replies.h"
 #include "smtp_parse.h"
+#include "store.h"
 
 enum call_state {
 	CALL_IDLE = 0,
@@ -96,6 +97,7 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	host->opt_cidr_match = opt_cidr_match;
 	host->opt_cidr_free = opt_cidr_free;
 	host->opt_file = opt_file;
+	chain_host_store(host);
 }
 
 /* chain_session_init - per-session state; 0 or -1 (out of memory) */
@@ -259,13 +261,31 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 	static const char *const names[] = {"tempfail", "accept", "reject"};
 	char why[600], line[VERDICT_LINE_MAX + 64];
 	int connect = call->stage == PC_STAGE_CONNECT;
+	uint64_t now;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	log_warn(call_id(call), "filter %s failed at %s: %s (on_error=%s)", f->name,
-	    verdict_stage_name(call->stage), why, names[f->on_error]);
+	now = store_now_ms();
+	if (f->fail_warned_ms == 0 || now - f->fail_warned_ms >= CHAIN_WARN_EVERY_MS) {
+		if (f->fail_quiet > 0)
+			log_warn(call_id(call),
+			    "filter %s failed at %s: %s (on_error=%s; %lu more failures in the "
+			    "last %ds not logged)",
+			    f->name, verdict_stage_name(call->stage), why, names[f->on_error],
+			    f->fail_quiet, CHAIN_WARN_EVERY_MS / 1000);
+		else
+			log_warn(call_id(call), "filter %s failed at %s: %s (on_error=%s)", f->name,
+			    verdict_stage_name(call->stage), why, names[f->on_error]);
+		f->fail_warned_ms = now;
+		f->fail_quiet = 0;
+	} else {
+		/* Counted for the next warning; log_level = debug shows each. */
+		f->fail_quiet++;
+		log_debug(call_id(call), "filter %s failed at %s: %s (on_error=%s)", f->name,
+		    verdict_stage_name(call->stage), why, names[f->on_error]);
+	}
 	chain_trail(call, "error");
 	switch (f->on_error) {
 	case CONFIG_ON_ERROR_ACCEPT:

@@ -34,11 +34,21 @@ struct pc_instance {
 	int inited;
 	int observe;
 	enum config_on_error on_error;
+	int on_error_set; /* the section gave on_error */
 	uint64_t timeout_ms;
 	struct pc_option *options;
 	size_t index;
 	int line; /* the section header's line */
+	struct chain *chain;
+	struct pc_store **stores; /* what it opened (host->store_open), released at fini */
+	size_t nstores;
+	/* Failures are logged at most once a CHAIN_WARN_EVERY_MS; the rest
+	 * are counted (the transaction's summary line still shows each). */
+	uint64_t fail_warned_ms;
+	unsigned long fail_quiet;
 };
+
+#define CHAIN_WARN_EVERY_MS 60000
 
 struct chain {
 	struct pc_instance *f;
@@ -46,6 +56,7 @@ struct chain {
 	unsigned stages; /* bit (1 << stage) when some instance hooks it */
 	struct pc_host host;
 	unsigned gens; /* configuration generations using it (main.c) */
+	char *store_default; /* config's store: host->store_open(self, NULL) */
 };
 
 /* The outcome of a stage. */
@@ -166,6 +177,10 @@ void chain_free(struct chain *c);
 /* chainhost.c: the ABI 2 host services (address split, scores, message
  * and envelope changes) and the per-call arena */
 void chain_host_abi2(struct pc_host *host);
+/* chain_host_store - the ABI 2.1 store members (chainhost.c). */
+void chain_host_store(struct pc_host *host);
+/* chain_store_release - let go of the stores instance f opened. */
+void chain_store_release(struct pc_instance *f);
 void chain_arena_reset(struct chain_arena *a);
 
 /* chain.c */

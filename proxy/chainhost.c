@@ -4,13 +4,15 @@
  * the per-call arena the strings they build come from.
  *
  * Exports chain_host_abi2 (fills those members of struct pc_host),
- * chain_arena_reset, chain_split, chain_message_changed,
+ * chain_host_store and chain_store_release (the ABI 2.1 store, store.h,
+ * whose handles an instance holds until its fini), chain_arena_reset, chain_split, chain_message_changed,
  * chain_message_emit, chain_envelope and chain_score_summary. The changes
  * themselves are recorded by edit.c and the scores kept by score.c; this
  * file checks that the call may make them (the stage) and finds the store
  * (the session's chain state).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,7 @@
 
 #include "chain.h"
 #include "log.h"
+#include "store.h"
 
 /* A block of the arena; a first one of this size serves most stages. */
 #define ARENA_BLOCK 4096
@@ -321,4 +324,57 @@ const struct chain_envelope *
 chain_envelope(const struct chain_session *cs)
 {
 	return &cs->edit.env;
+}
+
+/* host_store_open - open spec (NULL: the configuration's store) for self */
+static struct pc_store *
+host_store_open(struct pc_instance *self, const char *spec, char *err, size_t errlen)
+{
+	struct pc_store *st, **more;
+	char msg[600];
+
+	if (self == NULL) {
+		snprintf(err, errlen, "store_open: no instance");
+		return NULL;
+	}
+	if (spec == NULL)
+		spec = self->chain != NULL ? self->chain->store_default : NULL;
+	if ((st = store_open(spec, msg, sizeof(msg))) == NULL) {
+		snprintf(err, errlen, "%s", msg);
+		return NULL;
+	}
+	if ((more = realloc(self->stores, (self->nstores + 1) * sizeof(*more))) == NULL) {
+		store_release(st);
+		snprintf(err, errlen, "store %s: out of memory", spec);
+		return NULL;
+	}
+	self->stores = more;
+	self->stores[self->nstores++] = st;
+	log_debug(NULL, "filter %s: store %s", self->name, store_name(st));
+	return st;
+}
+
+/* chain_store_release - see chain.h */
+void
+chain_store_release(struct pc_instance *f)
+{
+	for (size_t i = 0; i < f->nstores; i++)
+		store_release(f->stores[i]);
+	free(f->stores);
+	f->stores = NULL;
+	f->nstores = 0;
+}
+
+/* chain_host_store - see chain.h */
+void
+chain_host_store(struct pc_host *host)
+{
+	host->store_open = host_store_open;
+	host->store_name = store_name;
+	host->store_get = store_get;
+	host->store_set = store_set;
+	host->store_incr = store_incr;
+	host->store_del = store_del;
+	host->store_command = store_command;
+	host->store_cancel = store_cancel;
 }

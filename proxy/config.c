@@ -98,6 +98,11 @@ static const struct key_def keys[] = {
     {"backend_tls_name", K_STRING, F(backend_tls_name), CONFIG_HOST_MAX, 0, 0},
     {"backend_xclient", K_BOOL, F(backend_xclient), 0, 0, 0},
     {"client_rdns", K_BOOL, F(client_rdns), 0, 0, 0},
+    {"store", K_STRING, F(store), sizeof(((struct config *)0)->store), 0, 0},
+    {"store_timeout", K_TIME, F(store_timeout_ms), 0, 1, 0},
+    /* An LMDB map under 64k is a few pages: nothing fits. */
+    {"store_max_size", K_SIZE, F(store_max_size), 0, 64 * 1024, 0},
+    {"store_purge_interval", K_TIME, F(store_purge_ms), 0, 100, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -148,6 +153,10 @@ config_defaults(struct config *cfg)
 	strcpy(cfg->spool_dir, "/tmp");
 	cfg->log = CONFIG_LOG_STDERR;
 	snprintf(cfg->plugin_dir, sizeof(cfg->plugin_dir), "%s", PLUGINDIR);
+	snprintf(cfg->store, sizeof(cfg->store), "lmdb:%s/store", STOREDIR);
+	cfg->store_timeout_ms = 1000;
+	cfg->store_max_size = 256ULL * 1024 * 1024;
+	cfg->store_purge_ms = 60 * 1000;
 	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
 	cfg->filter_timeout_ms = 30 * 1000;
 	cfg->dns_timeout_ms = 5 * 1000;
@@ -794,7 +803,9 @@ config_chain_equal(const struct config *a, const struct config *b)
 	const struct config_section *x = a->sections, *y = b->sections;
 
 	if (strcmp(a->plugin_dir, b->plugin_dir) != 0 || a->on_error != b->on_error ||
-	    a->filter_timeout_ms != b->filter_timeout_ms)
+	    a->filter_timeout_ms != b->filter_timeout_ms || strcmp(a->store, b->store) != 0 ||
+	    a->store_timeout_ms != b->store_timeout_ms || a->store_max_size != b->store_max_size ||
+	    a->store_purge_ms != b->store_purge_ms)
 		return 0;
 	for (; x != NULL && y != NULL; x = x->next, y = y->next) {
 		const struct config_kv *k = x->keys, *l = y->keys;

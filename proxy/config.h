@@ -111,6 +111,13 @@ struct config {
 	enum config_on_error on_error;
 	uint64_t filter_timeout_ms; /* one hook call, pending included */
 
+	/* The store (store.h): the spec plugins get by default, and what
+	 * every store opened takes. */
+	char store[1024];
+	uint64_t store_timeout_ms; /* one Redis command */
+	uint64_t store_max_size; /* an LMDB map; a memory store */
+	uint64_t store_purge_ms; /* expired entries swept this often */
+
 	char tls_cert[1024]; /* "" : no TLS for clients */
 	char tls_key[1024];
 	char tls_chain[1024];

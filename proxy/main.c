@@ -23,6 +23,7 @@
 #include "listener.h"
 #include "log.h"
 #include "session.h"
+#include "store.h"
 #include "tls.h"
 
 #define PORTCULLIS_VERSION "0.1.0"
@@ -43,6 +44,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int dns_start(struct server *srv, char *err, size_t errlen);
+static void store_settings(struct event_base *base, const struct config *cfg);
 
 static void
 usage(void)
@@ -179,7 +181,8 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	same_chain = config_chain_equal(srv->cfg, cfg);
 	if (same_chain)
 		chain = srv->chain;
-	else if (chain_load(&chain, cfg, srv->base, srv->dns, 0, err, sizeof(err)) != 0)
+	else if (store_settings(srv->base, cfg),
+	    chain_load(&chain, cfg, srv->base, srv->dns, 0, err, sizeof(err)) != 0)
 		goto fail;
 	if ((g = generation_new(cfg, chain)) == NULL) {
 		if (!same_chain)
@@ -383,6 +386,7 @@ main(int argc, char **argv)
 		goto bad_config;
 	/* Every plugin is loaded and initialised, under -t too: a broken
 	 * section is found before the daemon starts, not by the first client. */
+	store_settings(srv.base, cfg);
 	if (chain_load(&srv.chain, cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0)
 		goto bad_config;
 	if (check) {
@@ -435,4 +439,18 @@ bad_config:
 	fprintf(stderr, "%s\n", err);
 	server_free(&srv);
 	return 1;
+}
+
+/* store_settings - what the stores opened from now on take (store.h). A
+ * store already open keeps its own until no section uses it. */
+static void
+store_settings(struct event_base *base, const struct config *cfg)
+{
+	struct store_settings set = {
+	    .timeout_ms = cfg->store_timeout_ms,
+	    .max_size = cfg->store_max_size,
+	    .purge_ms = cfg->store_purge_ms,
+	};
+
+	store_configure(base, &set);
 }

@@ -132,7 +132,7 @@ bad:
 	return opt_err(err, errlen, "bad value \"%s\": expected %s", value, OPT_HELP_SIZE);
 }
 
-/* opt_time - 250ms, 30s, 5m, 1h; a bare number is seconds */
+/* opt_time - 250ms, 30s, 5m, 1h, 2d; a bare number is seconds */
 int
 opt_time(const char *value, unsigned long long *ms, char *err, size_t errlen)
 {
@@ -149,6 +149,8 @@ opt_time(const char *value, unsigned long long *ms, char *err, size_t errlen)
 		mult = 60 * 1000;
 	else if (strcmp(rest, "h") == 0)
 		mult = 3600 * 1000;
+	else if (strcmp(rest, "d") == 0)
+		mult = 24ULL * 3600 * 1000;
 	else
 		goto bad;
 	if (opt_scale(v, mult, ms) != 0)

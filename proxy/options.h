@@ -26,7 +26,7 @@
 
 /* What each kind of value looks like, for messages. */
 #define OPT_HELP_SIZE "a size (e.g. 10, 64k, 50M, 1G)"
-#define OPT_HELP_TIME "a time (e.g. 500ms, 30s, 5m, 1h)"
+#define OPT_HELP_TIME "a time (e.g. 500ms, 30s, 5m, 1h, 2d)"
 #define OPT_HELP_BOOL "yes or no"
 #define OPT_HELP_NETS "addresses or networks (e.g. 127.0.0.1/32 ::1 10.0.0.0/8)"
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "chain.h"
+#include "store.h"
 
 static int load_error(char *err, size_t errlen, const struct config *cfg,
     const struct config_section *sec, int line, const char *fmt, ...)
@@ -77,6 +78,7 @@ section_keys(struct pc_instance *f, const struct config *cfg, const struct confi
 				return load_error(err, errlen, cfg, sec, kv->line,
 				    "on_error: bad value \"%s\": expected tempfail, accept or reject",
 				    kv->value);
+			f->on_error_set = 1;
 			continue;
 		}
 		if (strcmp(kv->key, "filter_timeout") == 0) {
@@ -181,6 +183,12 @@ instance_open(struct pc_instance *f, const struct config *cfg, const struct conf
 	if (f->pl->name == NULL || f->pl->init == NULL)
 		return load_error(
 		    err, errlen, cfg, sec, 0, "%s: the descriptor has no name or no init", f->path);
+	/* ABI 2.1: the plugin's own default for on_error. */
+	if (!f->on_error_set && f->pl->on_error != NULL &&
+	    config_parse_on_error(f->pl->on_error, &f->on_error) != 0)
+		return load_error(err, errlen, cfg, sec, 0,
+		    "%s: the descriptor's on_error \"%s\" is not tempfail, accept or reject",
+		    f->path, f->pl->on_error);
 	if (f->pl->keys == NULL)
 		return 0;
 	for (const struct pc_option *o = f->options; o != NULL; o = o->next) {
@@ -209,15 +217,24 @@ chain_load(struct chain **out, struct config *cfg, struct event_base *base, stru
 {
 	struct chain *c = calloc(1, sizeof(*c));
 	const struct config_section *sec;
+	char msg0[600] = "";
 	size_t n = 0;
 
 	*out = NULL;
 	if (c == NULL)
 		return snprintf(err, errlen, "out of memory"), -1;
 	chain_host_init(&c->host, base, dns);
+	if (store_check_spec(cfg->store, msg0, sizeof(msg0)) != 0 ||
+	    (c->store_default = strdup(cfg->store)) == NULL) {
+		snprintf(err, errlen, "%s: store: %s", cfg->file ? cfg->file : "config",
+		    c->store_default == NULL && msg0[0] == '\0' ? "out of memory" : msg0);
+		free(c);
+		return -1;
+	}
 	for (sec = cfg->sections; sec != NULL; sec = sec->next)
 		n++;
 	if (n > 0 && (c->f = calloc(n, sizeof(*c->f))) == NULL) {
+		free(c->store_default);
 		free(c);
 		return snprintf(err, errlen, "out of memory"), -1;
 	}
@@ -236,6 +253,7 @@ chain_load(struct chain **out, struct config *cfg, struct event_base *base, stru
 		}
 		c->n++;
 		f->index = c->n - 1;
+		f->chain = c;
 		f->line = sec->line;
 		if ((f->name = strdup(sec->name)) == NULL ||
 		    (f->type = strdup(sec->type)) == NULL) {
@@ -292,6 +310,7 @@ chain_free(struct chain *c)
 
 		if (f->inited && f->pl->fini != NULL)
 			f->pl->fini(f->inst);
+		chain_store_release(f);
 		for (o = f->options; o != NULL; o = next) {
 			next = (struct pc_option *)o->next;
 			free(o);
@@ -301,5 +320,6 @@ chain_free(struct chain *c)
 		free(f->path);
 	}
 	free(c->f);
+	free(c->store_default);
 	free(c);
 }

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "store.h"
 
 #define IP_BUCKETS 4096
 
@@ -161,6 +162,9 @@ server_free(struct server *srv)
 	}
 	SSL_CTX_free(srv->tls_server);
 	SSL_CTX_free(srv->tls_client);
+	/* Every instance let go of its stores above; what is left (none,
+	 * unless a plugin leaked one) goes before the loop it uses. */
+	store_close_all();
 	if (srv->dns != NULL)
 		evdns_base_free(srv->dns, 0);
 	if (srv->base != NULL)

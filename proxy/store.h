@@ -55,12 +55,17 @@ struct pc_store_req {
 	void *arg;
 	void *backend; /* the backend's own per-request state */
 	struct pc_store_req *next, *prev; /* the backend's list of requests in flight */
+	int life; /* store.c's: REQ_* */
 };
+
+/* A request's life (store.c): on the caller's stack, being submitted, in
+ * flight, or completed while being submitted. */
+enum { REQ_STACK = 0, REQ_SUBMITTING, REQ_FLIGHT, REQ_DONE_EARLY };
 
 /* scan - one key of store_scan: its value and the milliseconds it has
  * left (-1: no ttl). Return 0 to go on, 1 to stop. */
-typedef int (*store_scan_fn)(void *arg, const char *key, size_t klen, const char *value,
-    size_t vlen, int64_t ttl_ms);
+typedef int (*store_scan_fn)(
+    void *arg, const char *key, size_t klen, const char *value, size_t vlen, int64_t ttl_ms);
 /* scan_done - the scan ended: error NULL, or why it failed. */
 typedef void (*store_scan_done_fn)(void *arg, const char *error);
 
@@ -113,9 +118,8 @@ void store_close_all(void);
 /* The operations (plugin.h documents them). NULL: done already ran. */
 struct pc_store_req *store_get(
     struct pc_store *st, const char *key, size_t klen, pc_store_fn done, void *arg);
-struct pc_store_req *store_set(struct pc_store *st, const char *key, size_t klen,
-    const char *value, size_t vlen, unsigned long long ttl_ms, unsigned flags, pc_store_fn done,
-    void *arg);
+struct pc_store_req *store_set(struct pc_store *st, const char *key, size_t klen, const char *value,
+    size_t vlen, unsigned long long ttl_ms, unsigned flags, pc_store_fn done, void *arg);
 struct pc_store_req *store_incr(struct pc_store *st, const char *key, size_t klen, long long by,
     unsigned long long ttl_ms, pc_store_fn done, void *arg);
 struct pc_store_req *store_del(

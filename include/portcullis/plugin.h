@@ -460,7 +460,7 @@ struct pc_host {
 	 *
 	 * opt_size - octets: "512", "64k", "50M", "1G" (k/M/G are powers of
 	 *	1024). No sign, fraction or blank; past 2^64-1 is an error.
-	 * opt_time - milliseconds from "250ms", "30s", "5m", "1h"; a bare
+	 * opt_time - milliseconds from "250ms", "30s", "5m", "1h", "2d"; a bare
 	 *	number is seconds.
 	 * opt_bool - yes/true/on/1 -> 1, no/false/off/0 -> 0 (any case).
 	 * opt_list - the items of a list separated by blanks and/or commas,

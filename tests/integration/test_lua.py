@@ -1165,3 +1165,18 @@ def test_observe_logs_but_does_not_enforce(recorder, proxy, client, tmp_path, ho
     assert_delivered(recorder)
     assert p.wait_log(rf"observe: policy would {verdict} at {HOOK_STAGE[hook]}"), p.log()
     assert p.wait_summaries(1)[-1]["status"] == "sent"
+
+
+def test_failures_warned_once_a_minute(recorder, proxy, client, tmp_path):
+    """A filter failing on every message (an outage) is warned about once,
+    then counted: the log is not flooded; each failure still gets its reply."""
+    p = lua_proxy(proxy, tmp_path, hook_script("on_mail", "error('boom')"))
+    for _ in range(3):
+        c = client(p)
+        c.greet()
+        assert c.cmd("MAIL FROM:<a@x.test>").first == FILTER_FAILURE
+        c.cmd("QUIT").expect(221)
+    assert p.wait_log(r"filter policy failed at mail"), p.log()
+    warned = [ln for ln in p.log().splitlines() if "filter policy failed at mail" in ln]
+    assert len(warned) == 1, warned
+    assert "MAIL" not in recorder.verbs()

@@ -35,7 +35,7 @@ def test_parsed_as_the_daemon_parses(recorder, proxy, client, tmp_path):
 @pytest.mark.parametrize("key,value,why", [
     ("size", "99999999999999G", 'bad value "99999999999999G": expected a size (e.g. 10, 64k, 50M, 1G)'),
     ("size", "10 M", 'bad value "10 M": expected a size (e.g. 10, 64k, 50M, 1G)'),
-    ("time", "1.5s", 'bad value "1.5s": expected a time (e.g. 500ms, 30s, 5m, 1h)'),
+    ("time", "1.5s", 'bad value "1.5s": expected a time (e.g. 500ms, 30s, 5m, 1h, 2d)'),
     ("bool", "maybe", 'bad value "maybe": expected yes or no'),
     ("cidr", "10.0.0.1/8", 'bad value "10.0.0.1/8": 10.0.0.1/8 has bits set past its /8 prefix '
                            "(the network is 10.0.0.0/8)"),

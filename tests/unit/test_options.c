@@ -32,7 +32,7 @@
 #define GB (1024ULL * 1024 * 1024)
 
 #define SIZE_MSG "bad value \"%s\": expected a size (e.g. 10, 64k, 50M, 1G)"
-#define TIME_MSG "bad value \"%s\": expected a time (e.g. 500ms, 30s, 5m, 1h)"
+#define TIME_MSG "bad value \"%s\": expected a time (e.g. 500ms, 30s, 5m, 1h, 2d)"
 #define BOOL_MSG "bad value \"%s\": expected yes or no"
 #define NETS_MSG                                                                                   \
 	"bad value \"%s\": expected addresses or networks (e.g. 127.0.0.1/32 ::1 10.0.0.0/8)"
@@ -210,6 +210,8 @@ test_time_good(void **state)
 	good_time("0", 0);
 	good_time("0s", 0);
 	good_time("1ms", 1);
+	good_time("2d", 2ULL * 86400 * 1000);
+	good_time("35d", 35ULL * 86400 * 1000);
 	good_time("250ms", 250);
 	good_time("30", 30000);
 	good_time("30s", 30000);
@@ -240,11 +242,12 @@ test_time_bad(void **state)
 	    "5S",
 	    "5MS",
 	    "10y",
-	    "1d",
+	    "1D",
 	    "99999999999999999999",
 	    "99999999999999999999ms",
 	    "18446744073709552s",
 	    "5124095576030432h",
+	    "213503982334602d",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
