@@ -82,6 +82,15 @@ all: $(BUILD)/portcullis $(PLUGIN_SO)
 $(BUILD)/portcullis: $(PROXY_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
+# The store's admin tool (tools/portcullis-store.c, man 8 portcullis-store):
+# the store and what reading the configuration needs, no session.
+STORE_TOOL_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
+all: $(BUILD)/portcullis-store
+$(BUILD)/portcullis-store: $(BUILD)/tools/portcullis-store.o $(STORE_TOOL_SRC:%.c=$(BUILD)/%.o)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+# The greylist plugin shares its keys with the tool.
+$(BUILD)/plugins/greylist.so: plugins/greylist_key.h
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
@@ -199,6 +208,9 @@ fuzz:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
 	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
+	install -m 755 $(BUILD)/portcullis-store $(DESTDIR)$(PREFIX)/sbin/portcullis-store
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 644 doc/portcullis-store.8 $(DESTDIR)$(PREFIX)/share/man/man8/portcullis-store.8
 	install -d $(DESTDIR)$(PREFIX)/lib/portcullis/plugins $(DESTDIR)$(PREFIX)/include/portcullis
 	install -m 755 $(PLUGIN_SO) $(DESTDIR)$(PREFIX)/lib/portcullis/plugins/
 	install -m 644 $(wildcard include/portcullis/*.h) $(DESTDIR)$(PREFIX)/include/portcullis/

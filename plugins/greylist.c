@@ -158,16 +158,15 @@ struct gl_job {
 
 static int gl_init(struct pc_init *in, void **instance);
 static int gl_option(struct greylist *gl, const struct pc_option *o, char *err, size_t errlen);
-static int gl_time(
-    struct greylist *gl, const char *key, const char *value, unsigned long long *ms, char *err,
-    size_t errlen);
+static int gl_time(struct greylist *gl, const char *key, const char *value, unsigned long long *ms,
+    char *err, size_t errlen);
 static int gl_number_opt(const char *key, const char *value, unsigned long long max,
     unsigned long long *out, char *err, size_t errlen);
 static void gl_fini(void *instance);
 static int gl_reload(void *instance, char *err, size_t errlen);
 static struct gl_lists *gl_lists_load(struct greylist *gl, char *err, size_t errlen, int *line);
-static int gl_lists_file(struct greylist *gl, struct gl_lists *l, enum gl_kind kind, char *err,
-    size_t errlen);
+static int gl_lists_file(
+    struct greylist *gl, struct gl_lists *l, enum gl_kind kind, char *err, size_t errlen);
 static int gl_lists_items(struct greylist *gl, struct gl_lists *l, enum gl_kind kind,
     const char *text, char *err, size_t errlen);
 static int gl_lists_add(
@@ -198,8 +197,8 @@ static void gl_op_get(struct gl_job *job, int i, const char *key, size_t klen);
 static void gl_op_set(struct gl_job *job, int i, const char *key, size_t klen, const char *val,
     size_t vlen, unsigned long long ttl_ms);
 static void gl_op_done(void *arg, const struct pc_store_result *r);
-static void gl_warn(struct greylist *gl, struct pc_call *call, const char *net,
-    const char *sender, const char *rcpt, const char *why);
+static void gl_warn(struct greylist *gl, struct pc_call *call, const char *net, const char *sender,
+    const char *rcpt, const char *why);
 static unsigned long long gl_now_ms(void);
 static unsigned long long gl_secs(unsigned long long ms);
 
@@ -348,8 +347,8 @@ gl_option(struct greylist *gl, const struct pc_option *o, char *err, size_t errl
 /* gl_time - a time as the daemon writes them (250ms, 30s, 5m, 1h), or in
  * days ("2d", "35d"), which the daemon's parser does not take */
 static int
-gl_time(struct greylist *gl, const char *key, const char *value, unsigned long long *ms,
-    char *err, size_t errlen)
+gl_time(struct greylist *gl, const char *key, const char *value, unsigned long long *ms, char *err,
+    size_t errlen)
 {
 	char digits[32];
 	size_t n = strlen(value);
@@ -371,8 +370,8 @@ gl_time(struct greylist *gl, const char *key, const char *value, unsigned long l
 
 /* gl_number_opt - a decimal number from 0 to max */
 static int
-gl_number_opt(const char *key, const char *value, unsigned long long max,
-    unsigned long long *out, char *err, size_t errlen)
+gl_number_opt(const char *key, const char *value, unsigned long long max, unsigned long long *out,
+    char *err, size_t errlen)
 {
 	unsigned long long v = 0;
 	const char *p;
@@ -384,8 +383,9 @@ gl_number_opt(const char *key, const char *value, unsigned long long max,
 	}
 	if (p == value || *p != '\0') {
 		if (err != NULL)
-			snprintf(err, errlen, "%s: bad value \"%s\": expected a number from 0 to %llu",
-			    key, value, max);
+			snprintf(err, errlen,
+			    "%s: bad value \"%s\": expected a number from 0 to %llu", key, value,
+			    max);
 		return -1;
 	}
 	*out = v;
@@ -465,8 +465,7 @@ fail:
 /* gl_lists_file - one whitelist file: entries separated by blanks, commas
  * or lines; '#' starts a comment */
 static int
-gl_lists_file(
-    struct greylist *gl, struct gl_lists *l, enum gl_kind kind, char *err, size_t errlen)
+gl_lists_file(struct greylist *gl, struct gl_lists *l, enum gl_kind kind, char *err, size_t errlen)
 {
 	FILE *fp;
 	char *buf = NULL, *hash, why[GL_ITEM_MAX + 128];
@@ -687,9 +686,9 @@ gl_match_name(enum gl_kind kind, enum gl_match m)
 {
 	static const char *const names[2][4] = {
 	    {"", "whitelisted sender address", "whitelisted sender local part",
-		"whitelisted sender domain"},
+	        "whitelisted sender domain"},
 	    {"", "whitelisted recipient address", "whitelisted recipient local part",
-		"whitelisted recipient domain"},
+	        "whitelisted recipient domain"},
 	};
 
 	return names[kind == GL_RCPTS][m];
@@ -732,7 +731,7 @@ gl_rcpt(void *instance, struct pc_call *call, struct pc_verdict *v)
 	struct greylist *gl = instance;
 	const struct pc_host *h = gl->host;
 	const char *ip = h->get(call, PC_CLIENT_IP), *sender = h->get(call, PC_SENDER),
-		   *rcpt = h->get(call, PC_RCPT), *why;
+	           *rcpt = h->get(call, PC_RCPT), *why;
 	char net[GL_NET_MAX], ns[GL_ADDR_MAX], ls[GL_ADDR_MAX], nr[GL_ADDR_MAX];
 	enum gl_match m;
 	struct gl_job *job;
@@ -753,9 +752,9 @@ gl_rcpt(void *instance, struct pc_call *call, struct pc_verdict *v)
 	why = gl_client_exempt(gl, call);
 	if (why == NULL && (m = gl_addr_listed(&gl->lists->names[GL_RCPTS], nr)) != GL_NO_MATCH)
 		why = gl_match_name(GL_RCPTS, m);
-	if (why == NULL && ((m = gl_addr_listed(&gl->lists->names[GL_SENDERS], ns)) != GL_NO_MATCH ||
-			       (m = gl_addr_listed(&gl->lists->names[GL_SENDERS], ls)) !=
-				   GL_NO_MATCH))
+	if (why == NULL &&
+	    ((m = gl_addr_listed(&gl->lists->names[GL_SENDERS], ns)) != GL_NO_MATCH ||
+	        (m = gl_addr_listed(&gl->lists->names[GL_SENDERS], ls)) != GL_NO_MATCH))
 		why = gl_match_name(GL_SENDERS, m);
 	if (why != NULL) {
 		h->log(gl->self, call, PC_LOG_INFO, "greylist: %s %s <%s> <%s>: passed", why, net,
@@ -924,8 +923,8 @@ gl_job_step(struct gl_job *job)
 			return;
 		}
 		job->step = GL_TRIPLET_GET;
-		if (op->status != PC_STORE_OK || gl_counter_parse(op->value, op->vlen, &count) < 0 ||
-		    count < gl->awl)
+		if (op->status != PC_STORE_OK ||
+		    gl_counter_parse(op->value, op->vlen, &count) < 0 || count < gl->awl)
 			return;
 		/* A whitelisted network stays so for max_age after its last mail. */
 		for (i = 0; i < job->n; i++)
@@ -1101,8 +1100,9 @@ gl_job_finish(struct gl_job *job)
 	char reply[PC_REPLY_MAX];
 
 	if (job->deferred) {
-		snprintf(reply, sizeof(reply), "451 4.7.1 Greylisted, please retry in %llu seconds",
-		    gl_secs(job->wait_ms));
+		snprintf(reply, sizeof(reply),
+		    "451 4.7.1 Greylisted, please retry in %llu second%s", gl_secs(job->wait_ms),
+		    gl_secs(job->wait_ms) == 1 ? "" : "s");
 		v.action = PC_TEMPFAIL;
 		v.reply = reply;
 	} else if (job->failed) {
@@ -1175,8 +1175,8 @@ gl_op_set(struct gl_job *job, int i, const char *key, size_t klen, const char *v
 
 	op->busy = 1;
 	op->req = NULL;
-	req = job->gl->host->store_set(
-	    job->gl->st, key, klen, val, vlen, ttl_ms, 0, gl_op_done, op);
+	req =
+	    job->gl->host->store_set(job->gl->st, key, klen, val, vlen, ttl_ms, 0, gl_op_done, op);
 	if (op->busy)
 		op->req = req;
 }
@@ -1232,8 +1232,9 @@ gl_warn(struct greylist *gl, struct pc_call *call, const char *net, const char *
 		    net, sender, rcpt ? " <" : "", rcpt ? rcpt : "", rcpt ? ">" : "", why,
 		    gl->quiet);
 	else
-		gl->host->log(gl->self, call, PC_LOG_WARN, "greylist: store failed for %s <%s>%s%s%s: %s",
-		    net, sender, rcpt ? " <" : "", rcpt ? rcpt : "", rcpt ? ">" : "", why);
+		gl->host->log(gl->self, call, PC_LOG_WARN,
+		    "greylist: store failed for %s <%s>%s%s%s: %s", net, sender, rcpt ? " <" : "",
+		    rcpt ? rcpt : "", rcpt ? ">" : "", why);
 	gl->warned_ms = now;
 	gl->quiet = 0;
 }
@@ -1246,7 +1247,8 @@ gl_now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+	return (unsigned long long)ts.tv_sec * 1000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000000ULL;
 }
 
 /* gl_secs - milliseconds as whole seconds, rounded up (at least 1) */
