@@ -386,7 +386,7 @@ tool_keys_free(struct tool_keys *k)
 static const char *
 tool_duration(int64_t ms, char *buf, size_t len)
 {
-	long long s = (long long)(ms + 999) / 1000;
+	long long s = (long long)ms / 1000;
 
 	if (ms < 0)
 		snprintf(buf, len, "none");
