@@ -10,6 +10,7 @@ need one proxy; LMDB survives a restart; one real redis-server
 """
 
 import os
+import signal
 import subprocess
 import time
 
@@ -587,3 +588,25 @@ def test_redis_two_proxies_share_triplets(proxy, client, recorder, redis, tmp_pa
         assert time.monotonic() < deadline, b.log()
         time.sleep(0.2)
     assert "greylist:t:127.0.0.0/24,alice@sender.test,after@rcpt.test" in redis.keys("greylist:t:*")
+
+
+def test_redis_stalled_request_cancelled(proxy, client, recorder, redis, tmp_path):
+    """A Redis that stops answering: filter_timeout ends the call first (the
+    plugin cancels its request in flight), mail flows, and the late answer
+    (or the store's own timeout) finds nothing to call back."""
+    if not redis_supported(tmp_path, recorder, redis.url):
+        pytest.skip("this build has no redis store")
+    keys = section(store=redis.url)[1]
+    keys["filter_timeout"] = "500ms"
+    p = proxy(store_timeout="3s", sections=[("plugin greylist", keys)])
+    deferred(attempt(client, p))  # the connection is up
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        attempt(client, p, rcpt="stalled@rcpt.test").expect(250)
+        log_has(p, r"filter greylist failed at rcpt: no verdict within filter_timeout")
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + BOUND
+    while attempt(client, p, rcpt="later@rcpt.test").code != 451:
+        assert time.monotonic() < deadline, p.log()
+        time.sleep(0.2)
