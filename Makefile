@@ -53,7 +53,10 @@ PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 UNIT_TESTS += test_edit
 CHAIN_TEST_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
 # The store (store.h): the front and its backends; ABI 2.1 hands it to plugins.
-STORE_SRC := proxy/store.c proxy/store_memory.c
+STORE_SRC := proxy/store.c proxy/store_memory.c proxy/store_lmdb.c
+LIBS += -llmdb
+STORE_SRC += proxy/store_redis.c
+LIBS += -lhiredis
 PROXY_SRC += $(STORE_SRC)
 CHAIN_TEST_SRC += $(STORE_SRC)
 UNIT_TESTS += test_store
@@ -130,6 +133,13 @@ $(BUILD)/tests/test_session: $(BUILD)/tests/unit/test_session.o $(FAKEMX_OBJ) \
 $(BUILD)/tests/test_store: $(BUILD)/tests/unit/test_store.o $(STORE_TEST_SRC:%.c=$(BUILD)/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+# The Redis backend against a redis-server and fake servers it starts; the
+# log captured (log_msg wrapped) to check what an outage logs.
+UNIT_TESTS += test_store_redis
+$(BUILD)/tests/test_store_redis: $(BUILD)/tests/unit/test_store_redis.o $(STORE_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wl,--wrap=log_msg -o $@ $^ -lcmocka $(LIBS)
 
 # Test sources that link with proxy objects: no prototypes for cmocka's cases.
 $(BUILD)/tests/unit/%.o: tests/unit/%.c

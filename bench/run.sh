@@ -38,11 +38,12 @@ WORKLOADS=(
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 SINK_PID=""
 PROXY_PID=""
+REDIS_PID=""
 FPROXY_PID=""
 
 cleanup() {
 	local pid
-	for pid in $FPROXY_PID $PROXY_PID $SINK_PID; do
+	for pid in $FPROXY_PID $PROXY_PID $SINK_PID $REDIS_PID; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -TERM "$pid" 2>/dev/null || true
 			for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -222,6 +223,18 @@ add = X-Portcullis: %{tx_id} from %{client_ip} (%{trail})
 remove = X-Spam-Status
 EOF
 		;;
+	greylist-lmdb | greylist-redis)
+		local store="lmdb:$WORK/greylist"
+		[ "$1" = greylist-redis ] && store="redis://127.0.0.1:$REDIS_PORT/0"
+		# auto_whitelist = 0: every message takes the triplet's path (a
+		# read and a refresh), not the network shortcut.
+		cat <<EOF
+[plugin greylist]
+store = $store
+delay = 1s
+auto_whitelist = 0
+EOF
+		;;
 	lua)
 		cat <<EOF
 [lua policy]
@@ -240,7 +253,43 @@ EOF
 FILTER_WORKLOADS=(
 	"1 KB x 50 sessions, access + headers|access+headers|-s 50 -l 1024|10000|0.9"
 	"1 KB x 50 sessions, policy + content.lua|lua|-s 50 -l 1024|10000|0.85"
+	"1 KB x 50 sessions, greylist passing, LMDB|greylist-lmdb|-s 50 -l 1024|10000|0.85"
+	"1 KB x 50 sessions, greylist passing, Redis|greylist-redis|-s 50 -l 1024|10000|0.85"
 )
+
+# greylist_pass PORT - make the bench's one triplet (127.0.0.0/24,
+# bench@bench.test, sink@sink.test) pass: a first RCPT is deferred, a retry
+# after the 1 s delay passes, so every bench message then finds it passing.
+greylist_pass() {
+	timeout 30 /usr/bin/python3 - "$1" <<'PY' || die "greylist: the bench triplet did not pass"
+import smtplib, sys, time
+def rcpt():
+    s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), "bench.test", timeout=10)
+    s.mail("bench@bench.test")
+    code = s.rcpt("sink@sink.test")[0]
+    s.quit()
+    return code
+first = rcpt()
+if first != 451:
+    sys.exit("greylist: first RCPT got %d, want 451" % first)
+for _ in range(20):
+    time.sleep(0.6)
+    if rcpt() == 250:
+        sys.exit(0)
+sys.exit("greylist: the retry never passed")
+PY
+}
+
+# Redis for the greylist workload: private, loopback, no persistence.
+REDIS_PORT=$(free_port)
+/usr/bin/redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+	--dir "$WORK" --daemonize no --logfile "$WORK/redis.log" >/dev/null 2>&1 </dev/null &
+REDIS_PID=$!
+for _ in $(seq 100); do
+	[ -n "$(ss -Hltn "sport = :$REDIS_PORT" 2>/dev/null)" ] && break
+	kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited at start"
+	sleep 0.05
+done
 echo
 echo "filters: the same proxy without filters (plain) vs with them; a new connection per"
 echo "message, so every hook runs for every message"
@@ -260,6 +309,7 @@ for w in "${FILTER_WORKLOADS[@]}"; do
 	"$BIN" -c "$WORK/filters.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
 	FPROXY_PID=$!
 	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis ($conf)"
+	case $conf in greylist-*) greylist_pass "$FPROXY_PORT" ;; esac
 	pair_rates "$name" plain "$PROXY_PORT" filters "$FPROXY_PORT" "$opts" "$count"
 	mark=""
 	if awk -v r="$ratio" -v t="$target" 'BEGIN { exit !(r < t) }'; then mark="  (< $target target)"; fi

@@ -25,6 +25,9 @@
 
 static const struct store_backend *const backends[] = {
     &store_memory_backend,
+    &store_lmdb_backend,
+    &store_redis_backend,
+    &store_unix_backend,
 };
 
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
@@ -89,11 +92,6 @@ store_check_spec(const char *spec, char *err, size_t errlen)
 {
 	const char *rest;
 	const struct store_backend *be;
-	static const char *const later[] = {"lmdb:", "redis:", "unix:"};
-
-	for (size_t i = 0; spec != NULL && i < sizeof(later) / sizeof(later[0]); i++)
-		if (strncmp(spec, later[i], strlen(later[i])) == 0 && backend_for(spec, &rest) == NULL)
-			return 0; /* checked by its backend's open */
 	if (spec == NULL || spec[0] == '\0') {
 		snprintf(err, errlen,
 		    "no store given: expected memory, lmdb:PATH, "
