@@ -61,6 +61,8 @@ PROXY_SRC += $(STORE_SRC)
 CHAIN_TEST_SRC += $(STORE_SRC)
 UNIT_TESTS += test_store
 STORE_TEST_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
+# The greylist plugin's keys (plugins/greylist_key.h), shared with portcullis-store.
+UNIT_TESTS += test_greylist_key
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -82,6 +84,15 @@ all: $(BUILD)/portcullis $(PLUGIN_SO)
 
 $(BUILD)/portcullis: $(PROXY_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+
+# The store's admin tool (tools/portcullis-store.c, man 8 portcullis-store):
+# the store and what reading the configuration needs, no session.
+STORE_TOOL_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
+all: $(BUILD)/portcullis-store
+$(BUILD)/portcullis-store: $(BUILD)/tools/portcullis-store.o $(STORE_TOOL_SRC:%.c=$(BUILD)/%.o)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+# The greylist plugin shares its keys with the tool.
+$(BUILD)/plugins/greylist.so: plugins/greylist_key.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -207,6 +218,9 @@ fuzz:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
 	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
+	install -m 755 $(BUILD)/portcullis-store $(DESTDIR)$(PREFIX)/sbin/portcullis-store
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 644 doc/portcullis-store.8 $(DESTDIR)$(PREFIX)/share/man/man8/portcullis-store.8
 	install -d $(DESTDIR)$(PREFIX)/lib/portcullis/plugins $(DESTDIR)$(PREFIX)/include/portcullis
 	install -m 755 $(PLUGIN_SO) $(DESTDIR)$(PREFIX)/lib/portcullis/plugins/
 	install -m 644 $(wildcard include/portcullis/*.h) $(DESTDIR)$(PREFIX)/include/portcullis/
