@@ -344,24 +344,12 @@ gl_option(struct greylist *gl, const struct pc_option *o, char *err, size_t errl
 	return 0;
 }
 
-/* gl_time - a time as the daemon writes them (250ms, 30s, 5m, 1h), or in
- * days ("2d", "35d"), which the daemon's parser does not take */
+/* gl_time - a time above 0, as the daemon reads them (300s, 5m, 1h, 2d) */
 static int
 gl_time(struct greylist *gl, const char *key, const char *value, unsigned long long *ms, char *err,
     size_t errlen)
 {
-	char digits[32];
-	size_t n = strlen(value);
-	unsigned long long d;
-
-	if (n >= 2 && n < sizeof(digits) && value[n - 1] == 'd') {
-		memcpy(digits, value, n - 1);
-		digits[n - 1] = '\0';
-		if (gl_number_opt(key, digits, ~0ULL / 86400000ULL, &d, NULL, 0) == 0 && d > 0) {
-			*ms = d * 86400000ULL;
-			return 0;
-		}
-	} else if (gl->host->opt_time(value, ms, NULL, 0) == 0 && *ms > 0)
+	if (gl->host->opt_time(value, ms, NULL, 0) == 0 && *ms > 0)
 		return 0;
 	snprintf(err, errlen,
 	    "%s: bad value \"%s\": expected a time above 0 (e.g. 300s, 5m, 1h, 2d)", key, value);

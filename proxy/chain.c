@@ -231,8 +231,13 @@ chain_verdict(struct pc_call *call, int action, const char *reply)
 
 	if (action < PC_CONTINUE || action > PC_FAIL)
 		return chain_fail(call, "invalid verdict %d", action);
-	if (action == PC_FAIL)
+	if (action == PC_FAIL) {
+		/* The filter's reason, if it gave one, is for the log only. */
+		if (reply != NULL && reply[0] != '\0')
+			return chain_fail(
+			    call, "%s", log_quote(q, sizeof(q), reply, strnlen(reply, 512)));
 		return chain_fail(call, "the filter failed");
+	}
 	if (action == PC_CONTINUE)
 		return 0;
 	if (verdict_reply((enum pc_action)action, call->stage, reply, call->v->hostname, line,

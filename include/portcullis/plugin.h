@@ -132,7 +132,8 @@ enum pc_action {
 	PC_TEMPFAIL,
 	PC_DROP,
 	PC_DISCONNECT,
-	PC_FAIL, /* the filter could not decide: the on_error action */
+	PC_FAIL, /* the filter could not decide: the on_error action (reply, if any, is
+		  * the reason, for the log only) */
 };
 
 struct pc_verdict {
