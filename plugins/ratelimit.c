@@ -219,6 +219,7 @@ static int rl_rcpt(void *instance, struct pc_call *call, struct pc_verdict *v);
 static void rl_close(void *instance, struct pc_call *call);
 static int rl_exempt(struct ratelimit *rl, struct pc_call *call);
 static int rl_subjects(struct ratelimit *rl, struct pc_call *call, struct rl_job *j);
+static struct rl_job *rl_job_new(struct ratelimit *rl, struct pc_call *call, struct pc_verdict *v);
 static void rl_subject_set(char *out, const char *text);
 static int rl_network(const char *ip, unsigned v4bits, unsigned v6bits, char *out, size_t len);
 static void rl_add_step(struct rl_job *j, enum rl_kind kind, uint64_t now_ms);
@@ -449,6 +450,25 @@ rl_fini(void *instance)
 
 /* ---- the hooks ---- */
 
+/* rl_job_new - a job for this call's limits, its subjects filled in; NULL
+ * when the client is exempt, or out of memory (then *v says PC_FAIL) */
+static struct rl_job *
+rl_job_new(struct ratelimit *rl, struct pc_call *call, struct pc_verdict *v)
+{
+	struct rl_job *j;
+
+	if (rl_exempt(rl, call))
+		return NULL;
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
+		v->action = PC_FAIL;
+		v->reply = "out of memory";
+		return NULL;
+	}
+	j->rl = rl;
+	rl_subjects(rl, call, j);
+	return j;
+}
+
 /* rl_connect - connection rate, then concurrency */
 static int
 rl_connect(void *instance, struct pc_call *call, struct pc_verdict *v)
@@ -461,15 +481,9 @@ rl_connect(void *instance, struct pc_call *call, struct pc_verdict *v)
 
 	if (!rl->lim[RL_CONN].set && !rl->lim[RL_CONC].set)
 		return PC_HOOK_DONE;
-	if (rl_exempt(rl, call))
+	if ((j = rl_job_new(rl, call, v)) == NULL)
 		return PC_HOOK_DONE;
-	if ((j = calloc(1, sizeof(*j))) == NULL) {
-		v->action = PC_FAIL;
-		v->reply = "out of memory";
-		return PC_HOOK_DONE;
-	}
-	j->rl = rl;
-	if (rl_subjects(rl, call, j) < 0) {
+	if (j->subject[RL_NETWORK][0] == '\0') {
 		free(j);
 		return PC_HOOK_DONE;
 	}
@@ -499,15 +513,8 @@ rl_mail(void *instance, struct pc_call *call, struct pc_verdict *v)
 
 	if (!rl->lim[RL_CLIENT_MSG].set && !rl->lim[RL_USER_MSG].set && !rl->lim[RL_DOMAIN_MSG].set)
 		return PC_HOOK_DONE;
-	if (rl_exempt(rl, call))
+	if ((j = rl_job_new(rl, call, v)) == NULL)
 		return PC_HOOK_DONE;
-	if ((j = calloc(1, sizeof(*j))) == NULL) {
-		v->action = PC_FAIL;
-		v->reply = "out of memory";
-		return PC_HOOK_DONE;
-	}
-	j->rl = rl;
-	rl_subjects(rl, call, j);
 	rl_add_step(j, RL_CLIENT_MSG, now);
 	rl_add_step(j, RL_USER_MSG, now);
 	rl_add_step(j, RL_DOMAIN_MSG, now);
@@ -524,15 +531,8 @@ rl_rcpt(void *instance, struct pc_call *call, struct pc_verdict *v)
 
 	if (!rl->lim[RL_CLIENT_RCPT].set && !rl->lim[RL_USER_RCPT].set)
 		return PC_HOOK_DONE;
-	if (rl_exempt(rl, call))
+	if ((j = rl_job_new(rl, call, v)) == NULL)
 		return PC_HOOK_DONE;
-	if ((j = calloc(1, sizeof(*j))) == NULL) {
-		v->action = PC_FAIL;
-		v->reply = "out of memory";
-		return PC_HOOK_DONE;
-	}
-	j->rl = rl;
-	rl_subjects(rl, call, j);
 	rl_add_step(j, RL_CLIENT_RCPT, now);
 	rl_add_step(j, RL_USER_RCPT, now);
 	return rl_start(j, call, v);

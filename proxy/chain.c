@@ -272,7 +272,7 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	now = store_now_ms();
+	now = store_mono_ms();
 	if (f->fail_warned_ms == 0 || now - f->fail_warned_ms >= CHAIN_WARN_EVERY_MS) {
 		if (f->fail_quiet > 0)
 			log_warn(call_id(call),

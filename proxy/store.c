@@ -55,6 +55,16 @@ store_configure(struct event_base *base, const struct store_settings *set)
 		store_defaults = *set;
 }
 
+/* store_mono_ms - see store.h */
+uint64_t
+store_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* store_now_ms - see store.h */
 uint64_t
 store_now_ms(void)
@@ -428,7 +438,7 @@ store_fail(struct pc_store_req *req, const char *fmt, ...)
 	struct pc_store *st = req->st;
 	struct pc_store_result r = {.status = PC_STORE_FAILED};
 	char why[512];
-	uint64_t now = store_now_ms();
+	uint64_t now = store_mono_ms();
 	va_list ap;
 
 	va_start(ap, fmt);

@@ -140,6 +140,9 @@ void store_fail(struct pc_store_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* store_now_ms - wall-clock milliseconds (TTLs that survive a restart). */
 uint64_t store_now_ms(void);
+/* store_mono_ms - monotonic milliseconds (intervals a clock step must not
+ * skew: how often a failure is warned about). */
+uint64_t store_mono_ms(void);
 
 extern const struct store_backend store_memory_backend;
 extern const struct store_backend store_lmdb_backend;

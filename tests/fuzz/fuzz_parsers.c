@@ -2,7 +2,8 @@
  * fuzz_parsers.c - libFuzzer harness for the pure code that reads what peers
  * send: command lines, MAIL/RCPT paths, backend replies and EHLO
  * capabilities, the DATA framer, PROXY headers, the header index, filter
- * replies, the configuration parser and host names (make fuzz).
+ * replies, the configuration parser, host names, and the greylist
+ * plugin's sender normalisation and store keys (make fuzz).
  *
  * The first input byte picks the target, the rest is its input. Besides
  * "no crash, no sanitizer report", the framer is held to the invariants of
@@ -21,6 +22,9 @@
 #include "proxyproto.h"
 #include "smtp_parse.h"
 #include "verdict.h"
+
+/* The greylist plugin's key code: static functions, shared with the tool. */
+#include "../../plugins/greylist_key.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -184,6 +188,30 @@ fuzz_config(const char *s, size_t n)
 	config_free(&cfg);
 }
 
+/* fuzz_greylist - a client's address as sender, recipient and client IP:
+ * the key fits the store's limit, whatever the input */
+static void
+fuzz_greylist(const char *s)
+{
+	char sender[GL_ADDR_MAX], rcpt[GL_ADDR_MAX], net[GL_NET_MAX], key[GL_KEY_BUF];
+	size_t n;
+
+	if (gl_normalise_sender(s, sender, sizeof(sender)) == 0) {
+		assert(strlen(sender) <= strlen(s));
+		for (const char *p = sender; *p != '\0'; p++)
+			assert(!(*p >= 'A' && *p <= 'Z'));
+	} else
+		snprintf(sender, sizeof(sender), "x");
+	if (gl_normalise_rcpt(s, rcpt, sizeof(rcpt)) != 0)
+		snprintf(rcpt, sizeof(rcpt), "y");
+	if (gl_network(s, 24, 64, net, sizeof(net)) != 0)
+		snprintf(net, sizeof(net), "192.0.2.0/24");
+	n = gl_triplet_key(net, sender, rcpt, key, sizeof(key));
+	assert(n <= PC_STORE_KEY_MAX && strlen(key) == n);
+	n = gl_awl_key(net, key, sizeof(key));
+	assert(n <= PC_STORE_KEY_MAX);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -196,7 +224,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0';
-	switch (data[0] % 8) {
+	switch (data[0] % 9) {
 	case 0:
 		fuzz_framer(data + 1, size - 1);
 		break;
@@ -217,6 +245,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 6:
 		fuzz_config(s, size - 1);
+		break;
+	case 8:
+		fuzz_greylist(s);
 		break;
 	default:
 		smtp_valid_hostname(s, size - 1);
