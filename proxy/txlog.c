@@ -42,6 +42,10 @@ tx_log(struct session *s, const char *status, const char *reply)
 	struct timeval now, d;
 	char score[512];
 
+	/* trail= when a filter decided, observed or failed: what happened to
+	 * the message, even when on_error let it through. */
+	const char *trail = s->cs.trail;
+
 	/* score= and symbols= when a filter scored (chain_score_summary). */
 	chain_score_summary(&s->cs, score, sizeof(score));
 	next_to = rcpt_list(tx->rcpts, 0, to, sizeof(to));
@@ -52,12 +56,13 @@ tx_log(struct session *s, const char *status, const char *reply)
 		d.tv_sec = 0, d.tv_usec = 0;
 	log_info(tx->id,
 	    "client=%s helo=%s tls=%s%s%s from=<%s> nrcpt=%u to=%s%s%s%s size=%zu delay=%ld.%03ld%s%s "
-	    "%s%sstatus=%s%s%s%s%s reply=\"%s\"",
+	    "%s%s%s%s%sstatus=%s%s%s%s%s reply=\"%s\"",
 	    s->peer, helo, s->tls_proto ? s->tls_proto : "no", s->auth_user ? " user=" : "",
 	    s->auth_user ? s->auth_user : "", from, tx->nrcpt, to[0] ? to : "<>",
 	    next_to ? ",..." : "", dropped[0] ? " dropped_to=" : "", dropped, tx->size,
 	    (long)d.tv_sec, (long)(d.tv_usec / 1000), m != NULL ? " message-id=" : "", mid, score,
-	    score[0] ? " " : "", status, tx->by ? " stage=" : "", tx->by ? tx->stage : "",
+	    score[0] ? " " : "", trail[0] ? "trail=" : "", trail[0] ? trail : "",
+	    trail[0] ? " " : "", status, tx->by ? " stage=" : "", tx->by ? tx->stage : "",
 	    tx->by ? " by=" : "", tx->by ? tx->by : "", q);
 	for (size_t i = 0; i < sizeof(heap) / sizeof(heap[0]); i++)
 		free(heap[i]);

@@ -1180,3 +1180,23 @@ def test_failures_warned_once_a_minute(recorder, proxy, client, tmp_path):
     warned = [ln for ln in p.log().splitlines() if "filter policy failed at mail" in ln]
     assert len(warned) == 1, warned
     assert "MAIL" not in recorder.verbs()
+
+
+def test_summary_line_has_the_trail(recorder, proxy, client, tmp_path):
+    """A failure that on_error = accept let through still shows on the
+    message's summary line (trail=), with the message delivered; a message no
+    filter decided on has no trail."""
+    p = lua_proxy(proxy, tmp_path, hook_script("on_rcpt", 'if rcpt.addr == "b@y.test" then error("broken") end'),
+                  keys={"on_error": "accept"})
+    c = client(p)
+    c.greet()
+    for rcpt in ("b@y.test", "c@y.test"):
+        c.cmd("MAIL FROM:<a@x.test>").expect(250)
+        c.cmd(f"RCPT TO:<{rcpt}>").expect(250)
+        assert c.message(stuff(b"Subject: t\r\n\r\nhi\r\n") + b".\r\n").code == 250
+    c.cmd("QUIT").expect(221)
+    assert p.wait_log(r"to=<c@y\.test>.*status=sent"), p.log()
+    lines = {s["to"]: s for s in p.summaries()}
+    assert lines["<b@y.test>"]["status"] == "sent"
+    assert lines["<b@y.test>"]["trail"] == "policy:error@rcpt"
+    assert "trail" not in lines["<c@y.test>"]
