@@ -265,6 +265,7 @@ greylist_pass() {
 import smtplib, sys, time
 def rcpt():
     s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), "bench.test", timeout=10)
+    s.ehlo()
     s.mail("bench@bench.test")
     code = s.rcpt("sink@sink.test")[0]
     s.quit()
