@@ -226,8 +226,14 @@ chain_load(struct chain **out, struct config *cfg, struct event_base *base, stru
 	chain_host_init(&c->host, base, dns);
 	if (store_check_spec(cfg->store, msg0, sizeof(msg0)) != 0 ||
 	    (c->store_default = strdup(cfg->store)) == NULL) {
-		snprintf(err, errlen, "%s: store: %s", cfg->file ? cfg->file : "config",
-		    c->store_default == NULL && msg0[0] == '\0' ? "out of memory" : msg0);
+		int line = config_key_line(cfg, "store");
+
+		if (line > 0)
+			snprintf(err, errlen, "%s:%d: store: %s", cfg->file ? cfg->file : "config",
+			    line, msg0[0] != '\0' ? msg0 : "out of memory");
+		else
+			snprintf(err, errlen, "%s: store: %s", cfg->file ? cfg->file : "config",
+			    msg0[0] != '\0' ? msg0 : "out of memory");
 		free(c);
 		return -1;
 	}

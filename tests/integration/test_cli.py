@@ -274,3 +274,27 @@ def test_sighup_as_soon_as_port_opens(recorder, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.parametrize("line,why", [
+    ("store = mysql://db/1", 'store: unknown store "mysql://db/1": expected memory, lmdb:PATH, '
+                             'redis://HOST:PORT/DB or unix:PATH'),
+    ("store = memory:x", 'store: bad store "memory:x": memory takes nothing after it'),
+    ("store =", "store: empty value"),
+    ("store_max_size = 1k", "store_max_size"),
+    ("store_timeout = soon", "store_timeout"),
+])
+def test_check_store_keys(tmp_path, line, why):
+    """The top-level store is checked at start, even when no section uses
+    it, with the key's line."""
+    path = _write(tmp_path, config_text(GOOD) + line + "\n")
+    rc, out = run_check(path)
+    assert rc != 0, out
+    assert re.search(rf"^{re.escape(path)}:4: {re.escape(why)}", out, re.M), out
+
+
+def test_check_store_good(tmp_path):
+    path = _write(tmp_path, config_text(GOOD) + "store = redis://:secret@127.0.0.1:1/3\n"
+                  "store_timeout = 250ms\nstore_max_size = 1G\nstore_purge_interval = 5m\n")
+    rc, out = run_check(path)
+    assert rc == 0, out
