@@ -638,7 +638,8 @@ redis_connect(struct redis_store *rs)
 	rs->orig_fn = ac->c.reader->fn;
 	rs->fn.freeObject = rs->orig_fn->freeObject;
 	ac->c.reader->fn = &rs->fn;
-	redisReaderSetPrivdata(ac->c.reader, rs);
+	/* Not redisReaderSetPrivdata: the macro casts a pointer to int. */
+	ac->c.reader->privdata = rs;
 	redis_attach_events(rs, ac);
 	redisAsyncSetConnectCallback(ac, redis_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, redis_disconnect_cb);
