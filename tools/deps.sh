@@ -7,7 +7,7 @@ set -eu
 PKGS="gcc make pkg-config clang-format libevent-dev libssl-dev liblua5.4-dev
 libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
 openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl
-liblmdb-dev libhiredis-dev redis-server $*"
+liblmdb-dev libhiredis-dev redis-server spamassassin spamd spamc rspamd $*"
 
 missing=""
 for p in $PKGS; do
