@@ -1,0 +1,179 @@
+"""spamd.py - a private SpamAssassin spamd (Debian's /usr/sbin/spamd) on loopback.
+
+    with Spamd(workdir=tmp) as s:
+        s.port                     # TCP, 127.0.0.1
+        s.socket                   # a UNIX socket it listens on too
+        s.check(b"...message...")  # ("True", 1000.0, 5.0, ["GTUBE", ...])
+        s.stop(); s.start()        # the same port and socket: an outage
+        s.pids()                   # the parent and its children (for CPU shares)
+        s.log()                    # what it wrote to stderr
+
+Started as /work/shared/PEERS.md says: its own site configuration
+directory (a local.cf that turns off Bayes, DNS, RBLs, Razor and Pyzor, and
+a copy of /etc/spamassassin/*.pre so the usual plugins load), the rules
+Debian ships in /usr/share/spamassassin (no sa-update), -u nobody, logs to
+stderr. The port opens before the children can scan, so start() polls with
+"PING SPAMC/1.5" until the answer is PONG. It takes a few seconds: start one
+per test module, not per test. Stopped by its PID (SIGTERM, then SIGKILL
+after a bound).
+"""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from kit.ports import free_port
+
+SPAMD = "/usr/sbin/spamd"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+LOCAL_CF = """\
+# Written by tests/kit/spamd.py: no network, no learning.
+use_bayes 0
+bayes_auto_learn 0
+dns_available no
+skip_rbl_checks 1
+use_razor2 0
+use_pyzor 0
+use_auto_whitelist 0
+"""
+
+
+def available():
+    return os.access(SPAMD, os.X_OK)
+
+
+class Spamd:
+    def __init__(self, workdir=None, port=None, children=2):
+        self._own_dir = workdir is None
+        self.dir = str(workdir) if workdir else tempfile.mkdtemp(prefix="pc-spamd-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.socket = os.path.join(self.dir, "spamd.sock")
+        self.children = children
+        self.proc = None
+        self._log = os.path.join(self.dir, "spamd-%d.log" % self.port)
+        self._pidfile = os.path.join(self.dir, "spamd.pid")
+        self._setup()
+
+    def _setup(self):
+        etc = os.path.join(self.dir, "etc")
+        home = os.path.join(self.dir, "home")
+        os.makedirs(etc, exist_ok=True)
+        os.makedirs(home, exist_ok=True)
+        for pre in glob.glob("/etc/spamassassin/*.pre"):
+            shutil.copy(pre, etc)
+        with open(os.path.join(etc, "local.cf"), "w") as f:
+            f.write(LOCAL_CF)
+        # The children run as nobody: they must reach the socket's directory
+        # and their home.
+        os.chmod(self.dir, 0o755)
+        os.chmod(home, 0o777)
+
+    def start(self):
+        if self.proc is not None:
+            return self
+        home = os.path.join(self.dir, "home")
+        try:
+            os.unlink(self.socket)
+        except FileNotFoundError:
+            pass
+        args = [SPAMD, "-L", "-x", "-i", "127.0.0.1", "-p", str(self.port),
+                "--listen=" + self.socket, "-A", "127.0.0.1", "-u", "nobody",
+                "-H", home, "--siteconfigpath=" + os.path.join(self.dir, "etc"),
+                "-r", self._pidfile, "-s", "stderr", "-m", str(self.children),
+                "--min-children=%d" % self.children]
+        logf = open(self._log, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        logf.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise RuntimeError("spamd exited at start:\n" + self.log())
+            if self.ping():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("spamd did not answer PING:\n" + self.log())
+
+    def ping(self):
+        try:
+            return b"PONG" in self.request(b"PING SPAMC/1.5\r\n\r\n", timeout=2)
+        except OSError:
+            return False
+
+    def request(self, data, timeout=30):
+        """Send data over TCP, read to EOF: the raw reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    return out
+                out += d
+
+    def check(self, message):
+        """SYMBOLS for message (bytes, CRLF lines): (verdict, score,
+        threshold, symbols)."""
+        head = b"SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\n\r\n" % len(message)
+        reply = self.request(head + message).decode("latin-1")
+        lines = reply.split("\r\n")
+        spam = next(ln for ln in lines if ln.startswith("Spam:"))
+        verdict, rest = spam[len("Spam:"):].split(";")
+        score, thr = rest.split("/")
+        return verdict.strip(), float(score), float(thr), lines[-1].split(",")
+
+    def pids(self):
+        """The parent's PID and its children's (from /proc)."""
+        if self.proc is None:
+            return []
+        out = [self.proc.pid]
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                out.append(int(stat.split("/")[2]))
+        return out
+
+    def stop(self):
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(STOP_TIMEOUT)
+
+    def close(self):
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def log(self):
+        try:
+            with open(self._log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
