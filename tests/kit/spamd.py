@@ -8,6 +8,9 @@
         s.pids()                   # the parent and its children (for CPU shares)
         s.log()                    # what it wrote to stderr
 
+workdir must be reachable by nobody (the children run as nobody and read
+the site configuration): by default a new directory under /tmp.
+
 Started as /work/shared/PEERS.md says: its own site configuration
 directory (a local.cf that turns off Bayes, DNS, RBLs, Razor and Pyzor, and
 a copy of /etc/spamassassin/*.pre so the usual plugins load), the rules
@@ -177,3 +180,103 @@ class Spamd:
                 return f.read()
         except OSError:
             return ""
+
+
+class FakeSpamd:
+    """A spamd stand-in on 127.0.0.1 that misbehaves on purpose, and
+    records each request it read (bytes up to EOF, Content-length or a
+    bound, whichever comes first).
+
+        f = FakeSpamd(mode="silent").start()   # reads, never answers
+        FakeSpamd(mode="answer", answer=b"garbage\\r\\n")  # this, then close
+        FakeSpamd(mode="answer", answer=REAL_HAM)          # a good answer
+        f.port; f.requests; f.connections; f.stop()
+
+    One thread accepts, one per connection; stop() closes every socket.
+    """
+
+    def __init__(self, mode="silent", answer=b""):
+        import threading
+        self.mode = mode
+        self.answer = answer
+        self.port = free_port()
+        self.requests = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._socks = []
+        self._stop = False
+        self._srv = None
+
+    def start(self):
+        import threading
+        self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._srv.bind(("127.0.0.1", self.port))
+        self._srv.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self):
+        import threading
+        while not self._stop:
+            try:
+                c, _ = self._srv.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._socks.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _read_request(self, c):
+        data = b""
+        want = None
+        while True:
+            if want is None and b"\r\n\r\n" in data:
+                head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+                for ln in head.split("\r\n")[1:]:
+                    if ln.lower().startswith("content-length:"):
+                        want = len(data.split(b"\r\n\r\n", 1)[0]) + 4 + int(ln.split(":")[1])
+            if want is not None and len(data) >= want:
+                return data
+            try:
+                d = c.recv(65536)
+            except OSError:
+                return data
+            if not d:
+                return data
+            data += d
+
+    def _serve(self, c):
+        req = self._read_request(c)
+        with self._lock:
+            self.requests.append(req)
+        if self.mode == "silent":
+            try:
+                while c.recv(65536):
+                    pass
+            except OSError:
+                pass
+            return
+        try:
+            c.sendall(self.answer)
+            c.close()
+        except OSError:
+            pass
+
+    def stop(self):
+        self._stop = True
+        try:
+            self._srv.close()
+        except OSError:
+            pass
+        with self._lock:
+            for c in self._socks:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                try:
+                    c.close()
+                except OSError:
+                    pass
