@@ -496,3 +496,36 @@ def test_good_config(tmp_path, recorder):
     )
     rc, out = run_check(str(conf))
     assert rc == 0, out
+
+
+# ---- with the global thresholds (reject_score, header_score) ------------------
+
+
+def test_gtube_rejected_by_reject_score(proxy, client, recorder, spamd):
+    p = proxy(sections=[section(f"127.0.0.1:{spamd.port}")], reject_score="10")
+    r = send(client, p, GTUBE_MSG)
+    r.expect(550, "5.7.1")
+    assert "refused as spam" in r.text
+    assert recorder.delivered() == []
+    s = summary(p)
+    assert s["by"] == "score", s
+    # ham under the limit passes, marked by the plugin only
+    send(client, p, HAM_MSG).expect(250)
+    h = spam_headers(delivered(recorder))
+    assert [k for k, _ in h] == ["X-Spam-Status"] and h[0][1].startswith("No, "), h
+
+
+def test_header_score_marks_what_spamd_calls_ham(proxy, client, recorder, fake):
+    # spamd says No (4.5 < its 5.0); our header_score of 4 marks it anyway:
+    # the global thresholds decide, spamd's only with use_spamd_threshold.
+    answer = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 9\r\nSpam: False ; 4.5 / 5.0\r\n\r\nSOME_RULE"
+    f = fake(mode="answer", answer=answer)
+    p = proxy(sections=[section(f"127.0.0.1:{f.port}")], header_score="4", reject_score="20")
+    send(client, p, b"X-Spam-Flag: NO\r\n" + HAM_MSG).expect(250)
+    h = dict(spam_headers(delivered(recorder)))
+    assert h == {
+        "X-Spam-Status": "No, score=4.5 required=5.0 tests=SOME_RULE",
+        "X-Spam-Flag": "YES",
+        "X-Spam-Score": "4.5",
+        "X-Spam-Symbols": "SPAMD(4.5)",
+    }, h
