@@ -40,10 +40,11 @@ SINK_PID=""
 PROXY_PID=""
 REDIS_PID=""
 FPROXY_PID=""
+SPAMD_PID=""
 
 cleanup() {
 	local pid
-	for pid in $FPROXY_PID $PROXY_PID $SINK_PID $REDIS_PID; do
+	for pid in $FPROXY_PID $PROXY_PID $SINK_PID $REDIS_PID $SPAMD_PID; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -TERM "$pid" 2>/dev/null || true
 			for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -372,6 +373,105 @@ rc=0
 wait "$FPROXY_PID" || rc=$?
 FPROXY_PID=""
 [ "$rc" -eq 0 ] || die "the TLS portcullis exited with status $rc after SIGTERM"
+
+# ---- spamd: 1 KB x 20 sessions, a new connection per message, through a
+# proxy with a [plugin spamd] section in front of a private SpamAssassin
+# spamd, against the plain proxy. spamd is started as tests/kit/spamd.py
+# does (its own site config: no Bayes, no DNS, no network rules), with 4
+# children. Every message must be scanned: a failed scan is a 451
+# (on_failure = on_error, on_error = tempfail), which stops smtp-source,
+# and the scan lines in the log must number the messages sent. The CPU
+# each side used in the spamd legs is utime + stime from /proc/PID/stat,
+# before and after: the filtering proxy's own, and spamd's (the parent, its
+# children, and children it reaped meanwhile).
+spamd_cpu_ticks() { # the spamd parent's and its children's CPU, in clock ticks
+	# One read of every /proc/PID/stat (a process may end meanwhile: cat
+	# skips it); after the ")" of comm: field 2 is ppid, 12 and 13 utime and
+	# stime, 14 and 15 the reaped children's.
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v sp="$SPAMD_PID" '{
+		pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, a, " ");
+		if (pid == sp) t += a[12] + a[13] + a[14] + a[15];
+		else if (a[2] == sp) t += a[12] + a[13] }
+		END { print t + 0 }'
+}
+proc_cpu_ticks() { # PID: its own utime + stime, in clock ticks
+	awk '{ sub(/^.*\) /, ""); split($0, a, " "); print a[12] + a[13] }' "/proc/$1/stat"
+}
+if [ -x /usr/sbin/spamd ]; then
+	SPAMD_PORT=$(free_port)
+	SPAMD_DIR="$WORK/spamd"
+	mkdir -p "$SPAMD_DIR/etc" "$SPAMD_DIR/home"
+	cp /etc/spamassassin/*.pre "$SPAMD_DIR/etc/"
+	printf 'use_bayes 0\nbayes_auto_learn 0\ndns_available no\nskip_rbl_checks 1\nuse_razor2 0\nuse_pyzor 0\nuse_auto_whitelist 0\n' >"$SPAMD_DIR/etc/local.cf"
+	# its children run as nobody and read the site config
+	chmod 711 "$WORK"
+	chmod 755 "$SPAMD_DIR" "$SPAMD_DIR/etc"
+	chmod 777 "$SPAMD_DIR/home"
+	/usr/sbin/spamd -L -x -i 127.0.0.1 -p "$SPAMD_PORT" -A 127.0.0.1 -u nobody -H "$SPAMD_DIR/home" \
+		--siteconfigpath="$SPAMD_DIR/etc" -r "$SPAMD_DIR/spamd.pid" -s stderr \
+		-m 4 --min-children=4 --min-spare=4 --max-conn-per-child=1000000 \
+		>"$WORK/spamd.log" 2>&1 </dev/null &
+	SPAMD_PID=$!
+	for _ in $(seq 300); do
+		/usr/bin/spamc -K -d 127.0.0.1 -p "$SPAMD_PORT" >/dev/null 2>&1 && break
+		kill -0 "$SPAMD_PID" 2>/dev/null || { tail -n 20 "$WORK/spamd.log" >&2; die "spamd exited at start"; }
+		sleep 0.1
+	done
+	/usr/bin/spamc -K -d 127.0.0.1 -p "$SPAMD_PORT" >/dev/null 2>&1 || die "spamd does not answer PING"
+	{
+		sed "s/^listen = .*/listen = 127.0.0.1:$FPROXY_PORT/" "$WORK/bench.conf"
+		echo "plugin_dir = $PLUGIN_DIR"
+		echo
+		echo "[plugin spamd]"
+		echo "socket = 127.0.0.1:$SPAMD_PORT"
+		echo "timeout = 50s"
+		echo "filter_timeout = 60s"
+		echo "on_failure = on_error"
+		echo "on_error = tempfail"
+	} >"$WORK/spamd.conf"
+	"$BIN" -t -c "$WORK/spamd.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the spamd bench config"; }
+	"$BIN" -c "$WORK/spamd.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
+	FPROXY_PID=$!
+	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis (spamd)"
+	name="1 KB x 20 sessions with spamd"
+	opts="-s 20 -l 1024"
+	count=$(awk -v s="$SCALE" 'BEGIN { n = int(200 * s); print (n < 20 ? 20 : n) }')
+	px0=$(proc_cpu_ticks "$FPROXY_PID")
+	sp0=$(spamd_cpu_ticks)
+	pair_rates "$name" plain "$PROXY_PORT" spamd "$FPROXY_PORT" "$opts" "$count"
+	px1=$(proc_cpu_ticks "$FPROXY_PID")
+	sp1=$(spamd_cpu_ticks)
+	scans=$(grep -c '\[spamd\] spamd: \(Yes\|No\) score=' "$WORK/fproxy.log" || true)
+	[ "$scans" -eq $((count * REPEAT)) ] || die "$name: the proxy logged $scans scans, expected $((count * REPEAT))"
+	scan_ms=$(sed -n 's/.*\[spamd\] spamd: .* octets in \([0-9]*\) ms).*/\1/p' "$WORK/fproxy.log" |
+		awk '{ t += $1; n++ } END { if (n) printf "%.0f", t / n; else print "?" }')
+	echo
+	echo "spamd: the same proxy without filters (plain) vs with [plugin spamd] in front of a"
+	echo "private spamd (4 children); a new connection per message"
+	echo
+	printf "%-42s %7s %9s %11s %7s\n" "workload" "msgs" "plain/s" "spamd/s" "ratio"
+	printf "%-42s %7s %9s %11s %7s\n" "--------" "----" "-------" "-------" "-----"
+	printf "%-42s %7d %9.0f %11.1f %7s\n" "$name" "$count" "$d" "$p" "$ratio"
+	awk -v d="$d" -v p="$p" -v scan="$scan_ms" 'BEGIN {
+		printf "added latency per message: %.0f ms (20 sessions / rate, spamd minus plain); mean scan %s ms (the plugin log)\n",
+			20000 / p - 20000 / d, scan }'
+	awk -v px=$((px1 - px0)) -v sp=$((sp1 - sp0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
+		t = px + sp; if (t == 0) t = 1;
+		printf "CPU in the spamd legs: proxy %.2f s (%.1f%%), spamd %.2f s (%.1f%%)\n",
+			px / hz, 100 * px / t, sp / hz, 100 * sp / t }'
+	echo "spamd: every message was scanned (one scan line each) and delivered"
+	kill -TERM "$FPROXY_PID"
+	rc=0
+	wait "$FPROXY_PID" || rc=$?
+	FPROXY_PID=""
+	[ "$rc" -eq 0 ] || die "the spamd portcullis exited with status $rc after SIGTERM"
+	kill -TERM "$SPAMD_PID"
+	wait "$SPAMD_PID" 2>/dev/null || true
+	SPAMD_PID=""
+else
+	echo
+	echo "spamd: /usr/sbin/spamd is not installed (make deps): the spamd workload is skipped"
+fi
 
 # Stop the proxy now (SIGTERM) and check it exits cleanly.
 kill -TERM "$PROXY_PID"
