@@ -63,6 +63,8 @@ UNIT_TESTS += test_store
 STORE_TEST_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
 # The greylist plugin's keys (plugins/greylist_key.h), shared with portcullis-store.
 UNIT_TESTS += test_greylist_key
+# The rspamd plugin's JSON reader (plugins/rspamd_json.h).
+UNIT_TESTS += test_rspamd_json
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -93,6 +95,7 @@ $(BUILD)/portcullis-store: $(BUILD)/tools/portcullis-store.o $(STORE_TOOL_SRC:%.
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 # The greylist plugin shares its keys with the tool.
 $(BUILD)/plugins/greylist.so: plugins/greylist_key.h
+$(BUILD)/plugins/rspamd.so: plugins/rspamd_json.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -135,8 +135,8 @@ struct rs_sym {
 static int rs_init(struct pc_init *in, void **instance);
 static int rs_option(struct rspamd *rs, const struct pc_option *o, char *err, size_t errlen);
 static int rs_url(struct rspamd *rs, const char *url, char *err, size_t errlen);
-static int rs_reply_opt(const char *key, const char *value, char cls, char **out, char *err,
-    size_t errlen);
+static int rs_reply_opt(
+    const char *key, const char *value, char cls, char **out, char *err, size_t errlen);
 static int rs_strdup(char **out, const char *s, char *err, size_t errlen);
 static void rs_fini(void *instance);
 static int rs_data(void *instance, struct pc_call *call, struct pc_verdict *v);
@@ -159,8 +159,8 @@ static int rs_apply(struct rs_job *job, const struct rj_value *root, char *why, 
 static int rs_action(
     struct rspamd *rs, const char *action, struct pc_verdict *v, int *spam, const char **done);
 static size_t rs_symbols(const struct rj_value *root, struct rs_sym **out);
-static void rs_scores(struct rs_job *job, struct rs_sym *syms, size_t n, double score,
-    const char *action);
+static void rs_scores(
+    struct rs_job *job, struct rs_sym *syms, size_t n, double score, const char *action);
 static void rs_result_headers(struct rs_job *job, struct rs_sym *syms, size_t n, double score,
     double required, const char *action);
 static void rs_subject(struct rs_job *job, const struct rj_value *root);
@@ -338,7 +338,8 @@ rs_option(struct rspamd *rs, const struct pc_option *o, char *err, size_t errlen
 			rs->fail_on_error = v[0] == 'o';
 			return 0;
 		}
-		snprintf(err, errlen, "scan_failure: bad value \"%s\": expected pass or on_error", v);
+		snprintf(
+		    err, errlen, "scan_failure: bad value \"%s\": expected pass or on_error", v);
 		return -1;
 	}
 	/* strip_headers, milter_headers */
@@ -423,8 +424,7 @@ bad:
 /* rs_reply_opt - a reply text: printable, at most RS_TEXT_MAX octets, and
  * if it starts with a code, a code of class cls (0: any text) */
 static int
-rs_reply_opt(
-    const char *key, const char *value, char cls, char **out, char *err, size_t errlen)
+rs_reply_opt(const char *key, const char *value, char cls, char **out, char *err, size_t errlen)
 {
 	const char *p;
 
@@ -432,13 +432,13 @@ rs_reply_opt(
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			break;
 	if (*p != '\0' || p == value || p - value > RS_TEXT_MAX) {
-		snprintf(err, errlen, "%s: expected 1 to %d printable characters", key,
-		    RS_TEXT_MAX);
+		snprintf(
+		    err, errlen, "%s: expected 1 to %d printable characters", key, RS_TEXT_MAX);
 		return -1;
 	}
 	if (cls != 0 && isdigit((unsigned char)value[0]) && value[0] != cls) {
-		snprintf(err, errlen, "%s: bad value \"%s\": the code must be %cxx", key, value,
-		    cls);
+		snprintf(
+		    err, errlen, "%s: bad value \"%s\": the code must be %cxx", key, value, cls);
 		return -1;
 	}
 	return rs_strdup(out, value, err, errlen);
@@ -574,8 +574,7 @@ rs_job_new(struct rspamd *rs, struct pc_call *call, char *err, size_t errlen)
 	job->http_error = -1;
 	job->start_ms = rs_now_ms();
 	if ((job->timer = evtimer_new(h->base, rs_timer, job)) == NULL ||
-	    (job->conn = evhttp_connection_base_new(h->base, h->dns, rs->addr, rs->port)) ==
-		NULL ||
+	    (job->conn = evhttp_connection_base_new(h->base, h->dns, rs->addr, rs->port)) == NULL ||
 	    (job->req = evhttp_request_new(rs_http_done, job)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -865,8 +864,7 @@ rs_apply(struct rs_job *job, const struct rj_value *root, char *why, size_t whyl
 /* rs_action - rspamd's action as our verdict (doc/rspamd.md, the table);
  * -1 for an action we do not know */
 static int
-rs_action(
-    struct rspamd *rs, const char *action, struct pc_verdict *v, int *spam, const char **done)
+rs_action(struct rspamd *rs, const char *action, struct pc_verdict *v, int *spam, const char **done)
 {
 	if (strcmp(action, "no action") == 0) {
 		*done = "passed";
@@ -941,8 +939,7 @@ rs_sym_cmp(const void *a, const void *b)
  * rest), and what rspamd's total holds beyond them (a forced action like
  * GTUBE's, group limits) under RSPAMD; or the total alone under RSPAMD */
 static void
-rs_scores(
-    struct rs_job *job, struct rs_sym *syms, size_t n, double score, const char *action)
+rs_scores(struct rs_job *job, struct rs_sym *syms, size_t n, double score, const char *action)
 {
 	struct rspamd *rs = job->rs;
 	const struct pc_host *h = rs->host;
@@ -976,8 +973,8 @@ rs_scores(
 
 /* rs_result_headers - X-Rspamd-Action, X-Rspamd-Score, X-Spamd-Result */
 static void
-rs_result_headers(struct rs_job *job, struct rs_sym *syms, size_t n, double score,
-    double required, const char *action)
+rs_result_headers(struct rs_job *job, struct rs_sym *syms, size_t n, double score, double required,
+    const char *action)
 {
 	const struct pc_host *h = job->rs->host;
 	char buf[RS_HEADER_VALUE_MAX + 1], act[64];
@@ -993,8 +990,8 @@ rs_result_headers(struct rs_job *job, struct rs_sym *syms, size_t n, double scor
 	    strcmp(action, "no action") == 0 ? "False" : "True", score, required);
 	len = (size_t)w;
 	for (i = 0; i < n && len < sizeof(buf); i++) {
-		w = snprintf(buf + len, sizeof(buf) - len, "; %s(%.2f)", syms[i].name,
-		    syms[i].score);
+		w = snprintf(
+		    buf + len, sizeof(buf) - len, "; %s(%.2f)", syms[i].name, syms[i].score);
 		if (w < 0 || (size_t)w >= sizeof(buf) - len - 5) {
 			snprintf(buf + len, sizeof(buf) - len, "; ...");
 			break;
@@ -1023,7 +1020,7 @@ rs_subject(struct rs_job *job, const struct rj_value *root)
 		    old != NULL ? old : "", pct + 2);
 	rs_clean(buf);
 	if (old != NULL ? h->change_header(job->call, "Subject", 0, buf) < 0
-			: h->insert_header(job->call, (size_t)-1, "Subject", buf) < 0)
+	                : h->insert_header(job->call, (size_t)-1, "Subject", buf) < 0)
 		h->log(rs->self, job->call, PC_LOG_WARN, "rspamd: cannot rewrite the subject");
 }
 
@@ -1085,8 +1082,8 @@ rs_milter_add(struct rs_job *job, const char *name, const struct rj_value *v, in
 	(*left)--;
 	snprintf(buf, sizeof(buf), "%s", value);
 	rs_clean(buf);
-	if (h->insert_header(job->call,
-		order >= 0 && order < 100000 ? (size_t)order : (size_t)-1, name, buf) < 0) {
+	if (h->insert_header(job->call, order >= 0 && order < 100000 ? (size_t)order : (size_t)-1,
+	        name, buf) < 0) {
 		h->log(job->rs->self, job->call, PC_LOG_WARN,
 		    "rspamd: refused the header rspamd asked for: %.60s", name);
 		return -1;

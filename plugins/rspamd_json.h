@@ -136,8 +136,8 @@ static int
 rj_fail(struct rj_doc *d, const char *what)
 {
 	if (d->err[0] == '\0')
-		snprintf(d->err, sizeof(d->err), "%s at offset %zu", what,
-		    (size_t)(d->p - d->start));
+		snprintf(
+		    d->err, sizeof(d->err), "%s at offset %zu", what, (size_t)(d->p - d->start));
 	return -1;
 }
 
@@ -270,8 +270,8 @@ rj_string(struct rj_doc *d, const char **out, size_t *outlen)
 		return rj_fail(d, "out of memory");
 	for (;;) {
 		run = d->p;
-		while (d->p < d->end && *d->p != '"' && *d->p != '\\' &&
-		    (unsigned char)*d->p >= 0x20)
+		while (
+		    d->p < d->end && *d->p != '"' && *d->p != '\\' && (unsigned char)*d->p >= 0x20)
 			d->p++;
 		if (d->p > run && rj_put(&b, run, (size_t)(d->p - run)) < 0)
 			goto nomem;
