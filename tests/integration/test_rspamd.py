@@ -479,3 +479,24 @@ def test_bad_keys_refused(tmp_path, key, value):
     rc, out = run_check(p.config_path)
     assert rc != 0 and key in out, out
     assert re.search(r":\d+:", out), out
+
+
+# ---- with the global thresholds ----
+
+
+def test_rspamd_scores_cross_the_thresholds(proxy, client, recorder, fake):
+    """rspamd says "no action" (its own thresholds are higher), but our
+    reject_score and header_score count its symbols too."""
+    fake.answer({"action": "no action", "score": 16.0, "required_score": 20,
+                 "symbols": {"BAYES_SPAM": {"score": 9.0}, "R_SUSPICIOUS": {"score": 7.0}}})
+    p = proxy(reject_score="15", sections=[section(fake.url)])
+    r = send(client, p, HAM)
+    assert (r.code, r.enhanced) == (550, "5.7.1"), r
+    assert recorder.delivered() == []
+    fake.answer({"action": "no action", "score": 6.0, "required_score": 20,
+                 "symbols": {"BAYES_SPAM": {"score": 6.0}}})
+    q = proxy(reject_score="15", header_score="5", sections=[section(fake.url)])
+    assert send(client, q, HAM).code == 250
+    data = delivered(recorder)
+    assert values(data, "X-Spam-Flag") == ["YES"]
+    assert values(data, "X-Spam-Symbols")[0].startswith("BAYES_SPAM(6)")
