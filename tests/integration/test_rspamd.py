@@ -10,7 +10,6 @@ request headers the plugin sent.
 """
 
 import base64
-import os
 import re
 import time
 
@@ -428,7 +427,7 @@ def test_client_gone_mid_scan(proxy, client, recorder, fake):
         time.sleep(0.02)
     assert fake.requests
     c.close()
-    time.sleep(0.3)
+    assert p.wait_log(r"disconnect from client", BOUND)
     # the proxy is still fine
     fake.answer({"action": "no action", "score": 0})
     assert send(client, p, HAM).code == 250
