@@ -413,9 +413,9 @@ def test_failure_with_on_error(proxy, client, recorder, fake):
 
 
 def test_client_gone_mid_scan(proxy, client, recorder, fake):
-    """The host cancels the pending call: the request is cancelled and the
-    connection freed (ASan checks the rest when the proxy stops)."""
-    fake.answer({"action": "no action", "score": 0}, delay=2.0)
+    """The client leaves while rspamd thinks: the scan's answer lands on a
+    finished session without harm (ASan checks when the proxy stops)."""
+    fake.answer({"action": "no action", "score": 0}, delay=1.0)
     p = proxy(sections=[section(fake.url)])
     c = client(p)
     c.greet()
@@ -428,9 +428,21 @@ def test_client_gone_mid_scan(proxy, client, recorder, fake):
     assert fake.requests
     c.close()
     assert p.wait_log(r"disconnect from client", BOUND)
-    # the proxy is still fine
     fake.answer({"action": "no action", "score": 0})
     assert send(client, p, HAM).code == 250
+
+
+def test_filter_timeout_cancels_the_request(proxy, client, recorder, fake):
+    """The host gives up first (filter_timeout below timeout): the plugin's
+    cancel cancels the HTTP request and frees its connection; on_error
+    (accept, the plugin's default) lets the message through."""
+    fake.answer({"action": "reject", "score": 20}, delay=2.0)
+    p = proxy(sections=[section(fake.url, timeout="10s", filter_timeout="300ms")])
+    r = send(client, p, HAM)
+    assert r.code == 250, r
+    assert p.wait_log(r"filter rspamd failed at data: .*on_error=accept", BOUND)
+    assert not p.wait_log(r'rspamd: action="reject"', 2.5)
+    delivered(recorder)
 
 
 def test_oversized_message_skipped(proxy, client, recorder, fake):
