@@ -637,25 +637,19 @@ rs_request_headers(struct rs_job *job, char *err, size_t errlen)
 	return 0;
 }
 
-/* rs_request_body - the message as received: header fields, blank line,
- * body (CR LF line ends, dots un-stuffed) */
+/* rs_request_body - the message exactly as received (host->message_read:
+ * folded fields stay folded, so rspamd's DKIM and ARC checks see what was
+ * signed), CR LF line ends, dots un-stuffed */
 static int
 rs_request_body(struct rs_job *job, char *err, size_t errlen)
 {
 	const struct pc_host *h = job->rs->host;
 	struct evbuffer *out = evhttp_request_get_output_buffer(job->req);
-	const char *name, *value;
 	char buf[16384];
 	ssize_t n;
-	size_t i;
 
-	for (i = 0; h->header_at(job->call, i, &name, &value) == 0; i++)
-		if (evbuffer_add_printf(out, "%s: %s\r\n", name, value) < 0)
-			goto nomem;
-	if (evbuffer_add(out, "\r\n", 2) < 0)
-		goto nomem;
-	h->body_rewind(job->call);
-	while ((n = h->body_read(job->call, buf, sizeof(buf))) > 0) {
+	h->message_rewind(job->call);
+	while ((n = h->message_read(job->call, buf, sizeof(buf))) > 0) {
 		if (evbuffer_get_length(out) + (size_t)n > job->rs->max_scan_size + 4096) {
 			snprintf(err, errlen, "the message grew past max_scan_size while read");
 			return -1;

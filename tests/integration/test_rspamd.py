@@ -319,6 +319,16 @@ def test_dot_stuffed_body_sent_unstuffed(proxy, client, recorder, fake):
     assert fake.requests[-1][1].endswith(b"\r\n.leading dot\r\n")
 
 
+def test_message_sent_as_received(proxy, client, recorder, fake):
+    """Folded fields stay folded, odd spacing stays: what rspamd checks
+    (DKIM over the raw header section) is what was signed."""
+    raw = (b"Subject:  two  spaces\r\nDKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc;\r\n"
+           b"From: <a@x.test>\r\n\r\nbody\r\n")
+    p = proxy(sections=[section(fake.url)])
+    assert send(client, p, raw + b".\r\n").code == 250
+    assert fake.requests[-1][1] == raw
+
+
 # ---- scores ----
 
 
