@@ -93,6 +93,8 @@ $(BUILD)/portcullis-store: $(BUILD)/tools/portcullis-store.o $(STORE_TOOL_SRC:%.
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 # The greylist plugin shares its keys with the tool.
 $(BUILD)/plugins/greylist.so: plugins/greylist_key.h
+# The blocklist plugins' shared zones, cache and lookup job.
+$(BUILD)/plugins/dnsbl.so $(BUILD)/plugins/rhsbl.so: plugins/dnsbl_common.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
