@@ -177,6 +177,13 @@ void chain_free(struct chain *c);
 /* chainhost.c: the ABI 2 host services (address split, scores, message
  * and envelope changes) and the per-call arena */
 void chain_host_abi2(struct pc_host *host);
+/* chain_score_total - the transaction's total score (0 without symbols). */
+double chain_score_total(const struct chain_session *cs);
+/* chain_spam_headers - the daemon's own X-Spam-* fields for the score
+ * thresholds (data.c): incoming ones of those names are left out, and with
+ * flag the three are added (X-Spam-Flag: YES, X-Spam-Score, X-Spam-Symbols).
+ * 0, or -1 (no memory). */
+int chain_spam_headers(struct chain_session *cs, struct message *m, int flag);
 /* chain_host_store - the ABI 2.1 store members (chainhost.c). */
 void chain_host_store(struct pc_host *host);
 /* chain_store_release - let go of the stores instance f opened. */

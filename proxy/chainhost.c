@@ -6,7 +6,8 @@
  * Exports chain_host_abi2 (fills those members of struct pc_host),
  * chain_host_store and chain_store_release (the ABI 2.1 store, store.h,
  * whose handles an instance holds until its fini), chain_arena_reset, chain_split, chain_message_changed,
- * chain_message_emit, chain_envelope and chain_score_summary. The changes
+ * chain_message_emit, chain_envelope, chain_score_summary, chain_score_total
+ * and chain_spam_headers (the thresholds' header fields). The changes
  * themselves are recorded by edit.c and the scores kept by score.c; this
  * file checks that the call may make them (the stage) and finds the store
  * (the session's chain state).
@@ -219,6 +220,52 @@ size_t
 chain_score_summary(const struct chain_session *cs, char *buf, size_t size)
 {
 	return score_summary(cs->in_tx ? &cs->score_tx : &cs->score_session, buf, size);
+}
+
+/* chain_score_total - see chain.h */
+double
+chain_score_total(const struct chain_session *cs)
+{
+	return cs->in_tx ? cs->score_tx.total : cs->score_session.total;
+}
+
+/* The fields the thresholds write: senders must not bring their own. */
+static const char *const spam_fields[] = {"X-Spam-Flag", "X-Spam-Score", "X-Spam-Symbols"};
+
+/* chain_spam_headers - see chain.h */
+int
+chain_spam_headers(struct chain_session *cs, struct message *m, int flag)
+{
+	const struct score_set *set = cs->in_tx ? &cs->score_tx : &cs->score_session;
+	char symbols[900];
+	size_t len = 0;
+
+	for (size_t i = 0; i < sizeof(spam_fields) / sizeof(spam_fields[0]); i++)
+		if (message_remove(m, spam_fields[i]) > 0)
+			cs->edited = 1;
+	if (!flag)
+		return 0;
+	symbols[0] = '\0';
+	for (size_t i = 0; i < set->n; i++) {
+		const struct score_entry *e = set->e[i];
+		int n = snprintf(symbols + len, sizeof(symbols) - len, "%s%s(%g)", i ? "," : "",
+		    e->symbol, e->points);
+
+		if (n < 0 || (size_t)n >= sizeof(symbols) - len - 4) {
+			/* The rest would not fit one header line: say so. */
+			snprintf(symbols + len, sizeof(symbols) - len, "%s...", i ? "," : "");
+			break;
+		}
+		len += (size_t)n;
+	}
+	if (cs->added == NULL && (cs->added = evbuffer_new()) == NULL)
+		return -1;
+	if (evbuffer_add_printf(
+	        cs->added, "X-Spam-Flag: YES\r\nX-Spam-Score: %.1f\r\n", set->total) < 0 ||
+	    (symbols[0] != '\0' &&
+	        evbuffer_add_printf(cs->added, "X-Spam-Symbols: %s\r\n", symbols) < 0))
+		return -1;
+	return 0;
 }
 
 /* ---- message and envelope changes ---- */

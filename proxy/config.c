@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ enum key_kind {
 	K_TLS_PROTO,
 	K_NETS,
 	K_BACKEND_TLS,
+	K_SCORE,
 };
 
 struct key_def {
@@ -103,6 +105,11 @@ static const struct key_def keys[] = {
     /* An LMDB map under 64k is a few pages: nothing fits. */
     {"store_max_size", K_SIZE, F(store_max_size), 0, 64 * 1024, 0},
     {"store_purge_interval", K_TIME, F(store_purge_ms), 0, 100, 0},
+    /* Score thresholds at the end of DATA (issue 15): a number each, set or
+     * not (the have_ flags). */
+    {"reject_score", K_SCORE, F(reject_score), F(have_reject_score), 0, 0},
+    {"tempfail_score", K_SCORE, F(tempfail_score), F(have_tempfail_score), 0, 0},
+    {"header_score", K_SCORE, F(header_score), F(have_header_score), 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -116,6 +123,8 @@ static int set_key(
 static int set_number(
     struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen);
 static int set_nets(
+    struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen);
+static int set_score(
     struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen);
 static int parse_listen(const char *value, struct config_addr *out);
 static int section_add_key(
@@ -364,11 +373,34 @@ static const char *const kind_help[] = {
     [K_LOG_LEVEL] = "info or debug",
     [K_ON_ERROR] = "tempfail, accept or reject",
     [K_BOOL] = OPT_HELP_BOOL,
+    [K_SCORE] = "a score (e.g. 5, 12.5, -1)",
     [K_TLS_PROTO] = "TLSv1.2 or TLSv1.3",
     [K_NETS] = OPT_HELP_NETS,
     [K_BACKEND_TLS] = "no, opportunistic or required",
     [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
 };
+
+/* set_score - a finite number, at most 1e6 either way; sets its have_ flag
+ * (the key's size field holds the flag's offset, as K_NETS's holds its
+ * count's) */
+static int
+set_score(struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen)
+{
+	char *base = (char *)cfg, *end;
+	double v;
+
+	errno = 0;
+	v = strtod(value, &end);
+	if (value[0] == '\0' || isspace((unsigned char)value[0]) || *end != '\0' || errno != 0 ||
+	    !isfinite(v) || v > 1e6 || v < -1e6) {
+		snprintf(
+		    why, whylen, "bad value \"%s\": expected a score (e.g. 5, 12.5, -1)", value);
+		return -1;
+	}
+	*(double *)(base + k->off) = v;
+	*(int *)(base + k->size) = 1;
+	return 0;
+}
 
 /* set_number - a K_SIZE, K_COUNT or K_TIME key, within its bounds; the
  * message names the bounds that are more than "not zero" */
@@ -426,6 +458,8 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 		return opt_bool(value, (int *)(base + k->off), why, whylen);
 	case K_NETS:
 		return set_nets(cfg, k, value, why, whylen);
+	case K_SCORE:
+		return set_score(cfg, k, value, why, whylen);
 	default:
 		break;
 	}

@@ -118,6 +118,11 @@ struct config {
 	uint64_t store_max_size; /* an LMDB map; a memory store */
 	uint64_t store_purge_ms; /* expired entries swept this often */
 
+	/* Score thresholds, applied at the end of DATA after the filters
+	 * (data.c): each is used only when set. */
+	double reject_score, tempfail_score, header_score;
+	int have_reject_score, have_tempfail_score, have_header_score;
+
 	char tls_cert[1024]; /* "" : no TLS for clients */
 	char tls_key[1024];
 	char tls_chain[1024];

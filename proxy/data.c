@@ -24,6 +24,7 @@ static void on_data_go(void *arg, enum backend_result res, const struct smtp_rep
 static int data_emit_message(struct session *s, struct evbuffer *out);
 static void on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void data_send(struct session *s);
+static int data_thresholds(struct session *s);
 static int replay_deleted(const struct chain_envelope *e, const char *addr);
 static void replay_fail(struct session *s, const char *what, const struct smtp_reply *r);
 static void replay_next(struct session *s);
@@ -289,6 +290,9 @@ data_proceed(struct session *s)
 	unsigned nadd = 0, ndel = 0;
 	char q[LOG_ADDR_MAX];
 
+	if (data_thresholds(s))
+		return;
+
 	if (e == NULL || (e->sender == NULL && e->added == NULL && e->deleted == NULL)) {
 		data_send(s);
 		return;
@@ -312,6 +316,51 @@ data_proceed(struct session *s)
 	tx->replay_rcpt = NULL; /* the backend has them already */
 	tx->replay_ok = tx->nrcpt;
 	replay_next(s);
+}
+
+/*
+ * data_thresholds - the score thresholds, after the end-of-DATA filters
+ * let the message through: reject_score and tempfail_score refuse it,
+ * header_score marks it (X-Spam-Flag, X-Spam-Score, X-Spam-Symbols).
+ * With any threshold set, incoming fields of those names never reach the
+ * backend. 1 if the message was refused.
+ */
+static int
+data_thresholds(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct transaction *tx = &s->tx;
+	double score = chain_score_total(&s->cs);
+	char line[256];
+	int flag;
+
+	if (!cfg->have_reject_score && !cfg->have_tempfail_score && !cfg->have_header_score)
+		return 0;
+	if (cfg->have_reject_score && score >= cfg->reject_score) {
+		snprintf(line, sizeof(line),
+		    "550 5.7.1 Message refused as spam (score %.1f, limit %g)", score,
+		    cfg->reject_score);
+	} else if (cfg->have_tempfail_score && score >= cfg->tempfail_score) {
+		snprintf(line, sizeof(line),
+		    "451 4.7.1 Message deferred as likely spam (score %.1f, limit %g), try again later",
+		    score, cfg->tempfail_score);
+	} else {
+		flag = cfg->have_header_score && score >= cfg->header_score;
+		if (chain_spam_headers(&s->cs, &tx->msg, flag) != 0) {
+			log_err(tx->id, "out of memory adding the spam header fields");
+			data_refuse_r(s, R_LOCAL_ERROR, "tempfail");
+			return 1;
+		}
+		if (flag)
+			log_info(tx->id, "score %.1f reaches header_score %g: marked as spam",
+			    score, cfg->header_score);
+		return 0;
+	}
+	log_info(tx->id, "score %.1f: %s", score, line);
+	tx->by = "score";
+	tx->stage = "data";
+	data_refuse(s, line, line[0] == '5' ? "rejected" : "tempfail");
+	return 1;
 }
 
 /* data_send - DATA to the backend */
