@@ -257,3 +257,36 @@ def test_bad_config_refused(tmp_path, recorder, dns):
     p.write_config()
     rc, out = run_check(p.config_path)
     assert rc == 0, out
+
+
+# ---- with the thresholds -----------------------------------------------------
+
+
+def test_dnsbl_and_rhsbl_add_up_to_reject_score(proxy, client, recorder, dns):
+    """Neither list alone reaches reject_score; together they do."""
+    from test_dnsbl import section as dnsbl_section
+
+    dns.listing("bl.test", "127.0.0.1")
+    dns.listing(ZONE, SPAM)
+    p = proxy(reject_score="6", header_score="2", sections=[
+        dnsbl_section(dns, "bl.test weight=3 action=score"),
+        section(dns, f"{ZONE} weight=3.5 action=score")])
+    _, rs, d = run(client(p), sender=f"x@{SPAM}")
+    rs[0].expect(250)
+    assert d.first == "550 5.7.1 Message refused as spam (score 6.5, limit 6)", d
+    assert recorder.delivered() == []
+    s = summary(p)
+    assert s["by"] == "score" and sorted(s["symbols"].split(",")) == ["RBL_BL_TEST(3)", "RHSBL_DBL_TEST(3.5)"], s
+
+
+def test_one_list_marks_the_message(proxy, client, recorder, dns):
+    dns.listing("bl.test", "127.0.0.1")
+    from test_dnsbl import section as dnsbl_section
+
+    p = proxy(reject_score="6", header_score="2", sections=[
+        dnsbl_section(dns, "bl.test weight=3 action=score"), section(dns)])
+    _, rs, d = run(client(p))
+    d.expect(250)
+    assert recorder.wait_for_transactions(1, timeout=BOUND)
+    head = bytes(recorder.messages()[0].data).split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    assert "X-Spam-Flag: YES" in head and "X-Spam-Symbols: RBL_BL_TEST(3)" in head, head
