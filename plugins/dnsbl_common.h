@@ -808,7 +808,8 @@ bl_cache_put(struct bl_cache *ca, const char *name, const uint32_t *addrs, size_
 	memcpy(e->name, name, len + 1);
 	e->expires_ms = now + ttl_ms;
 	e->naddrs = naddrs < BL_ADDRS_MAX ? naddrs : BL_ADDRS_MAX;
-	memcpy(e->addrs, addrs, e->naddrs * sizeof(*addrs));
+	if (e->naddrs > 0)
+		memcpy(e->addrs, addrs, e->naddrs * sizeof(*addrs));
 	bucket = &ca->tab[bl_hash(name) & (ca->nbuckets - 1)];
 	e->hnext = *bucket;
 	*bucket = e;
@@ -1057,8 +1058,8 @@ bl_job_cancel(void *arg)
 	size_t i;
 
 	job->conf->host->log(job->conf->self, NULL, PC_LOG_INFO,
-	    "%s: session %s went away during the lookup: cancelled", job->conf->plugin,
-	    job->session);
+	    "%s: lookup for session %s cancelled (the session ended, or filter_timeout passed)",
+	    job->conf->plugin, job->session);
 	job->call = NULL;
 	job->conf = NULL;
 	if (job->deadline != NULL)
