@@ -95,7 +95,10 @@ $(BUILD)/portcullis-store: $(BUILD)/tools/portcullis-store.o $(STORE_TOOL_SRC:%.
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 # The greylist plugin shares its keys with the tool.
 $(BUILD)/plugins/greylist.so: plugins/greylist_key.h
+# The rspamd plugin's JSON reader is a header of its own.
 $(BUILD)/plugins/rspamd.so: plugins/rspamd_json.h
+# The blocklist plugins' shared zones, cache and lookup job.
+$(BUILD)/plugins/dnsbl.so $(BUILD)/plugins/rhsbl.so: plugins/dnsbl_common.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -154,7 +157,7 @@ $(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
--include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d)
+-include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d) $(wildcard $(BUILD)/tools/*.d)
 
 deps:
 	@tools/deps.sh
