@@ -65,6 +65,8 @@ STORE_TEST_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
 UNIT_TESTS += test_greylist_key
 # The spamd plugin's reply parser (plugins/spamd_reply.h).
 UNIT_TESTS += test_spamd_reply
+# The rspamd plugin's JSON reader (plugins/rspamd_json.h).
+UNIT_TESTS += test_rspamd_json
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -96,6 +98,10 @@ $(BUILD)/portcullis-store: $(BUILD)/tools/portcullis-store.o $(STORE_TOOL_SRC:%.
 # The greylist plugin shares its keys with the tool.
 $(BUILD)/plugins/greylist.so: plugins/greylist_key.h
 $(BUILD)/plugins/spamd.so: plugins/spamd_reply.h
+# The rspamd plugin's JSON reader is a header of its own.
+$(BUILD)/plugins/rspamd.so: plugins/rspamd_json.h
+# The blocklist plugins' shared zones, cache and lookup job.
+$(BUILD)/plugins/dnsbl.so $(BUILD)/plugins/rhsbl.so: plugins/dnsbl_common.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -154,7 +160,7 @@ $(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
--include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d)
+-include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d) $(wildcard $(BUILD)/tools/*.d)
 
 deps:
 	@tools/deps.sh

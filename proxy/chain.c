@@ -60,6 +60,8 @@ static const char *host_header(struct pc_call *call, const char *name, size_t n)
 static int host_header_at(struct pc_call *call, size_t n, const char **name, const char **value);
 static ssize_t host_body_read(struct pc_call *call, char *buf, size_t len);
 static void host_body_rewind(struct pc_call *call);
+static ssize_t host_message_read(struct pc_call *call, char *buf, size_t len);
+static void host_message_rewind(struct pc_call *call);
 static int host_add_header(struct pc_call *call, const char *name, const char *value);
 static int host_remove_header(struct pc_call *call, const char *name);
 
@@ -98,6 +100,8 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	host->opt_cidr_free = opt_cidr_free;
 	host->opt_file = opt_file;
 	chain_host_store(host);
+	host->message_read = host_message_read;
+	host->message_rewind = host_message_rewind;
 }
 
 /* chain_session_init - per-session state; 0 or -1 (out of memory) */
@@ -192,6 +196,7 @@ chain_step(struct pc_call *call)
 		call->resumed = 0;
 		call->cancel = NULL;
 		call->body_pos = 0;
+		call->msg_pos = 0;
 		r = hook(f->inst, call, &v);
 		if (r == PC_HOOK_DONE) {
 			call->state = CALL_IDLE;
@@ -688,38 +693,64 @@ host_header_at(struct pc_call *call, size_t n, const char **name, const char **v
 	return 0;
 }
 
-/* host_body_read - the body as a stream, dots un-stuffed (RFC 5321 §4.5.2) */
+/* spool_unstuffed - the next octets of the spool from *pos (plus 1; 0:
+ * from start), dots un-stuffed (RFC 5321 §4.5.2): for body_read and
+ * message_read */
 static ssize_t
-host_body_read(struct pc_call *call, char *buf, size_t len)
+spool_unstuffed(struct pc_call *call, size_t *pos, int *sol, size_t start, char *buf, size_t len)
 {
 	const struct chain_view *v = call->v;
 
 	if (call_message(call) != 0)
 		return -1;
-	if (call->body_pos == 0) { /* a new hook call: from the start */
-		call->body_pos = v->msg->body_off + 1;
-		call->body_sol = 1;
+	if (*pos == 0) { /* a new hook call: from the start */
+		*pos = start + 1;
+		*sol = 1;
 	}
 	while (len > 0) {
-		size_t off = call->body_pos - 1, o = 0;
+		size_t off = *pos - 1, o = 0;
 		ssize_t n = spool_pread(v->spool, off, buf, len);
 
 		if (n <= 0)
 			return n;
-		call->body_pos += (size_t)n;
+		*pos += (size_t)n;
 		for (ssize_t i = 0; i < n; i++) {
 			char c = buf[i];
-			if (call->body_sol && c == '.') {
-				call->body_sol = 0;
+			if (*sol && c == '.') {
+				*sol = 0;
 				continue;
 			}
-			call->body_sol = c == '\n';
+			*sol = c == '\n';
 			buf[o++] = c;
 		}
 		if (o > 0)
 			return (ssize_t)o;
 	}
 	return 0;
+}
+
+/* host_body_read - the body as a stream */
+static ssize_t
+host_body_read(struct pc_call *call, char *buf, size_t len)
+{
+	if (call_message(call) != 0)
+		return -1;
+	return spool_unstuffed(
+	    call, &call->body_pos, &call->body_sol, call->v->msg->body_off, buf, len);
+}
+
+/* host_message_read - the whole message as received, as a stream */
+static ssize_t
+host_message_read(struct pc_call *call, char *buf, size_t len)
+{
+	return spool_unstuffed(call, &call->msg_pos, &call->msg_sol, 0, buf, len);
+}
+
+/* host_message_rewind - message_read from the start again */
+static void
+host_message_rewind(struct pc_call *call)
+{
+	call->msg_pos = 0;
 }
 
 /* host_body_rewind - body_read from the start again */

@@ -144,8 +144,10 @@ struct pc_call {
 	struct event *timer;
 	chain_done_fn done;
 	void *done_arg;
-	size_t body_pos; /* body_read position in the spool */
+	size_t body_pos; /* body_read position in the spool, plus 1; 0: start */
 	int body_sol; /* at the start of a line (for un-stuffing) */
+	size_t msg_pos; /* message_read's, likewise */
+	int msg_sol;
 	struct chain_arena arena;
 };
 

@@ -45,6 +45,7 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int dns_start(struct server *srv, char *err, size_t errlen);
 static void store_settings(struct event_base *base, const struct config *cfg);
+static void libevent_log(int severity, const char *msg);
 
 static void
 usage(void)
@@ -359,6 +360,9 @@ main(int argc, char **argv)
 
 	/* -t logs what plugins say to stderr, whatever log says. */
 	log_init(check ? CONFIG_LOG_STDERR : cfg->log, cfg->log_debug);
+	/* libevent's own lines (evdns: "Nameserver ... has failed") go to our
+	 * log, in its format, not raw to stderr. */
+	event_set_log_callback(libevent_log);
 	signal(SIGPIPE, SIG_IGN);
 	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
 		srv.sid_base =
@@ -453,4 +457,24 @@ store_settings(struct event_base *base, const struct config *cfg)
 	};
 
 	store_configure(base, &set);
+}
+
+/* libevent_log - a line of libevent's (the resolver's, mostly) */
+static void
+libevent_log(int severity, const char *msg)
+{
+	switch (severity) {
+	case EVENT_LOG_DEBUG:
+		log_debug(NULL, "libevent: %s", msg);
+		break;
+	case EVENT_LOG_MSG:
+		log_info(NULL, "libevent: %s", msg);
+		break;
+	case EVENT_LOG_WARN:
+		log_warn(NULL, "libevent: %s", msg);
+		break;
+	default:
+		log_err(NULL, "libevent: %s", msg);
+		break;
+	}
 }

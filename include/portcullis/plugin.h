@@ -531,6 +531,18 @@ struct pc_host {
 	    const char *const *argv, const size_t *argvlen, pc_store_fn done, void *arg);
 	/* store_cancel - forget a request in flight: done is not called. */
 	void (*store_cancel)(struct pc_store_req *req);
+
+	/* ABI 2.1 too: the message exactly as the client sent it, for content
+	 * scanners (spamd, rspamd) that check signatures over the raw header
+	 * section: header() and header_at() give fields unfolded. */
+	/* message_read - the next octets of the whole message (header section,
+	 * blank line, body), dots un-stuffed, CR LF line ends, as received
+	 * (the changes of this stage's filters are not in it): a stream from
+	 * the start for each call of the hook. The count, 0 at the end, -1
+	 * outside the DATA stage or on error. */
+	ssize_t (*message_read)(struct pc_call *call, char *buf, size_t len);
+	/* message_rewind - the next message_read starts from the start. */
+	void (*message_rewind)(struct pc_call *call);
 };
 
 /* What init gets. */
