@@ -12,8 +12,9 @@
  *    whatever happens next, so a sender cannot forge a verdict;
  *  - a message larger than max_scan_size passes unscanned (as spamc's -s
  *    does), marked "X-Spam-Status: unscanned (too large)";
- *  - otherwise the message as received (the header fields, a blank line,
- *    the body) goes to spamd; its total score is added under one symbol
+ *  - otherwise the message exactly as received (host->message_read: the
+ *    header section, folded as it came, and the body) goes to spamd; its
+ *    total score is added under one symbol
  *    (SPAMD, with the rules that hit as the detail), and X-Spam-Status
  *    ("Yes, score=1000.0 required=5.0 tests=GTUBE,...", SpamAssassin's own
  *    format) is added. The global thresholds (reject_score and friends)
@@ -27,11 +28,11 @@
  *
  * HOW IT WAITS. The hook goes pending and opens a non-blocking connection
  * on the host's event base (a bufferevent with deferred callbacks, so no
- * callback runs inside the hook). The request and the header section go
- * out at once; the body is streamed from host->body_read as the socket
- * drains, so a scan holds at most SPAMD_FILL_HIGH octets of body in
- * memory. spamd needs Content-length first: one pass of body_read counts
- * the body (it is at most max_scan_size), body_rewind starts it again.
+ * callback runs inside the hook). The request goes out at once, and the
+ * message is streamed from host->message_read as the socket drains, so a
+ * scan holds at most SPAMD_FILL_HIGH octets of it in memory. spamd needs
+ * Content-length first: one pass of message_read counts the octets (at
+ * most about max_scan_size), message_rewind starts it again.
  * One timer bounds the whole scan. Exactly one of spamd_finish (answer,
  * failure, timeout: it resumes) and spamd_cancel (the host gave up) ends
  * each scan, and both free everything.
@@ -117,8 +118,8 @@ struct spamd_scan {
 	struct bufferevent *bev;
 	struct event *timer;
 	unsigned long long start_ms;
-	size_t body_len, body_sent, clen;
-	int connected, body_done, shut;
+	size_t clen, sent; /* Content-length: the message's octets; sent so far */
+	int connected, msg_done, shut;
 	char *rbuf; /* the answer so far, rlen octets */
 	size_t rlen, rcap;
 	struct spamd_reply reply;
@@ -132,7 +133,7 @@ static int spamd_bool_opt(
 static void spamd_fini(void *instance);
 static int spamd_data(void *instance, struct pc_call *call, struct pc_verdict *v);
 static void spamd_strip(struct spamd *sd, struct pc_call *call);
-static int spamd_count_body(struct spamd *sd, struct pc_call *call, size_t *len);
+static int spamd_count_message(struct spamd *sd, struct pc_call *call, size_t *len);
 static int spamd_request(struct spamd_scan *s, struct evbuffer *out);
 static int spamd_fill(struct spamd_scan *s);
 static void spamd_readcb(struct bufferevent *bev, void *arg);
@@ -202,6 +203,14 @@ spamd_init(struct pc_init *in, void **instance)
 	sd->fail_pass = 1;
 	sd->spam_action = SPAMD_SPAM_REJECT;
 	snprintf(sd->symbol, sizeof(sd->symbol), "SPAMD");
+	if (!PC_HOST_HAS(sd->host, message_rewind)) {
+		/* An early 2.1 host, without the message as received. */
+		snprintf(in->err, in->errlen,
+		    "this portcullis has no message_read (ABI 2.1 with content scanning)");
+		in->err_line = in->line;
+		spamd_fini(sd);
+		return -1;
+	}
 	if (spamd_socket_opt(sd, "127.0.0.1:783", err, sizeof(err)) < 0)
 		abort(); /* the default is a constant */
 	for (o = in->options; o != NULL; o = o->next) {
@@ -400,7 +409,7 @@ spamd_data(void *instance, struct pc_call *call, struct pc_verdict *v)
 	const struct pc_host *h = sd->host;
 	struct spamd_scan *s;
 	struct evbuffer *out;
-	size_t size = h->msg_size(call), body_len;
+	size_t size = h->msg_size(call), len;
 	struct timeval tv;
 	char why[200];
 
@@ -413,8 +422,8 @@ spamd_data(void *instance, struct pc_call *call, struct pc_verdict *v)
 			h->add_header(call, "X-Spam-Status", SPAMD_UNSCANNED_SIZE);
 		return PC_HOOK_DONE;
 	}
-	if (spamd_count_body(sd, call, &body_len) < 0) {
-		spamd_failed(sd, call, "the message's body could not be read", 0, v);
+	if (spamd_count_message(sd, call, &len) < 0) {
+		spamd_failed(sd, call, "the message could not be read", 0, v);
 		return PC_HOOK_DONE;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
@@ -423,7 +432,7 @@ spamd_data(void *instance, struct pc_call *call, struct pc_verdict *v)
 	}
 	s->sd = sd;
 	s->call = call;
-	s->body_len = body_len;
+	s->clen = len;
 	s->start_ms = spamd_now_ms();
 	spamd_reply_init(&s->reply);
 	/* Deferred callbacks: none runs inside this hook, not even a connect
@@ -443,7 +452,7 @@ spamd_data(void *instance, struct pc_call *call, struct pc_verdict *v)
 		return PC_HOOK_DONE;
 	}
 	bufferevent_setcb(s->bev, spamd_readcb, spamd_writecb, spamd_eventcb, s);
-	bufferevent_setwatermark(s->bev, EV_WRITE, s->body_done ? 0 : SPAMD_FILL_LOW, 0);
+	bufferevent_setwatermark(s->bev, EV_WRITE, s->msg_done ? 0 : SPAMD_FILL_LOW, 0);
 	/* A failure libevent sees at once (no such UNIX socket) is answered
 	 * here; a refused connection usually comes later, to spamd_eventcb. */
 	if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&sd->addr, (int)sd->addrlen) <
@@ -481,54 +490,38 @@ spamd_strip(struct spamd *sd, struct pc_call *call)
 			sd->host->remove_header(call, name);
 }
 
-/* spamd_count_body - the body's length as body_read gives it (at most
- * about max_scan_size: the message is no larger), then back to its start */
+/* spamd_count_message - the message's length as message_read gives it
+ * (at most about max_scan_size: msg_size said so), then back to its
+ * start. Counted rather than taken from msg_size: Content-length must be
+ * exactly what is sent, whatever the message holds. */
 static int
-spamd_count_body(struct spamd *sd, struct pc_call *call, size_t *len)
+spamd_count_message(struct spamd *sd, struct pc_call *call, size_t *len)
 {
 	char buf[SPAMD_CHUNK];
 	ssize_t n;
 
 	*len = 0;
-	sd->host->body_rewind(call);
-	while ((n = sd->host->body_read(call, buf, sizeof(buf))) > 0)
+	sd->host->message_rewind(call);
+	while ((n = sd->host->message_read(call, buf, sizeof(buf))) > 0)
 		*len += (size_t)n;
-	sd->host->body_rewind(call);
+	sd->host->message_rewind(call);
 	return n < 0 ? -1 : 0;
 }
 
-/* spamd_request - the request line, its headers, and the message's header
- * section (each field "Name: value" as received, unfolded) with the blank
- * line that ends it. Content-length counts what follows the request's own
- * blank line: the header section and the body. */
+/* spamd_request - the request line and its headers; the message follows */
 static int
 spamd_request(struct spamd_scan *s, struct evbuffer *out)
 {
 	struct spamd *sd = s->sd;
-	struct evbuffer *hdr;
-	const char *name, *value;
-	size_t n;
-	int rc = -1;
 
-	if ((hdr = evbuffer_new()) == NULL)
-		return -1;
-	for (n = 0; sd->host->header_at(s->call, n, &name, &value) == 0; n++)
-		if (evbuffer_add_printf(hdr, "%s: %s\r\n", name, value) < 0)
-			goto out;
-	if (evbuffer_add(hdr, "\r\n", 2) < 0)
-		goto out;
-	s->clen = evbuffer_get_length(hdr) + s->body_len;
 	if (evbuffer_add_printf(out, "SYMBOLS SPAMC/1.5\r\nContent-length: %zu\r\n", s->clen) < 0 ||
 	    (sd->user[0] != '\0' && evbuffer_add_printf(out, "User: %s\r\n", sd->user) < 0) ||
-	    evbuffer_add(out, "\r\n", 2) < 0 || evbuffer_add_buffer(out, hdr) < 0)
-		goto out;
-	rc = 0;
-out:
-	evbuffer_free(hdr);
-	return rc;
+	    evbuffer_add(out, "\r\n", 2) < 0)
+		return -1;
+	return 0;
 }
 
-/* spamd_fill - more of the body into the output buffer, up to
+/* spamd_fill - more of the message into the output buffer, up to
  * SPAMD_FILL_HIGH; at the end, the write watermark drops to 0 so that the
  * write callback says when all is sent */
 static int
@@ -538,22 +531,22 @@ spamd_fill(struct spamd_scan *s)
 	char buf[SPAMD_CHUNK];
 	ssize_t n;
 
-	while (!s->body_done && evbuffer_get_length(out) < SPAMD_FILL_HIGH) {
-		if ((n = s->sd->host->body_read(s->call, buf, sizeof(buf))) < 0)
+	while (!s->msg_done && evbuffer_get_length(out) < SPAMD_FILL_HIGH) {
+		if ((n = s->sd->host->message_read(s->call, buf, sizeof(buf))) < 0)
 			return -1;
 		if (n == 0) {
-			s->body_done = 1;
+			s->msg_done = 1;
 			break;
 		}
 		/* The spool does not change under us; if it did, the
 		 * Content-length we sent would lie. */
-		if ((size_t)n > s->body_len - s->body_sent)
+		if ((size_t)n > s->clen - s->sent)
 			return -1;
-		s->body_sent += (size_t)n;
+		s->sent += (size_t)n;
 		if (evbuffer_add(out, buf, (size_t)n) < 0)
 			return -1;
 	}
-	if (s->body_done && s->body_sent != s->body_len)
+	if (s->msg_done && s->sent != s->clen)
 		return -1;
 	return 0;
 }
@@ -568,12 +561,12 @@ spamd_writecb(struct bufferevent *bev, void *arg)
 {
 	struct spamd_scan *s = arg;
 
-	if (!s->body_done) {
+	if (!s->msg_done) {
 		if (spamd_fill(s) < 0) {
 			spamd_finish(s, "the message could not be read");
 			return;
 		}
-		if (s->body_done)
+		if (s->msg_done)
 			bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 		return;
 	}
