@@ -6,8 +6,8 @@
  * the connection.
  *
  * Exports only the descriptor portcullis_plugin (see plugin.h). The keys,
- * reply texts and log lines are in doc/dnsbl.md, whose last section walks
- * through this file: it is the model asynchronous plugin.
+ * reply texts and log lines are in doc/dnsbl.md; doc/plugins.md ("A model
+ * asynchronous plugin") walks through this file.
  *
  *	[plugin dnsbl]
  *	zone = zen.spamhaus.org weight=5 action=rcpt codes=127.0.0.2-127.0.0.11

@@ -7,8 +7,8 @@
  * Exports only the descriptor portcullis_plugin (see plugin.h). The keys,
  * the action table, the headers and the log lines are in doc/rspamd.md.
  *
- * THE REQUEST. The message goes as received - the header fields (as the
- * host has them, unfolded) and the body - with the envelope in rspamd's
+ * THE REQUEST. The message goes exactly as received (host->message_read:
+ * the header section byte for byte, then the body) with the envelope in rspamd's
  * request headers: IP, Helo, From, one Rcpt per recipient, User,
  * Hostname (the client's forward-confirmed name, or "unknown", which also
  * spares rspamd its own rDNS lookup), Queue-Id and Password. Messages
