@@ -11,13 +11,13 @@ import re
 import pytest
 
 from kit.messages import stuff
-from kit.spamd import Spamd
+from kit.spamd import GTUBE as GTUBE_STRING, Spamd
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "portcullis.conf")
 BOUND = 30.0
 
 GTUBE = (b"Subject: test\r\nFrom: <a@x.test>\r\nTo: <b@y.test>\r\n\r\n"
-         b"XJS*C4JDBGWRC5DGTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n")
+         + GTUBE_STRING.encode() + b"\r\n")
 HAM = (b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.org>\r\n"
        b"Subject: lunch tomorrow\r\nMessage-ID: <lunch.42@example.com>\r\n\r\n"
        b"Shall we meet at noon at the usual place?\r\n")
