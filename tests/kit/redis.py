@@ -14,14 +14,13 @@ when none is given, removed at close).
 """
 
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 
 from kit.ports import free_port
+from kit.server import PrivateServer
 
 REDIS = "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
@@ -84,7 +83,9 @@ class RedisError(Exception):
     pass
 
 
-class Redis:
+class Redis(PrivateServer):
+    stop_timeout = STOP_TIMEOUT
+
     def __init__(self, workdir=None, port=None):
         self._own_dir = workdir is None
         self.dir = str(workdir) if workdir else tempfile.mkdtemp(prefix="pc-redis-")
@@ -118,27 +119,6 @@ class Redis:
         self.stop()
         raise RuntimeError("redis-server did not answer PING:\n" + self.log())
 
-    def stop(self):
-        p, self.proc = self.proc, None
-        if p is None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(STOP_TIMEOUT)
-
-    def close(self):
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
 
     def cmd(self, *args):
         """One command on a fresh connection; its reply (RedisError on -ERR)."""

@@ -35,8 +35,6 @@ rules, action thresholds) for a test that needs them.
 import fcntl
 import json
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -44,6 +42,7 @@ import urllib.error
 import urllib.request
 
 from kit.ports import free_port
+from kit.server import PrivateServer
 
 RSPAMD = "/usr/bin/rspamd"
 USER = "_rspamd"
@@ -83,7 +82,9 @@ def _chown_tree(path, uid, gid):
                 pass
 
 
-class Rspamd:
+class Rspamd(PrivateServer):
+    stop_timeout = STOP_TIMEOUT
+
     def __init__(self, workdir=None, port=None, extra_local=None):
         self._own_dir = workdir is None
         self.dir = str(workdir) if workdir else tempfile.mkdtemp(prefix="pc-rspamd-")
@@ -158,28 +159,8 @@ class Rspamd:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
-    def stop(self):
-        p, self.proc = self.proc, None
-        if p is None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(STOP_TIMEOUT)
+    def stopped(self):
         self._out.close()
-
-    def close(self):
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
 
     def log(self):
         out = []

@@ -24,13 +24,13 @@ after a bound).
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 
 from kit.ports import free_port
+from kit.server import PrivateServer
 
 SPAMD = "/usr/sbin/spamd"
 START_TIMEOUT = 60.0
@@ -54,7 +54,9 @@ def available():
     return os.access(SPAMD, os.X_OK)
 
 
-class Spamd:
+class Spamd(PrivateServer):
+    stop_timeout = STOP_TIMEOUT
+
     def __init__(self, workdir=None, port=None, children=2):
         self._own_dir = workdir is None
         self.dir = str(workdir) if workdir else tempfile.mkdtemp(prefix="pc-spamd-")
@@ -152,27 +154,6 @@ class Spamd:
                 out.append(int(stat.split("/")[2]))
         return out
 
-    def stop(self):
-        p, self.proc = self.proc, None
-        if p is None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(STOP_TIMEOUT)
-
-    def close(self):
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
 
     def log(self):
         try:
