@@ -7,7 +7,9 @@ set -eu
 PKGS="gcc make pkg-config clang-format libevent-dev libssl-dev liblua5.4-dev
 libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
 openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl
-liblmdb-dev libhiredis-dev redis-server spamassassin spamd spamc rspamd $*"
+liblmdb-dev libhiredis-dev redis-server spamassassin spamd spamc rspamd
+clamav-daemon clamdscan clamav-milter opendkim opendkim-tools python3-dkim
+spamass-milter $*"
 
 missing=""
 for p in $PKGS; do
@@ -25,7 +27,8 @@ SUDO=""
 # Postfix is only used as a test peer and for smtp-source/smtp-sink: install it
 # without a system configuration so no system mail server starts.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-# HAProxy and Dovecot are test peers too, started privately by the tests:
+# HAProxy, Dovecot, spamd, rspamd, clamd, the milters (clamav-milter,
+# opendkim, spamass-milter) are test peers too, started privately by the tests:
 # keep their packages from starting system services while they install
 # (policy-rc.d, exit 101: "action forbidden"), unless the admin has a policy.
 POLICY=/usr/sbin/policy-rc.d
