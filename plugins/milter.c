@@ -1013,7 +1013,7 @@ mc_body_chunk(struct mconn *mc, struct evbuffer *out)
 
 /* ---- the wire ---- */
 
-/* mc_send - one packet: length, command, data (which is left as it was) */
+/* mc_send - one packet: length, command, data (moved out of data) */
 static void
 mc_send(struct mconn *mc, unsigned char cmd, struct evbuffer *data)
 {
@@ -1025,7 +1025,7 @@ mc_send(struct mconn *mc, unsigned char cmd, struct evbuffer *data)
 	hdr[4] = cmd;
 	evbuffer_add(out, hdr, sizeof(hdr));
 	if (n > 0)
-		evbuffer_add_buffer_reference(out, data);
+		evbuffer_add_buffer(out, data);
 }
 
 /*
