@@ -67,6 +67,8 @@ UNIT_TESTS += test_greylist_key
 UNIT_TESTS += test_spamd_reply
 # The rspamd plugin's JSON reader (plugins/rspamd_json.h).
 UNIT_TESTS += test_rspamd_json
+# The milter client's wire format (plugins/milter_proto.h).
+UNIT_TESTS += test_milter_proto
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -102,6 +104,8 @@ $(BUILD)/plugins/spamd.so: plugins/spamd_reply.h
 $(BUILD)/plugins/rspamd.so: plugins/rspamd_json.h
 # The blocklist plugins' shared zones, cache and lookup job.
 $(BUILD)/plugins/dnsbl.so $(BUILD)/plugins/rhsbl.so: plugins/dnsbl_common.h
+# The milter client's wire format and parsers.
+$(BUILD)/plugins/milter.so: plugins/milter_proto.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -2,8 +2,9 @@
  * fuzz_parsers.c - libFuzzer harness for the pure code that reads what peers
  * send: command lines, MAIL/RCPT paths, backend replies and EHLO
  * capabilities, the DATA framer, PROXY headers, the header index, filter
- * replies, the configuration parser, host names, and the greylist
- * plugin's sender normalisation and store keys (make fuzz).
+ * replies, the configuration parser, host names, the greylist
+ * plugin's sender normalisation and store keys, and the milter client's
+ * packets, negotiation, socket syntax and macro names (make fuzz).
  *
  * The first input byte picks the target, the rest is its input. Besides
  * "no crash, no sanitizer report", the framer is held to the invariants of
@@ -25,6 +26,8 @@
 
 /* The greylist plugin's key code: static functions, shared with the tool. */
 #include "../../plugins/greylist_key.h"
+/* The milter client's wire parsers. */
+#include "../../plugins/milter_proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -212,6 +215,52 @@ fuzz_greylist(const char *s)
 	assert(n <= PC_STORE_KEY_MAX);
 }
 
+/* fuzz_milter - a stream of packets from a milter: each frame, parsed as
+ * the client parses it, has every string inside the packet and
+ * NUL-terminated; then the input as a socket and as macro names */
+static void
+fuzz_milter(const uint8_t *d, size_t n, const char *s)
+{
+	size_t off = 0;
+	struct mp_socket sock;
+	char err[300], wire[72];
+
+	while (off < n) {
+		unsigned char cmd;
+		const unsigned char *p;
+		size_t dlen, total;
+		struct mp_optneg o;
+		struct mp_reply r;
+
+		if (mp_frame(d + off, n - off, &cmd, &p, &dlen, &total, err, sizeof(err)) != 1)
+			break;
+		assert(total == dlen + 5 && total <= n - off);
+		if (cmd == SMFIC_OPTNEG) {
+			if (mp_optneg_parse(p, dlen, MP_ACTIONS_ALL, MP_PROTO_OFFER, &o, err,
+			        sizeof(err)) == 0) {
+				assert((o.actions & ~MP_ACTIONS_ALL) == 0);
+				assert((o.protocol & ~MP_PROTO_OFFER) == 0);
+				for (int i = 0; i < MP_M_COUNT; i++)
+					assert(o.symlist[i] == NULL ||
+					    (o.symlist[i] >= (const char *)p &&
+					        o.symlist[i] + o.symlen[i] <
+					            (const char *)p + dlen &&
+					        o.symlist[i][o.symlen[i]] == '\0'));
+			}
+		} else if (mp_reply_parse(cmd, p, dlen, &r, err, sizeof(err)) == 0) {
+			for (int i = 0; i < r.ns; i++)
+				assert(r.s[i] >= (const char *)p &&
+				    r.s[i] + strlen(r.s[i]) < (const char *)p + dlen);
+		}
+		off += total;
+	}
+	if (mp_socket_parse(s, &sock, err, sizeof(err)) == 0)
+		assert(sock.path[0] != '\0' || (sock.port >= 1 && sock.port <= 65535));
+	if (mp_macro_name(s, strlen(s), wire, sizeof(wire)) == 0)
+		assert(strlen(wire) < sizeof(wire));
+	mp_field_name(s, strlen(s));
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -224,7 +273,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0';
-	switch (data[0] % 9) {
+	switch (data[0] % 10) {
 	case 0:
 		fuzz_framer(data + 1, size - 1);
 		break;
@@ -248,6 +297,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 8:
 		fuzz_greylist(s);
+		break;
+	case 9:
+		fuzz_milter(data + 1, size - 1, s);
 		break;
 	default:
 		smtp_valid_hostname(s, size - 1);
