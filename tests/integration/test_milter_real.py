@@ -224,12 +224,11 @@ def without_field(data, name):
 
 
 def assert_signed(data, key, canon, signed=()):
-    """One DKIM-Signature, first in the header section, by our key with
+    """One DKIM-Signature, by our key with
     canon, listing the fields in signed; dkimpy verifies it over data, and
     no longer once the body changes."""
     sigs = values(data, "DKIM-Signature")
     assert len(sigs) == 1, data[:600]
-    assert fields(data)[0][0] == "DKIM-Signature", data[:600]
     t = tags(sigs[0])
     assert (t["d"], t["s"], t["c"]) == ("example.org", "test", canon), t
     h = [x.lower() for x in t["h"].split(":")]
@@ -255,7 +254,9 @@ def test_dkim_signs(proxy, client, recorder, dkim, dkim_key, canon):
     p = proxy(sections=[milter("dkim", dkim[canon])])
     send(client, p, HAM).expect(250)
     data = delivered(recorder)
-    # The signature is inserted first; the message follows unchanged.
+    # The signature is inserted first (SMFIR_INSHEADER 0); the message
+    # follows unchanged.
+    assert fields(data)[0][0] == "DKIM-Signature", data[:600]
     first_end = re.search(rb"\r\n(?![ \t])", data).end()
     assert data[first_end:] == HAM, data
     assert_signed(data, dkim_key, canon, ("to", "subject", "date"))
@@ -325,6 +326,22 @@ def test_dkim_signs_a_header_added_by_lua(proxy, client, recorder, dkim, dkim_ke
     assert_signed(data, dkim_key, "simple/simple", ("reply-to",))
     # The signature covers it: without it, it no longer verifies.
     assert not dkim_verify(without_field(data, "Reply-To"), dkim_key)
+
+
+def test_dkim_signature_first_before_a_lua_header(proxy, client, recorder, dkim, tmp_path):
+    """OpenDKIM inserts its signature at index 0 of the message it saw,
+    which began with the header Lua added: so the signature comes first,
+    before it (SMFIR_INSHEADER: 0 = first)."""
+    p = proxy(sections=[
+        lua(tmp_path, "addhdr", """
+            function on_data(tx, msg)
+              tx:add_header("Reply-To", "Team <team@example.org>")
+            end
+        """),
+        milter("dkim", dkim["relaxed/relaxed"])])
+    send(client, p, HAM).expect(250)
+    names = [k for k, _ in fields(delivered(recorder))]
+    assert names[:3] == ["DKIM-Signature", "Reply-To", "From"], names
 
 
 def test_dkim_signs_changed_header_and_replaced_body(proxy, client, recorder, dkim, dkim_key):
@@ -438,7 +455,7 @@ def test_clamav_milter_down_on_error(proxy, client, recorder, own_clam):
             if on_error == "tempfail":
                 assert first.code == 421 and c.closed(), first
             assert recorder.delivered() == []
-        log_has(p, r"milter clamav: cannot connect to inet:%d@127\.0\.0\.1" % m.port)
+        log_has(p, r"clamav.*cannot connect to inet:%d@127\.0\.0\.1: Connection refused" % m.port)
 
 
 # ---- spamass-milter ------------------------------------------------------------------
@@ -468,7 +485,7 @@ def test_spamass_marks_gtube_without_reject(proxy, client, recorder, spamass):
     data = delivered(recorder)
     assert values(data, "X-Spam-Flag") == ["YES"], data[:800]
     (status,) = values(data, "X-Spam-Status")
-    assert re.match(r"Yes, score=10\d\d\.\d required=5\.0 tests=(\S+,)?GTUBE\b", status), status
+    assert re.match(r"Yes, score=10\d\d\.\d required=5\.0 tests=.*\bGTUBE\b", status), status
     # -m: the body and Subject are left alone.
     assert split(data)[1] == split(SPAM)[1]
     assert values(data, "Subject") == ["Test spam mail (GTUBE)"]
