@@ -29,7 +29,6 @@ kit's offline ones (kit.spamd, kit.rspamd). Facts and pitfalls:
 /work/shared/PEERS.md.
 """
 
-import base64
 import os
 import re
 import signal
@@ -144,6 +143,8 @@ def probe(port, message, client=("localhost", "127.0.0.1"), helo="client.test",
     127.0.0.1:port as an MTA would, without the proxy: a MilterResult."""
     res = MilterResult()
     with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        # Small packets, each waiting for an answer: no Nagle on our side.
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(_packet(b"O", struct.pack(">III", 6, SMFIF_ALL, SMFIP_ALL)))
         c, d = _recv_packet(s)
         if c != b"O":
@@ -523,7 +524,3 @@ class RspamdMilter(Rspamd):
     @property
     def socket(self):
         return "inet:%d@127.0.0.1" % self.milter_port
-
-
-def b64(data):
-    return base64.b64encode(data).decode()
