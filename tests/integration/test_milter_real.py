@@ -94,14 +94,15 @@ def dkim_key(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dkim(dkim_key, tmp_path_factory):
-    """Signers for both canonicalizations, a verifier, and a signer that
-    also signs the headers the other milters add (X-Virus-Status, and the
-    Reply-To a Lua script adds), to show which ones it saw."""
+    """Signers for both canonicalizations, a verifier, a signer on a UNIX
+    socket, and a signer that also signs the headers the other filters add
+    (X-Virus-Status, X-Chain), to show which ones it saw."""
     d = tmp_path_factory.mktemp("opendkim")
     peers = {
         "relaxed/relaxed": OpenDKIM(dkim_key, canon="relaxed/relaxed", workdir=d),
         "simple/simple": OpenDKIM(dkim_key, canon="simple/simple", workdir=d),
         "verify": OpenDKIM(dkim_key, mode="v", workdir=d),
+        "unix": OpenDKIM(dkim_key, workdir=d, unix=True),
         "wide": OpenDKIM(dkim_key, workdir=d, extra=[
             "SignHeaders From,To,Subject,Date,Reply-To,X-Virus-Status,X-Chain"]),
     }
@@ -269,6 +270,14 @@ def test_dkim_signs(proxy, client, recorder, dkim, dkim_key, canon):
     first_end = re.search(rb"\r\n(?![ \t])", data).end()
     assert data[first_end:] == HAM, data
     assert_signed(data, dkim_key, canon, ("to", "subject", "date"))
+
+
+@pytest.mark.parametrize("scheme", ["unix", "local"])
+def test_dkim_signs_over_a_unix_socket(proxy, client, recorder, dkim, dkim_key, scheme):
+    peer = dkim["unix"]
+    p = proxy(sections=[milter("dkim", peer, socket=f"{scheme}:{peer.path}")])
+    send(client, p, HAM).expect(250)
+    assert_signed(delivered(recorder), dkim_key, "relaxed/relaxed")
 
 
 def test_dkim_signs_each_message_of_a_session(proxy, client, recorder, dkim, dkim_key):

@@ -140,11 +140,9 @@ class MilterResult:
 def probe(port, message, client=("localhost", "127.0.0.1"), helo="client.test",
           sender="<alice@example.org>", rcpts=("<bob@example.net>",), timeout=30):
     """Send one message (bytes, CRLF lines) through the milter on
-    127.0.0.1:port as an MTA would, without the proxy: a MilterResult."""
+    127.0.0.1:port (or the UNIX socket port, a path) as an MTA would, without the proxy: a MilterResult."""
     res = MilterResult()
-    with socket.create_connection(("127.0.0.1", port), timeout) as s:
-        # Small packets, each waiting for an answer: no Nagle on our side.
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with _connect(port, timeout) as s:
         s.sendall(_packet(b"O", struct.pack(">III", 6, SMFIF_ALL, SMFIP_ALL)))
         c, d = _recv_packet(s)
         if c != b"O":
@@ -207,10 +205,28 @@ def probe(port, message, client=("localhost", "127.0.0.1"), helo="client.test",
     return res
 
 
-def negotiates(port, timeout=2.0):
-    """True when something on 127.0.0.1:port answers SMFIC_OPTNEG."""
+def _connect(where, timeout):
+    """A socket to 127.0.0.1:where (an int) or the UNIX socket where."""
+    if isinstance(where, int):
+        s = socket.create_connection(("127.0.0.1", where), timeout)
+        # Small packets, each waiting for an answer: no Nagle on our side.
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        s.connect(where)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def negotiates(where, timeout=2.0):
+    """True when the milter at where (a loopback port, or a UNIX socket's
+    path) answers SMFIC_OPTNEG."""
+    try:
+        with _connect(where, timeout) as s:
             s.settimeout(timeout)
             s.sendall(_packet(b"O", struct.pack(">III", 6, SMFIF_ALL, SMFIP_ALL)))
             ok = _recv_packet(s)[0] == b"O"
@@ -258,13 +274,15 @@ class _Daemon(PrivateServer):
         self.stop()
         raise RuntimeError("%s was not ready within %ss:\n%s" % (self.name, START_TIMEOUT, self.log()))
 
+    path = None  # a UNIX socket instead of the port
+
     def ready(self):
-        return negotiates(self.port)
+        return negotiates(self.path or self.port)
 
     @property
     def socket(self):
         """The milter's address in the milter section's syntax."""
-        return "inet:%d@127.0.0.1" % self.port
+        return "unix:" + self.path if self.path else "inet:%d@127.0.0.1" % self.port
 
     def log(self):
         return _read(self.logfile)
@@ -312,22 +330,25 @@ class OpenDKIM(_Daemon):
     """opendkim -f -x CONF. mode "s" signs mail from InternalHosts (the
     loopback addresses, where the proxy's clients come from), "v" verifies
     (nothing is internal then, and AlwaysAddARHeader puts an
-    Authentication-Results on every message), "sv" both."""
+    Authentication-Results on every message), "sv" both. unix=True: it
+    listens on a UNIX socket in its directory (self.path) instead."""
 
     name = "opendkim"
 
     def __init__(self, key, mode="s", canon="relaxed/relaxed", workdir=None, port=None,
-                 authserv_id="verifier.test", extra=None):
+                 authserv_id="verifier.test", extra=None, unix=False):
         self.dir, self._own_dir = _private_dir(workdir, "pc-opendkim-")
         self.key, self.mode, self.canon = key, mode, canon
         self.port = port or free_port()
+        if unix:
+            self.path = os.path.join(self.dir, "opendkim-%d.sock" % self.port)
         self.proc = None
         self.logfile = os.path.join(self.dir, "opendkim-%d.log" % self.port)
         self.conf = os.path.join(self.dir, "opendkim-%d.conf" % self.port)
         internal = "127.0.0.1,::1" if "s" in mode else "192.0.2.255"
         lines = [
             "Mode %s" % mode,
-            "Socket inet:%d@127.0.0.1" % self.port,
+            "Socket " + ("local:" + self.path if self.path else "inet:%d@127.0.0.1" % self.port),
             "Domain %s" % key.domain,
             "Selector %s" % key.selector,
             "KeyFile %s" % key.private,
