@@ -31,6 +31,7 @@ kit's offline ones (kit.spamd, kit.rspamd). Facts and pitfalls:
 
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -294,7 +295,8 @@ class _Daemon(PrivateServer):
 class DkimKey:
     """An RSA key pair for selector test, domain example.org, made by
     opendkim-genkey into dir: private (the key file), public (the base64
-    p= value), record (the TXT record), testkeys (a TestPublicKeys file)."""
+    p= value), record (the TXT record), testkeys (a TestPublicKeys file).
+    close() removes dir if it made it."""
 
     def __init__(self, workdir=None, domain="example.org", selector="test"):
         self.dir, self._own_dir = _private_dir(workdir, "pc-dkimkey-")
@@ -310,6 +312,10 @@ class DkimKey:
         self.testkeys = os.path.join(self.dir, "testkeys")
         with open(self.testkeys, "w") as f:
             f.write("%s %s\n" % (self.name, self.record))
+
+    def close(self):
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def dnsfunc(self, name, timeout=5):
         """For dkimpy: the TXT record of our selector, nothing else."""
