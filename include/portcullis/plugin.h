@@ -369,7 +369,11 @@ struct pc_host {
 	/* add_header - prepend "name: value" when the message goes to the
 	 * backend (in the order added); remove_header - leave out every
 	 * incoming header field called name. 0 or -1 (bad name or value:
-	 * CR, LF, NUL, a name with ':' or blanks; too long). */
+	 * a name with ':' or blanks; a control character other than tab; a
+	 * line over 998 octets, or the field over 8192). Since ABI 2.2 a
+	 * value may be folded: a line end (LF or CR LF) followed by a line
+	 * that starts with a blank and has more than blanks on it; the
+	 * backend gets it folded with CR LF. */
 	int (*add_header)(struct pc_call *call, const char *name, const char *value);
 	int (*remove_header)(struct pc_call *call, const char *name);
 
