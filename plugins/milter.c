@@ -244,7 +244,7 @@ milter_init(struct pc_init *in, void **instance)
 	const struct pc_option *o;
 	int have_socket = 0;
 
-	if (!PC_HOST_HAS(in->host, message_read_current)) {
+	if (!PC_HOST_HAS(in->host, insert_header_current)) {
 		snprintf(in->err, in->errlen,
 		    "this portcullis has no message_read_current (ABI 2.2, the milter client)");
 		in->err_line = in->line;
@@ -1413,25 +1413,25 @@ mc_change(struct mconn *mc, const struct mp_reply *r)
 	if (value != NULL && (mc->proto & SMFIP_HDR_LEADSPC) != 0 && value[0] == ' ')
 		value++;
 	switch (r->code) {
+	/* Indices count the fields the milter saw: the message as it stands,
+	 * with the changes of the filters before it and its own so far. */
 	case SMFIR_ADDHEADER:
-		rc = h->insert_header(call, (size_t)-1, r->s[0], value);
+		rc = h->insert_header_current(call, (size_t)-1, r->s[0], value);
 		break;
 	case SMFIR_INSHEADER:
-		rc = h->insert_header(call, r->index, r->s[0], value);
+		rc = h->insert_header_current(call, r->index, r->s[0], value);
 		break;
 	case SMFIR_CHGHEADER: {
 		size_t idx = r->index > 0 ? r->index - 1 : 0;
 		if (value[0] == '\0') {
 			/* Deleting a field that is not there is nothing. */
-			h->change_header(call, r->s[0], idx, NULL);
+			h->change_header_current(call, r->s[0], idx, NULL);
 			return 0;
 		}
-		if (h->change_header(call, r->s[0], idx, value) != 0) {
-			/* No such field: Sendmail and Postfix add it. */
-			if (h->header(call, r->s[0], idx) != NULL)
-				rc = -1;
-			else
-				rc = h->insert_header(call, (size_t)-1, r->s[0], value);
+		if (h->change_header_current(call, r->s[0], idx, value) != 0) {
+			/* No such field (Sendmail and Postfix add it), or a
+			 * value the host refuses (which adding fails on too). */
+			rc = h->insert_header_current(call, (size_t)-1, r->s[0], value);
 		}
 		break;
 	}

@@ -842,20 +842,9 @@ host_body_rewind(struct pc_call *call)
 static int
 host_add_header(struct pc_call *call, const char *name, const char *value)
 {
-	struct chain_session *cs = call->cs;
-	char *line;
-	int r;
-
-	if (!call->in_stage || call->stage != PC_STAGE_DATA || value == NULL ||
-	    !edit_header_ok(name, value))
+	if (!call->in_stage || call->stage != PC_STAGE_DATA || value == NULL)
 		return -1;
-	if (cs->added == NULL && (cs->added = evbuffer_new()) == NULL)
-		return -1;
-	if ((line = edit_header_line(name, value)) == NULL)
-		return -1;
-	r = evbuffer_add(cs->added, line, strlen(line));
-	free(line);
-	return r;
+	return edit_add_header(&call->cs->edit, name, value);
 }
 
 /* host_remove_header - leave out incoming fields of that name */

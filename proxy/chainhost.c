@@ -50,6 +50,10 @@ static int host_add_score(
 static double host_score(struct pc_call *call);
 static int host_score_at(
     struct pc_call *call, size_t n, const char **symbol, double *points, const char **detail);
+static int host_change_header_current(
+    struct pc_call *call, const char *name, size_t n, const char *value);
+static int host_insert_header_current(
+    struct pc_call *call, size_t index, const char *name, const char *value);
 static int host_change_header(struct pc_call *call, const char *name, size_t n, const char *value);
 static int host_insert_header(
     struct pc_call *call, size_t index, const char *name, const char *value);
@@ -70,6 +74,9 @@ chain_host_abi2(struct pc_host *host)
 	host->score_at = host_score_at;
 	host->change_header = host_change_header;
 	host->insert_header = host_insert_header;
+	/* 2.2 */
+	host->change_header_current = host_change_header_current;
+	host->insert_header_current = host_insert_header_current;
 	host->add_rcpt = host_add_rcpt;
 	host->delete_rcpt = host_delete_rcpt;
 	host->change_sender = host_change_sender;
@@ -292,6 +299,22 @@ host_insert_header(struct pc_call *call, size_t index, const char *name, const c
 	if (!call_data(call))
 		return -1;
 	return edit_insert_header(&call->cs->edit, index, name, value);
+}
+
+static int
+host_change_header_current(struct pc_call *call, const char *name, size_t n, const char *value)
+{
+	if (!call_data(call))
+		return -1;
+	return edit_change_current(&call->cs->edit, call->v->msg, name, n, value);
+}
+
+static int
+host_insert_header_current(struct pc_call *call, size_t index, const char *name, const char *value)
+{
+	if (!call_data(call))
+		return -1;
+	return edit_insert_current(&call->cs->edit, call->v->msg, index, name, value);
 }
 
 static int

@@ -26,6 +26,7 @@ static void rcpt_free(struct edit_rcpt *r);
 static const struct rcpt *orig_find(const struct rcpt *orig, const char *addr);
 static int outside_quotes(int *quoted, int *escaped, char c);
 static void body_put(struct edit *e, char *buf, size_t *o, char c);
+static int edit_section_changed(const struct edit *e, const struct message *m);
 static int emit_inserts(const struct edit *e, size_t at, size_t nh, struct evbuffer *out);
 static int emit_body(const struct edit *e, struct spool *orig, const struct message *m, size_t rest,
     struct evbuffer *out);
@@ -110,15 +111,12 @@ header_count(struct edit *e)
 	return 0;
 }
 
-/* edit_change_header - see edit.h */
-int
-edit_change_header(struct edit *e, struct message *m, const char *name, size_t n, const char *value)
+/* change_at - received field i gets value (NULL: deleted) */
+static int
+change_at(struct edit *e, struct message *m, size_t i, const char *value)
 {
-	ssize_t i;
 	char *line = NULL;
 
-	if (!edit_header_ok(name, value) || (i = message_find(m, name, n)) < 0)
-		return -1;
 	if (value != NULL && (line = edit_header_line(m->h[i].name, value)) == NULL)
 		return -1;
 	if (e->field == NULL) {
@@ -128,7 +126,7 @@ edit_change_header(struct edit *e, struct message *m, const char *name, size_t n
 		}
 		e->nfield = m->nh;
 	}
-	if ((size_t)i >= e->nfield || header_count(e) != 0) {
+	if (i >= e->nfield || header_count(e) != 0) {
 		free(line);
 		return -1;
 	}
@@ -140,9 +138,22 @@ edit_change_header(struct edit *e, struct message *m, const char *name, size_t n
 	return 0;
 }
 
-/* edit_insert_header - see edit.h */
+/* edit_change_header - see edit.h */
 int
-edit_insert_header(struct edit *e, size_t index, const char *name, const char *value)
+edit_change_header(struct edit *e, struct message *m, const char *name, size_t n, const char *value)
+{
+	ssize_t i;
+
+	if (!edit_header_ok(name, value) || (i = message_find(m, name, n)) < 0)
+		return -1;
+	return change_at(e, m, (size_t)i, value);
+}
+
+/* insert_at - a new entry at position pos of the insertions (the ones
+ * after it move up): "name: value" before received field index, or among
+ * the head (add_header) fields */
+static int
+insert_at(struct edit *e, size_t pos, size_t index, int head, const char *name, const char *value)
 {
 	char *line;
 
@@ -162,10 +173,148 @@ edit_insert_header(struct edit *e, size_t index, const char *name, const char *v
 		free(line);
 		return -1;
 	}
-	e->ins[e->nins].index = index;
-	e->ins[e->nins].line = line;
+	memmove(&e->ins[pos + 1], &e->ins[pos], (e->nins - pos) * sizeof(*e->ins));
+	e->ins[pos].index = index;
+	e->ins[pos].head = head;
+	e->ins[pos].line = line;
 	e->nins++;
+	e->nbody += !head;
 	return 0;
+}
+
+/* edit_insert_header - see edit.h */
+int
+edit_insert_header(struct edit *e, size_t index, const char *name, const char *value)
+{
+	return insert_at(e, e->nins, index, 0, name, value);
+}
+
+/* edit_add_header - see edit.h */
+int
+edit_add_header(struct edit *e, const char *name, const char *value)
+{
+	return insert_at(e, e->nins, 0, 1, name, value);
+}
+
+/*
+ * The header section as it stands (what edit_emit writes): the head
+ * fields in the order added; then for each received field the fields
+ * inserted before it, in the order inserted, and the field itself
+ * (changed, or as received) unless it was deleted or removed; then the
+ * fields inserted past the end. A changed or deleted insertion keeps its
+ * place (deleted: its line is NULL and it is not there).
+ */
+struct view_pos {
+	int kind; /* VIEW_INS: e->ins[k]; VIEW_RECV: received field k */
+	size_t k;
+};
+#define VIEW_INS 1
+#define VIEW_RECV 2
+
+/* line_named - does "Name: value" have this name (any case)? */
+static int
+line_named(const char *line, const char *name)
+{
+	size_t n = strlen(name);
+
+	return strncasecmp(line, name, n) == 0 && line[n] == ':';
+}
+
+/* view_match - the entry is there and named name (NULL: any) */
+static int
+view_match(
+    const struct edit *e, const struct message *m, const struct view_pos *p, const char *name)
+{
+	if (p->kind == VIEW_INS) {
+		const char *line = e->ins[p->k].line;
+		return line != NULL && (name == NULL || line_named(line, name));
+	}
+	if (e->field != NULL && p->k < e->nfield && e->field[p->k].set) {
+		if (e->field[p->k].line == NULL)
+			return 0;
+	} else if (m->h[p->k].removed) {
+		return 0;
+	}
+	return name == NULL || strcasecmp(m->h[p->k].name, name) == 0;
+}
+
+/* view_find - the n-th entry (0-based) of the section as it stands named
+ * name (NULL: any); 0, or -1 past the end */
+static int
+view_find(
+    const struct edit *e, const struct message *m, const char *name, size_t n, struct view_pos *out)
+{
+	struct view_pos p;
+
+	for (size_t k = 0; k < e->nins; k++) {
+		p.kind = VIEW_INS;
+		p.k = k;
+		if (e->ins[k].head && view_match(e, m, &p, name) && n-- == 0)
+			goto found;
+	}
+	for (size_t i = 0; i <= m->nh; i++) {
+		for (size_t k = 0; k < e->nins; k++) {
+			size_t at = e->ins[k].index < m->nh ? e->ins[k].index : m->nh;
+			p.kind = VIEW_INS;
+			p.k = k;
+			if (!e->ins[k].head && at == i && view_match(e, m, &p, name) && n-- == 0)
+				goto found;
+		}
+		p.kind = VIEW_RECV;
+		p.k = i;
+		if (i < m->nh && view_match(e, m, &p, name) && n-- == 0)
+			goto found;
+	}
+	return -1;
+found:
+	*out = p;
+	return 0;
+}
+
+/* edit_change_current - see edit.h */
+int
+edit_change_current(
+    struct edit *e, struct message *m, const char *name, size_t n, const char *value)
+{
+	struct view_pos p;
+	char *line = NULL;
+
+	if (!edit_header_ok(name, value) || view_find(e, m, name, n, &p) != 0)
+		return -1;
+	if (p.kind == VIEW_RECV)
+		return change_at(e, m, p.k, value);
+	if (value != NULL) {
+		/* The name as that field had it. */
+		size_t nl = (size_t)(strchr(e->ins[p.k].line, ':') - e->ins[p.k].line);
+		char *nm = strndup(e->ins[p.k].line, nl);
+		line = nm != NULL ? edit_header_line(nm, value) : NULL;
+		free(nm);
+		if (line == NULL)
+			return -1;
+	}
+	if (header_count(e) != 0) {
+		free(line);
+		return -1;
+	}
+	free(e->ins[p.k].line);
+	e->ins[p.k].line = line;
+	return 0;
+}
+
+/* edit_insert_current - see edit.h */
+int
+edit_insert_current(
+    struct edit *e, struct message *m, size_t index, const char *name, const char *value)
+{
+	struct view_pos p;
+
+	if (view_find(e, m, NULL, index, &p) != 0)
+		return insert_at(e, e->nins, m->nh, 0, name, value);
+	if (p.kind == VIEW_INS)
+		return insert_at(e, p.k, e->ins[p.k].index, e->ins[p.k].head, name, value);
+	/* Last among the fields inserted before received field p.k, so
+	 * right before it. */
+	return insert_at(e, e->nins, p.k, 0, name, value);
 }
 
 /* ---- the envelope ---- */
@@ -489,6 +638,15 @@ edit_changed(const struct edit *e, const struct evbuffer *added, const struct me
 	if ((added != NULL && evbuffer_get_length(added) > 0) || e->field != NULL || e->nins > 0 ||
 	    e->body_state == EDIT_BODY_DONE)
 		return 1;
+	return edit_section_changed(e, m);
+}
+
+/* edit_section_changed - does anything past the head fields differ? */
+static int
+edit_section_changed(const struct edit *e, const struct message *m)
+{
+	if (e->field != NULL || e->nbody > 0 || e->body_state == EDIT_BODY_DONE)
+		return 1;
 	for (size_t i = 0; i < m->nh; i++) {
 		if (m->h[i].removed)
 			return 1;
@@ -503,7 +661,9 @@ emit_inserts(const struct edit *e, size_t at, size_t nh, struct evbuffer *out)
 {
 	for (size_t k = 0; k < e->nins; k++) {
 		size_t idx = e->ins[k].index < nh ? e->ins[k].index : nh;
-		if (idx == at && evbuffer_add(out, e->ins[k].line, strlen(e->ins[k].line)) != 0)
+		if (e->ins[k].head || e->ins[k].line == NULL || idx != at)
+			continue;
+		if (evbuffer_add(out, e->ins[k].line, strlen(e->ins[k].line)) != 0)
 			return -1;
 	}
 	return 0;
@@ -538,14 +698,20 @@ edit_emit(const struct edit *e, struct evbuffer *added, struct spool *orig, cons
 {
 	size_t rest;
 
-	/* Header lines never start with ".": nothing to stuff. */
+	/* Header lines never start with ".": nothing to stuff. The head
+	 * fields (add_header) first, then the daemon's own (added). */
+	for (size_t k = 0; k < e->nins; k++) {
+		const char *line = e->ins[k].line;
+		if (e->ins[k].head && line != NULL && evbuffer_add(out, line, strlen(line)) != 0)
+			return -1;
+	}
 	if (added != NULL && evbuffer_get_length(added) > 0) {
 		size_t len = evbuffer_get_length(added);
 		unsigned char *p = evbuffer_pullup(added, -1);
 		if (p == NULL || evbuffer_add(out, p, len) != 0)
 			return -1;
 	}
-	if (!edit_changed(e, NULL, m))
+	if (!edit_section_changed(e, m))
 		return spool_copy(orig, 0, orig->size, out);
 	for (size_t i = 0; i < m->nh; i++) {
 		const struct msg_header *h = &m->h[i];

@@ -64,7 +64,8 @@ struct edit_field {
 /* A field insert_header puts before the received field index. */
 struct edit_insert {
 	size_t index;
-	char *line;
+	int head; /* add_header's: before every other field, index unused */
+	char *line; /* NULL: deleted since (edit_change_current) */
 };
 
 enum edit_body_state {
@@ -77,8 +78,9 @@ enum edit_body_state {
 struct edit {
 	struct edit_field *field; /* m->nh of them, once one is changed */
 	size_t nfield;
-	struct edit_insert *ins; /* in the order inserted */
+	struct edit_insert *ins; /* in the order of the section, per index */
 	size_t nins, capins;
+	size_t nbody; /* of them, not head fields */
 	size_t nheaders; /* changes and insertions so far */
 	struct spool body; /* the new body: wire form (CR LF, dot-stuffed) */
 	enum edit_body_state body_state;
@@ -111,6 +113,21 @@ int edit_change_header(
 /* edit_insert_header - "name: value" before the received field index (0:
  * first; index >= m->nh: after the last). 0 or -1. */
 int edit_insert_header(struct edit *e, size_t index, const char *name, const char *value);
+
+/* edit_add_header - "name: value" before every other field (after the
+ * ones added before it). 0 or -1. */
+int edit_add_header(struct edit *e, const char *name, const char *value);
+
+/* edit_change_current / edit_insert_current - as edit_change_header and
+ * edit_insert_header, but n and index count the fields of the header
+ * section as it stands now, every change so far applied (what edit_emit
+ * writes, less the daemon's own added fields): the fields add_header
+ * added, insertions, changed fields; not the deleted and removed ones.
+ * An index past the end inserts at the end. 0 or -1. */
+int edit_change_current(
+    struct edit *e, struct message *m, const char *name, size_t n, const char *value);
+int edit_insert_current(
+    struct edit *e, struct message *m, size_t index, const char *name, const char *value);
 
 /* edit_addr_ok - an address a backend accepts between < and >: at most
  * EDIT_ADDR_MAX octets, no control characters, no '<' '>', no blank outside

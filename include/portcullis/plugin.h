@@ -369,7 +369,11 @@ struct pc_host {
 	/* add_header - prepend "name: value" when the message goes to the
 	 * backend (in the order added); remove_header - leave out every
 	 * incoming header field called name. 0 or -1 (bad name or value:
-	 * CR, LF, NUL, a name with ':' or blanks; too long). */
+	 * a name with ':' or blanks; a control character other than tab; a
+	 * line over 998 octets, or the field over 8192). Since ABI 2.2 a
+	 * value may be folded: a line end (LF or CR LF) followed by a line
+	 * that starts with a blank and has more than blanks on it; the
+	 * backend gets it folded with CR LF. */
 	int (*add_header)(struct pc_call *call, const char *name, const char *value);
 	int (*remove_header)(struct pc_call *call, const char *name);
 
@@ -562,6 +566,17 @@ struct pc_host {
 	 * the first read after the hook starts (or after message_rewind).
 	 * For a filter that signs or hashes what the backend will get. */
 	ssize_t (*message_read_current)(struct pc_call *call, char *buf, size_t len);
+	/* change_header_current / insert_header_current - change_header and
+	 * insert_header, but n and index count the header fields as they
+	 * stand now (as message_read_current shows them): the fields other
+	 * filters added, inserted or changed count, the ones they removed or
+	 * deleted do not. So a filter that read the message as it stands (a
+	 * milter) changes the fields it saw, the ones other filters added
+	 * included. An index past the last field inserts at the end. */
+	int (*change_header_current)(
+	    struct pc_call *call, const char *name, size_t n, const char *value);
+	int (*insert_header_current)(
+	    struct pc_call *call, size_t index, const char *name, const char *value);
 };
 
 /* What init gets. */

@@ -24,14 +24,15 @@ HAM = (b"From: Alice <alice@example.com>\r\nTo: Bob <bob@example.org>\r\n"
 
 
 def sample():
-    """The commented sample: top-level keys and [plugin NAME] sections, each
-    a dict (repeated keys as lists), as an admin would uncomment them."""
+    """The commented sample: top-level keys and [TYPE NAME] sections (keyed by
+    NAME), each a dict (repeated keys as lists), as an admin would uncomment
+    them."""
     top, sections, current = {}, {}, None
     with open(CONF) as f:
         for line in f:
-            m = re.match(r"^#\[plugin (\w+)\]", line)
+            m = re.match(r"^#\[(\w+) (\w+)\]", line)
             if m:
-                current = sections.setdefault(m.group(1), {})
+                current = sections.setdefault(m.group(2), {})
                 continue
             m = re.match(r"^#(\w+)\s*=\s*(.*?)\s*(?:#.*)?$", line)
             if not m:

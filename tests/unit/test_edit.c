@@ -172,6 +172,57 @@ test_folded_values(void **state)
 	unload();
 }
 
+/* The current view (ABI 2.2, for milters): indices count the section as it
+ * stands, the head fields of add_header, insertions and changes in, the
+ * removed and deleted fields out; the daemon's own added fields are not
+ * part of it. */
+static void
+test_current_view(void **state)
+{
+	(void)state;
+	load(MSG);
+	add("X-Spam-Flag: YES\r\n");
+	assert_int_equal(edit_add_header(&fx.e, "X-First", "lua"), 0);
+	/* Before field 1 of [X-First, From, Subject, Received, Received]:
+	 * after the head field, before From. */
+	assert_int_equal(edit_insert_current(&fx.e, &fx.m, 1, "Authentication-Results", "ar"), 0);
+	/* Before field 0: before the head field itself. */
+	assert_int_equal(edit_insert_current(&fx.e, &fx.m, 0, "DKIM-Signature", "v=1;\n\tb=x"), 0);
+	assert_string_equal(render(),
+	    "DKIM-Signature: v=1;\r\n\tb=x\r\nX-First: lua\r\n"
+	    "X-Spam-Flag: YES\r\nAuthentication-Results: ar\r\n"
+	    "From: a@x\r\nSubject: hi\r\nReceived: one\r\n\tfolded\r\n"
+	    "Received: two\r\n\r\nbody\r\n..dot\r\n");
+	/* The head field a filter added can be changed and deleted by its
+	 * place among fields of its name. */
+	assert_int_equal(edit_change_current(&fx.e, &fx.m, "x-first", 0, "changed"), 0);
+	assert_non_null(strstr(render(), "X-First: changed\r\n"));
+	assert_int_equal(edit_change_current(&fx.e, &fx.m, "X-First", 0, NULL), 0);
+	assert_null(strstr(render(), "X-First"));
+	assert_int_equal(edit_change_current(&fx.e, &fx.m, "X-First", 0, "gone"), -1);
+	/* A deleted field no longer counts: index 1 is now From again (the
+	 * inserted Authentication-Results is 1, From 2). */
+	assert_int_equal(edit_insert_current(&fx.e, &fx.m, 2, "X-Before-From", "b"), 0);
+	assert_non_null(strstr(render(),
+	    "Authentication-Results: ar\r\nX-Before-From: b\r\n"
+	    "From: a@x\r\n"));
+	/* A removed received field does not count: Received 0 is "two". */
+	message_remove(&fx.m, "Received");
+	assert_int_equal(edit_change_current(&fx.e, &fx.m, "Received", 0, "x"), -1);
+	unload();
+
+	load(MSG);
+	fx.m.h[2].removed = 1; /* the first Received, as remove_header would */
+	assert_int_equal(edit_change_current(&fx.e, &fx.m, "Received", 0, "new"), 0);
+	assert_string_equal(render(),
+	    "From: a@x\r\nSubject: hi\r\nReceived: new\r\n\r\n"
+	    "body\r\n..dot\r\n");
+	/* Past the end: at the end. */
+	assert_int_equal(edit_insert_current(&fx.e, &fx.m, 99, "X-End", "e"), 0);
+	assert_non_null(strstr(render(), "Received: new\r\nX-End: e\r\n\r\n"));
+	unload();
+}
+
 static void
 test_change_last_wins_over_remove(void **state)
 {
@@ -567,6 +618,7 @@ main(void)
 	    cmocka_unit_test(test_change_missing_is_error),
 	    cmocka_unit_test(test_change_last_wins_over_remove),
 	    cmocka_unit_test(test_folded_values),
+	    cmocka_unit_test(test_current_view),
 	    cmocka_unit_test(test_insert_positions),
 	    cmocka_unit_test(test_insert_before_removed),
 	    cmocka_unit_test(test_no_header_section),
