@@ -612,3 +612,46 @@ def test_spamass_deletes_a_flag_added_by_lua(proxy, client, recorder, spamass, t
     data = delivered(recorder)
     assert values(data, "X-Spam-Flag") == [], data[:800]
     assert values(data, "X-Spam-Status")[0].startswith("No, score="), data[:800]
+
+
+# ---- the README's recipe, as an admin copies it ----------------------------------
+
+
+def readme_milters():
+    """The first configuration block of the README's "Milters" section:
+    [(header, {key: value})] in order, comments dropped."""
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+        text = f.read()
+    section = text.split("\n## Milters\n", 1)[1]
+    block = section.split("```\n", 2)[1]
+    out = []
+    for line in block.splitlines():
+        line = line.split("#", 1)[0].strip()
+        m = re.fullmatch(r"\[(\w+ \w+)\]", line)
+        if m:
+            out.append((m.group(1), {}))
+        elif "=" in line:
+            k, v = (x.strip() for x in line.split("=", 1))
+            out[-1][1][k] = v
+    return out
+
+
+def test_readme_recipe_signs_and_scans(proxy, client, recorder, dkim, dkim_key, clam):
+    """Issue 16's "done when": the README's [milter clamav] and [milter dkim]
+    sections, pointed at these peers: a virus is refused, clean mail
+    arrives scanned and signed."""
+    sections = readme_milters()
+    assert [h for h, _ in sections] == ["milter clamav", "milter dkim"], sections
+    peers = {"milter clamav": clam, "milter dkim": dkim["relaxed/relaxed"]}
+    for header, keys in sections:
+        assert keys["socket"].startswith("inet:127.0.0.1:"), keys
+        keys["socket"] = peers[header].socket
+    p = proxy(sections=sections)
+    send(client, p, VIRUS).expect(550, "5.7.1")
+    assert recorder.delivered() == []
+    send(client, p, HAM).expect(250)
+    data = delivered(recorder)
+    assert values(data, "X-Virus-Status") == ["Clean"], data[:800]
+    assert_signed(data, dkim_key, "relaxed/relaxed")
