@@ -474,7 +474,7 @@ class FakeMilter:
     """The fake. start() listens and serves; stop() closes everything."""
 
     def __init__(self, script=None, version=VERSION, actions=ALL_ACTIONS, protocol=0, symlists=None,
-                 unix=None, host="127.0.0.1", name="fake"):
+                 unix=None, host="127.0.0.1", name="fake", port=None):
         self.script = dict(script or {})
         self.version = version
         self.actions = actions
@@ -482,7 +482,7 @@ class FakeMilter:
         self.symlists = symlists
         self.unix = unix
         self.host = host
-        self.port = None
+        self.port = port  # None: a free one
         self.name = name
         self._cv = threading.Condition()
         self._listen = None
@@ -504,7 +504,7 @@ class FakeMilter:
             for _ in range(20):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                port = free_port(self.host)
+                port = self.port or free_port(self.host)
                 try:
                     s.bind((self.host, port))
                 except OSError:
