@@ -62,6 +62,9 @@ static ssize_t host_body_read(struct pc_call *call, char *buf, size_t len);
 static void host_body_rewind(struct pc_call *call);
 static ssize_t host_message_read(struct pc_call *call, char *buf, size_t len);
 static void host_message_rewind(struct pc_call *call);
+static int host_pending_deadline(struct pc_call *call, unsigned long long ms);
+static ssize_t host_message_read_current(struct pc_call *call, char *buf, size_t len);
+static void call_cur_free(struct pc_call *call);
 static int host_add_header(struct pc_call *call, const char *name, const char *value);
 static int host_remove_header(struct pc_call *call, const char *name);
 
@@ -102,6 +105,8 @@ chain_host_init(struct pc_host *host, struct event_base *base, struct evdns_base
 	chain_host_store(host);
 	host->message_read = host_message_read;
 	host->message_rewind = host_message_rewind;
+	host->pending_deadline = host_pending_deadline;
+	host->message_read_current = host_message_read_current;
 }
 
 /* chain_session_init - per-session state; 0 or -1 (out of memory) */
@@ -197,6 +202,8 @@ chain_step(struct pc_call *call)
 		call->cancel = NULL;
 		call->body_pos = 0;
 		call->msg_pos = 0;
+		call_cur_free(call);
+		call->wait_ms = f->timeout_ms;
 		r = hook(f->inst, call, &v);
 		if (r == PC_HOOK_DONE) {
 			call->state = CALL_IDLE;
@@ -208,8 +215,8 @@ chain_step(struct pc_call *call)
 			        call->r_has_reply ? call->r_reply : NULL))
 				return;
 		} else if (r == PC_HOOK_PENDING && call->cancel != NULL) {
-			struct timeval tv = {(time_t)(f->timeout_ms / 1000),
-			    (suseconds_t)(f->timeout_ms % 1000) * 1000};
+			struct timeval tv = {(time_t)(call->wait_ms / 1000),
+			    (suseconds_t)(call->wait_ms % 1000) * 1000};
 			call->state = CALL_PENDING;
 			evtimer_add(call->timer, &tv);
 			return;
@@ -354,8 +361,10 @@ chain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	call->state = CALL_IDLE;
 	call->cancel = NULL;
 	cancel(call->cancel_arg);
-	if (!chain_fail(call, "no verdict within filter_timeout (%llu ms)",
-	        (unsigned long long)call->f->timeout_ms))
+	if (!(call->wait_ms == call->f->timeout_ms
+	            ? chain_fail(call, "no verdict within filter_timeout (%llu ms)", call->wait_ms)
+	            : chain_fail(call, "no verdict within the filter's deadline (%llu ms)",
+	                  call->wait_ms)))
 		chain_step(call);
 }
 
@@ -406,6 +415,7 @@ chain_tx_end(struct chain_session *cs)
 	edit_free(&cs->edit);
 	score_clear(&cs->score_tx);
 	cs->in_tx = 0;
+	call_cur_free(call);
 	chain_arena_reset(&call->arena);
 }
 
@@ -452,6 +462,7 @@ chain_session_end(struct chain_session *cs)
 	score_clear(&cs->score_tx);
 	score_clear(&cs->score_session);
 	cs->in_tx = 0;
+	call_cur_free(call);
 	chain_arena_reset(&call->arena);
 }
 
@@ -746,11 +757,78 @@ host_message_read(struct pc_call *call, char *buf, size_t len)
 	return spool_unstuffed(call, &call->msg_pos, &call->msg_sol, 0, buf, len);
 }
 
+/* call_cur_free - forget message_read_current's rendering */
+static void
+call_cur_free(struct pc_call *call)
+{
+	if (call->cur != NULL)
+		evbuffer_free(call->cur);
+	call->cur = NULL;
+}
+
+/* host_message_read_current - the message as the backend would get it now:
+ * rendered once (edit_emit; a file spool's octets are referenced, not
+ * copied) at the first read, then read out with the dots un-stuffed */
+static ssize_t
+host_message_read_current(struct pc_call *call, char *buf, size_t len)
+{
+	const struct chain_view *v = call->v;
+	struct chain_session *cs = call->cs;
+	int n;
+
+	if (call_message(call) != 0)
+		return -1;
+	if (call->cur == NULL) {
+		if ((call->cur = evbuffer_new()) == NULL)
+			return -1;
+		call->cur_sol = 1;
+		if ((edit_changed(&cs->edit, cs->added, v->msg)
+		            ? edit_emit(&cs->edit, cs->added, v->spool, v->msg, call->cur)
+		            : spool_copy(v->spool, 0, v->spool->size, call->cur)) != 0) {
+			call_cur_free(call);
+			return -1;
+		}
+	}
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	while ((n = evbuffer_remove(call->cur, buf, len)) > 0) {
+		size_t o = 0;
+		for (int i = 0; i < n; i++) {
+			char c = buf[i];
+			if (call->cur_sol && c == '.') {
+				call->cur_sol = 0;
+				continue;
+			}
+			call->cur_sol = c == '\n';
+			buf[o++] = c;
+		}
+		if (o > 0)
+			return (ssize_t)o;
+	}
+	return n < 0 ? -1 : 0;
+}
+
+/* host_pending_deadline - a pending call's own deadline, from now */
+static int
+host_pending_deadline(struct pc_call *call, unsigned long long ms)
+{
+	if (call->state == CALL_IDLE || call->cancel == NULL || call->resumed)
+		return -1;
+	call->wait_ms = ms != 0 ? ms : call->f->timeout_ms;
+	if (call->state == CALL_PENDING) {
+		struct timeval tv = {
+		    (time_t)(call->wait_ms / 1000), (suseconds_t)(call->wait_ms % 1000) * 1000};
+		evtimer_add(call->timer, &tv);
+	}
+	return 0;
+}
+
 /* host_message_rewind - message_read from the start again */
 static void
 host_message_rewind(struct pc_call *call)
 {
 	call->msg_pos = 0;
+	call_cur_free(call);
 }
 
 /* host_body_rewind - body_read from the start again */
@@ -765,13 +843,19 @@ static int
 host_add_header(struct pc_call *call, const char *name, const char *value)
 {
 	struct chain_session *cs = call->cs;
+	char *line;
+	int r;
 
 	if (!call->in_stage || call->stage != PC_STAGE_DATA || value == NULL ||
 	    !edit_header_ok(name, value))
 		return -1;
 	if (cs->added == NULL && (cs->added = evbuffer_new()) == NULL)
 		return -1;
-	return evbuffer_add_printf(cs->added, "%s: %s\r\n", name, value) < 0 ? -1 : 0;
+	if ((line = edit_header_line(name, value)) == NULL)
+		return -1;
+	r = evbuffer_add(cs->added, line, strlen(line));
+	free(line);
+	return r;
 }
 
 /* host_remove_header - leave out incoming fields of that name */

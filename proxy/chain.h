@@ -148,6 +148,9 @@ struct pc_call {
 	int body_sol; /* at the start of a line (for un-stuffing) */
 	size_t msg_pos; /* message_read's, likewise */
 	int msg_sol;
+	struct evbuffer *cur; /* message_read_current's rendering, being read */
+	int cur_sol;
+	unsigned long long wait_ms; /* the deadline of a pending call */
 	struct chain_arena arena;
 };
 

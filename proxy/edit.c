@@ -19,7 +19,6 @@
 #include "chain.h"
 #include "edit.h"
 
-static char *header_line(const char *name, const char *value);
 static int header_count(struct edit *e);
 static struct edit_rcpt **rcpt_find(struct edit_rcpt **list, const char *addr);
 static int rcpt_push(struct edit_rcpt **list, const char *addr, const char *params);
@@ -37,7 +36,7 @@ static int emit_body(const struct edit *e, struct spool *orig, const struct mess
 int
 edit_header_ok(const char *name, const char *value)
 {
-	size_t n = 0;
+	size_t n = 0, line, total;
 
 	if (name == NULL || name[0] == '.')
 		return 0;
@@ -50,21 +49,54 @@ edit_header_ok(const char *name, const char *value)
 		return 0;
 	if (value == NULL)
 		return 1;
+	line = total = n + 2;
 	for (const char *p = value; *p != '\0'; p++) {
-		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '\r' && p[1] == '\n')
+			c = (unsigned char)*++p;
+		if (c == '\n') {
+			/* Folding (RFC 5322 §2.2.3): the next line starts with
+			 * a blank and has more than blanks on it, so it can
+			 * neither end the header section nor start a field. */
+			const char *q = p + 1;
+			if (*q != ' ' && *q != '\t')
+				return 0;
+			while (*q == ' ' || *q == '\t')
+				q++;
+			if (*q == '\0' || *q == '\r' || *q == '\n')
+				return 0;
+			line = 0;
+			total += 2;
+			continue;
+		}
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+		if (++line > EDIT_HEADER_MAX || ++total > EDIT_FIELD_MAX)
 			return 0;
 	}
-	return n + 2 + strlen(value) <= EDIT_HEADER_MAX;
+	return 1;
 }
 
-/* header_line - "name: value\r\n", malloc'd */
-static char *
-header_line(const char *name, const char *value)
+/* edit_header_line - see edit.h */
+char *
+edit_header_line(const char *name, const char *value)
 {
-	char *line;
+	size_t nl = 0, len;
+	char *line, *o;
 
-	if (asprintf(&line, "%s: %s\r\n", name, value) < 0)
+	for (const char *p = value; *p != '\0'; p++)
+		nl += *p == '\n' && (p == value || p[-1] != '\r');
+	len = strlen(name) + 2 + strlen(value) + nl + 2;
+	if ((line = malloc(len + 1)) == NULL)
 		return NULL;
+	o = line + sprintf(line, "%s: ", name);
+	for (const char *p = value; *p != '\0'; p++) {
+		if (*p == '\n' && (p == value || p[-1] != '\r'))
+			*o++ = '\r';
+		*o++ = *p;
+	}
+	memcpy(o, "\r\n", 3);
 	return line;
 }
 
@@ -87,7 +119,7 @@ edit_change_header(struct edit *e, struct message *m, const char *name, size_t n
 
 	if (!edit_header_ok(name, value) || (i = message_find(m, name, n)) < 0)
 		return -1;
-	if (value != NULL && (line = header_line(m->h[i].name, value)) == NULL)
+	if (value != NULL && (line = edit_header_line(m->h[i].name, value)) == NULL)
 		return -1;
 	if (e->field == NULL) {
 		if ((e->field = calloc(m->nh, sizeof(*e->field))) == NULL) {
@@ -124,7 +156,7 @@ edit_insert_header(struct edit *e, size_t index, const char *name, const char *v
 		e->ins = t;
 		e->capins = cap;
 	}
-	if ((line = header_line(name, value)) == NULL)
+	if ((line = edit_header_line(name, value)) == NULL)
 		return -1;
 	if (header_count(e) != 0) {
 		free(line);

@@ -22,6 +22,8 @@ struct rcpt;
 /* The longest header line a filter may write, without CR LF (RFC 5322
  * §2.1.1). */
 #define EDIT_HEADER_MAX 998
+/* The longest field a filter may write, folded lines and CR LFs counted. */
+#define EDIT_FIELD_MAX 8192
 /* Header changes and insertions in one transaction: a filter that loops
  * cannot grow the header section without bound. */
 #define EDIT_MAX_HEADERS 1000
@@ -88,10 +90,16 @@ struct edit {
 };
 
 /* edit_header_ok - a field a filter may write: a name of printable
- * characters without ':' (not starting with '.'), a value on one line
- * (tabs allowed, no other control characters), together at most
- * EDIT_HEADER_MAX octets. value NULL checks the name only. */
+ * characters without ':' (not starting with '.'), a value without control
+ * characters but tabs, each line at most EDIT_HEADER_MAX octets (the first
+ * counting "name: "), the whole at most EDIT_FIELD_MAX. The value may be
+ * folded: a line end (LF or CR LF) followed by a line that starts with a
+ * blank and has more than blanks on it (DKIM-Signature from a milter).
+ * value NULL checks the name only. */
 int edit_header_ok(const char *name, const char *value);
+/* edit_header_line - "name: value\r\n" with every line end of a folded
+ * value made CR LF; malloc'd, NULL if out of memory. Check first. */
+char *edit_header_line(const char *name, const char *value);
 
 /* edit_change_header - the n-th (0-based, as message_header counts)
  * received field called name gets value; value NULL deletes it. The last

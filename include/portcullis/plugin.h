@@ -100,7 +100,7 @@
 
 /* The ABI this header describes (see VERSIONS above). */
 #define PC_ABI_MAJOR 2
-#define PC_ABI_MINOR 1
+#define PC_ABI_MINOR 2
 
 /* The first members of a descriptor: put it first in the initializer.
  * PC_PLUGIN_ABI_INIT_MINOR(m) is for a plugin that also runs on hosts of an
@@ -541,8 +541,27 @@ struct pc_host {
 	 * the start for each call of the hook. The count, 0 at the end, -1
 	 * outside the DATA stage or on error. */
 	ssize_t (*message_read)(struct pc_call *call, char *buf, size_t len);
-	/* message_rewind - the next message_read starts from the start. */
+	/* message_rewind - the next message_read (and message_read_current)
+	 * starts from the start. */
 	void (*message_rewind)(struct pc_call *call);
+
+	/* ---- ABI 2.2 (issue 16: the milter client) ---- */
+
+	/* pending_deadline - after pending (in the hook or later, while the
+	 * call waits): the host gives up on this call ms milliseconds from
+	 * now instead of at the section's filter_timeout (0: filter_timeout
+	 * from now). Call it again to move the deadline, for a filter that
+	 * waits on a peer step by step (a milter: each command has its own
+	 * timeout, and a progress reply restarts it). 0, or -1 if the call
+	 * is not pending. */
+	int (*pending_deadline)(struct pc_call *call, unsigned long long ms);
+	/* message_read_current - like message_read, but the message as it
+	 * would go to the backend now: with the changes of the filters before
+	 * this one in the chain (header fields added, changed, inserted,
+	 * removed; a new body) and this one's own so far, as they stand at
+	 * the first read after the hook starts (or after message_rewind).
+	 * For a filter that signs or hashes what the backend will get. */
+	ssize_t (*message_read_current)(struct pc_call *call, char *buf, size_t len);
 };
 
 /* What init gets. */

@@ -15,7 +15,7 @@ BOUND = 10.0
 BODY = b"Subject: abi\r\n\r\nhello\r\n"
 
 
-def _versions(text, so, theirs, ours="2.1"):
+def _versions(text, so, theirs, ours=kp.abi_version()):
     """The lines of text that name the plugin, its ABI and ours."""
     rx = re.compile(rf"\bABI {re.escape(theirs)}\b.*\bABI {re.escape(ours)}\b")
     return [ln for ln in text.splitlines() if so in ln and rx.search(ln)]
@@ -42,7 +42,8 @@ def test_newer_minor_refused(recorder, tmp_path):
     so = kp.test_plugin("newminor")
     _, log, out = refused(recorder, tmp_path, [("plugin nm", {"path": so})])
     for text in (log, out):
-        assert _versions(text, so, "2.2"), text
+        major, minor = kp.abi_version().split(".")
+        assert _versions(text, so, f"{major}.{int(minor) + 1}"), text
         assert "upgrade portcullis" in text, text
 
 

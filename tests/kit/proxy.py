@@ -66,6 +66,15 @@ def test_plugin(name):
 test_plugin.__test__ = False  # a helper, not a test, wherever it is imported
 
 
+def abi_version():
+    """The host's plugin ABI, "MAJOR.MINOR", as include/portcullis/plugin.h says."""
+    with open(os.path.join(REPO, "include", "portcullis", "plugin.h")) as f:
+        text = f.read()
+    major = re.search(r"^#define PC_ABI_MAJOR (\d+)$", text, re.M).group(1)
+    minor = re.search(r"^#define PC_ABI_MINOR (\d+)$", text, re.M).group(1)
+    return major + "." + minor
+
+
 def sections_text(sections):
     """[header] blocks from (header, {key: value}) pairs, in order."""
     out = []

@@ -138,6 +138,40 @@ test_change_missing_is_error(void **state)
 	unload();
 }
 
+/* A folded value (a milter's DKIM-Signature) reaches the backend with
+ * CR LF folding; a line end that would start a field or end the header
+ * section, a blank-only line and an over-long line are refused. */
+static void
+test_folded_values(void **state)
+{
+	char *line;
+	char longline[1100];
+
+	(void)state;
+	assert_true(edit_header_ok("DKIM-Signature", "v=1; a=rsa-sha256;\n\tb=abc"));
+	assert_true(edit_header_ok("X-A", "one\r\n two"));
+	assert_false(edit_header_ok("X-A", "one\nInjected: 1"));
+	assert_false(edit_header_ok("X-A", "one\r\n\r\nbody"));
+	assert_false(edit_header_ok("X-A", "one\n \t\n two"));
+	assert_false(edit_header_ok("X-A", "one\n "));
+	assert_false(edit_header_ok("X-A", "one\n"));
+	assert_false(edit_header_ok("X-A", "one\rtwo"));
+	memset(longline, 'x', sizeof(longline) - 1);
+	longline[sizeof(longline) - 1] = '\0';
+	assert_false(edit_header_ok("X-A", longline));
+	longline[900] = '\n';
+	longline[901] = '\t';
+	assert_true(edit_header_ok("X-A", longline));
+	line = edit_header_line("X-A", "one\n\ttwo\r\n three");
+	assert_non_null(line);
+	assert_string_equal(line, "X-A: one\r\n\ttwo\r\n three\r\n");
+	free(line);
+	load(MSG);
+	assert_int_equal(edit_insert_header(&fx.e, 0, "X-Folded", "a;\n\tb"), 0);
+	assert_non_null(strstr(render(), "X-Folded: a;\r\n\tb\r\n"));
+	unload();
+}
+
 static void
 test_change_last_wins_over_remove(void **state)
 {
@@ -532,6 +566,7 @@ main(void)
 	    cmocka_unit_test(test_change_folded_and_delete),
 	    cmocka_unit_test(test_change_missing_is_error),
 	    cmocka_unit_test(test_change_last_wins_over_remove),
+	    cmocka_unit_test(test_folded_values),
 	    cmocka_unit_test(test_insert_positions),
 	    cmocka_unit_test(test_insert_before_removed),
 	    cmocka_unit_test(test_no_header_section),
