@@ -845,6 +845,33 @@ def test_closes_mid_body(milter, recorder, proxy, client, on_error):
     next_session_works(m, p, client, recorder, before)
 
 
+@pytest.mark.parametrize("on_error", ON_ERROR)
+def test_hang_at_rcpt_times_out(milter, recorder, proxy, client, on_error):
+    m = milter(script={"R": first_conn_only([fm.HANG])})
+    p = proxy(sections=[section(m, on_error=on_error, timeout_command="1s")])
+    c = client(p)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    r = c.cmd("RCPT TO:<b@y.test>")
+    want = {"accept": "250", "tempfail": FILTER_FAILURE, "reject": FILTER_FAILURE_REJECT}[on_error]
+    assert r.first.startswith(want), r
+    log_has(p, r"milter fm: .*timed out")
+    log_has(p, r"filter fm failed at rcpt")
+    c.close()
+    next_session_works(m, p, client, recorder, 0)
+
+
+def test_host_filter_timeout_does_not_apply(milter, recorder, proxy, client):
+    # A milter slower than filter_timeout but within its own timeout_eom.
+    m = milter(script={"E": [fm.Sleep(1.5), fm.addheader("X-Slow", "ok"), fm.cont()]})
+    p = proxy(sections=[section(m, on_error="reject", timeout_eom="5s")], filter_timeout="1s")
+    c = client(p)
+    c.greet()
+    assert deliver(c).code == 250
+    assert delivered(recorder).data == stuff(HEAD + b"X-Slow: ok\r\n\r\n" + TEXT)
+    assert "failed at" not in p.log()
+
+
 GARBAGE = [
     ("length0", fm.Raw(b"\0\0\0\0")),
     ("length2G", fm.Raw(struct.pack(">I", 0x80000000) + b"c")),
