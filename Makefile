@@ -102,6 +102,8 @@ $(BUILD)/plugins/spamd.so: plugins/spamd_reply.h
 $(BUILD)/plugins/rspamd.so: plugins/rspamd_json.h
 # The blocklist plugins' shared zones, cache and lookup job.
 $(BUILD)/plugins/dnsbl.so $(BUILD)/plugins/rhsbl.so: plugins/dnsbl_common.h
+# The milter client's wire format and parsers.
+$(BUILD)/plugins/milter.so: plugins/milter_proto.h
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
