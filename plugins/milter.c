@@ -1565,6 +1565,9 @@ mc_close_conn(struct mconn *mc, int quit)
 		evutil_socket_t fd = bufferevent_getfd(mc->bev);
 
 		mc_send(mc, SMFIC_QUIT, NULL);
+		/* A bufferevent keeps the start of its output frozen outside
+		 * its own write callback: evbuffer_write would fail untried. */
+		evbuffer_unfreeze(out, 1);
 		if (fd >= 0)
 			(void)evbuffer_write(out, fd);
 	}
