@@ -1164,10 +1164,13 @@ mc_readcb(struct bufferevent *bev, void *arg)
 		char err[160];
 		int r;
 
-		if (have < 5)
+		/* The length alone can be wrong (0): judge it before the
+		 * command octet comes, which a broken milter may never send. */
+		if (have < 4)
 			break;
-		evbuffer_copyout(in, hdr, 5);
-		if (mp_frame(hdr, 5, &cmd, &d, &dlen, &total, err, sizeof(err)) < 0) {
+		evbuffer_copyout(in, hdr, have < 5 ? have : 5);
+		if (mp_frame(hdr, have < 5 ? have : 5, &cmd, &d, &dlen, &total, err, sizeof(err)) <
+		    0) {
 			mc_fail(mc, "protocol error: %s", err);
 			mc_done(mc);
 			break;
