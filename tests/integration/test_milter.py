@@ -172,7 +172,7 @@ def log_has(p, pattern, count=1):
 # How the reasons read: the host's "filter fm failed at STAGE: REASON" line
 # carries the milter's reason; timeouts also get the plugin's own line.
 PROTOCOL_ERROR = r"protocol error"
-TIMED_OUT = r"(?:.*timed out|no answer to \S+ within \d+ ms)"
+TIMED_OUT = r"(?:.*timed out|no answer to .+ within \d+ ms)"
 
 
 def failure_logged(p, stage, why):
