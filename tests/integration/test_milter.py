@@ -578,8 +578,9 @@ def test_accept_at_mail_ends_the_transaction_for_that_milter(milter, recorder, p
     conn = one_conn(m)
     quit_seen(m, conn)
     # MAIL, then nothing of that transaction; the next MAIL is asked again.
-    letters = mail_letters(conn.letters()).replace("A", "")
-    assert letters == "MMQ", conn.letters()
+    # (ABORT ends each transaction, as Postfix's milter8 does after an
+    # accept: the milter's per-message state is reset.)
+    assert mail_letters(conn.letters()) == "MAMAQ", conn.letters()
     assert [x.fields["args"][0] for x in conn.commands("M")] == ["<a@x.test>", "<second@x.test>"]
 
 
@@ -1086,7 +1087,7 @@ def lua_section(tmp_path, text, name="early"):
 
 def test_chain_lua_then_two_milters(milter, recorder, proxy, client, tmp_path):
     a = milter(name="a", script={"E": [fm.addheader("X-A", "from a"), fm.chgfrom("<a-changed@x.test>"),
-                                       fm.cont()]})
+                                       fm.replbody(b"new body\r\n.from a\r\n"), fm.cont()]})
     b = milter(name="b", script={"E": [fm.addheader("X-B", "from b"), fm.addrcpt("<c@y.test>"), fm.cont()]})
     p = proxy(sections=[lua_section(tmp_path, LUA_ADD), section(a, "ma"), section(b, "mb")])
     c = client(p)
@@ -1096,24 +1097,18 @@ def test_chain_lua_then_two_milters(milter, recorder, proxy, client, tmp_path):
     ca, cb = one_conn(a), one_conn(b)
     assert a.wait_cmd("E", conn=ca) and b.wait_cmd("E", conn=cb)
     # Each milter sees the message as changed by the filters before it.
-    assert ("X-Lua", "first") in ca.headers()
-    assert ("X-A", "from a") not in ca.headers()
-    assert ("X-Lua", "first") in cb.headers()
-    assert ("X-A", "from a") in cb.headers()
-    assert [h for h in ca.headers() if not h[0].startswith("X-Lua")] == FIELDS
+    assert ca.headers() == [("X-Lua", "first")] + FIELDS
+    assert cb.headers() == [("X-Lua", "first")] + FIELDS + [("X-A", "from a")]
+    assert ca.body() == TEXT
+    assert cb.body() == b"new body\r\n.from a\r\n"
     # In chain order at every stage.
     for letter in "CHMRTE":
         assert ca.first(letter).at <= cb.first(letter).at, letter
     # Every change reaches the backend.
     assert t.mail == "MAIL FROM:<a-changed@x.test>"
     assert t.rcpts == ["RCPT TO:<b@y.test>", "RCPT TO:<c@y.test>"]
-    head = t.data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
-    for line in (b"X-Lua: first\r\n", b"X-A: from a\r\n", b"X-B: from b\r\n"):
-        assert head.count(line) == 1, t.data[:500]
-    assert head.index(b"X-A: from a") < head.index(b"X-B: from b")
-    for line in (b"X-Lua: first\r\n", b"X-A: from a\r\n", b"X-B: from b\r\n"):
-        head = head.replace(line, b"")
-    assert head + b"\r\n" + t.data.split(b"\r\n\r\n", 1)[1] == stuff(BODY)
+    assert t.data == stuff(b"X-Lua: first\r\n" + HEAD + b"X-A: from a\r\nX-B: from b\r\n\r\n"
+                           b"new body\r\n.from a\r\n")
 
 
 @pytest.mark.parametrize("stage", ["mail", "rcpt", "eom"])
