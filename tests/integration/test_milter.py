@@ -25,7 +25,6 @@ import struct
 import pytest
 
 from kit import fakemilter as fm
-from kit.dialogue import run_session
 from kit.fakemilter import FakeMilter
 from kit.messages import make_message, stuff
 from kit.ports import free_port
