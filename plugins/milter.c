@@ -1182,10 +1182,13 @@ mc_readcb(struct bufferevent *bev, void *arg)
 		char err[160];
 		int r;
 
-		if (have < 5)
+		/* The length alone can be wrong (0): judge it before the
+		 * command octet comes, which a broken milter may never send. */
+		if (have < 4)
 			break;
-		evbuffer_copyout(in, hdr, 5);
-		if (mp_frame(hdr, 5, &cmd, &d, &dlen, &total, err, sizeof(err)) < 0) {
+		evbuffer_copyout(in, hdr, have < 5 ? have : 5);
+		if (mp_frame(hdr, have < 5 ? have : 5, &cmd, &d, &dlen, &total, err, sizeof(err)) <
+		    0) {
 			mc_fail(mc, "protocol error: %s", err);
 			mc_done(mc);
 			break;
@@ -1583,6 +1586,9 @@ mc_close_conn(struct mconn *mc, int quit)
 		evutil_socket_t fd = bufferevent_getfd(mc->bev);
 
 		mc_send(mc, SMFIC_QUIT, NULL);
+		/* A bufferevent keeps the start of its output frozen outside
+		 * its own write callback: evbuffer_write would fail untried. */
+		evbuffer_unfreeze(out, 1);
 		if (fd >= 0)
 			(void)evbuffer_write(out, fd);
 	}
