@@ -168,6 +168,7 @@ struct mconn {
 	/* A callback of ours is running (busy): the close hook, which a
 	 * resume may reach, leaves the freeing to it (closed). */
 	int busy, closed;
+	char sid[32]; /* the session's id, for a log line without the call */
 };
 
 static int milter_init(struct pc_init *in, void **instance);
@@ -531,12 +532,14 @@ mc_hook(struct milter *m, struct pc_call *call, struct pc_verdict *v)
 	enum pc_stage stage = h->stage(call);
 
 	if (mc == NULL) {
+		const char *sid = h->get(call, PC_SESSION_ID);
 		if ((mc = calloc(1, sizeof(*mc))) == NULL) {
 			v->action = PC_FAIL;
 			v->reply = "out of memory";
 			return PC_HOOK_DONE;
 		}
 		mc->m = m;
+		snprintf(mc->sid, sizeof(mc->sid), "%s", sid != NULL ? sid : "?");
 		*slot = mc;
 	}
 	if (mc->state == CS_FAILED) {
@@ -1562,8 +1565,9 @@ mc_cancel(void *arg)
 		    mc_cmd_name(mc->await), mc->wait_ms);
 	else
 		snprintf(mc->why, sizeof(mc->why), "the session stopped waiting for the milter");
-	mc->m->host->log(mc->m->self, mc->call, PC_LOG_INFO, "milter %s: %s; connection closed",
-	    mc->m->name, mc->why);
+	/* The call is dead here (plugin.h): no logging with it. */
+	mc->m->host->log(mc->m->self, NULL, PC_LOG_INFO,
+	    "milter %s: %s; connection closed (session %s)", mc->m->name, mc->why, mc->sid);
 	mc->call = NULL;
 	mc->pending = 0;
 	mc->body_started = 0;
