@@ -1110,6 +1110,35 @@ def test_chain_lua_then_two_milters(milter, recorder, proxy, client, tmp_path):
                            b"new body\r\n.from a\r\n")
 
 
+@pytest.mark.parametrize("index,expected", [
+    (0, b"X-Ins: i\r\nX-Lua: first\r\n" + HEAD),
+    (1, b"X-Lua: first\r\nX-Ins: i\r\n" + HEAD),
+    (3, b"X-Lua: first\r\n" + HEAD.replace(b"Subject:", b"X-Ins: i\r\nSubject:")),
+])
+def test_insert_index_counts_the_fields_the_milter_saw(milter, recorder, proxy, client, tmp_path, index,
+                                                        expected):
+    # The milter saw the Lua header first: its index counts it.
+    m = milter(script={"E": [fm.insheader(index, "X-Ins", "i"), fm.cont()]})
+    p = proxy(sections=[lua_section(tmp_path, LUA_ADD), section(m)])
+    c = client(p)
+    c.greet()
+    assert deliver(c).code == 250
+    assert one_conn(m).headers()[0] == ("X-Lua", "first")
+    assert delivered(recorder).data == stuff(expected + b"\r\n" + TEXT)
+
+
+def test_change_header_counts_a_field_an_earlier_filter_added(milter, recorder, proxy, client, tmp_path):
+    lua = "function on_data(tx, msg) tx:add_header(\"Subject\", \"from lua\") end\n"
+    m = milter(script={"E": [fm.chgheader(2, "Subject", "changed"), fm.cont()]})
+    p = proxy(sections=[lua_section(tmp_path, lua), section(m)])
+    c = client(p)
+    c.greet()
+    assert deliver(c).code == 250
+    assert [v for k, v in one_conn(m).headers() if k == "Subject"] == ["from lua", "milter test"]
+    want = b"Subject: from lua\r\n" + HEAD.replace(b"Subject: milter test", b"Subject: changed")
+    assert delivered(recorder).data == stuff(want + b"\r\n" + TEXT)
+
+
 @pytest.mark.parametrize("stage", ["mail", "rcpt", "eom"])
 def test_chain_reject_by_first_stops_the_second(milter, recorder, proxy, client, stage):
     letter = LETTER[stage]
