@@ -1365,9 +1365,14 @@ mc_answer(struct mconn *mc, const struct mp_reply *r)
 	case SMFIR_CONN_FAIL:
 		return mc_verdict(mc, PC_DISCONNECT, NULL);
 	case SMFIR_REPLYCODE:
-		/* "550 5.7.1 text", perhaps several lines (smfi_setmlreply):
-		 * the first line, as one final line. */
-		n = strcspn(r->s[0], "\r\n");
+		/* "550 5.7.1 text", perhaps several lines (smfi_setmlreply,
+		 * CR LF between them): the first line, as one final line. A
+		 * bare CR or LF in it stays, and the host refuses the reply
+		 * (on_error): it is no reply a milter library writes. */
+		{
+			const char *crlf = strstr(r->s[0], "\r\n");
+			n = crlf != NULL ? (size_t)(crlf - r->s[0]) : strlen(r->s[0]);
+		}
 		if (n > PC_REPLY_MAX)
 			n = PC_REPLY_MAX + 1;
 		memcpy(reply, r->s[0], n);
