@@ -397,6 +397,34 @@ spamd_cpu_ticks() { # the spamd parent's and its children's CPU, in clock ticks
 		else if (a[2] == sp) t += a[12] + a[13] }
 		END { print t + 0 }'
 }
+# peer_report - after pair_rates ($d, $p, $ratio): the table, the latency a
+# filter in front of a peer adds, and how the CPU of the filtered legs
+# splits between the proxy and the peer
+peer_report() { # label name count proxy-ticks peer-ticks latency-note
+	echo
+	printf "%-42s %7s %9s %11s %7s\n" "workload" "msgs" "plain/s" "$1/s" "ratio"
+	printf "%-42s %7s %9s %11s %7s\n" "--------" "----" "-------" "-------" "-----"
+	printf "%-42s %7d %9.0f %11.1f %7s\n" "$2" "$3" "$d" "$p" "$ratio"
+	awk -v d="$d" -v p="$p" -v l="$1" -v note="$6" 'BEGIN {
+		printf "added latency per message: %.1f ms (20 sessions / rate, %s minus plain)%s\n",
+			20000 / p - 20000 / d, l, note }'
+	awk -v px="$4" -v pt="$5" -v l="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+		t = px + pt; if (t == 0) t = 1;
+		printf "CPU in the %s legs: proxy %.2f s (%.1f%%), %s %.2f s (%.1f%%)\n",
+			l, px / hz, 100 * px / t, l, pt / hz, 100 * pt / t }'
+}
+
+# stop_filtered - SIGTERM the filtering proxy, which must exit 0, then its peer
+stop_filtered() { # label peer-pid
+	kill -TERM "$FPROXY_PID"
+	rc=0
+	wait "$FPROXY_PID" || rc=$?
+	FPROXY_PID=""
+	[ "$rc" -eq 0 ] || die "the $1 portcullis exited with status $rc after SIGTERM"
+	kill -TERM "$2"
+	wait "$2" 2>/dev/null || true
+}
+
 proc_cpu_ticks() { # PID: its own utime + stime, in clock ticks
 	awk '{ sub(/^.*\) /, ""); split($0, a, " "); print a[12] + a[13] }' "/proc/$1/stat"
 }
@@ -451,25 +479,9 @@ if [ -x /usr/sbin/spamd ]; then
 	echo
 	echo "spamd: the same proxy without filters (plain) vs with [plugin spamd] in front of a"
 	echo "private spamd (4 children); a new connection per message"
-	echo
-	printf "%-42s %7s %9s %11s %7s\n" "workload" "msgs" "plain/s" "spamd/s" "ratio"
-	printf "%-42s %7s %9s %11s %7s\n" "--------" "----" "-------" "-------" "-----"
-	printf "%-42s %7d %9.0f %11.1f %7s\n" "$name" "$count" "$d" "$p" "$ratio"
-	awk -v d="$d" -v p="$p" -v scan="$scan_ms" 'BEGIN {
-		printf "added latency per message: %.0f ms (20 sessions / rate, spamd minus plain); mean scan %s ms (the plugin log)\n",
-			20000 / p - 20000 / d, scan }'
-	awk -v px=$((px1 - px0)) -v sp=$((sp1 - sp0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
-		t = px + sp; if (t == 0) t = 1;
-		printf "CPU in the spamd legs: proxy %.2f s (%.1f%%), spamd %.2f s (%.1f%%)\n",
-			px / hz, 100 * px / t, sp / hz, 100 * sp / t }'
+	peer_report spamd "$name" "$count" $((px1 - px0)) $((sp1 - sp0)) "; mean scan $scan_ms ms (the plugin log)"
 	echo "spamd: every message was scanned (one scan line each) and delivered"
-	kill -TERM "$FPROXY_PID"
-	rc=0
-	wait "$FPROXY_PID" || rc=$?
-	FPROXY_PID=""
-	[ "$rc" -eq 0 ] || die "the spamd portcullis exited with status $rc after SIGTERM"
-	kill -TERM "$SPAMD_PID"
-	wait "$SPAMD_PID" 2>/dev/null || true
+	stop_filtered spamd "$SPAMD_PID"
 	SPAMD_PID=""
 else
 	echo
@@ -550,25 +562,9 @@ if [ -x /usr/sbin/opendkim ] && [ -x /usr/sbin/opendkim-genkey ]; then
 	echo
 	echo "opendkim: the same proxy without filters (plain) vs with [milter dkim] in front of a"
 	echo "private opendkim signing every message (RSA 2048, relaxed/relaxed); a new connection per message"
-	echo
-	printf "%-42s %7s %9s %11s %7s\n" "workload" "msgs" "plain/s" "opendkim/s" "ratio"
-	printf "%-42s %7s %9s %11s %7s\n" "--------" "----" "-------" "----------" "-----"
-	printf "%-42s %7d %9.0f %11.1f %7s\n" "$name" "$count" "$d" "$p" "$ratio"
-	awk -v d="$d" -v p="$p" 'BEGIN {
-		printf "added latency per message: %.1f ms (20 sessions / rate, opendkim minus plain)\n",
-			20000 / p - 20000 / d }'
-	awk -v px=$((px1 - px0)) -v dk=$((dk1 - dk0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
-		t = px + dk; if (t == 0) t = 1;
-		printf "CPU in the opendkim legs: proxy %.2f s (%.1f%%), opendkim %.2f s (%.1f%%)\n",
-			px / hz, 100 * px / t, dk / hz, 100 * dk / t }'
+	peer_report opendkim "$name" "$count" $((px1 - px0)) $((dk1 - dk0)) ""
 	echo "opendkim: the checked message arrived signed; every message was delivered (on_error = tempfail)"
-	kill -TERM "$FPROXY_PID"
-	rc=0
-	wait "$FPROXY_PID" || rc=$?
-	FPROXY_PID=""
-	[ "$rc" -eq 0 ] || die "the opendkim portcullis exited with status $rc after SIGTERM"
-	kill -TERM "$DKIM_PID"
-	wait "$DKIM_PID" 2>/dev/null || true
+	stop_filtered opendkim "$DKIM_PID"
 	DKIM_PID=""
 else
 	echo
