@@ -150,7 +150,7 @@ struct mconn {
 	struct pc_call *call;
 	int pending; /* host->pending was called for call */
 	enum pc_stage stage;
-	enum step steps[6];
+	enum step steps[8];
 	int nsteps, cur;
 	size_t rcpt_i; /* STEP_RCPTS: the next recipient */
 	unsigned char await; /* the command whose answer we wait for; 0: none */
@@ -563,7 +563,10 @@ mc_hook(struct milter *m, struct pc_call *call, struct pc_verdict *v)
 		mc->steps[mc->nsteps++] = STEP_OPEN;
 		mc->steps[mc->nsteps++] = STEP_CONNECT;
 	}
-	if (stage == PC_STAGE_HELO)
+	/* HELO, also late: the milter gets it before MAIL even when another
+	 * filter's accept skipped our HELO hook. */
+	if (stage == PC_STAGE_HELO ||
+	    (stage > PC_STAGE_HELO && !mc->helo_sent && h->get(call, PC_HELO) != NULL))
 		mc->steps[mc->nsteps++] = STEP_HELO;
 	if (stage == PC_STAGE_MAIL) {
 		mc_tx_clear(mc);

@@ -1159,3 +1159,30 @@ def test_chain_reject_by_first_stops_the_second(milter, recorder, proxy, client,
     assert letter in ca.letters()
     assert letter not in cb.letters()[2:], cb.letters()
     assert recorder.messages() == []
+
+
+LUA_ACCEPT = """
+function on_connect(conn) return smtp.accept() end
+function on_helo(conn, name) return smtp.accept() end
+function on_mail(tx, sender) return smtp.accept() end
+function on_rcpt(tx, rcpt) return smtp.accept() end
+"""
+
+
+def test_commands_in_order_when_an_earlier_accept_skips_the_milter(milter, recorder, proxy, client,
+                                                                    tmp_path):
+    # A filter before the milter accepts every stage up to RCPT, so the
+    # milter's hooks run first at DATA: it still gets connect, HELO, MAIL
+    # and the recipients, in order, before the message.
+    m = milter()
+    p = proxy(sections=[lua_section(tmp_path, LUA_ACCEPT, "acceptor"), section(m)])
+    c = client(p)
+    c.greet("client.test")
+    assert deliver(c, rcpts=("b@y.test", "c@y.test")).code == 250
+    c.cmd("QUIT").expect(221)
+    delivered(recorder)
+    conn = one_conn(m)
+    quit_seen(m, conn)
+    assert conn.letters() == "OCHMRRT" + "L" * len(FIELDS) + "NBEQ", conn.letters()
+    assert conn.first("H").fields == {"helo": "client.test"}
+    assert [x.fields["args"][0] for x in conn.commands("R")] == ["<b@y.test>", "<c@y.test>"]
