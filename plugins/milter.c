@@ -367,27 +367,33 @@ milter_socket(struct milter *m, const char *value, char *err, size_t errlen)
 		un->sun_family = AF_UNIX;
 		memcpy(un->sun_path, s.path, strlen(s.path) + 1);
 		m->addrlen = (socklen_t)sizeof(*un);
-	} else if (s.family == 4) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&m->addr;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)s.port);
-		if (evutil_inet_pton(AF_INET, s.host, &sin->sin_addr) != 1)
-			goto numeric;
-		m->addrlen = (socklen_t)sizeof(*sin);
 	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&m->addr;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)s.port);
-		if (evutil_inet_pton(AF_INET6, s.host, &sin6->sin6_addr) != 1)
-			goto numeric;
-		m->addrlen = (socklen_t)sizeof(*sin6);
+		/* A numeric address, or a name (inet:8891@localhost, as
+		 * Postfix and Sendmail write it) looked up here, once, at
+		 * start and reload: a session never waits for a lookup. */
+		struct evutil_addrinfo hints, *ai = NULL;
+		char port[8];
+		int r;
+
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = s.family == 4 ? AF_INET : AF_INET6;
+		hints.ai_socktype = SOCK_STREAM;
+		snprintf(port, sizeof(port), "%u", s.port);
+		if ((r = evutil_getaddrinfo(s.host, port, &hints, &ai)) != 0 || ai == NULL ||
+		    ai->ai_addrlen > sizeof(m->addr)) {
+			snprintf(err, errlen,
+			    "socket: bad value \"%s\": no IPv%d address for \"%s\" (%s)", value,
+			    s.family, s.host, r != 0 ? evutil_gai_strerror(r) : "none");
+			if (ai != NULL)
+				evutil_freeaddrinfo(ai);
+			return -1;
+		}
+		memcpy(&m->addr, ai->ai_addr, ai->ai_addrlen);
+		m->addrlen = (socklen_t)ai->ai_addrlen;
+		evutil_freeaddrinfo(ai);
 	}
 	snprintf(m->where, sizeof(m->where), "%s", value);
 	return 0;
-numeric:
-	snprintf(err, errlen, "socket: bad value \"%s\": \"%s\" is not a numeric IPv%d address",
-	    value, s.host, s.family);
-	return -1;
 }
 
 /*
@@ -399,6 +405,22 @@ milter_macros_opt(struct milter *m, const char *value, char *err, size_t errlen)
 {
 	const char *p = value;
 
+	if (strchr(value, ':') == NULL) {
+		/* A plain list: these macros at every stage, each where it
+		 * has a value ({rcpt_addr} at RCPT, i in a transaction). */
+		char bad[80];
+		for (int i = 0; i < MP_M_COUNT; i++) {
+			char *list = macro_list(m->host, value, strlen(value), bad, sizeof(bad));
+			if (list == NULL) {
+				snprintf(err, errlen, "macros: bad macro name \"%s\" in \"%s\"",
+				    bad, value);
+				return -1;
+			}
+			free(m->macros[i]);
+			m->macros[i] = list;
+		}
+		return 0;
+	}
 	while (*p != '\0') {
 		const char *end = strchr(p, ';'), *colon;
 		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);

@@ -374,8 +374,9 @@ mp_port(const char *s, size_t n)
  * mp_socket_parse - a socket as Postfix's smtpd_milters and Sendmail's
  * X= write it: "inet:PORT@HOST", "inet6:PORT@HOST", and also
  * "inet:HOST:PORT", "inet:[HOST]:PORT", "inet6:[HOST]:PORT"; "unix:PATH",
- * "local:PATH" or "/PATH" (absolute). HOST is a numeric address (the
- * socket is opened for each session: no lookup there). 0, or -1 with err.
+ * "local:PATH" or "/PATH" (absolute). HOST is an address or a name (the
+ * caller looks it up once, at start: a session never waits for DNS);
+ * a HOST with a ':' is IPv6. 0, or -1 with err.
  */
 static inline int
 mp_socket_parse(const char *v, struct mp_socket *s, char *err, size_t errlen)

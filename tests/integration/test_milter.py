@@ -415,6 +415,33 @@ def test_inet_port_at_host_form(milter, recorder, proxy, client):
     assert one_conn(m).first("M").fields["args"] == ["<a@x.test>"]
 
 
+@pytest.mark.parametrize("form", ["inet:{port}@localhost", "inet:localhost:{port}"])
+def test_socket_by_name(milter, recorder, proxy, client, form):
+    # Postfix and Sendmail write inet:PORT@localhost: the name is looked up
+    # once at start (localhost is 127.0.0.1 in /etc/hosts).
+    m = milter(script={"M": [fm.reject()]})
+    p = proxy(sections=[section(form.format(port=m.port))])
+    c = client(p)
+    c.greet()
+    assert c.cmd("MAIL FROM:<a@x.test>").first == REJECT
+
+
+def test_macros_key_plain_list(milter, recorder, proxy, client):
+    # Without STAGE: the macros go at every stage where they have a value.
+    m = milter()
+    p = proxy(sections=[section(m, macros="j {rcpt_addr} i")])
+    c = client(p)
+    c.greet()
+    assert deliver(c).code == 250
+    tx_id = settle(p)[-1]["id"]
+    conn = one_conn(m)
+    assert m.wait_cmd("E", conn=conn)
+    assert bare(conn.first("C").macros["C"]) == {"j": HOST}
+    assert bare(conn.first("M").macros["M"]) == {"j": HOST, "i": tx_id}
+    assert bare(conn.first("R").macros["R"]) == {"j": HOST, "rcpt_addr": "b@y.test", "i": tx_id}
+    assert bare(conn.first("E").macros["E"]) == {"j": HOST, "i": tx_id}
+
+
 # ---- replies at their stages -----------------------------------------------------
 
 
@@ -1186,3 +1213,31 @@ def test_commands_in_order_when_an_earlier_accept_skips_the_milter(milter, recor
     assert conn.letters() == "OCHMRRT" + "L" * len(FIELDS) + "NBEQ", conn.letters()
     assert conn.first("H").fields == {"helo": "client.test"}
     assert [x.fields["args"][0] for x in conn.commands("R")] == ["<b@y.test>", "<c@y.test>"]
+
+
+# ---- configuration errors -------------------------------------------------------
+
+
+@pytest.mark.parametrize("keys,line_key,says", [
+    ({}, None, "socket is required"),
+    ({"socket": "tcp:127.0.0.1:8891"}, "socket", "expected inet:HOST:PORT"),
+    ({"socket": "inet:127.0.0.1:0"}, "socket", "bad value"),
+    ({"socket": "inet:127.0.0.1:99999"}, "socket", "bad value"),
+    ({"socket": "unix:relative.sock"}, "socket", "absolute path"),
+    ({"socket": "inet:8891@no-such-host.invalid"}, "socket", "no IPv4 address"),
+    ({"socket": "inet:127.0.0.1:1", "timeout_eom": "0s"}, "timeout_eom", "expected 1ms to 1h"),
+    ({"socket": "inet:127.0.0.1:1", "timeout_command": "soon"}, "timeout_command", "soon"),
+    ({"socket": "inet:127.0.0.1:1", "macros": "connect: j; later: i"}, "macros", "STAGE one of"),
+    ({"socket": "inet:127.0.0.1:1", "macros": "connect: {a b}"}, "macros", "bad macro name"),
+    ({"socket": "inet:127.0.0.1:1", "quarantine_header": "X Bad"}, "quarantine_header",
+     "a header field name"),
+    ({"socket": "inet:127.0.0.1:1", "socket_typo": "x"}, "socket_typo", "unknown key"),
+])
+def test_bad_configuration_refused(recorder, tmp_path, keys, line_key, says):
+    from kit.dialogue import config_line, refused
+
+    path, log, out = refused(recorder, tmp_path, [("milter m", keys)])
+    for text in (log, out):
+        assert "[milter m]" in text and says in text, text
+        if line_key is not None:
+            assert f"{path}:{config_line(path, line_key)}:" in text, text
