@@ -28,6 +28,7 @@ from kit import fakemilter as fm
 from kit.fakemilter import FakeMilter
 from kit.messages import make_message, stuff
 from kit.ports import free_port
+from test_tls import raw, tls, tproxy  # noqa: F401 (fixtures for the PROXY and STARTTLS tests)
 
 HOST = "proxy.test"  # the hostname kit.proxy.Proxy configures
 BOUND = 10.0  # a generous bound for what should take milliseconds
@@ -1241,3 +1242,46 @@ def test_bad_configuration_refused(recorder, tmp_path, keys, line_key, says):
         assert "[milter m]" in text and says in text, text
         if line_key is not None:
             assert f"{path}:{config_line(path, line_key)}:" in text, text
+
+
+# ---- the real client: PROXY, STARTTLS ----------------------------------------------
+
+
+@pytest.mark.parametrize("ip,port,family", [("2001:db8::7", 40001, "6"), ("192.0.2.7", 40002, "4")])
+def test_connect_has_the_client_after_proxy(milter, tproxy, raw, recorder, ip, port, family):
+    # A client behind HAProxy: the milter gets the address of the PROXY
+    # header, not the load balancer's.
+    from kit.haproxy import proxy_v1
+
+    m = milter()
+    p = tproxy(listeners={"pp": "proxy_protocol"}, proxy_trusted="127.0.0.1/32",
+               sections=[section(m)])
+    c = raw(p.ports["pp"])
+    c.send(proxy_v1(ip, port, "2001:db8::25" if ":" in ip else "127.0.0.1", 25))
+    c.greet()
+    assert deliver(c).code == 250
+    conn = one_conn(m)
+    assert m.wait_cmd("E", conn=conn)
+    assert conn.first("C").fields == {"hostname": f"[{ip}]", "family": family, "port": port,
+                                      "address": ip}
+    assert bare(conn.first("C").macros["C"])["client_addr"] == ip
+    assert bare(conn.first("C").macros["C"])["_"] == f"unknown [{ip}]"
+
+
+def test_helo_again_after_starttls_with_the_tls_macros(milter, tproxy, raw, recorder, tls):
+    from test_tls import starttls, tls_keys
+
+    m = milter()
+    p = tproxy(sections=[section(m)], **tls_keys(tls))
+    c = raw(p)
+    c.greet("before.test")
+    assert starttls(c, tls.client_context()) == "TLSv1.3"
+    c.ehlo("after.test")
+    assert deliver(c).code == 250
+    conn = one_conn(m)
+    assert m.wait_cmd("E", conn=conn)
+    helos = conn.commands("H")
+    assert [h.fields["helo"] for h in helos] == ["before.test", "after.test"]
+    assert "tls_version" not in bare(helos[0].macros.get("H", {}))
+    after = bare(helos[1].macros["H"])
+    assert after["tls_version"] == "TLSv1.3" and after["cipher"] == c.sock.cipher()[0], after
