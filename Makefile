@@ -230,7 +230,7 @@ MANDIR ?= $(PREFIX)/share/man
 install-man:
 	@set -e; for p in $(wildcard doc/man/*.[1-9]); do \
 		d=$(DESTDIR)$(MANDIR)/man$${p##*.}; install -d $$d; echo "install $$p $$d"; \
-		sed -e 's|/usr/local/lib/portcullis|$(PREFIX)/lib/portcullis|g' \
+		sed -e 's|/usr/local/|$(PREFIX)/|g' \
 		    -e 's|/etc/portcullis|$(SYSCONFDIR)|g' -e 's|/var/lib/portcullis|$(STOREDIR)|g' \
 		    $$p > $$d/$${p##*/}; chmod 644 $$d/$${p##*/}; done
 
