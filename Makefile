@@ -91,7 +91,7 @@ all: $(BUILD)/portcullis $(PLUGIN_SO)
 $(BUILD)/portcullis: $(PROXY_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
 
-# The store's admin tool (tools/portcullis-store.c, man 8 portcullis-store):
+# The store's admin tool (tools/portcullis-store.c, doc/man/portcullis-store.8):
 # the store and what reading the configuration needs, no session.
 STORE_TOOL_SRC = $(STORE_SRC) proxy/log.c proxy/config.c proxy/options.c
 all: $(BUILD)/portcullis-store
@@ -223,17 +223,26 @@ fuzz:
 	    build/fuzz/corpus-session || rc=1; \
 	exit $$rc
 
+# The manual pages, doc/man/NAME.N into MANDIR/manN, naming the paths of
+# this install (PREFIX, SYSCONFDIR, STOREDIR) where they name the defaults.
+MANDIR ?= $(PREFIX)/share/man
+.PHONY: install-man
+install-man:
+	@set -e; for p in $(wildcard doc/man/*.[1-9]); do \
+		d=$(DESTDIR)$(MANDIR)/man$${p##*.}; install -d $$d; echo "install $$p $$d"; \
+		sed -e 's|/usr/local/|$(PREFIX)/|g' \
+		    -e 's|/etc/portcullis|$(SYSCONFDIR)|g' -e 's|/var/lib/portcullis|$(STOREDIR)|g' \
+		    $$p > $$d/$${p##*/}; chmod 644 $$d/$${p##*/}; done
+
 # The developer files go in too: every public header, and portcullis.pc
 # (etc/portcullis.pc.in) so that a plugin builds out of tree with
 #   cc $(pkg-config --cflags portcullis) -fPIC -shared -o x.so x.c
 # The .pc is written here, not at build time, because PREFIX may differ
 # between the two.
-install: all
+install: all install-man
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)
 	install -m 755 $(BUILD)/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis
 	install -m 755 $(BUILD)/portcullis-store $(DESTDIR)$(PREFIX)/sbin/portcullis-store
-	install -d $(DESTDIR)$(PREFIX)/share/man/man8
-	install -m 644 doc/portcullis-store.8 $(DESTDIR)$(PREFIX)/share/man/man8/portcullis-store.8
 	install -d $(DESTDIR)$(PREFIX)/lib/portcullis/plugins $(DESTDIR)$(PREFIX)/include/portcullis
 	install -m 755 $(PLUGIN_SO) $(DESTDIR)$(PREFIX)/lib/portcullis/plugins/
 	install -m 644 $(wildcard include/portcullis/*.h) $(DESTDIR)$(PREFIX)/include/portcullis/

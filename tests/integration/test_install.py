@@ -4,11 +4,15 @@ make install DESTDIR=<tmp> PREFIX=/usr/local puts the public headers and
 portcullis.pc under <tmp>; a plugin is then compiled in a directory of its
 own with nothing but what pkg-config says (PKG_CONFIG_SYSROOT_DIR=<tmp>), and
 the installed daemon loads it with -t. The install reuses the build the
-suite runs (the directory of $PORTCULLIS): nothing is rebuilt.
+suite runs (the directory of $PORTCULLIS): nothing is rebuilt. The manual
+pages land under PREFIX/share/man (man -M finds them), naming the paths of
+the install they belong to.
 """
 
 import glob
 import os
+import re
+import shutil
 import subprocess
 
 import pytest
@@ -148,6 +152,64 @@ def test_plugin_builds_out_of_tree_and_loads(installed, tmp_path):
     assert "devkit: loaded again, greeting none, libevent 2." in out, out
     assert "configuration OK" in out, out
     assert "AddressSanitizer" not in out and "runtime error" not in out, out
+
+
+def _man_pages():
+    return sorted(p for p in os.listdir(os.path.join(REPO, "doc", "man")) if re.fullmatch(r".+\.[1-9]", p))
+
+
+def test_man_pages_installed(installed):
+    """Every page of doc/man under PREFIX/share/man/manN, where man -M finds it."""
+    mandir = f"{installed}{PREFIX}/share/man"
+    pages = _man_pages()
+    assert {"portcullis.8", "portcullis.conf.5", "portcullis-lua.7", "portcullis-plugin.3",
+            "portcullis-store.8"} <= set(pages), pages
+    for page in pages:
+        path = os.path.join(mandir, "man" + page.rsplit(".", 1)[1], page)
+        assert os.path.isfile(path), path
+        assert os.stat(path).st_mode & 0o777 == 0o644, path
+        # The default install names the paths the pages name: the same text.
+        with open(os.path.join(REPO, "doc", "man", page), "rb") as a, open(path, "rb") as b:
+            assert a.read() == b.read(), page
+    if shutil.which("man") is None:
+        return  # the paths are checked; man itself is not installed here
+    for page in pages:
+        name, sect = page.rsplit(".", 1)
+        p = subprocess.run(["man", "-M", mandir, "-w", sect, name], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env=_clean_env(MANPATH=""), timeout=20)
+        out = p.stdout.decode().strip()
+        assert p.returncode == 0 and out == os.path.join(mandir, "man" + sect, page), out
+
+
+def test_man_pages_name_the_install_paths(tmp_path):
+    """PREFIX=/usr with its own SYSCONFDIR, STOREDIR and MANDIR: the pages
+    name the paths that install uses, not the defaults, and stay clean."""
+    dest = str(tmp_path / "dest")
+    p = subprocess.run(
+        ["make", "-C", REPO, "--no-print-directory", "install-man", f"DESTDIR={dest}", "PREFIX=/usr",
+         "SYSCONFDIR=/etc/mx-filter", "STOREDIR=/srv/mx-state", "MANDIR=/usr/share/man"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=_clean_env(), timeout=60,
+    )
+    assert p.returncode == 0, p.stdout.decode()
+    mandir = f"{dest}/usr/share/man"
+    with open(f"{mandir}/man5/portcullis.conf.5") as f:
+        conf = f.read()
+    assert ".Pa /usr/lib/portcullis/plugins ." in conf
+    assert ".Pa /etc/mx-filter/portcullis.conf" in conf
+    assert ".Ql lmdb:/srv/mx-state/store ." in conf
+    with open(f"{mandir}/man3/portcullis-plugin.3") as f:
+        assert ".It Pa /usr/include/portcullis/plugin.h" in f.read()
+    for page in _man_pages():
+        path = os.path.join(mandir, "man" + page.rsplit(".", 1)[1], page)
+        with open(path) as f:
+            text = f.read()
+        for default in ("/usr/local", "/etc/portcullis", "/var/lib/portcullis"):
+            assert default not in text, (page, default)
+        if shutil.which("mandoc"):
+            lint = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", path],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            assert lint.returncode == 0 and lint.stdout == b"", lint.stdout.decode()
 
 
 def _guide_block(lang, after):
