@@ -169,6 +169,7 @@ config_defaults(struct config *cfg)
 	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
 	cfg->filter_timeout_ms = 30 * 1000;
 	cfg->dns_timeout_ms = 5 * 1000;
+	strcpy(cfg->tls_ciphers, CONFIG_TLS_CIPHERS);
 	cfg->backend_tls_verify = 1;
 	cfg->backend_xclient = 1;
 	cfg->client_rdns = 1;

@@ -18,6 +18,14 @@
 #define CONFIG_ERR_MAX 512
 #define CONFIG_HOST_MAX 256
 
+/* tls_ciphers by default: Mozilla's "intermediate" TLS 1.2 suites, forward
+ * secret and AEAD only (tls.c). */
+#define CONFIG_TLS_CIPHERS                                                                         \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
+	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+
 enum config_bare_lf {
 	CONFIG_BARE_LF_REJECT = 0,
 	CONFIG_BARE_LF_NORMALIZE,
@@ -126,7 +134,7 @@ struct config {
 	char tls_cert[1024]; /* "" : no TLS for clients */
 	char tls_key[1024];
 	char tls_chain[1024];
-	char tls_ciphers[1024];
+	char tls_ciphers[1024]; /* TLS 1.2 suites; CONFIG_TLS_CIPHERS by default */
 	int tls_min_v13; /* tls_min_protocol = TLSv1.3 */
 	int tls_required;
 	int auth_plaintext;
