@@ -2,8 +2,9 @@
  * config.c - the configuration file into struct config (see config.h).
  *
  * Exports config_defaults, config_parse, config_load, config_set,
- * config_check, config_free, config_trusted and the value parsers. Pure:
- * no I/O beyond reading the file. Every top-level key is one row of the
+ * config_check, config_free, config_trusted, config_dump (portcullis -T),
+ * config_suggest ("did you mean") and the value parsers. Pure: no I/O
+ * beyond reading the file and config_dump's writing to the stream given. Every top-level key is one row of the
  * table below, with the kind of value it takes; sizes, times, booleans and
  * CIDR lists go through options.c, the parsers plugins get too. Sections
  * are kept as key lists for the chain.
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -129,6 +131,12 @@ static int set_score(
 static int parse_listen(const char *value, struct config_addr *out);
 static int section_add_key(
     struct config_section *sec, const char *key, const char *value, int line);
+static int unknown_key(char *err, size_t errlen, const char *file, int line, const char *key);
+static size_t edit_distance(const char *a, const char *b, size_t cap);
+static int affix(const char *a, const char *b);
+static void dump_number(uint64_t v, enum key_kind kind, char *buf, size_t len);
+static void dump_nets(const struct opt_net *nets, size_t n, char *buf, size_t len);
+static void dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t len);
 
 /* config_defaults - the values etc/portcullis.conf documents */
 void
@@ -169,6 +177,7 @@ config_defaults(struct config *cfg)
 	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
 	cfg->filter_timeout_ms = 30 * 1000;
 	cfg->dns_timeout_ms = 5 * 1000;
+	strcpy(cfg->tls_ciphers, CONFIG_TLS_CIPHERS);
 	cfg->backend_tls_verify = 1;
 	cfg->backend_xclient = 1;
 	cfg->client_rdns = 1;
@@ -591,7 +600,96 @@ config_set(
 			return errf(err, errlen, file, line, "%s: %s", key, why);
 		return 0;
 	}
+	return unknown_key(err, errlen, file, line, key);
+}
+
+/* unknown_key - "unknown key", with the known key it is likely a typo of */
+static int
+unknown_key(char *err, size_t errlen, const char *file, int line, const char *key)
+{
+	const char *names[NKEYS], *near;
+
+	for (size_t i = 0; i < NKEYS; i++)
+		names[i] = keys[i].name;
+	if ((near = config_suggest(key, names, NKEYS)) != NULL)
+		return errf(
+		    err, errlen, file, line, "unknown key \"%s\": did you mean %s?", key, near);
 	return errf(err, errlen, file, line, "unknown key \"%s\"", key);
+}
+
+/* edit_distance - Levenshtein, letter case ignored; stops counting past
+ * cap (keys are short: this is for messages, not for a hot path) */
+static size_t
+edit_distance(const char *a, const char *b, size_t cap)
+{
+	size_t la = strlen(a), lb = strlen(b), row[128], diag, up;
+
+	if (la >= sizeof(row) / sizeof(row[0]) || lb >= sizeof(row) / sizeof(row[0]))
+		return cap + 1;
+	if ((la > lb ? la - lb : lb - la) > cap)
+		return cap + 1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			int same =
+			    tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]);
+			size_t best = diag + (same ? 0 : 1);
+
+			up = row[j];
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
+/* affix - is the shorter of a and b (at least 4 characters) a prefix or a
+ * suffix of the longer? ("recipients", "max_recipients_per_message") */
+static int
+affix(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	const char *s = la <= lb ? a : b, *l = la <= lb ? b : a;
+	size_t ls = la <= lb ? la : lb, ll = la <= lb ? lb : la;
+
+	if (ls < 4 || ls == ll)
+		return 0;
+	return strncasecmp(l, s, ls) == 0 || strcasecmp(l + ll - ls, s) == 0;
+}
+
+/* config_suggest - see config.h */
+const char *
+config_suggest(const char *word, const char *const *known, size_t n)
+{
+	const char *best = NULL;
+	size_t best_d = SIZE_MAX;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t d = edit_distance(word, known[i], 2);
+
+		if (d > 2 && !affix(word, known[i]))
+			continue;
+		/* an affix match ranks after every typo match, the longer
+		 * shared part first ("store_purge": store_purge_interval, not
+		 * store) */
+		if (d > 2) {
+			size_t shared =
+			    strlen(word) < strlen(known[i]) ? strlen(word) : strlen(known[i]);
+			d = 3 + (shared < 256 ? 256 - shared : 0);
+		}
+		if (d < best_d) {
+			best_d = d;
+			best = known[i];
+		}
+	}
+	return best;
 }
 
 /* section_add_key - remember a key of a chain section, in order */
@@ -854,4 +952,155 @@ config_chain_equal(const struct config *a, const struct config *b)
 			return 0;
 	}
 	return x == NULL && y == NULL;
+}
+
+/* dump_number - a size in G, M or k, a time in h, m, s or ms: the largest
+ * unit that is exact, which the parser reads back to the same value */
+static void
+dump_number(uint64_t v, enum key_kind kind, char *buf, size_t len)
+{
+	static const struct {
+		uint64_t mult;
+		const char *unit;
+	} sizes[] = {{1ULL << 30, "G"}, {1ULL << 20, "M"}, {1ULL << 10, "k"}},
+	  times[] = {{3600 * 1000, "h"}, {60 * 1000, "m"}, {1000, "s"}};
+	const size_t n = kind == K_COUNT ? 0 : 3; /* a count has no unit */
+
+	for (size_t i = 0; i < n && v != 0; i++) {
+		uint64_t mult = kind == K_TIME ? times[i].mult : sizes[i].mult;
+
+		if (v % mult == 0) {
+			snprintf(buf, len, "%llu%s", (unsigned long long)(v / mult),
+			    kind == K_TIME ? times[i].unit : sizes[i].unit);
+			return;
+		}
+	}
+	snprintf(buf, len, "%llu%s", (unsigned long long)v, kind == K_TIME ? "ms" : "");
+}
+
+/* dump_nets - a CIDR list, blank-separated, each network with its prefix */
+static void
+dump_nets(const struct opt_net *nets, size_t n, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < n && used < len; i++) {
+		char addr[INET6_ADDRSTRLEN];
+
+		if (inet_ntop(nets[i].family, nets[i].addr, addr, sizeof(addr)) == NULL)
+			strcpy(addr, "?");
+		used += (size_t)snprintf(
+		    buf + used, len - used, "%s%s/%u", i ? " " : "", addr, nets[i].bits);
+	}
+}
+
+/* dump_key - one key's lines ("key = value\n", listen once per listener,
+ * "#key =\n" when it has no value) into buf */
+static void
+dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t len)
+{
+	static const char *const bare_lf[] = {"reject", "normalize"}, *log[] = {"stderr", "syslog"},
+	                         *on_error[] = {"tempfail", "accept", "reject"},
+	                         *backend_tls[] = {"no", "opportunistic", "required"};
+	const char *base = (const char *)cfg;
+	char v[4096];
+	size_t used = 0;
+
+	v[0] = '\0';
+	switch (k->kind) {
+	case K_LISTEN:
+		buf[0] = '\0';
+		for (size_t i = 0; i < cfg->nlisten && used < len; i++) {
+			const struct config_addr *a = &cfg->listen[i];
+			int v6 = strchr(a->host, ':') != NULL;
+
+			used += (size_t)snprintf(buf + used, len - used, "listen = %s%s%s:%s%s%s\n",
+			    v6 ? "[" : "", a->host, v6 ? "]" : "", a->port, a->tls ? " tls" : "",
+			    a->proxy ? " proxy_protocol" : "");
+		}
+		if (cfg->nlisten == 0)
+			snprintf(buf, len, "#listen =\n");
+		return;
+	case K_ADDR:
+		if (cfg->have_backend)
+			snprintf(v, sizeof(v), "%s%s%s:%s",
+			    strchr(cfg->backend.host, ':') ? "[" : "", cfg->backend.host,
+			    strchr(cfg->backend.host, ':') ? "]" : "", cfg->backend.port);
+		break;
+	case K_SIZE:
+	case K_COUNT:
+	case K_TIME:
+		dump_number(*(const uint64_t *)(base + k->off), k->kind, v, sizeof(v));
+		break;
+	case K_STRING:
+	case K_DNS_SERVER:
+		snprintf(v, sizeof(v), "%s", base + k->off);
+		break;
+	case K_BOOL:
+		snprintf(v, sizeof(v), "%s", *(const int *)(base + k->off) ? "yes" : "no");
+		break;
+	case K_BARE_LF:
+		snprintf(v, sizeof(v), "%s", bare_lf[cfg->bare_lf]);
+		break;
+	case K_LOG:
+		snprintf(v, sizeof(v), "%s", log[cfg->log]);
+		break;
+	case K_LOG_LEVEL:
+		snprintf(v, sizeof(v), "%s", cfg->log_debug ? "debug" : "info");
+		break;
+	case K_ON_ERROR:
+		snprintf(v, sizeof(v), "%s", on_error[cfg->on_error]);
+		break;
+	case K_TLS_PROTO:
+		snprintf(v, sizeof(v), "%s", cfg->tls_min_v13 ? "TLSv1.3" : "TLSv1.2");
+		break;
+	case K_BACKEND_TLS:
+		snprintf(v, sizeof(v), "%s", backend_tls[cfg->backend_tls]);
+		break;
+	case K_NETS:
+		dump_nets((const struct opt_net *)(base + k->off),
+		    *(const size_t *)(base + k->size), v, sizeof(v));
+		break;
+	case K_SCORE: {
+		double d = *(const double *)(base + k->off);
+
+		if (!*(const int *)(base + k->size))
+			break;
+		/* the shortest form that reads back the same number */
+		snprintf(v, sizeof(v), "%.15g", d);
+		if (strtod(v, NULL) != d)
+			snprintf(v, sizeof(v), "%.17g", d);
+		break;
+	}
+	}
+	if (v[0] == '\0')
+		snprintf(buf, len, "#%s =\n", k->name);
+	else
+		snprintf(buf, len, "%s = %s\n", k->name, v);
+}
+
+/* config_dump - see config.h */
+void
+config_dump(const struct config *cfg, int changed_only, FILE *fp)
+{
+	struct config def;
+	char line[8192], dline[8192];
+
+	if (changed_only)
+		config_defaults(&def);
+	for (size_t i = 0; i < NKEYS; i++) {
+		dump_key(cfg, &keys[i], line, sizeof(line));
+		if (changed_only) {
+			dump_key(&def, &keys[i], dline, sizeof(dline));
+			if (strcmp(line, dline) == 0)
+				continue;
+		}
+		fputs(line, fp);
+	}
+	for (const struct config_section *sec = cfg->sections; sec != NULL; sec = sec->next) {
+		fprintf(fp, "\n[%s %s]\n", sec->type, sec->name);
+		for (const struct config_kv *kv = sec->keys; kv != NULL; kv = kv->next)
+			fprintf(fp, "%s = %s\n", kv->key, kv->value);
+	}
 }

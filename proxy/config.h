@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "options.h"
@@ -17,6 +18,14 @@
 #define CONFIG_LISTEN_MAX 16
 #define CONFIG_ERR_MAX 512
 #define CONFIG_HOST_MAX 256
+
+/* tls_ciphers by default: Mozilla's "intermediate" TLS 1.2 suites, forward
+ * secret and AEAD only (tls.c). */
+#define CONFIG_TLS_CIPHERS                                                                         \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
+	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 
 enum config_bare_lf {
 	CONFIG_BARE_LF_REJECT = 0,
@@ -126,7 +135,7 @@ struct config {
 	char tls_cert[1024]; /* "" : no TLS for clients */
 	char tls_key[1024];
 	char tls_chain[1024];
-	char tls_ciphers[1024];
+	char tls_ciphers[1024]; /* TLS 1.2 suites; CONFIG_TLS_CIPHERS by default */
 	int tls_min_v13; /* tls_min_protocol = TLSv1.3 */
 	int tls_required;
 	int auth_plaintext;
@@ -198,5 +207,24 @@ int config_net_match(const struct opt_net *nets, size_t n, const struct sockaddr
 int config_trusted(const struct config *cfg, const char *ip);
 /* config_key_line - the line a key was set on, 0 if it was not in the file */
 int config_key_line(const struct config *cfg, const char *key);
+
+/*
+ * config_dump - the configuration as a file that reads back the same
+ * (portcullis -T): every top-level key in the table's order, one
+ * "key = value" line each (listen once per listener), values as the parser
+ * stores them (sizes and times in the largest unit that is exact), then
+ * the sections as written. A key with no value (tls_cert unset) is written
+ * "#key =": a comment, since an empty value is an error. changed_only
+ * leaves out the keys whose value is the default's (portcullis -T -n).
+ */
+void config_dump(const struct config *cfg, int changed_only, FILE *fp);
+
+/*
+ * config_suggest - the name in known[0..n-1] that word is most likely a
+ * typo of: within edit distance 2 (letter case ignored), or one a prefix
+ * or suffix of the other (the shorter at least 4 characters). The closest
+ * wins, the first on a tie; NULL when none is close.
+ */
+const char *config_suggest(const char *word, const char *const *known, size_t n);
 
 #endif

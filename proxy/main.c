@@ -1,8 +1,9 @@
 /*
  * main.c - portcullis: command line, start-up, signals.
  *
- * portcullis [-c FILE] [-t] [-o key=value]... [-V]
- * Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
+ * portcullis [-c FILE] [-t | -T [-n]] [-o key=value]... [-V]
+ * -T prints the effective configuration (config_dump) and exits; -n with it
+ * only what differs from the defaults. Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
  * finish its transaction for up to shutdown_timeout, then send 421 to the rest.
  * SIGHUP reads the configuration again and swaps it in, for new sessions,
  * only if all of it is good (on_reload_signal).
@@ -51,9 +52,11 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: portcullis [-c file] [-t] [-o key=value]... [-V]\n"
+	    "usage: portcullis [-c file] [-t | -T [-n]] [-o key=value]... [-V]\n"
 	    "  -c file         configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -t              check the configuration and exit\n"
+	    "  -T              print the effective configuration (defaults, file, -o) and exit\n"
+	    "  -n              with -T: only the keys that differ from the defaults\n"
 	    "  -o key=value    override a top-level key\n"
 	    "  -V              print the version and exit\n");
 }
@@ -306,18 +309,24 @@ int
 main(int argc, char **argv)
 {
 	char err[CONFIG_ERR_MAX];
-	int check = 0, ch;
+	int check = 0, dump = 0, changed_only = 0, ch;
 	struct config *cfg;
 	struct server srv;
 	struct event *sigterm, *sigint, *sighup;
 
-	while ((ch = getopt(argc, argv, "c:to:Vh")) != -1) {
+	while ((ch = getopt(argc, argv, "c:to:VhTn")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_file = optarg;
 			break;
 		case 't':
 			check = 1;
+			break;
+		case 'T':
+			dump = 1;
+			break;
+		case 'n':
+			changed_only = 1;
 			break;
 		case 'o': {
 			char *eq = strchr(optarg, '=');
@@ -342,7 +351,7 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (changed_only && !dump) || (dump && check)) {
 		usage();
 		return 2;
 	}
@@ -350,6 +359,14 @@ main(int argc, char **argv)
 	if ((cfg = config_read(err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
+	}
+	/* -T: what the keys say, as read; neither the backend's name nor the
+	 * certificates nor the plugins are looked at (-t does that). */
+	if (dump) {
+		config_dump(cfg, changed_only, stdout);
+		config_free(cfg);
+		free(cfg);
+		return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
 	}
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = cfg;

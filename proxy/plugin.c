@@ -6,7 +6,8 @@
  * shared object NAME.so) or "[TYPE NAME]" (TYPE.so, instance NAME); "path ="
  * names the file instead. The host keeps path, observe, on_error and
  * filter_timeout for itself; the plugin gets the other keys, and an unknown
- * one is refused here when the plugin lists its keys. Anything wrong (no
+ * one is refused here when the plugin lists its keys (with the known key it
+ * is likely a typo of). Anything wrong (no
  * file, no descriptor, another ABI major or a newer minor, a failing init)
  * refuses to start, with the section in the message. A descriptor is copied
  * into the instance, only as far as the plugin's struct_size says it goes.
@@ -21,6 +22,9 @@
 #include "chain.h"
 #include "store.h"
 
+/* The keys a section's message names: the host's four and the plugin's. */
+#define PLUGIN_KEYS_MAX 64
+
 static int load_error(char *err, size_t errlen, const struct config *cfg,
     const struct config_section *sec, int line, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -30,6 +34,8 @@ static int descriptor_copy(
     struct pc_plugin *out, const struct pc_plugin *d, const char *path, char *msg, size_t size);
 static int instance_open(struct pc_instance *f, const struct config *cfg,
     const struct config_section *sec, char *err, size_t errlen);
+static int unknown_key(const struct pc_instance *f, const struct config *cfg,
+    const struct config_section *sec, const struct pc_option *o, char *err, size_t errlen);
 
 /* load_error - "file:line: [type name]: message" */
 static int
@@ -192,22 +198,40 @@ instance_open(struct pc_instance *f, const struct config *cfg, const struct conf
 	if (f->pl->keys == NULL)
 		return 0;
 	for (const struct pc_option *o = f->options; o != NULL; o = o->next) {
-		char known[600] = "path, observe, on_error, filter_timeout";
 		size_t i;
 		for (i = 0; f->pl->keys[i] != NULL; i++) {
 			if (strcmp(f->pl->keys[i], o->key) == 0)
 				break;
 		}
-		if (f->pl->keys[i] != NULL)
-			continue;
-		for (i = 0; f->pl->keys[i] != NULL; i++) {
-			size_t len = strlen(known);
-			snprintf(known + len, sizeof(known) - len, ", %s", f->pl->keys[i]);
-		}
-		return load_error(err, errlen, cfg, sec, o->line,
-		    "unknown key \"%s\" (plugin %s takes: %s)", o->key, f->pl->name, known);
+		if (f->pl->keys[i] == NULL)
+			return unknown_key(f, cfg, sec, o, err, errlen);
 	}
 	return 0;
+}
+
+/* unknown_key - a key the plugin does not list: say which it takes, and
+ * the one the key is likely a typo of */
+static int
+unknown_key(const struct pc_instance *f, const struct config *cfg, const struct config_section *sec,
+    const struct pc_option *o, char *err, size_t errlen)
+{
+	static const char *const common[] = {"path", "observe", "on_error", "filter_timeout"};
+	const char *names[PLUGIN_KEYS_MAX], *near;
+	char known[600] = "", hint[200] = "";
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+		names[n++] = common[i];
+	for (size_t i = 0; f->pl->keys[i] != NULL && n < PLUGIN_KEYS_MAX; i++)
+		names[n++] = f->pl->keys[i];
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(known);
+		snprintf(known + len, sizeof(known) - len, "%s%s", i ? ", " : "", names[i]);
+	}
+	if ((near = config_suggest(o->key, names, n)) != NULL)
+		snprintf(hint, sizeof(hint), ": did you mean %s?", near);
+	return load_error(err, errlen, cfg, sec, o->line,
+	    "unknown key \"%s\"%s (plugin %s takes: %s)", o->key, hint, f->pl->name, known);
 }
 
 /* chain_load - build the chain */

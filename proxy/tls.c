@@ -5,6 +5,16 @@
  * TLS 1.2 (tls_min_protocol may raise it to 1.3), compression and
  * renegotiation. A certificate or key that does not load, or a key that
  * does not match the certificate, is a start-up error naming the key's line.
+ *
+ * Suites: towards clients, Mozilla's "intermediate" profile by default
+ * (tls_ciphers, CONFIG_TLS_CIPHERS): TLS 1.2 with ECDHE or DHE and an AEAD
+ * only, no CBC (LUCKY13) and no static RSA (no forward secrecy); TLS 1.3
+ * with OpenSSL's suites, which are all AEAD. The client's order decides,
+ * as the profile says: every suite offered is strong, and a client knows
+ * whether it has AES in hardware. tls_ciphers replaces the TLS 1.2 list.
+ * The backend leg keeps OpenSSL's defaults (TLS 1.2 and up still): the
+ * backend is often an older internal MTA we must reach, and the suite
+ * there is the backend's choice among what we offer.
  */
 #include <stdio.h>
 #include <string.h>
@@ -93,9 +103,12 @@ tls_server_ctx(const struct config *cfg, char *err, size_t errlen)
 		    cfg->tls_cert);
 		return tls_fail(ctx, cfg, "tls_key", what, err, errlen);
 	}
-	if (cfg->tls_ciphers[0] != '\0' && SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1)
+	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1)
 		return tls_fail(
 		    ctx, cfg, "tls_ciphers", "tls_ciphers: no usable cipher", err, errlen);
+	/* DHE suites need groups: RFC 7919's, sized to the certificate's key. */
+	SSL_CTX_set_dh_auto(ctx, 1);
+	SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	return ctx;
 }
 

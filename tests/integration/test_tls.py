@@ -384,6 +384,87 @@ def test_min_protocol_tls13(tproxy, raw, recorder, tls):
     assert rc == 0 and "Protocol version: TLSv1.3" in err, (out, err)
 
 
+# ---- default suites: Mozilla "intermediate" (issue 17) ------------------------------
+# The RSA certificate, so that the RSA suites (ECDHE-RSA, DHE-RSA, static
+# RSA) are ones the server could pick: only the suite list refuses them.
+
+
+def _rsa_keys(tls, **more):
+    d = {"tls_cert": tls.proxy_rsa.cert, "tls_key": tls.proxy_rsa.key}
+    d.update(more)
+    return d
+
+
+def _s_client_suite(p, tls, suite, proto="-tls1_2"):
+    """A STARTTLS handshake offering one TLS 1.2 suite: (ok, what was negotiated)."""
+    rc, out, err = s_client("-starttls", "smtp", "-connect", f"{p.host}:{p.port}", "-CAfile", tls.ca,
+                            "-verify_return_error", proto, "-cipher", suite)
+    ok = rc == 0 and "Protocol version: TLSv1.2" in err
+    assert ok or "Ciphersuite" not in err, (out, err)
+    return ok, err
+
+
+@pytest.mark.parametrize("suite,ok", [
+    ("ECDHE-RSA-AES128-GCM-SHA256", True),
+    ("ECDHE-RSA-AES256-GCM-SHA384", True),
+    ("ECDHE-RSA-CHACHA20-POLY1305", True),
+    ("DHE-RSA-AES128-GCM-SHA256", True),
+    ("AES128-SHA", False),                # static RSA and CBC
+    ("ECDHE-RSA-AES128-SHA", False),      # CBC (LUCKY13)
+    ("ECDHE-RSA-AES128-SHA256", False),   # CBC
+    ("AES128-GCM-SHA256", False),         # static RSA: no forward secrecy
+    ("DHE-RSA-AES128-SHA256", False),     # CBC
+])
+def test_default_suites_intermediate(tproxy, tls, suite, ok):
+    p = tproxy(**_rsa_keys(tls))
+    got, err = _s_client_suite(p, tls, suite)
+    assert got == ok, err
+    if ok:
+        assert f"Ciphersuite: {suite}" in err, err
+
+
+def test_default_suites_ecdsa_and_tls13(tproxy, raw, recorder, tls):
+    """With the EC certificate: ECDHE-ECDSA AEAD yes, ECDHE-ECDSA CBC no;
+    TLS 1.3 with OpenSSL's suites; TLS 1.1 refused."""
+    p = tproxy(**tls_keys(tls))
+    assert _s_client_suite(p, tls, "ECDHE-ECDSA-AES256-GCM-SHA384")[0]
+    assert not _s_client_suite(p, tls, "ECDHE-ECDSA-AES128-SHA")[0]
+    base = ["-starttls", "smtp", "-connect", f"{p.host}:{p.port}", "-CAfile", tls.ca, "-verify_return_error"]
+    for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+        rc, out, err = s_client(*base, "-tls1_3", "-ciphersuites", suite)
+        assert rc == 0 and "Protocol version: TLSv1.3" in err and f"Ciphersuite: {suite}" in err, (out, err)
+    rc, out, err = s_client(*base, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    assert rc != 0 and "Protocol version: TLSv1.1" not in err, (out, err)
+    # A whole transaction over the default TLS 1.2 list.
+    c = raw(p)
+    c.greet()
+    ctx = tls.client_context(maximum=ssl.TLSVersion.TLSv1_2)
+    assert starttls(c, ctx) == "TLSv1.2"
+    name = c.sock.cipher()[0]
+    assert name.startswith("ECDHE-ECDSA-") and ("GCM" in name or "CHACHA20" in name), name
+    c.ehlo()
+    send_message(c).expect(250)
+    assert len(recorder.wait_for_transactions(1)) == 1
+
+
+def test_tls_ciphers_brings_cbc_back(tproxy, tls):
+    """tls_ciphers replaces the TLS 1.2 list: a CBC suite named there works
+    again; TLS 1.3 keeps its own suites."""
+    p = tproxy(**_rsa_keys(tls, tls_ciphers="ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA:AES128-SHA"))
+    for suite in ("ECDHE-RSA-AES128-SHA", "AES128-SHA", "ECDHE-RSA-AES128-GCM-SHA256"):
+        ok, err = _s_client_suite(p, tls, suite)
+        assert ok and f"Ciphersuite: {suite}" in err, err
+    assert not _s_client_suite(p, tls, "ECDHE-RSA-AES256-SHA")[0]  # not in the list
+    rc, out, err = s_client("-starttls", "smtp", "-connect", f"{p.host}:{p.port}", "-CAfile", tls.ca,
+                            "-verify_return_error", "-tls1_3")
+    assert rc == 0 and "Protocol version: TLSv1.3" in err, (out, err)
+
+
+def test_tls_ciphers_unusable_is_a_config_error(tmp_path, tls):
+    rc, out, where = _check(tmp_path, tls, "tls_ciphers", "nociph", **tls_keys(tls, tls_ciphers="NOSUCHSUITE"))
+    assert rc != 0 and where in out and "tls_ciphers: no usable cipher" in out, out
+
+
 def _served_chain_length(p, tls):
     """How many certificates the proxy sends (openssl s_client -showcerts,
     without -brief, which would hide them)."""

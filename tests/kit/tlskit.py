@@ -7,13 +7,15 @@
     kit.expired                   # "proxy.test", valid in January 2020 only
     kit.wrong_name                # "wrong.test" only (no IP address either)
     kit.proxy.fullchain           # the proxy's certificate followed by the CA's
+    kit.proxy_rsa                 # "proxy.test" again, with an RSA key (RSA suites)
     kit.other_key                 # a key that matches none of the certificates
     kit.client_context()          # ssl.SSLContext trusting the test CA only
     kit.cleanup()
 
 Everything lives in a temp dir (0755, files 0644: Postfix's and Dovecot's
 unprivileged users may have to read them). Keys are EC P-256: generating
-them takes milliseconds. Certificates are issued with `openssl ca` (not
+them takes milliseconds; proxy_rsa alone has an RSA 2048 key, for the
+suites that need one (ECDHE-RSA, DHE-RSA, static RSA). Certificates are issued with `openssl ca` (not
 `openssl x509 -req`) because only `ca` takes explicit start and end dates,
 which the expired certificate needs; all of them carry subjectAltName
 entries (DNS and IP), which is what OpenSSL and Python check, never the CN.
@@ -86,7 +88,7 @@ class TLSKit:
         self.root = root or tempfile.mkdtemp(prefix="portcullis-tls-")
         self.ca = os.path.join(self.root, "ca.pem")
         self.ca_key = os.path.join(self.root, "ca.key")
-        self.proxy = self.backend = self.expired = self.wrong_name = None
+        self.proxy = self.proxy_rsa = self.backend = self.expired = self.wrong_name = None
         self.other_key = None
 
     # -- openssl ---------------------------------------------------------------
@@ -101,17 +103,20 @@ class TLSKit:
                                                                   r.stdout, r.stderr))
         return r.stdout
 
-    def _key(self, name):
+    def _key(self, name, rsa=False):
         path = os.path.join(self.root, name + ".key")
-        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-out", path)
+        if rsa:
+            self._run("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path)
+        else:
+            self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-out", path)
         os.chmod(path, 0o644)
         return path
 
-    def issue(self, name, dns=(), ips=(), start=None, end=None, days=3650):
+    def issue(self, name, dns=(), ips=(), start=None, end=None, days=3650, rsa=False):
         """A certificate signed by the test CA for CN=dns[0] (or name) with
         subjectAltName DNS:dns..., IP:ips...; start/end as YYYYMMDDHHMMSSZ."""
-        key = self._key(name)
+        key = self._key(name, rsa)
         csr = os.path.join(self.root, name + ".csr")
         cert = os.path.join(self.root, name + ".pem")
         cn = dns[0] if dns else name
@@ -147,6 +152,7 @@ class TLSKit:
                   "-out", self.ca)
         os.chmod(self.ca, 0o644)
         self.proxy = self.issue("proxy", dns=["proxy.test"], ips=["127.0.0.1"])
+        self.proxy_rsa = self.issue("proxy-rsa", dns=["proxy.test"], ips=["127.0.0.1"], rsa=True)
         self.backend = self.issue("backend", dns=["mx.postfix.test"], ips=["127.0.0.1"])
         self.expired = self.issue("expired", dns=["proxy.test"], ips=["127.0.0.1"],
                                   start="20200101000000Z", end="20200201000000Z")

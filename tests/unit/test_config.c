@@ -1311,6 +1311,31 @@ test_nets_max(void **state)
 	}
 }
 
+/* config_suggest: typos within 2 edits, case ignored; an affix of at
+ * least 4 characters; the nearest, the first on a tie; nothing far */
+static void
+test_suggest(void **state)
+{
+	static const char *const known[] = {"timeout", "data_timeout", "max_recipients",
+	    "max_errors", "store", "store_purge_interval", "log", "log_level"};
+	const size_t n = sizeof(known) / sizeof(known[0]);
+
+	(void)state;
+	assert_string_equal(config_suggest("timout", known, n), "timeout");
+	assert_string_equal(config_suggest("TIMEOUT", known, n), "timeout");
+	assert_string_equal(config_suggest("data_timeuot", known, n), "data_timeout");
+	assert_string_equal(config_suggest("max_recipient", known, n), "max_recipients");
+	assert_string_equal(config_suggest("recipients", known, n), "max_recipients");
+	assert_string_equal(config_suggest("max_recipients_per_msg", known, n), "max_recipients");
+	assert_string_equal(config_suggest("store_purge", known, n), "store_purge_interval");
+	assert_string_equal(config_suggest("lg", known, n), "log");
+	assert_string_equal(config_suggest("log_levels", known, n), "log_level");
+	assert_null(config_suggest("colour", known, n));
+	assert_null(config_suggest("", known, n));
+	assert_null(config_suggest("max", known, n)); /* too short an affix */
+	assert_null(config_suggest("timeout", known, 0));
+}
+
 int
 main(void)
 {
@@ -1352,6 +1377,7 @@ main(void)
 	    cmocka_unit_test(test_parse_addr),
 	    cmocka_unit_test(test_chain_equal),
 	    cmocka_unit_test(test_listen_equal),
+	    cmocka_unit_test(test_suggest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
