@@ -5,7 +5,8 @@
 #   make test       unit + integration tests, then the same under ASan+UBSan
 #   make bench      throughput against a direct baseline measured in the same run
 #   make deps       install the Debian packages the build and tests need (idempotent)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing portcullis.conf)
+#   make uninstall  the same variables: removes what install put, not the configuration
 #   make format     clang-format every C file in place
 
 PREFIX   ?= /usr/local
@@ -83,7 +84,7 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=$(BUILD)/tests/plugins/%.so)
 PROXY_OBJ := $(PROXY_SRC:%.c=$(BUILD)/%.o)
 DEPFILES  := $(PROXY_OBJ:.o=.d)
 
-.PHONY: all deps run test unit integration asan bench fuzz install clean format check-format
+.PHONY: all deps run test unit integration asan bench fuzz install uninstall clean format check-format
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/portcullis $(PLUGIN_SO)
@@ -226,13 +227,16 @@ fuzz:
 # The manual pages, doc/man/NAME.N into MANDIR/manN, naming the paths of
 # this install (PREFIX, SYSCONFDIR, STOREDIR) where they name the defaults.
 MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/portcullis
+UNITDIR ?= /lib/systemd/system
+# The default paths a page, the unit or the sample names, made this install's.
+INSTALL_PATHS = sed -e 's|/usr/local/|$(PREFIX)/|g' \
+	-e 's|/etc/portcullis|$(SYSCONFDIR)|g' -e 's|/var/lib/portcullis|$(STOREDIR)|g'
 .PHONY: install-man
 install-man:
 	@set -e; for p in $(wildcard doc/man/*.[1-9]); do \
 		d=$(DESTDIR)$(MANDIR)/man$${p##*.}; install -d $$d; echo "install $$p $$d"; \
-		sed -e 's|/usr/local/|$(PREFIX)/|g' \
-		    -e 's|/etc/portcullis|$(SYSCONFDIR)|g' -e 's|/var/lib/portcullis|$(STOREDIR)|g' \
-		    $$p > $$d/$${p##*/}; chmod 644 $$d/$${p##*/}; done
+		$(INSTALL_PATHS) $$p > $$d/$${p##*/}; chmod 644 $$d/$${p##*/}; done
 
 # The developer files go in too: every public header, and portcullis.pc
 # (etc/portcullis.pc.in) so that a plugin builds out of tree with
@@ -250,10 +254,38 @@ install: all install-man
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' etc/portcullis.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
 	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
-	test -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
-		install -m 644 etc/portcullis.conf $(DESTDIR)$(SYSCONFDIR)/portcullis.conf
-	install -d $(DESTDIR)/lib/systemd/system
-	install -m 644 etc/portcullis.service $(DESTDIR)/lib/systemd/system/portcullis.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf ]; then \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/portcullis.conf (the sample is in $(DOCDIR))"; \
+	else \
+		$(INSTALL_PATHS) etc/portcullis.conf > $(DESTDIR)$(SYSCONFDIR)/portcullis.conf; \
+		chmod 644 $(DESTDIR)$(SYSCONFDIR)/portcullis.conf; \
+	fi
+	install -d $(DESTDIR)$(UNITDIR)
+	$(INSTALL_PATHS) etc/portcullis.service > $(DESTDIR)$(UNITDIR)/portcullis.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/portcullis.service
+	install -d $(DESTDIR)$(DOCDIR)/doc $(DESTDIR)$(DOCDIR)/lua/examples
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 644 $(wildcard doc/*.md) $(DESTDIR)$(DOCDIR)/doc/
+	install -m 644 lua/README.md $(DESTDIR)$(DOCDIR)/lua/
+	install -m 644 $(wildcard lua/examples/*.lua) $(DESTDIR)$(DOCDIR)/lua/examples/
+	$(INSTALL_PATHS) etc/portcullis.conf > $(DESTDIR)$(DOCDIR)/portcullis.conf.sample
+	chmod 644 $(DESTDIR)$(DOCDIR)/portcullis.conf.sample
+
+# make uninstall - what make install put there, with the same PREFIX,
+# DESTDIR and friends; the configuration in SYSCONFDIR stays (it is the
+# admin's), and so does the state in STOREDIR.
+.PHONY: uninstall
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/portcullis $(DESTDIR)$(PREFIX)/sbin/portcullis-store
+	rm -rf $(DESTDIR)$(PREFIX)/lib/portcullis $(DESTDIR)$(PREFIX)/include/portcullis
+	rm -rf $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(PREFIX)/lib/pkgconfig/portcullis.pc
+	rm -f $(DESTDIR)$(UNITDIR)/portcullis.service
+	@set -e; for p in $(wildcard doc/man/*.[1-9]); do \
+		echo "rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$${p##*/}"; \
+		rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$${p##*/}; done
+	@test ! -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/portcullis.conf (yours: remove it by hand)"
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 

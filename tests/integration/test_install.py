@@ -242,3 +242,68 @@ def test_guide_example_builds_and_filters(installed, tmp_path, recorder, proxy, 
     assert c.cmd("MAIL FROM:<x@spam.example>").first == "550 5.7.1 Not from there"
     c.cmd("MAIL FROM:<x@ham.example>").expect(250)
     c.cmd("QUIT").expect(221)
+
+
+def _make(dest, *targets, **variables):
+    build = os.path.dirname(binary_path())
+    args = ["make", "-C", REPO, "--no-print-directory", *targets, f"BUILD={build}", f"DESTDIR={dest}"]
+    args += [f"{k}={v}" for k, v in variables.items()]
+    p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=_clean_env(), timeout=300)
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, out
+    return out
+
+
+def _files(dest):
+    return sorted(os.path.relpath(os.path.join(d, f), dest)
+                  for d, _, fs in os.walk(dest) for f in fs)
+
+
+def test_unit_docs_and_paths_agree(tmp_path):
+    """PREFIX=/usr with its own SYSCONFDIR: the unit runs the installed
+    binary on the installed configuration, its Documentation= is there, and
+    the README, the guides and the Lua examples are installed."""
+    dest = str(tmp_path / "dest")
+    _make(dest, "install", PREFIX="/usr", SYSCONFDIR="/etc/mx-filter")
+    with open(f"{dest}/lib/systemd/system/portcullis.service") as f:
+        unit = f.read()
+    for line in ("ExecStart=/usr/sbin/portcullis -c /etc/mx-filter/portcullis.conf",
+                 "ExecStartPre=/usr/sbin/portcullis -t -c /etc/mx-filter/portcullis.conf",
+                 "Documentation=file:///usr/share/doc/portcullis/README.md"):
+        assert line in unit.splitlines(), unit
+    assert "/usr/local" not in unit and "/etc/portcullis" not in unit, unit
+    for path in ("/usr/sbin/portcullis", "/etc/mx-filter/portcullis.conf",
+                 "/usr/share/doc/portcullis/README.md", "/usr/share/doc/portcullis/doc/milter.md",
+                 "/usr/share/doc/portcullis/lua/README.md",
+                 "/usr/share/doc/portcullis/lua/examples/policy.lua",
+                 "/usr/share/doc/portcullis/portcullis.conf.sample"):
+        assert os.path.isfile(dest + path), path
+    # The installed daemon reads the installed sample.
+    rc = subprocess.run([f"{dest}/usr/sbin/portcullis", "-t", "-c", f"{dest}/etc/mx-filter/portcullis.conf"],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    assert rc.returncode == 0, rc.stdout.decode()
+
+
+def test_install_keeps_the_admins_configuration(tmp_path):
+    dest = str(tmp_path / "dest")
+    conf = f"{dest}/etc/portcullis/portcullis.conf"
+    os.makedirs(os.path.dirname(conf))
+    with open(conf, "w") as f:
+        f.write("# mine\nbackend = 127.0.0.1:10025\n")
+    os.chmod(conf, 0o600)
+    out = _make(dest, "install", PREFIX=PREFIX)
+    assert "kept " in out, out
+    with open(conf) as f:
+        assert f.read() == "# mine\nbackend = 127.0.0.1:10025\n"
+    assert os.stat(conf).st_mode & 0o777 == 0o600
+
+
+def test_uninstall_leaves_only_the_configuration(tmp_path):
+    dest = str(tmp_path / "dest")
+    _make(dest, "install", PREFIX="/usr")
+    installed = _files(dest)
+    assert len(installed) > 30, installed
+    out = _make(dest, "uninstall", PREFIX="/usr")
+    assert _files(dest) == ["etc/portcullis/portcullis.conf"], _files(dest)
+    assert "kept " in out, out
