@@ -838,13 +838,10 @@ mc_pump(struct mconn *mc)
 	struct evbuffer *b;
 	int r;
 
-	if (mc->await != 0) { /* the answer to the last command came */
-		if (mc->await == SMFIC_BODYEOB) {
-			mc->await = 0;
-			mc->phase = PH_DONE;
-		}
-		mc->await = 0;
-	}
+	/* The answer to the last command came (to end of message: done). */
+	if (mc->await == SMFIC_BODYEOB)
+		mc->phase = PH_DONE;
+	mc->await = 0;
 	if (mc->phase == PH_DATA && mc->in == NULL) {
 		h->message_rewind(mc->call);
 		if ((mc->in = evbuffer_new()) == NULL)
@@ -1372,9 +1369,6 @@ mc_answer(struct mconn *mc, const struct mp_reply *r)
 			mc->state = CS_ACCEPTED;
 		else
 			mc->tx_accepted = 1;
-		if (eom)
-			mc->in_tx = 0;
-		mc->await = 0;
 		return mc_verdict(mc, PC_CONTINUE, NULL);
 	case SMFIR_REJECT:
 		return mc_verdict(mc, PC_REJECT, "550 5.7.1 Command rejected");

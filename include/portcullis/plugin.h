@@ -370,7 +370,8 @@ struct pc_host {
 	 * backend (in the order added); remove_header - leave out every
 	 * incoming header field called name. 0 or -1 (bad name or value:
 	 * a name with ':' or blanks; a control character other than tab; a
-	 * line over 998 octets, or the field over 8192). Since ABI 2.2 a
+	 * line over 998 octets, or the field over 8192; add_header: 1000
+	 * header changes of any kind already). Since ABI 2.2 a
 	 * value may be folded: a line end (LF or CR LF) followed by a line
 	 * that starts with a blank and has more than blanks on it; the
 	 * backend gets it folded with CR LF. */
