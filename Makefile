@@ -33,18 +33,18 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
              proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c \
-             proxy/options.c
+             proxy/options.c proxy/metrics.c
 PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c proxy/options.c
 UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message \
               test_chain test_proxyproto test_netkey test_backend test_session test_options
 # The chain's rules are tested with fake plugins in-process: it needs the
 # parts a session's chain touches, and no sockets.
-CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c
+CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c proxy/metrics.c
 # The backend leg on its own, against a fake MTA on the loop (fakemx.c): only
 # what backend.c needs, no session, so the leg has to stand alone.
 BACKEND_TEST_SRC := proxy/backend.c proxy/conn.c proxy/smtp_parse.c proxy/rdns.c \
-                    proxy/log.c proxy/config.c proxy/options.c
+                    proxy/log.c proxy/config.c proxy/options.c proxy/metrics.c
 # A whole session between a fake client and the fake MTA: every proxy source
 # but main.c.
 SESSION_TEST_SRC = $(filter-out proxy/main.c,$(PROXY_SRC))
