@@ -17,6 +17,7 @@
 
 static const char *quote_field(char *buf, size_t size, const char *p, char **heap);
 static const struct rcpt *rcpt_list(const struct rcpt *r, int dropped, char *buf, size_t size);
+static void tx_log_more(const char *id, const char *key, const char *list, int more);
 
 /* The recipients that go on the summary line; the rest follow on lines
  * of their own, so the line is never cut (log.c's LOG_LINE_MAX). */
@@ -33,48 +34,94 @@ tx_log(struct session *s, const char *status, const char *reply)
 	char to[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX], dropped[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX];
 	const struct rcpt *next_to, *next_dropped;
 	const char *m = tx->msg_parsed ? message_header(&tx->msg, "Message-ID", 0) : NULL;
-	char from_b[LOG_ADDR_MAX], helo_b[512], mid_b[512], q_b[600];
-	char *heap[4];
+	char from_b[LOG_ADDR_MAX], helo_b[512], mid_b[512], q_b[600], from_qb[LOG_ADDR_MAX + 2];
+	char *heap[5];
 	const char *from = quote_field(from_b, sizeof(from_b), tx->sender, &heap[0]),
 	           *helo = quote_field(helo_b, sizeof(helo_b), s->helo, &heap[1]),
 	           *mid = quote_field(mid_b, sizeof(mid_b), m, &heap[2]),
 	           *q = quote_field(q_b, sizeof(q_b), reply, &heap[3]);
 	struct timeval now, d;
-	char score[512];
+	char score[512], nrcpt[24], size[24], delay[40], to_all[sizeof(to) + 8];
+	char *symbols = NULL;
 
 	/* trail= when a filter decided, observed or failed: what happened to
 	 * the message, even when on_error let it through. */
 	const char *trail = s->cs.trail;
 
-	/* score= and symbols= when a filter scored (chain_score_summary). */
+	/* score= and symbols= when a filter scored: chain_score_summary's
+	 * "score=N symbols=LIST", one pair each. */
 	chain_score_summary(&s->cs, score, sizeof(score));
+	if (strncmp(score, "score=", 6) == 0 && (symbols = strstr(score, " symbols=")) != NULL) {
+		*symbols = '\0';
+		symbols += strlen(" symbols=");
+	}
 	next_to = rcpt_list(tx->rcpts, 0, to, sizeof(to));
 	next_dropped = rcpt_list(tx->rcpts, 1, dropped, sizeof(dropped));
 	event_base_gettimeofday_cached(s->srv->base, &now);
 	timersub(&now, &tx->start, &d);
 	if (tx->start.tv_sec == 0 || d.tv_sec < 0)
 		d.tv_sec = 0, d.tv_usec = 0;
-	log_info(tx->id,
-	    "client=%s helo=%s tls=%s%s%s from=<%s> nrcpt=%u to=%s%s%s%s size=%zu delay=%ld.%03ld%s%s "
-	    "%s%s%s%s%sstatus=%s%s%s%s%s reply=\"%s\"",
-	    s->peer, helo, s->tls_proto ? s->tls_proto : "no", s->auth_user ? " user=" : "",
-	    s->auth_user ? s->auth_user : "", from, tx->nrcpt, to[0] ? to : "<>",
-	    next_to ? ",..." : "", dropped[0] ? " dropped_to=" : "", dropped, tx->size,
-	    (long)d.tv_sec, (long)(d.tv_usec / 1000), m != NULL ? " message-id=" : "", mid, score,
-	    score[0] ? " " : "", trail[0] ? "trail=" : "", trail[0] ? trail : "",
-	    trail[0] ? " " : "", status, tx->by ? " stage=" : "", tx->by ? tx->stage : "",
-	    tx->by ? " by=" : "", tx->by ? tx->by : "", q);
+	snprintf(nrcpt, sizeof(nrcpt), "%u", tx->nrcpt);
+	snprintf(size, sizeof(size), "%zu", tx->size);
+	snprintf(delay, sizeof(delay), "%ld.%03ld", (long)d.tv_sec, (long)(d.tv_usec / 1000));
+	snprintf(to_all, sizeof(to_all), "%s%s", to[0] ? to : "<>", next_to ? ",..." : "");
+	/* from=<...> whole, however long the quoted address grew. */
+	size_t from_len = strlen(from) + 3;
+	char *from_q = from_qb;
+	heap[4] = NULL;
+	if (from_len > sizeof(from_qb) && (heap[4] = malloc(from_len)) != NULL) {
+		from_q = heap[4];
+	} else if (from_len > sizeof(from_qb)) {
+		from = "...";
+		from_len = 6;
+	}
+	snprintf(from_q, from_len, "<%s>", from);
+	/* The pairs in the order of the text line; with log_format = json
+	 * each is a member too (log_kv). */
+	const struct log_kv kv[] = {
+	    {"client", s->peer, LOG_KV_TEXT},
+	    {"helo", helo, LOG_KV_TEXT},
+	    {"tls", s->tls_proto ? s->tls_proto : "no", LOG_KV_TEXT},
+	    {"user", s->auth_user, LOG_KV_TEXT},
+	    {"from", from_q, LOG_KV_TEXT},
+	    {"nrcpt", nrcpt, LOG_KV_NUMBER},
+	    {"to", to_all, LOG_KV_TEXT},
+	    {"dropped_to", dropped[0] ? dropped : NULL, LOG_KV_TEXT},
+	    {"size", size, LOG_KV_NUMBER},
+	    {"delay", delay, LOG_KV_NUMBER},
+	    {"message-id", m != NULL ? mid : NULL, LOG_KV_TEXT},
+	    {"score", symbols != NULL ? score + 6 : NULL, LOG_KV_NUMBER},
+	    {"symbols", symbols, LOG_KV_TEXT},
+	    {"trail", trail[0] ? trail : NULL, LOG_KV_TEXT},
+	    {"status", status, LOG_KV_TEXT},
+	    {"stage", tx->by ? tx->stage : NULL, LOG_KV_TEXT},
+	    {"by", tx->by, LOG_KV_TEXT},
+	    {"reply", q, LOG_KV_QUOTED},
+	};
+	log_kv(LOG_INFO, tx->id, NULL, kv, sizeof(kv) / sizeof(kv[0]));
 	for (size_t i = 0; i < sizeof(heap) / sizeof(heap[0]); i++)
 		free(heap[i]);
 	/* The rest of a long list, a bounded line at a time. */
 	while (next_to != NULL) {
 		next_to = rcpt_list(next_to, 0, to, sizeof(to));
-		log_info(tx->id, "more to=%s%s", to, next_to ? ",..." : "");
+		tx_log_more(tx->id, "to", to, next_to != NULL);
 	}
 	while (next_dropped != NULL) {
 		next_dropped = rcpt_list(next_dropped, 1, dropped, sizeof(dropped));
-		log_info(tx->id, "more dropped_to=%s%s", dropped, next_dropped ? ",..." : "");
+		tx_log_more(tx->id, "dropped_to", dropped, next_dropped != NULL);
 	}
+}
+
+/* tx_log_more - "more to=LIST" (key "to" or "dropped_to"), ",..." after
+ * LIST when yet more follow */
+static void
+tx_log_more(const char *id, const char *key, const char *list, int more)
+{
+	char all[TX_LOG_RCPTS_MAX + LOG_ADDR_MAX + 8];
+	const struct log_kv kv[] = {{key, all, LOG_KV_TEXT}};
+
+	snprintf(all, sizeof(all), "%s%s", list, more ? ",..." : "");
+	log_kv(LOG_INFO, id, "more", kv, 1);
 }
 
 /* quote_field - a log-safe copy of all of p (NULL: "") for the summary
