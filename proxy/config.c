@@ -33,6 +33,7 @@ enum key_kind {
 	K_BARE_LF,
 	K_LOG,
 	K_LOG_LEVEL,
+	K_LOG_FORMAT,
 	K_ON_ERROR,
 	K_DNS_SERVER,
 	K_BOOL,
@@ -81,10 +82,13 @@ static const struct key_def keys[] = {
     {"spool_dir", K_STRING, F(spool_dir), sizeof(((struct config *)0)->spool_dir), 0, 0},
     {"log", K_LOG, F(log), 0, 0, 0},
     {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0, 0},
+    {"log_format", K_LOG_FORMAT, F(log_json), 0, 0, 0},
     {"plugin_dir", K_STRING, F(plugin_dir), sizeof(((struct config *)0)->plugin_dir), 0, 0},
     {"on_error", K_ON_ERROR, F(on_error), 0, 0, 0},
     {"dns_server", K_DNS_SERVER, F(dns_server), 0, 0, 0},
     {"dns_timeout", K_TIME, F(dns_timeout_ms), 0, 100, 0},
+    /* At most an hour: a resolver that is back must be noticed. */
+    {"dns_retry_interval", K_TIME, F(dns_retry_ms), 0, 0, 3600 * 1000},
     {"filter_timeout", K_TIME, F(filter_timeout_ms), 0, 1, 0},
     {"tls_cert", K_STRING, F(tls_cert), sizeof(((struct config *)0)->tls_cert), 0, 0},
     {"tls_key", K_STRING, F(tls_key), sizeof(((struct config *)0)->tls_key), 0, 0},
@@ -177,6 +181,7 @@ config_defaults(struct config *cfg)
 	cfg->on_error = CONFIG_ON_ERROR_TEMPFAIL;
 	cfg->filter_timeout_ms = 30 * 1000;
 	cfg->dns_timeout_ms = 5 * 1000;
+	cfg->dns_retry_ms = 10 * 1000;
 	strcpy(cfg->tls_ciphers, CONFIG_TLS_CIPHERS);
 	cfg->backend_tls_verify = 1;
 	cfg->backend_xclient = 1;
@@ -380,6 +385,7 @@ static const char *const kind_help[] = {
     [K_BARE_LF] = "reject or normalize",
     [K_LOG] = "stderr or syslog",
     [K_LOG_LEVEL] = "info or debug",
+    [K_LOG_FORMAT] = "text or json",
     [K_ON_ERROR] = "tempfail, accept or reject",
     [K_BOOL] = OPT_HELP_BOOL,
     [K_SCORE] = "a score (e.g. 5, 12.5, -1)",
@@ -556,6 +562,14 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 			return -1;
 		return 0;
 	}
+	case K_LOG_FORMAT:
+		if (strcmp(value, "text") == 0)
+			cfg->log_json = 0;
+		else if (strcmp(value, "json") == 0)
+			cfg->log_json = 1;
+		else
+			return -1;
+		return 0;
 	case K_LOG_LEVEL:
 		if (strcmp(value, "info") == 0)
 			cfg->log_debug = 0;
@@ -1048,6 +1062,9 @@ dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t le
 		break;
 	case K_LOG_LEVEL:
 		snprintf(v, sizeof(v), "%s", cfg->log_debug ? "debug" : "info");
+		break;
+	case K_LOG_FORMAT:
+		snprintf(v, sizeof(v), "%s", cfg->log_json ? "json" : "text");
 		break;
 	case K_ON_ERROR:
 		snprintf(v, sizeof(v), "%s", on_error[cfg->on_error]);

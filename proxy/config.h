@@ -113,10 +113,14 @@ struct config {
 
 	enum config_log log;
 	int log_debug;
+	int log_json; /* log_format = json: one JSON object a line */
 
 	char plugin_dir[1024];
 	char dns_server[CONFIG_HOST_MAX + 32]; /* "ip:port"; "" = /etc/resolv.conf */
 	uint64_t dns_timeout_ms;
+	/* After the resolver failed a client-name lookup, skip those lookups
+	 * this long (rdns.c); 0: never skip. */
+	uint64_t dns_retry_ms;
 	enum config_on_error on_error;
 	uint64_t filter_timeout_ms; /* one hook call, pending included */
 
