@@ -23,6 +23,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "rdns.h"
 #include "session.h"
 #include "store.h"
 #include "tls.h"
@@ -46,7 +47,6 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int dns_start(struct server *srv, char *err, size_t errlen);
 static void store_settings(struct event_base *base, const struct config *cfg);
-static void libevent_log(int severity, const char *msg);
 
 static void
 usage(void)
@@ -198,6 +198,8 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	/* Everything is built: swap. */
 	dns_apply(srv, srv->cfg, cfg);
 	log_init(cfg->log, cfg->log_debug);
+	log_set_json(cfg->log_json);
+	rdns_configure(cfg->dns_retry_ms);
 	SSL_CTX_free(srv->tls_server); /* sessions using it hold their own reference */
 	srv->tls_server = tls_server;
 	SSL_CTX_free(srv->tls_client);
@@ -377,9 +379,15 @@ main(int argc, char **argv)
 
 	/* -t logs what plugins say to stderr, whatever log says. */
 	log_init(check ? CONFIG_LOG_STDERR : cfg->log, cfg->log_debug);
+	log_set_json(cfg->log_json);
+	rdns_configure(cfg->dns_retry_ms);
 	/* libevent's own lines (evdns: "Nameserver ... has failed") go to our
-	 * log, in its format, not raw to stderr. */
-	event_set_log_callback(libevent_log);
+	 * log, in its format, not raw to stderr. The resolver's too: evdns
+	 * hands them to this callback, with their severity, as long as no
+	 * evdns_set_log_fn is set. That one is left unset on purpose: it would
+	 * get evdns's debug lines as well, told apart from the rest only by
+	 * "warning or not". */
+	event_set_log_callback(log_libevent);
 	signal(SIGPIPE, SIG_IGN);
 	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
 		srv.sid_base =
@@ -474,24 +482,4 @@ store_settings(struct event_base *base, const struct config *cfg)
 	};
 
 	store_configure(base, &set);
-}
-
-/* libevent_log - a line of libevent's (the resolver's, mostly) */
-static void
-libevent_log(int severity, const char *msg)
-{
-	switch (severity) {
-	case EVENT_LOG_DEBUG:
-		log_debug(NULL, "libevent: %s", msg);
-		break;
-	case EVENT_LOG_MSG:
-		log_info(NULL, "libevent: %s", msg);
-		break;
-	case EVENT_LOG_WARN:
-		log_warn(NULL, "libevent: %s", msg);
-		break;
-	default:
-		log_err(NULL, "libevent: %s", msg);
-		break;
-	}
 }

@@ -2,13 +2,20 @@
  * rdns.c - the client's name: a PTR lookup confirmed by a forward lookup
  * (forward-confirmed reverse DNS, as Postfix's smtpd does).
  *
- * Exports rdns_init, rdns_start, rdns_wait, rdns_unwait, rdns_free,
- * rdns_name and rdns_xclient_name. The name goes to
+ * Exports rdns_configure, rdns_init, rdns_start, rdns_wait, rdns_unwait,
+ * rdns_free, rdns_name and rdns_xclient_name. The name goes to
  * the backend as XCLIENT NAME, so that checks such as Postfix's
  * reject_unknown_client_hostname see the real client instead of a proxy
  * with no name. The lookup starts when the client is known and runs while
  * the banner and HELO are exchanged; only an XCLIENT that needs the answer
  * waits for it, and never longer than dns_timeout.
+ *
+ * A resolver that fails a lookup (no answer within dns_timeout, SERVFAIL,
+ * REFUSED...: not NXDOMAIN or no data, which are answers) is counted
+ * (M_DNS_FAILED) and taken for down: for dns_retry_interval the lookups
+ * that follow fail at once, without asking, so that sessions do not each
+ * wait dns_timeout; the first one after the interval asks again. One line
+ * says it went down, one that it is back, not one per session.
  *
  * A query belongs to its struct rdns until it finishes. One freed first
  * detaches it and cancels the DNS request; libevent still calls back once,
@@ -17,11 +24,13 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "rdns.h"
 #include "smtp_parse.h"
 
@@ -35,9 +44,21 @@ struct rdns_query {
 	char name[SMTP_HOSTNAME_MAX + 1]; /* what the PTR said */
 };
 
+/* The resolver as client-name lookups found it: one per process. */
+static struct {
+	uint64_t retry_ms; /* dns_retry_interval; 0: never skip */
+	int down; /* it failed the last lookup that finished */
+	uint64_t retry_at; /* while down: skip lookups until then (now_ms) */
+	unsigned long skipped; /* lookups skipped since it went down */
+} resolver;
+
+static uint64_t now_ms(void);
+static int resolver_skip(void);
+static void resolver_failed(const char *why);
+static void resolver_answered(void);
 static void query_free(struct rdns_query *q);
-static void rdns_finish(struct rdns_query *q, enum rdns_state state);
-static enum rdns_state rdns_result(int result);
+static void rdns_finish(struct rdns_query *q, enum rdns_state state, const char *failed);
+static const char *rdns_failure(int result);
 static int rdns_detached(struct rdns_query *q);
 static void rdns_ptr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
 static void rdns_addr_cb(int result, char type, int count, int ttl, void *addresses, void *arg);
@@ -52,13 +73,83 @@ query_free(struct rdns_query *q)
 	free(q);
 }
 
-/* rdns_finish - the answer is known: record it, wake the waiter, drop the query */
+/* now_ms - a monotonic clock, in milliseconds */
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* rdns_configure - dns_retry_interval (at start and at each reload) */
+void
+rdns_configure(uint64_t retry_ms)
+{
+	resolver.retry_ms = retry_ms;
+}
+
+/* resolver_skip - 1: the resolver is down, do not ask it. The first
+ * lookup after the interval asks; the others keep skipping while it does. */
+static int
+resolver_skip(void)
+{
+	uint64_t now;
+
+	if (!resolver.down || resolver.retry_ms == 0)
+		return 0;
+	now = now_ms();
+	if (now >= resolver.retry_at) {
+		resolver.retry_at = now + resolver.retry_ms;
+		return 0;
+	}
+	resolver.skipped++;
+	return 1;
+}
+
+/* resolver_failed - a lookup failed for the resolver's sake */
 static void
-rdns_finish(struct rdns_query *q, enum rdns_state state)
+resolver_failed(const char *why)
+{
+	metrics_inc(M_DNS_FAILED);
+	resolver.retry_at = now_ms() + resolver.retry_ms;
+	if (resolver.down)
+		return;
+	resolver.down = 1;
+	resolver.skipped = 0;
+	if (resolver.retry_ms > 0)
+		log_warn(NULL,
+		    "resolver down (%s): client names are not looked up for the next %llu ms "
+		    "(dns_retry_interval); XCLIENT NAME is [TEMPUNAVAIL] meanwhile",
+		    why, (unsigned long long)resolver.retry_ms);
+	else
+		log_warn(NULL, "resolver down (%s)", why);
+}
+
+/* resolver_answered - the resolver answered (a name, or that there is none) */
+static void
+resolver_answered(void)
+{
+	if (!resolver.down)
+		return;
+	resolver.down = 0;
+	log_info(NULL, "resolver is back: client names are looked up again (%lu skipped)",
+	    resolver.skipped);
+}
+
+/* rdns_finish - the answer is known: record it, wake the waiter, drop the
+ * query; failed says why the resolver failed, NULL if it did not */
+static void
+rdns_finish(struct rdns_query *q, enum rdns_state state, const char *failed)
 {
 	struct rdns *r = q->r;
 	void (*wait)(void *) = r->wait;
 
+	if (failed != NULL)
+		resolver_failed(failed);
+	else if (state != RDNS_TEMP)
+		resolver_answered();
 	r->q = NULL;
 	r->state = state;
 	if (state == RDNS_OK && (r->name = strdup(q->name)) == NULL)
@@ -81,13 +172,14 @@ rdns_finish(struct rdns_query *q, enum rdns_state state)
 		wait(r->wait_arg);
 }
 
-/* rdns_result - what a failed lookup means: no name, or no answer yet */
-static enum rdns_state
-rdns_result(int result)
+/* rdns_failure - what a failed lookup means: NULL, the name does not
+ * exist (an answer); else the resolver's failure, in words */
+static const char *
+rdns_failure(int result)
 {
-	return result == DNS_ERR_NOTEXIST || result == DNS_ERR_NODATA || result == DNS_ERR_NONE
-	    ? RDNS_UNKNOWN
-	    : RDNS_TEMP;
+	if (result == DNS_ERR_NOTEXIST || result == DNS_ERR_NODATA || result == DNS_ERR_NONE)
+		return NULL;
+	return evdns_err_to_string(result);
 }
 
 /* rdns_detached - a callback for a query whose session is gone (or whose
@@ -106,20 +198,21 @@ static void
 rdns_ptr_cb(int result, char type, int count, int ttl, void *addresses, void *arg)
 {
 	struct rdns_query *q = arg;
-	const char *name;
+	const char *name, *why;
 
 	(void)ttl;
 	if (rdns_detached(q))
 		return;
 	if (result != DNS_ERR_NONE || type != DNS_PTR || count < 1) {
-		rdns_finish(q, rdns_result(result));
+		why = rdns_failure(result);
+		rdns_finish(q, why ? RDNS_TEMP : RDNS_UNKNOWN, why);
 		return;
 	}
 	/* evdns gives one PTR name. One that is not a host name (a forged
 	 * answer carrying spaces or brackets, say) is no name at all. */
 	name = ((const char *const *)addresses)[0];
 	if (name == NULL || !smtp_valid_hostname(name, strlen(name))) {
-		rdns_finish(q, RDNS_UNKNOWN);
+		rdns_finish(q, RDNS_UNKNOWN, NULL);
 		return;
 	}
 	snprintf(q->name, sizeof(q->name), "%s", name);
@@ -127,7 +220,7 @@ rdns_ptr_cb(int result, char type, int count, int ttl, void *addresses, void *ar
 	    ? evdns_base_resolve_ipv6(q->dns, q->name, DNS_QUERY_NO_SEARCH, rdns_addr_cb, q)
 	    : evdns_base_resolve_ipv4(q->dns, q->name, DNS_QUERY_NO_SEARCH, rdns_addr_cb, q);
 	if (q->req == NULL)
-		rdns_finish(q, RDNS_TEMP);
+		rdns_finish(q, RDNS_TEMP, "the lookup could not be sent");
 }
 
 static void
@@ -135,22 +228,24 @@ rdns_addr_cb(int result, char type, int count, int ttl, void *addresses, void *a
 {
 	struct rdns_query *q = arg;
 	size_t len = q->v6 ? 16 : 4;
+	const char *why;
 
 	(void)ttl;
 	if (rdns_detached(q))
 		return;
 	if (result != DNS_ERR_NONE || type != (q->v6 ? DNS_IPv6_AAAA : DNS_IPv4_A)) {
-		rdns_finish(q, rdns_result(result));
+		why = rdns_failure(result);
+		rdns_finish(q, why ? RDNS_TEMP : RDNS_UNKNOWN, why);
 		return;
 	}
 	for (int i = 0; i < count; i++) {
 		if (memcmp((const unsigned char *)addresses + (size_t)i * len, q->addr, len) == 0) {
-			rdns_finish(q, RDNS_OK);
+			rdns_finish(q, RDNS_OK, NULL);
 			return;
 		}
 	}
 	/* The name does not lead back: it is not the client's. */
-	rdns_finish(q, RDNS_UNKNOWN);
+	rdns_finish(q, RDNS_UNKNOWN, NULL);
 }
 
 /* rdns_deadline_cb - dns_timeout passed with no answer */
@@ -161,7 +256,7 @@ rdns_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	rdns_finish(q, RDNS_TEMP);
+	rdns_finish(q, RDNS_TEMP, "no answer within dns_timeout");
 }
 
 /* rdns_init - a client whose name may be wanted */
@@ -188,6 +283,11 @@ rdns_start(struct rdns *r)
 
 	if (r->state != RDNS_NONE || r->dns == NULL)
 		return;
+	if (resolver_skip()) {
+		r->state = RDNS_TEMP;
+		log_info(r->id, "client=%s name=unknown (resolver down: not asked)", r->peer);
+		return;
+	}
 	if ((q = calloc(1, sizeof(*q))) == NULL) {
 		r->state = RDNS_TEMP;
 		return;
@@ -213,6 +313,7 @@ rdns_start(struct rdns *r)
 	if (q->req == NULL) {
 		query_free(q);
 		r->state = RDNS_TEMP;
+		resolver_failed("the lookup could not be sent");
 		return;
 	}
 	r->q = q;
