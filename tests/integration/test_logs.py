@@ -16,6 +16,7 @@ went down and one that it is back.
 
 import json
 import re
+import signal
 import time
 
 import pytest
@@ -263,3 +264,23 @@ def test_resolver_back_is_noticed(proxy, client, recorder, dns):
     assert len(dns.questions(name=ptr_name("127.0.0.2"))) == 1, dns.questions()
     assert len(re.findall(r"warning: resolver down \(", p.log())) == 1, p.log()
     assert len(re.findall(r"resolver is back: client names are looked up again", p.log())) == 1, p.log()
+
+
+def test_reload_switches_the_format(proxy, client, recorder):
+    """SIGHUP applies log_format: text before, JSON after, each line whole."""
+    p = proxy()
+    p.settings["log_format"] = "json"
+    p.write_config()
+    p.signal(signal.SIGHUP)
+    assert p.wait_log(r'"msg":"SIGHUP: ', timeout=BOUND), p.log()
+    c = client(p)
+    c.greet()
+    c.envelope("a@client.test", "b@rcpt.test")
+    c.message(b"Subject: t\r\n\r\nx\r\n.\r\n").expect(250)
+    c.cmd("QUIT").expect(221)
+    assert p.wait_log(r'"status":"sent"', timeout=BOUND), p.log()
+    lines = p.log().splitlines()
+    first_json = next(i for i, ln in enumerate(lines) if ln.startswith("{"))
+    assert first_json > 0 and "started" in lines[first_json - 1], lines
+    for ln in lines[first_json:]:
+        json.loads(ln)
