@@ -33,7 +33,7 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
              proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c \
-             proxy/options.c proxy/metrics.c
+             proxy/options.c proxy/metrics.c proxy/metrics_http.c
 PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c proxy/options.c
 UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message \

@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -29,7 +30,10 @@ static const struct counter_desc {
 	const char *name, *help, *labels;
 } counter_desc[M__N] = {
     [M_CONN_ACCEPTED] = {"portcullis_connections_accepted_total",
-        "Client connections accepted (a session started).", ""},
+        "Client connections accepted: a session started (it may still be refused later, "
+        "by a connect filter, an smtps handshake or the backend: those are in "
+        "portcullis_connections_refused_total too).",
+        ""},
     [M_CONN_REFUSED_LIMIT] = {"portcullis_connections_refused_total",
         "Client connections refused, by reason.", "reason=\"max_connections\""},
     [M_CONN_REFUSED_IP_LIMIT] = {"portcullis_connections_refused_total", NULL,
@@ -39,7 +43,7 @@ static const struct counter_desc {
     [M_CONN_REFUSED_PROXY] = {"portcullis_connections_refused_total", NULL, "reason=\"proxy\""},
     [M_CONN_REFUSED_TLS] = {"portcullis_connections_refused_total", NULL, "reason=\"tls\""},
     [M_CONN_REFUSED_FILTER] = {"portcullis_connections_refused_total", NULL, "reason=\"filter\""},
-    [M_CONN_REFUSED_ERROR] = {"portcullis_connections_refused_total", NULL, "reason=\"error\""},
+    [M_CONN_REFUSED_BACKEND] = {"portcullis_connections_refused_total", NULL, "reason=\"backend\""},
     [M_TX_SENT] = {"portcullis_transactions_total", "Transactions ended, by final status.",
         "status=\"sent\""},
     [M_TX_REJECTED] = {"portcullis_transactions_total", NULL, "status=\"rejected\""},
@@ -198,8 +202,14 @@ put_float(struct evbuffer *out, double v)
 {
 	if (isinf(v))
 		evbuffer_add_printf(out, "%s", v > 0 ? "+Inf" : "-Inf");
-	else
-		evbuffer_add_printf(out, "%.17g", v);
+	else {
+		char buf[32];
+		/* the shortest form that reads back the same number */
+		snprintf(buf, sizeof(buf), "%.15g", v);
+		if (strtod(buf, NULL) != v)
+			snprintf(buf, sizeof(buf), "%.17g", v);
+		evbuffer_add(out, buf, strlen(buf));
+	}
 }
 
 /* hist_render - name_bucket{labels,le="..."} cumulatively, _sum, _count */

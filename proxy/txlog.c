@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "replies.h"
 #include "session.h"
 
@@ -21,6 +22,24 @@ static const struct rcpt *rcpt_list(const struct rcpt *r, int dropped, char *buf
 /* The recipients that go on the summary line; the rest follow on lines
  * of their own, so the line is never cut (log.c's LOG_LINE_MAX). */
 #define TX_LOG_RCPTS_MAX 1024
+
+/* tx_metrics - a transaction ended with this summary status: the metrics */
+static void
+tx_metrics(const char *status, double seconds)
+{
+	static const struct {
+		const char *status;
+		enum metric m;
+	} map[] = {{"sent", M_TX_SENT}, {"rejected", M_TX_REJECTED}, {"tempfail", M_TX_TEMPFAILED},
+	    {"dropped", M_TX_DROPPED}, {"aborted", M_TX_ABORTED}};
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(status, map[i].status) == 0) {
+			metrics_inc(map[i].m);
+			break;
+		}
+	metrics_observe(H_TX_DURATION, seconds);
+}
 
 /* tx_log - the one summary line of a transaction (STYLE.md, 8), Postfix-like:
  * who, from, how many to whom, size, delay, TLS, Message-ID, the verdict
@@ -54,6 +73,7 @@ tx_log(struct session *s, const char *status, const char *reply)
 	timersub(&now, &tx->start, &d);
 	if (tx->start.tv_sec == 0 || d.tv_sec < 0)
 		d.tv_sec = 0, d.tv_usec = 0;
+	tx_metrics(status, (double)d.tv_sec + (double)d.tv_usec / 1e6);
 	log_info(tx->id,
 	    "client=%s helo=%s tls=%s%s%s from=<%s> nrcpt=%u to=%s%s%s%s size=%zu delay=%ld.%03ld%s%s "
 	    "%s%s%s%s%sstatus=%s%s%s%s%s reply=\"%s\"",
@@ -134,6 +154,8 @@ void
 tx_add_rcpt(struct session *s, const char *addr, int dropped)
 {
 	struct rcpt *rc = calloc(1, sizeof(*rc));
+
+	metrics_inc(M_RCPT_ACCEPTED); /* the client had its 250 */
 
 	if (rc == NULL || (rc->addr = strdup(addr)) == NULL) {
 		free(rc);
