@@ -134,6 +134,12 @@ $(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
+# The metrics block and its rendering, on their own.
+UNIT_TESTS += test_metrics
+$(BUILD)/tests/test_metrics: tests/unit/test_metrics.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/proxy/metrics.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
+
 $(BUILD)/tests/test_backend: $(BUILD)/tests/unit/test_backend.o $(FAKEMX_OBJ) \
     $(BACKEND_TEST_SRC:%.c=$(BUILD)/%.o)
 	@mkdir -p $(dir $@)

@@ -320,15 +320,23 @@ metrics_render(struct evbuffer *out, const struct metrics_shard *shards, size_t 
 	if (nshards > 0)
 		g[G_GENERATION] = shards[0].g[G_GENERATION];
 
+	/* A family's samples go together, whatever the enum's order: each
+	 * row with HELP opens a family, and takes every row of its name. */
 	for (i = 0; i < M__N; i++) {
-		const struct counter_desc *d = &counter_desc[i];
-		if (d->help != NULL)
-			family(out, d->name, d->help, "counter");
-		if (d->labels[0] != '\0')
-			evbuffer_add_printf(
-			    out, "%s{%s} %llu\n", d->name, d->labels, (unsigned long long)c[i]);
-		else
-			evbuffer_add_printf(out, "%s %llu\n", d->name, (unsigned long long)c[i]);
+		if (counter_desc[i].help == NULL)
+			continue;
+		family(out, counter_desc[i].name, counter_desc[i].help, "counter");
+		for (size_t j = i; j < M__N; j++) {
+			const struct counter_desc *d = &counter_desc[j];
+			if (strcmp(d->name, counter_desc[i].name) != 0)
+				continue;
+			if (d->labels[0] != '\0')
+				evbuffer_add_printf(out, "%s{%s} %llu\n", d->name, d->labels,
+				    (unsigned long long)c[j]);
+			else
+				evbuffer_add_printf(
+				    out, "%s %llu\n", d->name, (unsigned long long)c[j]);
+		}
 	}
 	for (i = 0; i < G__N; i++) {
 		family(out, gauge_desc[i].name, gauge_desc[i].help, "gauge");
