@@ -272,6 +272,7 @@ install: all install-man
 	install -d $(DESTDIR)$(DOCDIR)/doc $(DESTDIR)$(DOCDIR)/lua/examples
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/
 	install -m 644 $(wildcard doc/*.md) $(DESTDIR)$(DOCDIR)/doc/
+	install -m 644 etc/grafana-portcullis.json $(DESTDIR)$(DOCDIR)/
 	install -m 644 lua/README.md $(DESTDIR)$(DOCDIR)/lua/
 	install -m 644 $(wildcard lua/examples/*.lua) $(DESTDIR)$(DOCDIR)/lua/examples/
 	$(INSTALL_PATHS) etc/portcullis.conf > $(DESTDIR)$(DOCDIR)/portcullis.conf.sample

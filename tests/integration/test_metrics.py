@@ -615,3 +615,48 @@ def test_bad_metrics_listen_values(tmp_path, recorder):
         r = subprocess.run([kp.binary_path(), "-c", str(cfg)], capture_output=True, text=True, timeout=BOUND)
         assert r.returncode == 1, (bad, r.stderr)
         assert f"p.conf:3: metrics_listen: bad value \"{bad}\": {why}" in r.stderr, (bad, r.stderr)
+
+
+# ---- the sample Grafana dashboard -------------------------------------------
+
+
+def test_grafana_dashboard_matches_the_endpoint(proxy, recorder):
+    """etc/grafana-portcullis.json: valid JSON, and every series its queries
+    name is one the endpoint serves, with the labels they group by."""
+    import json
+    path = os.path.join(kp.REPO, "etc", "grafana-portcullis.json")
+    with open(path) as f:
+        dash = json.load(f)
+    p = mproxy(proxy, sections=[vsec("gate", stages="mail", action="reject")])
+    c = RawClient(p.port)
+    c.greet()
+    c.cmd("MAIL FROM:<a@x.test>").expect(550)
+    c.close()
+    m = wait_metric(p.metrics_port, "portcullis_sessions", 0)
+    labels = {}
+    for name, ls in m:
+        labels.setdefault(name, set()).update(k for k, _ in ls)
+    exprs = [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 14
+    used = set()
+    for e in exprs:
+        for name in re.findall(r"\b(portcullis_[a-z_]+)\b", e):
+            assert name in labels, f"{name} is not served ({e})"
+            used.add(name)
+            for by in re.findall(r"by \(([^)]*)\)", e):
+                for lab in (x.strip() for x in by.split(",")):
+                    assert lab in labels[name] | {"le"}, f"{name} has no label {lab} ({e})"
+        for lab, value in re.findall(r'(\w+)!?=~?"([^"$]*)"', e):
+            if lab in LABEL_VALUES:
+                assert value in LABEL_VALUES[lab], e
+    families = {n.rsplit("_bucket", 1)[0] for n in used}
+    # every family the issue names has a panel
+    for fam in ("portcullis_connections_refused_total", "portcullis_transactions_total",
+                "portcullis_recipients_refused_total", "portcullis_filter_verdicts_total",
+                "portcullis_filter_failures_total", "portcullis_backend_connect_failures_total",
+                "portcullis_tls_handshake_failures_total", "portcullis_octets_total",
+                "portcullis_smuggling_refused_total", "portcullis_reloads_total",
+                "portcullis_sessions", "portcullis_filter_calls_pending", "portcullis_config_generation",
+                "portcullis_transaction_duration_seconds", "portcullis_filter_duration_seconds",
+                "portcullis_backend_reply_seconds", "portcullis_dns_failures_total"):
+        assert fam in families, fam
