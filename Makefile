@@ -33,7 +33,7 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
              proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c \
-             proxy/options.c proxy/metrics.c
+             proxy/options.c proxy/metrics.c proxy/metrics_http.c
 PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c proxy/options.c
 UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message \
@@ -131,6 +131,12 @@ $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/portcullis/plugin.h
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -o $@ $< -levent
 
 $(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(CHAIN_TEST_SRC:%.c=$(BUILD)/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
+
+# The metrics block and its rendering, on their own.
+UNIT_TESTS += test_metrics
+$(BUILD)/tests/test_metrics: tests/unit/test_metrics.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/proxy/metrics.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
@@ -272,6 +278,7 @@ install: all install-man
 	install -d $(DESTDIR)$(DOCDIR)/doc $(DESTDIR)$(DOCDIR)/lua/examples
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/
 	install -m 644 $(wildcard doc/*.md) $(DESTDIR)$(DOCDIR)/doc/
+	install -m 644 etc/grafana-portcullis.json $(DESTDIR)$(DOCDIR)/
 	install -m 644 lua/README.md $(DESTDIR)$(DOCDIR)/lua/
 	install -m 644 $(wildcard lua/examples/*.lua) $(DESTDIR)$(DOCDIR)/lua/examples/
 	$(INSTALL_PATHS) etc/portcullis.conf > $(DESTDIR)$(DOCDIR)/portcullis.conf.sample

@@ -27,6 +27,7 @@
 
 #include "backend.h"
 #include "log.h"
+#include "metrics.h"
 
 /* An XCLIENT line, without CR LF (Postfix's XCLIENT_README: 512 octets). */
 #define XCLIENT_LINE_MAX 510
@@ -85,20 +86,27 @@ backend_open(struct backend *b, backend_cb cb, void *arg)
 
 	b->dead = 0;
 	fd = socket(bc->addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
+	if (fd < 0) {
+		metrics_inc(M_BACKEND_CONNECT_FAILED);
 		return PC_ERROR;
+	}
 	/* Commands and replies are small and latency-bound (DESIGN §2). */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	b->conn = conn_new(bc->base, fd, backend_read_cb, NULL, backend_event_cb, b);
 	if (b->conn == NULL) {
 		close(fd);
+		metrics_inc(M_BACKEND_CONNECT_FAILED);
 		return PC_ERROR;
 	}
+	b->conn->m_in = M_OCTETS_BACKEND_IN;
+	b->conn->m_out = M_OCTETS_BACKEND_OUT;
 	if (b->deadline == NULL &&
 	    (b->deadline = evtimer_new(bc->base, backend_deadline_cb, b)) == NULL)
 		return PC_ERROR;
 	smtp_reply_init(&b->reply);
 	backend_arm(b, bc->cfg->backend_connect_timeout_ms, cb, arg);
+	b->sent_at = 0; /* a banner is not a reply to a command */
+	b->connecting = 1;
 	conn_connect(b->conn, bc->addr, bc->addrlen);
 	conn_read_start(b->conn);
 	return PC_OK;
@@ -124,6 +132,7 @@ backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg)
 	b->pending_arg = arg;
 	smtp_reply_init(&b->reply);
 	b->reply_done = 0;
+	b->sent_at = metrics_now();
 	evtimer_add(b->deadline, &tv);
 }
 
@@ -241,6 +250,15 @@ backend_finish(struct backend *b, enum backend_result res)
 
 	evtimer_del(b->deadline);
 	b->pending = NULL;
+	if (b->connecting) {
+		/* The banner, or why there is none: a 220 is a connection made. */
+		b->connecting = 0;
+		if (res != BACKEND_REPLY || b->reply.code != 220)
+			metrics_inc(M_BACKEND_CONNECT_FAILED);
+	} else if (res == BACKEND_REPLY && cb != NULL && b->sent_at > 0) {
+		metrics_observe(H_BACKEND_REPLY, metrics_now() - b->sent_at);
+	}
+	b->sent_at = 0;
 	if (res != BACKEND_REPLY) {
 		b->dead = 1;
 		if (b->conn != NULL)
@@ -620,8 +638,10 @@ on_greet_starttls(void *arg, enum backend_result res, const struct smtp_reply *r
 		greet_next(b, r);
 		return;
 	}
-	if (backend_starttls(b, on_greet_tls) != 0)
+	if (backend_starttls(b, on_greet_tls) != 0) {
+		metrics_inc(M_TLS_BACKEND_FAILED);
 		greet_tls_down(b, b->conn != NULL ? b->conn->tls_error : "no TLS context");
+	}
 }
 
 static void
@@ -634,12 +654,14 @@ on_greet_tls(void *arg, enum backend_result res, const struct smtp_reply *r)
 		const char *why =
 		    res == BACKEND_TIMEOUT ? "handshake timed out" : "handshake failed";
 		if (b->conf.cfg->backend_tls != CONFIG_BACKEND_TLS_OPPORTUNISTIC) {
+			metrics_inc(M_TLS_BACKEND_FAILED);
 			greet_tls_down(b, why);
 			return;
 		}
 		/* A handshake cannot be taken back: a new leg without TLS,
 		 * as Postfix's "may" level does. STARTTLS is not tried again
 		 * on it (tls_started stays set). */
+		metrics_inc(M_TLS_BACKEND_FAILED);
 		log_warn(b->id,
 		    "backend TLS: %s; reconnecting without TLS (backend_tls = opportunistic)", why);
 		backend_close(b);
@@ -652,6 +674,7 @@ on_greet_tls(void *arg, enum backend_result res, const struct smtp_reply *r)
 		b->tls_started = 1;
 		return;
 	}
+	metrics_inc(M_TLS_BACKEND_OK);
 	log_info(b->id, "TLS %s with the backend", conn_tls_version(b->conn));
 	greet_ehlo(b);
 }

@@ -75,6 +75,8 @@ struct backend {
 	unsigned xclient_next; /* the next XCLIENT attribute (1-based); 0: none sent */
 	int xclient_done; /* XCLIENT is over for this EHLO */
 	int rdns_waiting; /* waiting for client->rdns */
+	int connecting; /* waiting for the banner of a new connection */
+	double sent_at; /* metrics_now() when the awaited command went out; 0: none */
 };
 
 void backend_init(struct backend *b, const struct backend_conf *conf, const char *id, void *arg,

@@ -23,6 +23,7 @@
 
 #include "chain.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "replies.h"
 #include "smtp_parse.h"
@@ -153,6 +154,34 @@ stage_hook(const struct pc_plugin *pl, enum pc_stage stage)
 	return NULL;
 }
 
+/* filter_slot - the instance's metrics slot, found once */
+static int
+filter_slot(struct pc_instance *f)
+{
+	if (!f->mslot_set) {
+		f->mslot = metrics_filter_slot(f->name);
+		f->mslot_set = 1;
+	}
+	return f->mslot;
+}
+
+/* call_counted - a valid verdict: the filter's metrics */
+static void
+call_counted(struct pc_call *call, enum pc_action action)
+{
+	int slot = filter_slot(call->f);
+
+	metrics_verdict(slot, call->stage, action);
+	metrics_filter_time(slot, metrics_now() - call->started);
+}
+
+/* chain_waiting - see chain.h */
+const char *
+chain_waiting(const struct chain_session *cs)
+{
+	return cs->call.state == CALL_PENDING && cs->call.f != NULL ? cs->call.f->name : NULL;
+}
+
 /* call_id - the id for a log line: the transaction's, else the session's */
 static const char *
 call_id(const struct pc_call *call)
@@ -204,6 +233,7 @@ chain_step(struct pc_call *call)
 		call->msg_pos = 0;
 		call_cur_free(call);
 		call->wait_ms = f->timeout_ms;
+		call->started = metrics_now();
 		r = hook(f->inst, call, &v);
 		if (r == PC_HOOK_DONE) {
 			call->state = CALL_IDLE;
@@ -218,6 +248,7 @@ chain_step(struct pc_call *call)
 			struct timeval tv = {(time_t)(call->wait_ms / 1000),
 			    (suseconds_t)(call->wait_ms % 1000) * 1000};
 			call->state = CALL_PENDING;
+			metrics_gauge_add(G_PENDING, 1);
 			evtimer_add(call->timer, &tv);
 			return;
 		} else {
@@ -250,13 +281,16 @@ chain_verdict(struct pc_call *call, int action, const char *reply)
 			    call, "%s", log_quote(q, sizeof(q), reply, strnlen(reply, 512)));
 		return chain_fail(call, "the filter failed");
 	}
-	if (action == PC_CONTINUE)
+	if (action == PC_CONTINUE) {
+		call_counted(call, PC_CONTINUE);
 		return 0;
+	}
 	if (verdict_reply((enum pc_action)action, call->stage, reply, call->v->hostname, line,
 	        sizeof(line), &why) != 0)
 		return chain_fail(call, "invalid reply \"%s\" for %s: %s",
 		    log_quote(q, sizeof(q), reply, strlen(reply)), verdict_action_name(action),
 		    why);
+	call_counted(call, (enum pc_action)action); /* enforced or (observe) not */
 	if (f->observe) {
 		log_info(call_id(call), "observe: %s would %s at %s%s%s%s (not enforced)", f->name,
 		    verdict_action_name(action), verdict_stage_name(call->stage),
@@ -284,6 +318,9 @@ chain_fail(struct pc_call *call, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	metrics_filter_failed(filter_slot(f), call->timed_out);
+	metrics_filter_time(filter_slot(f), metrics_now() - call->started);
+	call->timed_out = 0;
 	now = store_mono_ms();
 	if (f->fail_warned_ms == 0 || now - f->fail_warned_ms >= CHAIN_WARN_EVERY_MS) {
 		if (f->fail_quiet > 0)
@@ -359,8 +396,10 @@ chain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	if (call->state != CALL_PENDING)
 		return;
 	call->state = CALL_IDLE;
+	metrics_gauge_add(G_PENDING, -1);
 	call->cancel = NULL;
 	cancel(call->cancel_arg);
+	call->timed_out = 1;
 	if (!(call->wait_ms == call->f->timeout_ms
 	            ? chain_fail(call, "no verdict within filter_timeout (%llu ms)", call->wait_ms)
 	            : chain_fail(call, "no verdict within the filter's deadline (%llu ms)",
@@ -381,6 +420,7 @@ chain_cancel(struct chain_session *cs)
 	    verdict_stage_name(call->stage));
 	evtimer_del(call->timer);
 	call->state = CALL_IDLE;
+	metrics_gauge_add(G_PENDING, -1);
 	call->cancel = NULL;
 	call->f = NULL;
 	call->in_stage = 0;
@@ -660,6 +700,7 @@ host_resume(struct pc_call *call, const struct pc_verdict *v)
 	}
 	evtimer_del(call->timer);
 	call->state = CALL_IDLE;
+	metrics_gauge_add(G_PENDING, -1);
 	call->cancel = NULL;
 	if (!chain_verdict(call, (int)call->r_action, call->r_has_reply ? call->r_reply : NULL))
 		chain_step(call);

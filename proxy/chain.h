@@ -46,6 +46,7 @@ struct pc_instance {
 	 * are counted (the transaction's summary line still shows each). */
 	uint64_t fail_warned_ms;
 	unsigned long fail_quiet;
+	int mslot, mslot_set; /* its metrics slot (metrics_filter_slot) */
 };
 
 #define CHAIN_WARN_EVERY_MS 60000
@@ -151,6 +152,8 @@ struct pc_call {
 	struct evbuffer *cur; /* message_read_current's rendering, being read */
 	int cur_sol;
 	unsigned long long wait_ms; /* the deadline of a pending call */
+	double started; /* metrics_now() when the hook was called */
+	int timed_out; /* chain_fail is for a deadline that passed */
 	struct chain_arena arena;
 };
 
@@ -205,6 +208,9 @@ int chain_has(const struct chain *c, enum pc_stage stage);
 void chain_run(struct chain_session *cs, enum pc_stage stage, chain_done_fn done, void *arg);
 /* chain_stage - the stage being run (or last run). */
 enum pc_stage chain_stage(const struct chain_session *cs);
+/* chain_waiting - the name of the filter whose answer the session waits
+ * for, or NULL. */
+const char *chain_waiting(const struct chain_session *cs);
 /* chain_cancel - give up a pending hook (its done is never called). */
 void chain_cancel(struct chain_session *cs);
 /* chain_tx_end - the transaction ended: reset hooks, tx data, message and

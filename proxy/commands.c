@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "replies.h"
 #include "session.h"
 
@@ -31,6 +32,7 @@ static int check_mail(struct session *s);
 static void proceed_mail(struct session *s);
 static void on_mail(void *arg, enum backend_result res, const struct smtp_reply *r);
 static int check_rcpt(struct session *s);
+static int rcpt_refused(struct session *s);
 static void proceed_rcpt(struct session *s);
 static void on_rcpt(void *arg, enum backend_result res, const struct smtp_reply *r);
 static int check_starttls(struct session *s);
@@ -444,32 +446,48 @@ on_mail(void *arg, enum backend_result res, const struct smtp_reply *r)
 static int
 check_rcpt(struct session *s)
 {
-	enum smtp_path_result r;
-
 	if (!s->tx.active) {
 		session_say(s, R_NEED_MAIL);
 		return PC_ERROR;
 	}
+	/* In a transaction, a recipient we refuse ourselves is counted as one
+	 * refused here (a filter's refusal is counted in session_verdict). */
+	if (rcpt_refused(s)) {
+		metrics_inc(M_RCPT_REFUSED_PROXY);
+		return PC_ERROR;
+	}
+	return PC_OK;
+}
+
+/* rcpt_refused - our own checks of an RCPT in a transaction: 1 when one
+ * failed (its reply said), else 0 */
+static int
+rcpt_refused(struct session *s)
+{
+	enum smtp_path_result r;
+
 	r = smtp_parse_path(s->cmd.arg, s->cmd.arg_len, "TO:", 0, 1, &s->path);
-	if (r != SMTP_PATH_OK)
-		return path_error(s, r, R_RCPT_SYNTAX, R_BAD_RCPT);
+	if (r != SMTP_PATH_OK) {
+		path_error(s, r, R_RCPT_SYNTAX, R_BAD_RCPT);
+		return 1;
+	}
 	if (smtp_utf8_check(s->path.addr, s->path.addr_len) > 0 && !s->tx.smtputf8) {
 		session_say(s, R_NEED_SMTPUTF8);
-		return PC_ERROR;
+		return 1;
 	}
 	/* We advertise no RCPT extension (no DSN): refuse their parameters. */
 	if (s->path.nparams > 0) {
 		session_say(s, R_PARAM_UNSUPPORTED);
-		return PC_ERROR;
+		return 1;
 	}
 	/* The recipient limit stops one message fanning out without bound. */
 	if (s->tx.nrcpt + s->tx.nrcpt_dropped >= s->cfg->max_recipients) {
 		log_info(s->tx.id, "max_recipients (%llu) reached",
 		    (unsigned long long)s->cfg->max_recipients);
 		session_say(s, R_TOO_MANY_RCPT);
-		return PC_ERROR;
+		return 1;
 	}
-	return PC_OK;
+	return 0;
 }
 
 static void
@@ -500,6 +518,7 @@ on_rcpt(void *arg, enum backend_result res, const struct smtp_reply *r)
 		/* Postfix's "NOQUEUE: reject: RCPT": the refusal is part of
 		 * what happened to this message. */
 		char a[LOG_ADDR_MAX], q[600], text[SMTP_REPLY_LINE_MAX + 8];
+		metrics_inc(M_RCPT_REFUSED_BACKEND);
 		log_info(s->tx.id, "to=<%s> %s by the backend reply=\"%s\"",
 		    log_quote(a, sizeof(a), s->path.addr, strlen(s->path.addr)),
 		    r->code / 100 == 4 ? "tempfail" : "rejected",

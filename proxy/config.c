@@ -47,7 +47,8 @@ struct key_def {
 	const char *name;
 	enum key_kind kind;
 	size_t off; /* offset of the field in struct config */
-	size_t size; /* K_STRING: the buffer size; K_NETS: the count's offset */
+	size_t size; /* K_STRING: the buffer size; K_NETS: the count's offset;
+	              * K_ADDR, K_SCORE: the offset of the flag "given" */
 	uint64_t min; /* for numbers: the smallest value that makes sense */
 	uint64_t max; /* for numbers: the largest that does; 0: no bound */
 };
@@ -56,7 +57,8 @@ struct key_def {
 
 static const struct key_def keys[] = {
     {"listen", K_LISTEN, 0, 0, 0, 0},
-    {"backend", K_ADDR, F(backend), 0, 0, 0},
+    {"backend", K_ADDR, F(backend), F(have_backend), 0, 0},
+    {"metrics_listen", K_ADDR, F(metrics_listen), F(have_metrics_listen), 0, 0},
     {"hostname", K_STRING, F(hostname), CONFIG_HOST_MAX, 0, 0},
     {"max_message_size", K_SIZE, F(max_message_size), 0, 1, 0},
     {"max_recipients", K_COUNT, F(max_recipients), 0, 1, 0},
@@ -483,7 +485,7 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 	case K_ADDR:
 		if (config_parse_addr(value, (struct config_addr *)(base + k->off)) != 0)
 			return -1;
-		cfg->have_backend = 1;
+		*(int *)(base + k->size) = 1;
 		return 0;
 	case K_LISTEN:
 		/* The first listen given replaces the built-in default. */
@@ -1036,12 +1038,14 @@ dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t le
 		if (cfg->nlisten == 0)
 			snprintf(buf, len, "#listen =\n");
 		return;
-	case K_ADDR:
-		if (cfg->have_backend)
-			snprintf(v, sizeof(v), "%s%s%s:%s",
-			    strchr(cfg->backend.host, ':') ? "[" : "", cfg->backend.host,
-			    strchr(cfg->backend.host, ':') ? "]" : "", cfg->backend.port);
+	case K_ADDR: {
+		const struct config_addr *a = (const struct config_addr *)(base + k->off);
+
+		if (*(const int *)(base + k->size))
+			snprintf(v, sizeof(v), "%s%s%s:%s", strchr(a->host, ':') ? "[" : "",
+			    a->host, strchr(a->host, ':') ? "]" : "", a->port);
 		break;
+	}
 	case K_SIZE:
 	case K_COUNT:
 	case K_TIME:

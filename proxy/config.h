@@ -84,6 +84,9 @@ struct config {
 	int listen_is_default; /* listen[0] is the default 0.0.0.0:25 */
 	struct config_addr backend;
 	int have_backend;
+	/* The HTTP endpoint of /metrics, /healthz and /sessions (metrics_http.c). */
+	struct config_addr metrics_listen;
+	int have_metrics_listen;
 	char hostname[CONFIG_HOST_MAX];
 
 	uint64_t max_message_size;

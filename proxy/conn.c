@@ -45,6 +45,7 @@ conn_new(struct event_base *base, evutil_socket_t fd, conn_fn on_read, conn_fn o
 	c->on_drain = on_drain;
 	c->on_event = on_event;
 	c->arg = arg;
+	c->m_in = c->m_out = M__N;
 	c->in = evbuffer_new();
 	c->out = evbuffer_new();
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, conn_read_ev, c);
@@ -101,6 +102,14 @@ conn_consumed(struct conn *c)
 	}
 }
 
+/* count - octets moved, into the owner's counter */
+static void
+count(enum metric m, size_t n)
+{
+	if (m != M__N)
+		metrics_add(m, n);
+}
+
 /* conn_read_ev - the socket is readable */
 static void
 conn_read_ev(evutil_socket_t fd, short what, void *arg)
@@ -138,6 +147,7 @@ conn_read_ev(evutil_socket_t fd, short what, void *arg)
 		left -= vec[i].iov_len;
 	}
 	evbuffer_commit_space(c->in, vec, nvec);
+	count(c->m_in, (size_t)n);
 	if (n == 0) {
 		conn_read_stop(c);
 		c->on_event(c, CONN_EOF, c->arg);
@@ -193,6 +203,7 @@ conn_tls_read(struct conn *c)
 		if (n > 0) {
 			vec[0].iov_len = (size_t)n;
 			evbuffer_commit_space(c->in, vec, 1);
+			count(c->m_in, (size_t)n);
 			got += (size_t)n;
 			continue;
 		}
@@ -310,6 +321,7 @@ conn_tls_write(struct conn *c)
 		n = SSL_write(c->ssl, v.iov_base, (int)(v.iov_len > 16384 ? 16384 : v.iov_len));
 		if (n > 0) {
 			evbuffer_drain(c->out, (size_t)n);
+			count(c->m_out, (size_t)n);
 			continue;
 		}
 		e = SSL_get_error(c->ssl, n);
@@ -326,13 +338,17 @@ conn_tls_write(struct conn *c)
 static int
 conn_write_some(struct conn *c)
 {
+	int n;
+
 	if (c->ssl != NULL)
 		return conn_tls_write(c);
-	if (evbuffer_write(c->out, c->fd) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	if ((n = evbuffer_write(c->out, c->fd)) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	    errno != EINTR) {
 		c->err = errno;
 		return -1;
 	}
+	if (n > 0)
+		count(c->m_out, (size_t)n);
 	return 0;
 }
 

@@ -17,6 +17,8 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "metrics.h"
+
 /* What conn_event_fn is told. */
 #define CONN_CONNECTED 0x01 /* an outgoing connect completed */
 #define CONN_EOF 0x02 /* the peer closed its side */
@@ -40,6 +42,9 @@ struct conn {
 	SSL *ssl; /* TLS once conn_tls_start was called */
 	char tls_error[160]; /* why a handshake or TLS I/O failed */
 	unsigned reading : 1, paused : 1, connecting : 1, handshaking : 1;
+	/* The octet counters its reads and writes add to (M__N: none); the
+	 * owner sets them (the client's, the backend's). */
+	enum metric m_in, m_out;
 };
 
 /* conn_new - wrap a connected (or to-be-connected) non-blocking socket. The

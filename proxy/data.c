@@ -14,6 +14,7 @@
 
 #include "edit.h"
 #include "log.h"
+#include "metrics.h"
 #include "replies.h"
 #include "session.h"
 
@@ -174,6 +175,14 @@ check_data_end(struct session *s)
 	if (d->bare_lf || d->bare_cr || d->nul)
 		log_info(tx->id, "message had bare_lf=%lu bare_cr=%lu nul=%lu (%s)", d->bare_lf,
 		    d->bare_cr, d->nul, d->errors ? "refused" : "normalized");
+	/* Each kind a refused message had counts once: bytes that could end
+	 * the message early at a backend, or hide content from filters. */
+	if (d->errors & DATAREAD_ENUL)
+		metrics_inc(M_SMUGGLE_NUL);
+	if (d->errors & DATAREAD_EBARE_LF)
+		metrics_inc(M_SMUGGLE_BARE_LF);
+	if (d->errors & DATAREAD_EBARE_CR)
+		metrics_inc(M_SMUGGLE_BARE_CR);
 	if (refuse != NULL) {
 		if (tx->spool.failed)
 			log_err(tx->id, "spool write failed: %s", strerror(tx->spool.err));

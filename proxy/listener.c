@@ -24,6 +24,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxyproto.h"
 #include "replies.h"
 #include "server.h"
@@ -167,11 +168,13 @@ listener_accept_cb(
 	/* Refusals at accept cost one write and no allocation. */
 	if (srv->draining) {
 		log_warn(NULL, "refused client=%s: shutting down", peer);
+		metrics_inc(M_CONN_REFUSED_DRAINING);
 		listener_refuse(fd, R_SHUTDOWN, cfg->hostname);
 		return;
 	}
 	if (srv->nsessions + srv->nwaiting >= cfg->max_connections) {
 		log_warn(NULL, "refused client=%s: max_connections reached", peer);
+		metrics_inc(M_CONN_REFUSED_LIMIT);
 		listener_refuse(fd, R_TOO_MANY_CONN, cfg->hostname);
 		return;
 	}
@@ -182,6 +185,7 @@ listener_accept_cb(
 			/* Only a trusted balancer may say who the client is. */
 			log_warn(NULL,
 			    "refused %s on a proxy_protocol listener: not in proxy_trusted", peer);
+			metrics_inc(M_CONN_REFUSED_PROXY);
 			close(fd);
 			return;
 		}
@@ -191,6 +195,7 @@ listener_accept_cb(
 	}
 	if (server_ip_acquire(srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0) {
 		log_warn(NULL, "refused client=%s: max_connections_per_ip reached", peer);
+		metrics_inc(M_CONN_REFUSED_IP_LIMIT);
 		listener_refuse(fd, R_TOO_MANY_CONN_IP, cfg->hostname);
 		return;
 	}
@@ -266,6 +271,7 @@ proxy_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	struct waiting *w = arg;
 
 	log_info(w->ci.id, "timeout waiting for the PROXY header from %s", w->peer);
+	metrics_inc(M_CONN_REFUSED_PROXY);
 	proxy_done(w, 1);
 }
 
@@ -288,6 +294,7 @@ proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (n <= 0) {
 		log_info(ci.id, "%s closed before its PROXY header", w->peer);
+		metrics_inc(M_CONN_REFUSED_PROXY);
 		proxy_done(w, 1);
 		return;
 	}
@@ -297,6 +304,7 @@ proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (r != PC_OK) {
 		log_warn(ci.id, "bad PROXY header from %s: %s; closing", w->peer,
 		    why ? why : "too long");
+		metrics_inc(M_CONN_REFUSED_PROXY);
 		proxy_done(w, 1);
 		return;
 	}
@@ -317,6 +325,7 @@ proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (server_ip_acquire(srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0) {
 		log_warn(
 		    ci.id, "refused client=%s:%s: max_connections_per_ip reached", ci.ip, ci.port);
+		metrics_inc(M_CONN_REFUSED_IP_LIMIT);
 		listener_refuse(fd, R_TOO_MANY_CONN_IP, srv->cfg->hostname);
 		server_session_gone(srv);
 		return;

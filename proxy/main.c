@@ -1,9 +1,10 @@
 /*
  * main.c - portcullis: command line, start-up, signals.
  *
- * portcullis [-c FILE] [-t | -T [-n]] [-o key=value]... [-V]
+ * portcullis [-c FILE] [-t | -T [-n] | -s] [-o key=value]... [-V]
  * -T prints the effective configuration (config_dump) and exits; -n with it
- * only what differs from the defaults. Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
+ * only what differs from the defaults. -s asks the running daemon (at its
+ * metrics_listen) for its open sessions. Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
  * finish its transaction for up to shutdown_timeout, then send 421 to the rest.
  * SIGHUP reads the configuration again and swaps it in, for new sessions,
  * only if all of it is good (on_reload_signal).
@@ -23,6 +24,8 @@
 
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "rdns.h"
 #include "session.h"
 #include "store.h"
@@ -52,11 +55,12 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: portcullis [-c file] [-t | -T [-n]] [-o key=value]... [-V]\n"
+	    "usage: portcullis [-c file] [-t | -T [-n] | -s] [-o key=value]... [-V]\n"
 	    "  -c file         configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -t              check the configuration and exit\n"
 	    "  -T              print the effective configuration (defaults, file, -o) and exit\n"
 	    "  -n              with -T: only the keys that differ from the defaults\n"
+	    "  -s              list the running daemon's sessions (needs metrics_listen)\n"
 	    "  -o key=value    override a top-level key\n"
 	    "  -V              print the version and exit\n");
 }
@@ -182,6 +186,8 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	tls_client = tls_client_ctx(cfg, err, sizeof(err));
 	if (tls_client == NULL && err[0] != '\0')
 		goto fail;
+	if (metrics_http_prepare(srv, cfg, err, sizeof(err)) != 0)
+		goto fail;
 	same_chain = config_chain_equal(srv->cfg, cfg);
 	if (same_chain)
 		chain = srv->chain;
@@ -196,6 +202,9 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	}
 
 	/* Everything is built: swap. */
+	metrics_http_commit();
+	metrics_inc(M_RELOAD_OK);
+	metrics_gauge_add(G_GENERATION, 1);
 	dns_apply(srv, srv->cfg, cfg);
 	log_init(cfg->log, cfg->log_debug);
 	log_set_json(cfg->log_json);
@@ -236,6 +245,8 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	return;
 
 fail:
+	metrics_http_abort();
+	metrics_inc(M_RELOAD_FAILED);
 	log_err(NULL, "SIGHUP: %s; keeping the running configuration", err);
 	SSL_CTX_free(tls_server);
 	SSL_CTX_free(tls_client);
@@ -311,12 +322,12 @@ int
 main(int argc, char **argv)
 {
 	char err[CONFIG_ERR_MAX];
-	int check = 0, dump = 0, changed_only = 0, ch;
+	int check = 0, dump = 0, changed_only = 0, live = 0, ch;
 	struct config *cfg;
 	struct server srv;
 	struct event *sigterm, *sigint, *sighup;
 
-	while ((ch = getopt(argc, argv, "c:to:VhTn")) != -1) {
+	while ((ch = getopt(argc, argv, "c:to:VhTns")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_file = optarg;
@@ -329,6 +340,9 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			changed_only = 1;
+			break;
+		case 's':
+			live = 1;
 			break;
 		case 'o': {
 			char *eq = strchr(optarg, '=');
@@ -353,7 +367,7 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc || (changed_only && !dump) || (dump && check)) {
+	if (optind != argc || (changed_only && !dump) || (dump + check + live > 1)) {
 		usage();
 		return 2;
 	}
@@ -369,6 +383,22 @@ main(int argc, char **argv)
 		config_free(cfg);
 		free(cfg);
 		return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+	}
+	/* -s: the live view, from the daemon this configuration describes. */
+	if (live) {
+		int rc = 1;
+		if (!cfg->have_metrics_listen)
+			fprintf(stderr,
+			    "%s: no metrics_listen = host:port: the live view is served there\n",
+			    config_file);
+		else if (metrics_http_fetch(
+		             &cfg->metrics_listen, "/sessions", stdout, err, sizeof(err)) != 0)
+			fprintf(stderr, "portcullis: %s\n", err);
+		else
+			rc = 0;
+		config_free(cfg);
+		free(cfg);
+		return rc;
 	}
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = cfg;
@@ -427,6 +457,7 @@ main(int argc, char **argv)
 		snprintf(err, sizeof(err), "out of memory");
 		goto bad_config;
 	}
+	metrics_gauge_set(G_GENERATION, 1);
 	/* Handlers first, then the sockets: whoever sees the port open may
 	 * signal us at once, and SIGHUP's default action would end the daemon. */
 	sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
@@ -435,7 +466,11 @@ main(int argc, char **argv)
 	evsignal_add(sigint, NULL);
 	sighup = evsignal_new(srv.base, SIGHUP, on_reload_signal, &srv);
 	evsignal_add(sighup, NULL);
-	if (listener_start(&srv) != 0) {
+	err[0] = '\0';
+	if (listener_start(&srv) != 0 || metrics_http_start(&srv, err, sizeof(err)) != 0) {
+		if (err[0] != '\0')
+			log_err(NULL, "%s", err);
+		metrics_http_stop();
 		listener_stop();
 		event_free(sigterm);
 		event_free(sigint);
@@ -450,6 +485,7 @@ main(int argc, char **argv)
 
 	log_info(NULL, "stopped");
 	listener_stop();
+	metrics_http_stop();
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(sighup);

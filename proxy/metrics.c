@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -29,7 +30,10 @@ static const struct counter_desc {
 	const char *name, *help, *labels;
 } counter_desc[M__N] = {
     [M_CONN_ACCEPTED] = {"portcullis_connections_accepted_total",
-        "Client connections accepted (a session started).", ""},
+        "Client connections accepted: a session started (it may still be refused later, "
+        "by a connect filter, an smtps handshake or the backend: those are in "
+        "portcullis_connections_refused_total too).",
+        ""},
     [M_CONN_REFUSED_LIMIT] = {"portcullis_connections_refused_total",
         "Client connections refused, by reason.", "reason=\"max_connections\""},
     [M_CONN_REFUSED_IP_LIMIT] = {"portcullis_connections_refused_total", NULL,
@@ -39,7 +43,7 @@ static const struct counter_desc {
     [M_CONN_REFUSED_PROXY] = {"portcullis_connections_refused_total", NULL, "reason=\"proxy\""},
     [M_CONN_REFUSED_TLS] = {"portcullis_connections_refused_total", NULL, "reason=\"tls\""},
     [M_CONN_REFUSED_FILTER] = {"portcullis_connections_refused_total", NULL, "reason=\"filter\""},
-    [M_CONN_REFUSED_ERROR] = {"portcullis_connections_refused_total", NULL, "reason=\"error\""},
+    [M_CONN_REFUSED_BACKEND] = {"portcullis_connections_refused_total", NULL, "reason=\"backend\""},
     [M_TX_SENT] = {"portcullis_transactions_total", "Transactions ended, by final status.",
         "status=\"sent\""},
     [M_TX_REJECTED] = {"portcullis_transactions_total", NULL, "status=\"rejected\""},
@@ -198,8 +202,14 @@ put_float(struct evbuffer *out, double v)
 {
 	if (isinf(v))
 		evbuffer_add_printf(out, "%s", v > 0 ? "+Inf" : "-Inf");
-	else
-		evbuffer_add_printf(out, "%.17g", v);
+	else {
+		char buf[32];
+		/* the shortest form that reads back the same number */
+		snprintf(buf, sizeof(buf), "%.15g", v);
+		if (strtod(buf, NULL) != v)
+			snprintf(buf, sizeof(buf), "%.17g", v);
+		evbuffer_add(out, buf, strlen(buf));
+	}
 }
 
 /* hist_render - name_bucket{labels,le="..."} cumulatively, _sum, _count */
@@ -310,15 +320,23 @@ metrics_render(struct evbuffer *out, const struct metrics_shard *shards, size_t 
 	if (nshards > 0)
 		g[G_GENERATION] = shards[0].g[G_GENERATION];
 
+	/* A family's samples go together, whatever the enum's order: each
+	 * row with HELP opens a family, and takes every row of its name. */
 	for (i = 0; i < M__N; i++) {
-		const struct counter_desc *d = &counter_desc[i];
-		if (d->help != NULL)
-			family(out, d->name, d->help, "counter");
-		if (d->labels[0] != '\0')
-			evbuffer_add_printf(
-			    out, "%s{%s} %llu\n", d->name, d->labels, (unsigned long long)c[i]);
-		else
-			evbuffer_add_printf(out, "%s %llu\n", d->name, (unsigned long long)c[i]);
+		if (counter_desc[i].help == NULL)
+			continue;
+		family(out, counter_desc[i].name, counter_desc[i].help, "counter");
+		for (size_t j = i; j < M__N; j++) {
+			const struct counter_desc *d = &counter_desc[j];
+			if (strcmp(d->name, counter_desc[i].name) != 0)
+				continue;
+			if (d->labels[0] != '\0')
+				evbuffer_add_printf(out, "%s{%s} %llu\n", d->name, d->labels,
+				    (unsigned long long)c[j]);
+			else
+				evbuffer_add_printf(
+				    out, "%s %llu\n", d->name, (unsigned long long)c[j]);
+		}
 	}
 	for (i = 0; i < G__N; i++) {
 		family(out, gauge_desc[i].name, gauge_desc[i].help, "gauge");

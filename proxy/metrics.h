@@ -28,7 +28,7 @@ enum metric {
 	M_CONN_REFUSED_PROXY, /* PROXY: untrusted sender or a bad header */
 	M_CONN_REFUSED_TLS, /* smtps: the handshake failed */
 	M_CONN_REFUSED_FILTER, /* a connect filter refused or dropped */
-	M_CONN_REFUSED_ERROR, /* out of memory, no backend at the start */
+	M_CONN_REFUSED_BACKEND, /* the backend could not be reached for its banner */
 	/* transactions, by final status */
 	M_TX_SENT,
 	M_TX_REJECTED,
@@ -77,7 +77,7 @@ enum metric_histogram {
 #define METRICS_FILTERS 64 /* distinct filter names */
 #define METRICS_NAME_MAX 64
 #define METRICS_STAGES 5 /* PC_STAGE_CONNECT .. PC_STAGE_DATA */
-#define METRICS_ACTIONS 5 /* PC_CONTINUE .. PC_DROP */
+#define METRICS_ACTIONS 6 /* PC_CONTINUE .. PC_DISCONNECT */
 
 struct metrics_hist {
 	uint64_t bucket[METRICS_BUCKETS + 1]; /* not cumulative; the last is +Inf */

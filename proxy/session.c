@@ -29,6 +29,7 @@
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "replies.h"
 #include "session.h"
 
@@ -103,10 +104,17 @@ session_new(struct server *srv, const struct client_info *ci)
 	s->tx.rcpt_tail = &s->tx.rcpts;
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	srv->nsessions++;
+	s->started = metrics_now();
+	metrics_inc(M_CONN_ACCEPTED);
+	metrics_gauge_add(G_SESSIONS, 1);
 
 	setsockopt(ci->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->client =
 	    conn_new(srv->base, ci->fd, session_read_cb, session_write_cb, session_event_cb, s);
+	if (s->client != NULL) {
+		s->client->m_in = M_OCTETS_CLIENT_IN;
+		s->client->m_out = M_OCTETS_CLIENT_OUT;
+	}
 	s->timer = evtimer_new(srv->base, session_timer_cb, s);
 	if (s->client == NULL || s->timer == NULL ||
 	    chain_session_init(s->chain, &s->cs, &s->view) != 0) {
@@ -139,6 +147,8 @@ session_start(struct session *s)
 		if (conn_tls_start(s->client, s->srv->tls_server, 1, NULL, 0) != 0) {
 			log_err(s->id, "cannot start TLS for client=%s: %s", s->peer,
 			    s->client->tls_error);
+			metrics_inc(M_TLS_CLIENT_FAILED);
+			metrics_inc(M_CONN_REFUSED_TLS);
 			session_close(s, NULL);
 		}
 		return;
@@ -189,6 +199,7 @@ session_tls_done(struct session *s)
 {
 	s->tls_proto = conn_tls_version(s->client);
 	evtimer_del(s->timer);
+	metrics_inc(M_TLS_CLIENT_OK);
 	log_info(s->id, "TLS %s with client=%s cipher=%s", s->tls_proto, s->peer,
 	    SSL_get_cipher_name(s->client->ssl));
 	if (s->tls_implicit) {
@@ -262,6 +273,7 @@ session_connect_backend(struct session *s)
 {
 	if (backend_connect(&s->be, on_banner) != 0) {
 		log_err(s->id, "cannot create the backend connection: %s", strerror(errno));
+		metrics_inc(M_CONN_REFUSED_BACKEND);
 		session_close(s, R_BACKEND_DOWN);
 	}
 }
@@ -324,8 +336,10 @@ static void
 on_banner(void *arg, enum backend_result res, const struct smtp_reply *r)
 {
 	struct session *s = arg;
-	if (!backend_greeted(s, res, r))
+	if (!backend_greeted(s, res, r)) {
+		metrics_inc(M_CONN_REFUSED_BACKEND);
 		return;
+	}
 	session_greet(s);
 }
 
@@ -420,6 +434,9 @@ session_event_cb(struct conn *c, int what, void *arg)
 	if (s->state == SESSION_TLS) {
 		log_info(s->id, "TLS handshake with client=%s failed: %s", s->peer,
 		    s->client->tls_error[0] ? s->client->tls_error : "connection closed");
+		metrics_inc(M_TLS_CLIENT_FAILED);
+		if (s->tls_implicit) /* smtps: the client never got in */
+			metrics_inc(M_CONN_REFUSED_TLS);
 		session_free(s);
 		return;
 	}
@@ -798,6 +815,8 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 	if (r->action == PC_DISCONNECT) {
 		log_info(s->id, "client=%s disconnected at %s by=%s", s->peer,
 		    verdict_stage_name(stage), r->by);
+		if (stage == PC_STAGE_CONNECT)
+			metrics_inc(M_CONN_REFUSED_FILTER);
 		session_reply(s, "%s", r->reply);
 		tx_end(s, "aborted", r->reply);
 		session_close(s, NULL);
@@ -843,6 +862,8 @@ session_verdict(struct session *s, enum pc_stage stage, const struct chain_resul
 		said = r->action == PC_DROP
 		    ? reply_line(R_DROP_RCPT, s->cfg->hostname, drop, sizeof(drop))
 		    : r->reply;
+		if (r->action != PC_DROP)
+			metrics_inc(M_RCPT_REFUSED_PROXY);
 		log_info(tx->id, "to=<%s> %s at rcpt by=%s reply=\"%s\"",
 		    log_quote(q, sizeof(q), s->path.addr, strlen(s->path.addr)), status, r->by,
 		    said);
@@ -885,6 +906,7 @@ session_connect_verdict(struct session *s, const struct chain_result *r)
 		 * whatever else it says gets the same answer. */
 		log_info(s->id, "client=%s rejected at connect by=%s reply=\"%s\"", s->peer, r->by,
 		    log_quote(q, sizeof(q), r->reply, strlen(r->reply)));
+		metrics_inc(M_CONN_REFUSED_FILTER);
 		snprintf(s->refused, sizeof(s->refused), "%s", r->reply);
 		s->state = SESSION_COMMAND;
 		session_reply(s, "%s", r->reply);
@@ -894,6 +916,7 @@ session_connect_verdict(struct session *s, const struct chain_result *r)
 		log_info(s->id, "client=%s %s at connect by=%s reply=\"%s\"", s->peer,
 		    verdict_action_name(r->action), r->by,
 		    log_quote(q, sizeof(q), r->reply, strlen(r->reply)));
+		metrics_inc(M_CONN_REFUSED_FILTER);
 		session_reply(s, "%s", r->reply);
 		session_close(s, NULL);
 		return;
@@ -969,6 +992,7 @@ session_free(struct session *s)
 	conn_free(s->client);
 	TAILQ_REMOVE(&srv->sessions, s, entry);
 	srv->nsessions--;
+	metrics_gauge_add(G_SESSIONS, -1);
 	server_ip_release(srv, s->ip_key);
 	free(s->auth_user);
 	free(s->auth_candidate);

@@ -84,6 +84,7 @@ struct session {
 	struct generation *gen; /* the configuration it started with */
 	struct config *cfg; /* gen->cfg */
 	char id[16];
+	double started; /* metrics_now() at accept: the live view's age */
 	char client_ip[64];
 	char client_port[8];
 	char peer[80]; /* "ip:port" for logs */

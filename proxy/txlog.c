@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "replies.h"
 #include "session.h"
 
@@ -22,6 +23,24 @@ static void tx_log_more(const char *id, const char *key, const char *list, int m
 /* The recipients that go on the summary line; the rest follow on lines
  * of their own, so the line is never cut (log.c's LOG_LINE_MAX). */
 #define TX_LOG_RCPTS_MAX 1024
+
+/* tx_metrics - a transaction ended with this summary status: the metrics */
+static void
+tx_metrics(const char *status, double seconds)
+{
+	static const struct {
+		const char *status;
+		enum metric m;
+	} map[] = {{"sent", M_TX_SENT}, {"rejected", M_TX_REJECTED}, {"tempfail", M_TX_TEMPFAILED},
+	    {"dropped", M_TX_DROPPED}, {"aborted", M_TX_ABORTED}};
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(status, map[i].status) == 0) {
+			metrics_inc(map[i].m);
+			break;
+		}
+	metrics_observe(H_TX_DURATION, seconds);
+}
 
 /* tx_log - the one summary line of a transaction (STYLE.md, 8), Postfix-like:
  * who, from, how many to whom, size, delay, TLS, Message-ID, the verdict
@@ -61,6 +80,7 @@ tx_log(struct session *s, const char *status, const char *reply)
 	timersub(&now, &tx->start, &d);
 	if (tx->start.tv_sec == 0 || d.tv_sec < 0)
 		d.tv_sec = 0, d.tv_usec = 0;
+	tx_metrics(status, (double)d.tv_sec + (double)d.tv_usec / 1e6);
 	snprintf(nrcpt, sizeof(nrcpt), "%u", tx->nrcpt);
 	snprintf(size, sizeof(size), "%zu", tx->size);
 	snprintf(delay, sizeof(delay), "%ld.%03ld", (long)d.tv_sec, (long)(d.tv_usec / 1000));
@@ -181,6 +201,8 @@ void
 tx_add_rcpt(struct session *s, const char *addr, int dropped)
 {
 	struct rcpt *rc = calloc(1, sizeof(*rc));
+
+	metrics_inc(M_RCPT_ACCEPTED); /* the client had its 250 */
 
 	if (rc == NULL || (rc->addr = strdup(addr)) == NULL) {
 		free(rc);

@@ -277,7 +277,8 @@ def test_unit_docs_and_paths_agree(tmp_path):
                  "/usr/share/doc/portcullis/README.md", "/usr/share/doc/portcullis/doc/milter.md",
                  "/usr/share/doc/portcullis/lua/README.md",
                  "/usr/share/doc/portcullis/lua/examples/policy.lua",
-                 "/usr/share/doc/portcullis/portcullis.conf.sample"):
+                 "/usr/share/doc/portcullis/portcullis.conf.sample",
+                 "/usr/share/doc/portcullis/grafana-portcullis.json"):
         assert os.path.isfile(dest + path), path
     # The installed daemon reads the installed sample.
     rc = subprocess.run([f"{dest}/usr/sbin/portcullis", "-t", "-c", f"{dest}/etc/mx-filter/portcullis.conf"],

@@ -149,6 +149,7 @@ class Connection:
         self.index = index
         self.peer = peer
         self.raw = bytearray()  # every byte received
+        self.sent = 0  # octets we sent on it
         self.commands = []  # every command line (outside DATA), latin-1, no CRLF
         self.transactions = []
         self.closed = False
@@ -422,6 +423,8 @@ class _Session:
         if isinstance(data, str):
             data = data.encode("utf-8")
         self.sock.sendall(data)
+        with self.rec._cv:
+            self.conn.sent += len(data)
 
     def _send_reply(self, text):
         if isinstance(text, (list, tuple)):
