@@ -22,8 +22,10 @@ import time
 import pytest
 
 from kit.dnsserver import ptr_name
+from kit.proxy import free_port
 from kit.messages import stuff
 from test_lua import lua_section
+from test_metrics import scrape, val
 from test_xclient import xclient_attrs, xclient_lines
 
 BOUND = 10.0
@@ -223,8 +225,10 @@ def test_resolver_down_is_skipped(proxy, client, recorder, dns):
     next ones do not ask it at all, and get [TEMPUNAVAIL] at once."""
     dns.never("in-addr.arpa")
     recorder.configure(extra_caps=["XCLIENT"])
+    mport = free_port()
     p = proxy(client_rdns="yes", dns_server=dns.address, dns_timeout="300ms",
-              dns_retry_interval="1h", log_format="json")
+              dns_retry_interval="1h", log_format="json", metrics_listen=f"127.0.0.1:{mport}")
+    assert val(scrape(mport), "portcullis_dns_failures_total") == 0
     rdns_session(p, client, "127.0.0.1")
     assert dns.questions(name=ptr_name("127.0.0.1")), dns.questions()
     for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
@@ -239,6 +243,23 @@ def test_resolver_down_is_skipped(proxy, client, recorder, dns):
     skipped = [j for j in lines if "name=unknown (resolver down: not asked)" in j["msg"]]
     assert len(skipped) == 3 and all("id" in j for j in skipped), skipped
     assert not any("resolver is back" in j["msg"] for j in lines)
+    # One lookup failed for the resolver's sake; the skipped ones are not failures.
+    assert val(scrape(mport), "portcullis_dns_failures_total") == 1
+
+
+@pytest.mark.parametrize("answer", ["nxdomain", "servfail"])
+def test_dns_failures_counted(proxy, client, recorder, dns, answer):
+    """M_DNS_FAILED counts SERVFAIL, not NXDOMAIN (an answer: no name)."""
+    if answer == "servfail":
+        dns.servfail("in-addr.arpa")
+    recorder.configure(extra_caps=["XCLIENT"])
+    mport = free_port()
+    p = proxy(client_rdns="yes", dns_server=dns.address, metrics_listen=f"127.0.0.1:{mport}")
+    rdns_session(p, client, "127.0.0.1")
+    assert names_sent(recorder) == ["[TEMPUNAVAIL]" if answer == "servfail" else "[UNAVAILABLE]"]
+    assert val(scrape(mport), "portcullis_dns_failures_total") == (1 if answer == "servfail" else 0)
+    # (evdns reports a SERVFAIL it gave up retrying as "request timed out".)
+    assert ("warning: resolver down (" in p.log()) == (answer == "servfail"), p.log()
 
 
 def test_resolver_back_is_noticed(proxy, client, recorder, dns):
