@@ -269,6 +269,7 @@ dns_apply(struct server *srv, const struct config *old, const struct config *cfg
 	}
 	if (strcmp(cfg->dns_server, old->dns_server) == 0)
 		return;
+	rdns_resolver_changed();
 	evdns_base_clear_nameservers_and_suspend(srv->dns);
 	if (cfg->dns_server[0] != '\0' ? evdns_base_nameserver_ip_add(srv->dns, cfg->dns_server)
 	                               : evdns_base_resolv_conf_parse(

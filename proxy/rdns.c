@@ -2,7 +2,7 @@
  * rdns.c - the client's name: a PTR lookup confirmed by a forward lookup
  * (forward-confirmed reverse DNS, as Postfix's smtpd does).
  *
- * Exports rdns_configure, rdns_init, rdns_start, rdns_wait, rdns_unwait,
+ * Exports rdns_configure, rdns_resolver_changed, rdns_init, rdns_start, rdns_wait, rdns_unwait,
  * rdns_free, rdns_name and rdns_xclient_name. The name goes to
  * the backend as XCLIENT NAME, so that checks such as Postfix's
  * reject_unknown_client_hostname see the real client instead of a proxy
@@ -88,6 +88,17 @@ void
 rdns_configure(uint64_t retry_ms)
 {
 	resolver.retry_ms = retry_ms;
+}
+
+/* rdns_resolver_changed - other name servers: what the old ones did
+ * says nothing about them, the next lookup asks */
+void
+rdns_resolver_changed(void)
+{
+	if (resolver.down)
+		log_info(NULL, "resolver changed: client names are looked up again (%lu skipped)",
+		    resolver.skipped);
+	resolver.down = 0;
 }
 
 /* resolver_skip - 1: the resolver is down, do not ask it. The first

@@ -37,6 +37,9 @@ struct rdns {
 /* rdns_configure - dns_retry_interval: after the resolver failed a lookup,
  * lookups fail at once for that long (0: never). */
 void rdns_configure(uint64_t retry_ms);
+/* rdns_resolver_changed - dns_server changed: a resolver that was down is
+ * asked again at once. */
+void rdns_resolver_changed(void);
 void rdns_init(struct rdns *r, struct event_base *base, struct evdns_base *dns, uint64_t timeout_ms,
     const char *ip, const char *id, const char *peer);
 /* rdns_start - look the client up (once; later calls do nothing). */
