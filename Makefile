@@ -70,6 +70,9 @@ UNIT_TESTS += test_spamd_reply
 UNIT_TESTS += test_rspamd_json
 # The milter client's wire format (plugins/milter_proto.h).
 UNIT_TESTS += test_milter_proto
+# systemd: sd_notify and the reload state file portcullis -R reads (notify.c).
+PROXY_SRC += proxy/notify.c
+LIBS += -lsystemd
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -166,6 +169,16 @@ $(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
 -include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d) $(wildcard $(BUILD)/tools/*.d)
+
+# The paths built in (-V prints them): paths.stamp changes when they do, and
+# what embeds them is compiled again (make install PREFIX=/usr after make).
+PATHS_BUILT_IN := $(SYSCONFDIR) $(PREFIX)/lib/portcullis/plugins $(STOREDIR)
+$(BUILD)/paths.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(PATHS_BUILT_IN)' | cmp -s - $@ || echo '$(PATHS_BUILT_IN)' > $@
+$(BUILD)/proxy/config.o $(BUILD)/proxy/main.o $(BUILD)/tools/portcullis-store.o: $(BUILD)/paths.stamp
+.PHONY: FORCE
+FORCE:
 
 deps:
 	@tools/deps.sh

@@ -2,11 +2,13 @@
  * main.c - portcullis: command line, start-up, signals.
  *
  * portcullis [-c FILE] [-t | -T [-n]] [-o key=value]... [-V]
+ * portcullis -R
  * -T prints the effective configuration (config_dump) and exits; -n with it
  * only what differs from the defaults. Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
  * finish its transaction for up to shutdown_timeout, then send 421 to the rest.
  * SIGHUP reads the configuration again and swaps it in, for new sessions,
- * only if all of it is good (on_reload_signal).
+ * only if all of it is good (on_reload_signal). -R sends SIGHUP to the
+ * running daemon and waits for the outcome (notify.c: systemd's ExecReload=).
  */
 #include <errno.h>
 #include <netdb.h>
@@ -23,6 +25,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "session.h"
 #include "store.h"
 #include "tls.h"
@@ -53,12 +56,14 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: portcullis [-c file] [-t | -T [-n]] [-o key=value]... [-V]\n"
+	    "       portcullis -R\n"
 	    "  -c file         configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -t              check the configuration and exit\n"
 	    "  -T              print the effective configuration (defaults, file, -o) and exit\n"
 	    "  -n              with -T: only the keys that differ from the defaults\n"
 	    "  -o key=value    override a top-level key\n"
-	    "  -V              print the version and exit\n");
+	    "  -V              print the version and the paths built in, and exit\n"
+	    "  -R              reload the running daemon (SIGHUP) and wait for the outcome\n");
 }
 
 /* resolve_backend - the backend address (at start, and at each SIGHUP) */
@@ -166,7 +171,9 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	SSL_CTX *tls_server = NULL, *tls_client = NULL;
 	size_t ok = 0, failed = 0;
 	int same_chain;
+	char first[CONFIG_ERR_MAX + 64] = ""; /* the first filter that failed, for -R */
 
+	notify_reloading();
 	err[0] = '\0';
 	if ((cfg = config_read(err, sizeof(err))) == NULL)
 		goto fail;
@@ -214,6 +221,7 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		log_info(NULL,
 		    "SIGHUP: %zu filter(s) loaded anew (the sections changed); %s read again",
 		    chain->n, config_file);
+		notify_reloaded(NULL);
 		return;
 	}
 	for (size_t i = 0; i < chain->n; i++) {
@@ -224,17 +232,21 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		if (f->pl->reload(f->inst, err, sizeof(err)) != 0) {
 			log_err(NULL, "reload of [%s %s] failed, keeping the old one: %s", f->type,
 			    f->name, err[0] ? err : "no reason given");
-			failed++;
+			if (failed++ == 0)
+				snprintf(first, sizeof(first), "[%s %s]: %s", f->type, f->name,
+				    err[0] ? err : "no reason given");
 		} else {
 			ok++;
 		}
 	}
 	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed; %s read again", ok, failed,
 	    config_file);
+	notify_reloaded(failed ? first : NULL);
 	return;
 
 fail:
 	log_err(NULL, "SIGHUP: %s; keeping the running configuration", err);
+	notify_reloaded(err);
 	SSL_CTX_free(tls_server);
 	SSL_CTX_free(tls_client);
 	if (cfg != NULL) {
@@ -283,6 +295,7 @@ on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	log_info(NULL, "signal %d: no new connections; %lu session(s) finishing", (int)sig,
 	    srv->nsessions);
 	srv->draining = 1;
+	notify_stopping();
 	listener_stop();
 	session_drain_all(srv);
 	if (srv->nsessions == 0) {
@@ -309,12 +322,12 @@ int
 main(int argc, char **argv)
 {
 	char err[CONFIG_ERR_MAX];
-	int check = 0, dump = 0, changed_only = 0, ch;
+	int check = 0, dump = 0, changed_only = 0, reload_client = 0, ch;
 	struct config *cfg;
 	struct server srv;
 	struct event *sigterm, *sigint, *sighup;
 
-	while ((ch = getopt(argc, argv, "c:to:VhTn")) != -1) {
+	while ((ch = getopt(argc, argv, "c:to:VhTnR")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_file = optarg;
@@ -327,6 +340,9 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			changed_only = 1;
+			break;
+		case 'R':
+			reload_client = 1;
 			break;
 		case 'o': {
 			char *eq = strchr(optarg, '=');
@@ -344,17 +360,24 @@ main(int argc, char **argv)
 			break;
 		}
 		case 'V':
-			printf("portcullis %s\n", PORTCULLIS_VERSION);
+			/* The paths built in (make PREFIX=, SYSCONFDIR=...), which
+			 * the unit and the pages must name too. */
+			printf(
+			    "portcullis %s\nconfig %s\nplugin_dir %s\nstore_dir %s\nrun_dir %s\n",
+			    PORTCULLIS_VERSION, DEFAULT_CONFIG, PLUGINDIR, STOREDIR, NOTIFY_RUNDIR);
 			return 0;
 		default:
 			usage();
 			return 2;
 		}
 	}
-	if (optind != argc || (changed_only && !dump) || (dump && check)) {
+	if (optind != argc || (changed_only && !dump) || (dump && check) ||
+	    (reload_client && argc != 2)) {
 		usage();
 		return 2;
 	}
+	if (reload_client)
+		return notify_reload_client();
 
 	if ((cfg = config_read(err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
@@ -437,10 +460,12 @@ main(int argc, char **argv)
 	}
 	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
 	    cfg->backend.host, cfg->backend.port, srv.chain->n);
+	notify_ready(&srv);
 
 	event_base_dispatch(srv.base);
 
 	log_info(NULL, "stopped");
+	notify_end();
 	listener_stop();
 	event_free(sigterm);
 	event_free(sigint);

@@ -9,7 +9,7 @@ libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
 openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl
 liblmdb-dev libhiredis-dev redis-server spamassassin spamd spamc rspamd
 clamav-daemon clamdscan clamav-milter opendkim opendkim-tools python3-dkim
-spamass-milter mandoc $*"
+spamass-milter mandoc libsystemd-dev $*"
 
 missing=""
 for p in $PKGS; do
