@@ -183,8 +183,12 @@ FORCE:
 deps:
 	@tools/deps.sh
 
-run: deps all
+# Only what building and running take (deps.sh --run), not the test peers.
+run: run-deps all
 	@tools/run.sh $(BUILD)/portcullis
+.PHONY: run-deps
+run-deps:
+	@tools/deps.sh --run
 
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
@@ -245,6 +249,9 @@ UNITDIR ?= /lib/systemd/system
 # The default paths a page, the unit or the sample names, made this install's.
 INSTALL_PATHS = sed -e 's|/usr/local/|$(PREFIX)/|g' \
 	-e 's|/etc/portcullis|$(SYSCONFDIR)|g' -e 's|/var/lib/portcullis|$(STOREDIR)|g'
+# The unit's StateDirectory= is STOREDIR under /var/lib; elsewhere the
+# service may write there (its owner is yours to set).
+UNIT_STATE = $(if $(filter /var/lib/%,$(STOREDIR)),StateDirectory=$(STOREDIR:/var/lib/%=%),ReadWritePaths=$(STOREDIR))
 .PHONY: install-man
 install-man:
 	@set -e; for p in $(wildcard doc/man/*.[1-9]); do \
@@ -274,7 +281,8 @@ install: all install-man
 		chmod 644 $(DESTDIR)$(SYSCONFDIR)/portcullis.conf; \
 	fi
 	install -d $(DESTDIR)$(UNITDIR)
-	$(INSTALL_PATHS) etc/portcullis.service > $(DESTDIR)$(UNITDIR)/portcullis.service
+	$(INSTALL_PATHS) -e 's|^StateDirectory=portcullis$$|$(UNIT_STATE)|' etc/portcullis.service \
+		> $(DESTDIR)$(UNITDIR)/portcullis.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/portcullis.service
 	install -d $(DESTDIR)$(DOCDIR)/doc $(DESTDIR)$(DOCDIR)/lua/examples
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/

@@ -127,9 +127,10 @@ notify_ready(struct server *srv)
 	 * first is ours. */
 	if (dir != NULL && dir[0] == '/')
 		snprintf(rundir, sizeof(rundir), "%.*s", (int)strcspn(dir, ":"), dir);
+	/* The file first: once systemd hears READY, ExecReload= may run. */
+	notify_state_write("started");
 	notify_status_text(text, sizeof(text));
 	sd_notifyf(0, "READY=1\nMAINPID=%lu\nSTATUS=%s", (unsigned long)getpid(), text);
-	notify_state_write("started");
 	if (getenv("NOTIFY_SOCKET") == NULL)
 		return;
 	status_timer = event_new(srv->base, -1, EV_PERSIST, notify_on_timer, NULL);
