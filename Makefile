@@ -44,7 +44,8 @@ CHAIN_TEST_SRC := proxy/chain.c proxy/log.c proxy/spool.c proxy/metrics.c
 # The backend leg on its own, against a fake MTA on the loop (fakemx.c): only
 # what backend.c needs, no session, so the leg has to stand alone.
 BACKEND_TEST_SRC := proxy/backend.c proxy/conn.c proxy/smtp_parse.c proxy/rdns.c \
-                    proxy/log.c proxy/config.c proxy/options.c proxy/metrics.c
+                    proxy/log.c proxy/config.c proxy/options.c proxy/metrics.c \
+                    proxy/verdict.c
 # A whole session between a fake client and the fake MTA: every proxy source
 # but main.c.
 SESSION_TEST_SRC = $(filter-out proxy/main.c,$(PROXY_SRC))
