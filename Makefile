@@ -71,6 +71,9 @@ UNIT_TESTS += test_spamd_reply
 UNIT_TESTS += test_rspamd_json
 # The milter client's wire format (plugins/milter_proto.h).
 UNIT_TESTS += test_milter_proto
+# systemd: sd_notify and the reload state file portcullis -R reads (notify.c).
+PROXY_SRC += proxy/notify.c
+LIBS += -lsystemd
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -180,11 +183,25 @@ $(BUILD)/tests/test_edit: tests/unit/test_edit.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(
 
 -include $(DEPFILES) $(wildcard $(BUILD)/tests/unit/*.d) $(wildcard $(BUILD)/tools/*.d)
 
+# The paths built in (-V prints them): paths.stamp changes when they do, and
+# what embeds them is compiled again (make install PREFIX=/usr after make).
+PATHS_BUILT_IN := $(SYSCONFDIR) $(PREFIX)/lib/portcullis/plugins $(STOREDIR)
+$(BUILD)/paths.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(PATHS_BUILT_IN)' | cmp -s - $@ || echo '$(PATHS_BUILT_IN)' > $@
+$(BUILD)/proxy/config.o $(BUILD)/proxy/main.o $(BUILD)/tools/portcullis-store.o: $(BUILD)/paths.stamp
+.PHONY: FORCE
+FORCE:
+
 deps:
 	@tools/deps.sh
 
-run: deps all
+# Only what building and running take (deps.sh --run), not the test peers.
+run: run-deps all
 	@tools/run.sh $(BUILD)/portcullis
+.PHONY: run-deps
+run-deps:
+	@tools/deps.sh --run
 
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
@@ -245,6 +262,9 @@ UNITDIR ?= /lib/systemd/system
 # The default paths a page, the unit or the sample names, made this install's.
 INSTALL_PATHS = sed -e 's|/usr/local/|$(PREFIX)/|g' \
 	-e 's|/etc/portcullis|$(SYSCONFDIR)|g' -e 's|/var/lib/portcullis|$(STOREDIR)|g'
+# The unit's StateDirectory= is STOREDIR under /var/lib; elsewhere the
+# service may write there (its owner is yours to set).
+UNIT_STATE = $(if $(filter /var/lib/%,$(STOREDIR)),StateDirectory=$(STOREDIR:/var/lib/%=%),ReadWritePaths=$(STOREDIR))
 .PHONY: install-man
 install-man:
 	@set -e; for p in $(wildcard doc/man/*.[1-9]); do \
@@ -274,7 +294,8 @@ install: all install-man
 		chmod 644 $(DESTDIR)$(SYSCONFDIR)/portcullis.conf; \
 	fi
 	install -d $(DESTDIR)$(UNITDIR)
-	$(INSTALL_PATHS) etc/portcullis.service > $(DESTDIR)$(UNITDIR)/portcullis.service
+	$(INSTALL_PATHS) -e 's|^StateDirectory=portcullis$$|$(UNIT_STATE)|' etc/portcullis.service \
+		> $(DESTDIR)$(UNITDIR)/portcullis.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/portcullis.service
 	install -d $(DESTDIR)$(DOCDIR)/doc $(DESTDIR)$(DOCDIR)/lua/examples
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/

@@ -2,12 +2,14 @@
  * main.c - portcullis: command line, start-up, signals.
  *
  * portcullis [-c FILE] [-t | -T [-n] | -s] [-o key=value]... [-V]
+ * portcullis -R
  * -T prints the effective configuration (config_dump) and exits; -n with it
  * only what differs from the defaults. -s asks the running daemon (at its
  * metrics_listen) for its open sessions. Runs in the foreground. SIGTERM and SIGINT stop accepting, let each session
  * finish its transaction for up to shutdown_timeout, then send 421 to the rest.
  * SIGHUP reads the configuration again and swaps it in, for new sessions,
- * only if all of it is good (on_reload_signal).
+ * only if all of it is good (on_reload_signal). -R sends SIGHUP to the
+ * running daemon and waits for the outcome (notify.c: systemd's ExecReload=).
  */
 #include <errno.h>
 #include <netdb.h>
@@ -26,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "notify.h"
 #include "rdns.h"
 #include "session.h"
 #include "store.h"
@@ -56,13 +59,15 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: portcullis [-c file] [-t | -T [-n] | -s] [-o key=value]... [-V]\n"
+	    "       portcullis -R\n"
 	    "  -c file         configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -t              check the configuration and exit\n"
 	    "  -T              print the effective configuration (defaults, file, -o) and exit\n"
 	    "  -n              with -T: only the keys that differ from the defaults\n"
 	    "  -s              list the running daemon's sessions (needs metrics_listen)\n"
 	    "  -o key=value    override a top-level key\n"
-	    "  -V              print the version and exit\n");
+	    "  -V              print the version and the paths built in, and exit\n"
+	    "  -R              reload the running daemon (SIGHUP) and wait for the outcome\n");
 }
 
 /* resolve_backend - the backend address (at start, and at each SIGHUP) */
@@ -170,7 +175,9 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	SSL_CTX *tls_server = NULL, *tls_client = NULL;
 	size_t ok = 0, failed = 0;
 	int same_chain;
+	char first[CONFIG_ERR_MAX + 64] = ""; /* the first filter that failed, for -R */
 
+	notify_reloading();
 	err[0] = '\0';
 	if ((cfg = config_read(err, sizeof(err))) == NULL)
 		goto fail;
@@ -203,7 +210,6 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 
 	/* Everything is built: swap. */
 	metrics_http_commit();
-	metrics_inc(M_RELOAD_OK);
 	metrics_gauge_add(G_GENERATION, 1);
 	dns_apply(srv, srv->cfg, cfg);
 	log_init(cfg->log, cfg->log_debug);
@@ -225,6 +231,8 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		log_info(NULL,
 		    "SIGHUP: %zu filter(s) loaded anew (the sections changed); %s read again",
 		    chain->n, config_file);
+		metrics_inc(M_RELOAD_OK);
+		notify_reloaded(NULL);
 		return;
 	}
 	for (size_t i = 0; i < chain->n; i++) {
@@ -235,19 +243,26 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		if (f->pl->reload(f->inst, err, sizeof(err)) != 0) {
 			log_err(NULL, "reload of [%s %s] failed, keeping the old one: %s", f->type,
 			    f->name, err[0] ? err : "no reason given");
-			failed++;
+			if (failed++ == 0)
+				snprintf(first, sizeof(first), "[%s %s]: %s", f->type, f->name,
+				    err[0] ? err : "no reason given");
 		} else {
 			ok++;
 		}
 	}
 	log_info(NULL, "SIGHUP: %zu filter(s) reloaded, %zu failed; %s read again", ok, failed,
 	    config_file);
+	/* A filter that kept its old files fails the reload, for -R and
+	 * the metrics alike, though the rest of it took effect. */
+	metrics_inc(failed ? M_RELOAD_FAILED : M_RELOAD_OK);
+	notify_reloaded(failed ? first : NULL);
 	return;
 
 fail:
 	metrics_http_abort();
 	metrics_inc(M_RELOAD_FAILED);
 	log_err(NULL, "SIGHUP: %s; keeping the running configuration", err);
+	notify_reloaded(err);
 	SSL_CTX_free(tls_server);
 	SSL_CTX_free(tls_client);
 	if (cfg != NULL) {
@@ -297,6 +312,7 @@ on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	log_info(NULL, "signal %d: no new connections; %lu session(s) finishing", (int)sig,
 	    srv->nsessions);
 	srv->draining = 1;
+	notify_stopping();
 	listener_stop();
 	session_drain_all(srv);
 	if (srv->nsessions == 0) {
@@ -323,12 +339,12 @@ int
 main(int argc, char **argv)
 {
 	char err[CONFIG_ERR_MAX];
-	int check = 0, dump = 0, changed_only = 0, live = 0, ch;
+	int check = 0, dump = 0, changed_only = 0, live = 0, reload_client = 0, ch;
 	struct config *cfg;
 	struct server srv;
 	struct event *sigterm, *sigint, *sighup;
 
-	while ((ch = getopt(argc, argv, "c:to:VhTns")) != -1) {
+	while ((ch = getopt(argc, argv, "c:to:VhTnsR")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_file = optarg;
@@ -344,6 +360,9 @@ main(int argc, char **argv)
 			break;
 		case 's':
 			live = 1;
+			break;
+		case 'R':
+			reload_client = 1;
 			break;
 		case 'o': {
 			char *eq = strchr(optarg, '=');
@@ -361,17 +380,24 @@ main(int argc, char **argv)
 			break;
 		}
 		case 'V':
-			printf("portcullis %s\n", PORTCULLIS_VERSION);
+			/* The paths built in (make PREFIX=, SYSCONFDIR=...), which
+			 * the unit and the pages must name too. */
+			printf(
+			    "portcullis %s\nconfig %s\nplugin_dir %s\nstore_dir %s\nrun_dir %s\n",
+			    PORTCULLIS_VERSION, DEFAULT_CONFIG, PLUGINDIR, STOREDIR, NOTIFY_RUNDIR);
 			return 0;
 		default:
 			usage();
 			return 2;
 		}
 	}
-	if (optind != argc || (changed_only && !dump) || (dump + check + live > 1)) {
+	if (optind != argc || (changed_only && !dump) || (dump + check + live > 1) ||
+	    (reload_client && argc != 2)) {
 		usage();
 		return 2;
 	}
+	if (reload_client)
+		return notify_reload_client();
 
 	if ((cfg = config_read(err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
@@ -481,10 +507,12 @@ main(int argc, char **argv)
 	}
 	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
 	    cfg->backend.host, cfg->backend.port, srv.chain->n);
+	notify_ready(&srv);
 
 	event_base_dispatch(srv.base);
 
 	log_info(NULL, "stopped");
+	notify_end();
 	listener_stop();
 	metrics_http_stop();
 	event_free(sigterm);

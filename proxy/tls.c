@@ -15,14 +15,44 @@
  * The backend leg keeps OpenSSL's defaults (TLS 1.2 and up still): the
  * backend is often an older internal MTA we must reach, and the suite
  * there is the backend's choice among what we offer.
+ *
+ * A file key (tls_cert, tls_key, tls_chain, backend_tls_ca) may start with
+ * ${CREDENTIALS_DIRECTORY}: the directory where systemd's LoadCredential=
+ * puts the files it copies for the service, so that a key only root may
+ * read (Let's Encrypt's) reaches a daemon run as DynamicUser.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "tls.h"
+
+#define TLS_CREDENTIALS "${CREDENTIALS_DIRECTORY}"
+/* A file key's value once ${CREDENTIALS_DIRECTORY} is replaced. */
+#define TLS_PATH_MAX 4352
+
+static const char *tls_path(const char *value, char *buf, size_t size);
+
+/* tls_path - value with a leading ${CREDENTIALS_DIRECTORY} replaced by
+ * $CREDENTIALS_DIRECTORY; NULL if that is not set (or too long) */
+static const char *
+tls_path(const char *value, char *buf, size_t size)
+{
+	size_t n = strlen(TLS_CREDENTIALS);
+	const char *dir;
+
+	if (strncmp(value, TLS_CREDENTIALS, n) != 0)
+		return value;
+	dir = getenv("CREDENTIALS_DIRECTORY");
+	if (dir == NULL || dir[0] == '\0')
+		return NULL;
+	if ((size_t)snprintf(buf, size, "%s%s", dir, value + n) >= size)
+		return NULL;
+	return buf;
+}
 
 /* tls_fail - "file:line: what: OpenSSL's reason" */
 static SSL_CTX *
@@ -78,29 +108,48 @@ SSL_CTX *
 tls_server_ctx(const struct config *cfg, char *err, size_t errlen)
 {
 	SSL_CTX *ctx;
-	char what[2200];
+	char what[2200 + 2 * TLS_PATH_MAX];
+	char cert_buf[TLS_PATH_MAX], key_buf[TLS_PATH_MAX], chain_buf[TLS_PATH_MAX];
+	const char *cert, *key, *chain;
 
 	err[0] = '\0';
 	if (cfg->tls_cert[0] == '\0')
 		return NULL;
+	cert = tls_path(cfg->tls_cert, cert_buf, sizeof(cert_buf));
+	key = tls_path(cfg->tls_key, key_buf, sizeof(key_buf));
+	chain = tls_path(cfg->tls_chain, chain_buf, sizeof(chain_buf));
+	if (cert == NULL || key == NULL || chain == NULL) {
+		snprintf(what, sizeof(what),
+		    "%s %s: $CREDENTIALS_DIRECTORY is not set (systemd sets it for "
+		    "LoadCredential=)",
+		    cert == NULL      ? "tls_cert"
+		        : key == NULL ? "tls_key"
+		                      : "tls_chain",
+		    cert == NULL      ? cfg->tls_cert
+		        : key == NULL ? cfg->tls_key
+		                      : cfg->tls_chain);
+		return tls_fail(NULL, cfg,
+		    cert == NULL      ? "tls_cert"
+		        : key == NULL ? "tls_key"
+		                      : "tls_chain",
+		    what, err, errlen);
+	}
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
 		return tls_fail(NULL, cfg, "tls_cert", "cannot create a TLS context", err, errlen);
 	common(ctx, cfg);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"portcullis", 10);
-	snprintf(what, sizeof(what), "tls_cert %s", cfg->tls_cert);
-	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
+	snprintf(what, sizeof(what), "tls_cert %s", cert);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
 		return tls_fail(ctx, cfg, "tls_cert", what, err, errlen);
-	if (cfg->tls_chain[0] != '\0' && add_chain(ctx, cfg->tls_chain) != 0) {
-		snprintf(what, sizeof(what), "tls_chain %s: no certificate could be read",
-		    cfg->tls_chain);
+	if (chain[0] != '\0' && add_chain(ctx, chain) != 0) {
+		snprintf(what, sizeof(what), "tls_chain %s: no certificate could be read", chain);
 		return tls_fail(ctx, cfg, "tls_chain", what, err, errlen);
 	}
-	snprintf(what, sizeof(what), "tls_key %s", cfg->tls_key);
-	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)
+	snprintf(what, sizeof(what), "tls_key %s", key);
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
 		return tls_fail(ctx, cfg, "tls_key", what, err, errlen);
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(what, sizeof(what), "tls_key %s does not match tls_cert %s", cfg->tls_key,
-		    cfg->tls_cert);
+		snprintf(what, sizeof(what), "tls_key %s does not match tls_cert %s", key, cert);
 		return tls_fail(ctx, cfg, "tls_key", what, err, errlen);
 	}
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1)
@@ -116,7 +165,8 @@ SSL_CTX *
 tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
 {
 	SSL_CTX *ctx;
-	char what[2200];
+	char what[2200 + TLS_PATH_MAX], ca_buf[TLS_PATH_MAX];
+	const char *ca;
 
 	err[0] = '\0';
 	if (cfg->backend_tls == CONFIG_BACKEND_TLS_NO)
@@ -128,8 +178,11 @@ tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->backend_tls_verify) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 		if (cfg->backend_tls_ca[0] != '\0') {
-			snprintf(what, sizeof(what), "backend_tls_ca %s", cfg->backend_tls_ca);
-			if (SSL_CTX_load_verify_locations(ctx, cfg->backend_tls_ca, NULL) != 1)
+			ca = tls_path(cfg->backend_tls_ca, ca_buf, sizeof(ca_buf));
+			snprintf(what, sizeof(what), "backend_tls_ca %s%s",
+			    ca ? ca : cfg->backend_tls_ca,
+			    ca ? "" : ": $CREDENTIALS_DIRECTORY is not set");
+			if (ca == NULL || SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
 				return tls_fail(ctx, cfg, "backend_tls_ca", what, err, errlen);
 		} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 			return tls_fail(

@@ -2,14 +2,28 @@
 # deps.sh [PACKAGE...] - install the Debian packages portcullis builds and
 # tests with (and any named), only those missing. Idempotent; needs root (or
 # sudo) only when something is missing.
+# deps.sh --run: only what building and running take (make run): the
+# compiler, the libraries, the demo backend and swaks, no test peers.
 set -eu
 
+RUN_PKGS="gcc make pkg-config libevent-dev libssl-dev liblua5.4-dev liblmdb-dev
+libhiredis-dev libsystemd-dev python3-aiosmtpd swaks"
+if [ "${1:-}" = "--run" ]; then
+	shift
+	PKGS="$RUN_PKGS $*"
+else
 PKGS="gcc make pkg-config clang-format libevent-dev libssl-dev liblua5.4-dev
 libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
 openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl
 liblmdb-dev libhiredis-dev redis-server spamassassin spamd spamc rspamd
 clamav-daemon clamdscan clamav-milter opendkim opendkim-tools python3-dkim
-spamass-milter mandoc python3-prometheus-client $*"
+spamass-milter mandoc libsystemd-dev python3-prometheus-client $*"
+fi
+# DEPS_LIST=1: print the packages this mode wants, install nothing.
+if [ "${DEPS_LIST:-}" = 1 ]; then
+	echo $PKGS
+	exit 0
+fi
 
 missing=""
 for p in $PKGS; do

@@ -6,7 +6,7 @@
 set -eu
 bin=${1:-build/portcullis}
 listen=${LISTEN:-127.0.0.1:2525}
-conf=build/run.conf
+conf=$(dirname "$bin")/run.conf
 demo_pid=""
 
 cleanup() {
@@ -28,12 +28,20 @@ if [ -z "${BACKEND:-}" ]; then
 	done
 fi
 
-mkdir -p build
 sed -e "s|^listen .*|listen = $listen|" -e "s|^backend .*|backend = $BACKEND|" \
 	-e "s|^hostname .*|hostname = localhost|" etc/portcullis.conf >"$conf"
 echo "run: portcullis on $listen -> $BACKEND (config $conf; Ctrl-C stops)"
 echo "run: try: swaks --server $listen --from you@example.org --to someone@example.net"
-"$bin" -c "$conf" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; cleanup' INT TERM
-wait $pid
+if [ -t 0 ]; then
+	# On a terminal the proxy is a job of its own in the foreground (set -m):
+	# Ctrl-C reaches it alone, it drains and exits 0, and so do this script
+	# and make (make dies of a SIGINT that reaches it, whatever its child
+	# did, so it must not see one).
+	set -m
+	"$bin" -c "$conf"
+else
+	"$bin" -c "$conf" &
+	pid=$!
+	trap 'kill -TERM $pid 2>/dev/null; rc=0; wait $pid || rc=$?; cleanup; exit $rc' INT TERM
+	wait $pid
+fi

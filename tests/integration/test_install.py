@@ -106,7 +106,7 @@ def test_headers_installed(installed):
 def test_pc_version_and_plugindir(installed):
     p = subprocess.run([f"{installed}{PREFIX}/sbin/portcullis", "-V"], stdout=subprocess.PIPE, timeout=20)
     assert p.returncode == 0
-    assert p.stdout.decode().split() == ["portcullis", _pkg_config(installed, "--modversion")]
+    assert p.stdout.decode().splitlines()[0].split() == ["portcullis", _pkg_config(installed, "--modversion")]
     plugindir = _pkg_config(installed, "--variable=plugindir")
     assert plugindir == f"{installed}{PREFIX}/lib/portcullis/plugins"
     assert os.path.exists(os.path.join(plugindir, "access.so"))
@@ -244,10 +244,32 @@ def test_guide_example_builds_and_filters(installed, tmp_path, recorder, proxy, 
     c.cmd("QUIT").expect(221)
 
 
-def _make(dest, *targets, **variables):
+def _build_copy(tmp_path):
+    """A copy of the suite's build (times kept), for a make with other
+    paths: what embeds them is compiled again there, not in the suite's."""
     build = os.path.dirname(binary_path())
+    copy = str(tmp_path / "build")
+    shutil.copytree(build, copy, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if d == build and n in ("asan", "fuzz", "tests")])
+    return copy
+
+
+def _build_flags(build):
+    """The flags the build was made with: make asan's when it is the
+    sanitizers' (the outer make's variables are not passed down here)."""
+    with open(os.path.join(build, "portcullis"), "rb") as f:
+        if b"__asan_init" not in f.read():
+            return {}
+    with open(os.path.join(REPO, "Makefile")) as f:
+        m = re.search(r'^asan:\n\t\$\(MAKE\) BUILD=\S+ SANFLAGS="([^"]+)" CFLAGS="([^"]+)"', f.read(), re.M)
+    assert m, "Makefile: the asan target was not found"
+    return {"SANFLAGS": m.group(1), "CFLAGS": m.group(2)}
+
+
+def _make(dest, *targets, build=None, **variables):
+    build = build or os.path.dirname(binary_path())
     args = ["make", "-C", REPO, "--no-print-directory", *targets, f"BUILD={build}", f"DESTDIR={dest}"]
-    args += [f"{k}={v}" for k, v in variables.items()]
+    args += [f"{k}={v}" for k, v in {**_build_flags(build), **variables}.items()]
     p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, env=_clean_env(), timeout=300)
     out = p.stdout.decode("utf-8", "replace")
@@ -265,7 +287,7 @@ def test_unit_docs_and_paths_agree(tmp_path):
     binary on the installed configuration, its Documentation= is there, and
     the README, the guides and the Lua examples are installed."""
     dest = str(tmp_path / "dest")
-    _make(dest, "install", PREFIX="/usr", SYSCONFDIR="/etc/mx-filter")
+    _make(dest, "install", build=_build_copy(tmp_path), PREFIX="/usr", SYSCONFDIR="/etc/mx-filter")
     with open(f"{dest}/lib/systemd/system/portcullis.service") as f:
         unit = f.read()
     for line in ("ExecStart=/usr/sbin/portcullis -c /etc/mx-filter/portcullis.conf",
@@ -302,9 +324,99 @@ def test_install_keeps_the_admins_configuration(tmp_path):
 
 def test_uninstall_leaves_only_the_configuration(tmp_path):
     dest = str(tmp_path / "dest")
-    _make(dest, "install", PREFIX="/usr")
+    build = _build_copy(tmp_path)
+    _make(dest, "install", build=build, PREFIX="/usr")
     installed = _files(dest)
     assert len(installed) > 30, installed
-    out = _make(dest, "uninstall", PREFIX="/usr")
+    out = _make(dest, "uninstall", build=build, PREFIX="/usr")
     assert _files(dest) == ["etc/portcullis/portcullis.conf"], _files(dest)
     assert "kept " in out, out
+
+
+def _built_in(binary):
+    """portcullis -V: the version line, then "name path" for each path
+    built in."""
+    p = subprocess.run([binary, "-V"], stdout=subprocess.PIPE, timeout=20)
+    assert p.returncode == 0
+    return dict(ln.split(" ", 1) for ln in p.stdout.decode().splitlines()[1:])
+
+
+def test_other_paths_rebuild_what_embeds_them(tmp_path):
+    """make with another PREFIX/SYSCONFDIR/STOREDIR compiles again what
+    embeds them (paths.stamp) and nothing else; the same paths again
+    compile nothing."""
+    build = _build_copy(tmp_path)
+    assert _built_in(f"{build}/portcullis")["plugin_dir"] == "/usr/local/lib/portcullis/plugins"
+    paths = {"PREFIX": "/opt/pc", "SYSCONFDIR": "/etc/pc", "STOREDIR": "/srv/pc"}
+    out = _make("", "all", build=build, **paths)
+    compiled = sorted(re.findall(r" -c -o \S+ (\S+\.c)$", out, re.M))
+    assert compiled == ["proxy/config.c", "proxy/main.c", "tools/portcullis-store.c"], out
+    assert _built_in(f"{build}/portcullis") == {
+        "config": "/etc/pc/portcullis.conf", "plugin_dir": "/opt/pc/lib/portcullis/plugins",
+        "store_dir": "/srv/pc", "run_dir": "/run/portcullis"}
+    out = _make("", "all", build=build, **paths)
+    assert " -c -o " not in out, out
+    _make("", "all", build=build)
+    assert _built_in(f"{build}/portcullis")["config"] == "/etc/portcullis/portcullis.conf"
+
+
+def _unit(path):
+    """The unit's [Service] settings: name -> list of values."""
+    out = {}
+    for ln in open(path).read().split("[Service]", 1)[1].split("\n[", 1)[0].splitlines():
+        if ln and not ln.startswith("#"):
+            k, v = ln.split("=", 1)
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def _verify(root, unit):
+    """systemd-analyze verify of the unit installed under root: (status,
+    what it said). The units ours names are taken from this machine."""
+    for name in ("sysinit.target", "basic.target", "shutdown.target", "network-online.target"):
+        for d in ("/lib/systemd/system", "/usr/lib/systemd/system"):
+            if os.path.exists(f"{d}/{name}") and not os.path.exists(f"{root}/lib/systemd/system/{name}"):
+                shutil.copy(f"{d}/{name}", f"{root}/lib/systemd/system/{name}")
+    p = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", unit],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=_clean_env(SYSTEMD_LOG_LEVEL="notice"), timeout=60)
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
+def test_installed_unit_verifies_and_agrees_with_the_binary(tmp_path):
+    """make install DESTDIR=... PREFIX=/usr: systemd-analyze verify is
+    silent on the unit, and the unit names the paths the binary was built
+    with (-V): the binary, its configuration, the run and state
+    directories."""
+    dest = str(tmp_path / "dest")
+    _make(dest, "install", build=_build_copy(tmp_path), PREFIX="/usr")
+    unit_path = "/lib/systemd/system/portcullis.service"
+    rc, out = _verify(dest, unit_path)
+    assert rc == 0 and out == "", out
+
+    unit = _unit(dest + unit_path)
+    built = _built_in(f"{dest}/usr/sbin/portcullis")
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+    assert unit["ExecStart"] == [f"/usr/sbin/portcullis -c {built['config']}"]
+    assert unit["ExecStartPre"] == [f"/usr/sbin/portcullis -t -c {built['config']}"]
+    assert unit["ExecReload"] == ["/usr/sbin/portcullis -R"]
+    assert os.path.isfile(dest + built["config"])
+    assert os.path.isfile(f"{dest}{built['plugin_dir']}/access.so")
+    assert ["/run/" + d for d in unit["RuntimeDirectory"]] == [built["run_dir"]]
+    assert ["/var/lib/" + d for d in unit["StateDirectory"]] == [built["store_dir"]]
+
+    # The check is not blind: an unknown key and a missing program are seen.
+    with open(dest + unit_path) as f:
+        text = f.read()
+    with open(dest + unit_path, "w") as f:
+        f.write(text.replace("ExecReload=/usr/sbin/portcullis -R",
+                             "ExecReload=/usr/sbin/portcullis-nothere -R\nReloadSignal=SIGHUP"))
+    rc, out = _verify(dest, unit_path)
+    assert rc != 0 and "portcullis-nothere" in out and "ReloadSignal" in out, out
+
+
+def test_unit_state_directory_follows_storedir(tmp_path):
+    dest = str(tmp_path / "dest")
+    _make(dest, "install", build=_build_copy(tmp_path), PREFIX="/usr", STOREDIR="/var/lib/mx/store")
+    assert _unit(f"{dest}/lib/systemd/system/portcullis.service")["StateDirectory"] == ["mx/store"]
