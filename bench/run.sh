@@ -239,6 +239,12 @@ delay = 1s
 auto_whitelist = 0
 EOF
 		;;
+	json+metrics)
+		# No filter: the cost of JSON lines and of the endpoint, scraped
+		# ten times a second while the load runs (scrape_loop).
+		echo "log_format = json"
+		echo "metrics_listen = 127.0.0.1:$METRICS_PORT"
+		;;
 	lua)
 		cat <<EOF
 [lua policy]
@@ -253,9 +259,24 @@ EOF
 	esac
 }
 
+# scrape_loop - GET /metrics ten times a second (bounded: 6000 at most),
+# counting the answers that were 200 in $WORK/scrapes.
+scrape_loop() {
+	local n=0 i
+	for i in $(seq 1 6000); do
+		if curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics"; then
+			n=$((n + 1))
+			echo "$n" >"$WORK/scrapes"
+		fi
+		sleep 0.1
+	done
+}
+METRICS_PORT=$(free_port)
+
 # name | filter configuration | smtp-source options | message count | target ratio
 FILTER_WORKLOADS=(
 	"1 KB x 50 sessions, access + headers|access+headers|-s 50 -l 1024|10000|0.9"
+	"1 KB x 50 sessions, JSON logs, /metrics 10/s|json+metrics|-s 50 -l 1024|10000|0.9"
 	"1 KB x 50 sessions, policy + content.lua|lua|-s 50 -l 1024|10000|0.85"
 	"1 KB x 50 sessions, greylist passing, LMDB|greylist-lmdb|-s 50 -l 1024|10000|0.85"
 	"1 KB x 50 sessions, greylist passing, Redis|greylist-redis|-s 50 -l 1024|10000|0.85"
@@ -315,7 +336,19 @@ for w in "${FILTER_WORKLOADS[@]}"; do
 	FPROXY_PID=$!
 	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis ($conf)"
 	case $conf in greylist-*) greylist_pass "$FPROXY_PORT" ;; esac
+	SCRAPE_PID=""
+	if [ "$conf" = json+metrics ]; then
+		scrape_loop &
+		SCRAPE_PID=$!
+	fi
 	pair_rates "$name" plain "$PROXY_PORT" filters "$FPROXY_PORT" "$opts" "$count"
+	if [ -n "$SCRAPE_PID" ]; then
+		kill "$SCRAPE_PID" 2>/dev/null || true
+		wait "$SCRAPE_PID" 2>/dev/null || true
+		scrapes=$(cat "$WORK/scrapes" 2>/dev/null || echo 0)
+		[ "$scrapes" -gt 0 ] || die "$name: no scrape of /metrics succeeded"
+		echo "  ($scrapes scrapes of /metrics answered 200 during the runs)"
+	fi
 	mark=""
 	if awk -v r="$ratio" -v t="$target" 'BEGIN { exit !(r < t) }'; then mark="  (< $target target)"; fi
 	printf "%-42s %7d %9.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
