@@ -524,6 +524,7 @@ main(int argc, char **argv)
 		struct session *s = TAILQ_FIRST(&srv.sessions);
 		session_destroy(s);
 	}
+	rdns_shutdown();
 	/* Cancelled DNS queries call back once more, from the loop. */
 	event_base_loop(srv.base, EVLOOP_NONBLOCK);
 	server_free(&srv);

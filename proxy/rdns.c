@@ -10,12 +10,19 @@
  * the banner and HELO are exchanged; only an XCLIENT that needs the answer
  * waits for it, and never longer than dns_timeout.
  *
- * A resolver that fails a lookup (no answer within dns_timeout, SERVFAIL,
+ * A lookup the resolver fails (no answer within dns_timeout, SERVFAIL,
  * REFUSED...: not NXDOMAIN or no data, which are answers) is counted
- * (M_DNS_FAILED) and taken for down: for dns_retry_interval the lookups
- * that follow fail at once, without asking, so that sessions do not each
- * wait dns_timeout; the first one after the interval asks again. One line
- * says it went down, one that it is back, not one per session.
+ * (M_DNS_FAILED). It may be the resolver's fault, or only the client's
+ * zone's: a client controls its own reverse zone and can make it time out
+ * at will, and must not switch lookups off for everyone. So the resolver
+ * is then checked (probe_start): the PTR of 127.0.0.1, which any working
+ * resolver answers at once from a locally served zone (RFC 6303). While
+ * the check runs, lookups are skipped; if it is answered (a name or
+ * NXDOMAIN alike) the resolver is up and the failure was the zone's; if
+ * not, the resolver is down, and for dns_retry_interval the lookups fail
+ * at once, without asking, so that sessions do not each wait dns_timeout;
+ * the first one after the interval asks again. One line says it went down,
+ * one that it is back, not one per session.
  *
  * A query belongs to its struct rdns until it finishes. One freed first
  * detaches it and cancels the DNS request; libevent still calls back once,
@@ -44,18 +51,31 @@ struct rdns_query {
 	char name[SMTP_HOSTNAME_MAX + 1]; /* what the PTR said */
 };
 
+/* The check of the resolver after a failed lookup (one at a time). */
+struct rdns_probe {
+	struct evdns_base *dns;
+	struct evdns_request *req; /* in flight; NULL once its callback ran */
+	struct event *deadline;
+	int over; /* decided (deadline or answer): the callback only frees */
+	char why[128]; /* the failure that started it */
+};
+
 /* The resolver as client-name lookups found it: one per process. */
 static struct {
 	uint64_t retry_ms; /* dns_retry_interval; 0: never skip */
+	uint64_t timeout_ms; /* the probe's deadline: the last dns_timeout seen */
 	int down; /* it failed the last lookup that finished */
 	uint64_t retry_at; /* while down: skip lookups until then (now_ms) */
 	unsigned long skipped; /* lookups skipped since it went down */
+	struct rdns_probe *probe; /* a check in flight, or NULL */
 } resolver;
 
 static uint64_t now_ms(void);
 static int resolver_skip(void);
-static void resolver_failed(const char *why);
+static void resolver_failed(struct event_base *base, struct evdns_base *dns, const char *why);
 static void resolver_answered(void);
+static void resolver_down(const char *why);
+static void probe_start(struct event_base *base, struct evdns_base *dns, const char *why);
 static void query_free(struct rdns_query *q);
 static void rdns_finish(struct rdns_query *q, enum rdns_state state, const char *failed);
 static const char *rdns_failure(int result);
@@ -99,6 +119,7 @@ rdns_resolver_changed(void)
 		log_info(NULL, "resolver changed: client names are looked up again (%lu skipped)",
 		    resolver.skipped);
 	resolver.down = 0;
+	rdns_shutdown(); /* a check of the old resolver says nothing */
 }
 
 /* resolver_skip - 1: the resolver is down, do not ask it. The first
@@ -108,6 +129,10 @@ resolver_skip(void)
 {
 	uint64_t now;
 
+	if (resolver.probe != NULL && !resolver.probe->over) {
+		resolver.skipped++; /* being checked: a moment, at most dns_timeout */
+		return 1;
+	}
 	if (!resolver.down || resolver.retry_ms == 0)
 		return 0;
 	now = now_ms();
@@ -119,11 +144,23 @@ resolver_skip(void)
 	return 1;
 }
 
-/* resolver_failed - a lookup failed for the resolver's sake */
+/* resolver_failed - a lookup failed for the resolver's sake, or for its
+ * zone's: counted, and the resolver checked */
 static void
-resolver_failed(const char *why)
+resolver_failed(struct event_base *base, struct evdns_base *dns, const char *why)
 {
 	metrics_inc(M_DNS_FAILED);
+	if (resolver.retry_ms == 0) {
+		resolver_down(why); /* never skipped: no need to check */
+		return;
+	}
+	probe_start(base, dns, why);
+}
+
+/* resolver_down - the check failed too: skip lookups for a while */
+static void
+resolver_down(const char *why)
+{
 	resolver.retry_at = now_ms() + resolver.retry_ms;
 	if (resolver.down)
 		return;
@@ -136,6 +173,124 @@ resolver_failed(const char *why)
 		    why, (unsigned long long)resolver.retry_ms);
 	else
 		log_warn(NULL, "resolver down (%s)", why);
+}
+
+/* probe_free - the check is over and its request gone */
+static void
+probe_free(struct rdns_probe *p)
+{
+	if (p->deadline != NULL)
+		event_free(p->deadline);
+	free(p);
+}
+
+/* probe_decide - the check's outcome: up (answered) or down (why) */
+static void
+probe_decide(struct rdns_probe *p, const char *down)
+{
+	p->over = 1;
+	evtimer_del(p->deadline);
+	if (resolver.probe == p)
+		resolver.probe = NULL;
+	if (down != NULL) {
+		char why[300];
+		snprintf(why, sizeof(why), "%s; a check of 127.0.0.1's PTR: %s", p->why, down);
+		resolver_down(why);
+		return;
+	}
+	if (resolver.down)
+		resolver_answered();
+	else
+		log_info(NULL,
+		    "a client name lookup failed (%s) but the resolver answers: the client's zone is "
+		    "at fault, lookups go on (%lu skipped meanwhile)",
+		    p->why, resolver.skipped);
+	resolver.skipped = 0;
+}
+
+static void
+probe_cb(int result, char type, int count, int ttl, void *addresses, void *arg)
+{
+	struct rdns_probe *p = arg;
+	const char *why;
+
+	(void)type;
+	(void)count;
+	(void)ttl;
+	(void)addresses;
+	p->req = NULL;
+	if (p->over) { /* the deadline decided, or the daemon is stopping */
+		probe_free(p);
+		return;
+	}
+	why = result == DNS_ERR_CANCEL ? NULL : rdns_failure(result);
+	if (result == DNS_ERR_CANCEL)
+		why = "cancelled";
+	probe_decide(p, why);
+	probe_free(p);
+}
+
+static void
+probe_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdns_probe *p = arg;
+
+	(void)fd;
+	(void)what;
+	probe_decide(p, "no answer within dns_timeout");
+	if (p->req != NULL)
+		evdns_cancel_request(p->dns, p->req); /* its callback frees p */
+	else
+		probe_free(p);
+}
+
+/* probe_start - is the resolver up? Ask it what any resolver knows. One
+ * check at a time: failures meanwhile wait for its outcome. */
+static void
+probe_start(struct event_base *base, struct evdns_base *dns, const char *why)
+{
+	struct in_addr loopback = {htonl(INADDR_LOOPBACK)};
+	struct timeval tv = {
+	    (time_t)(resolver.timeout_ms / 1000), (suseconds_t)(resolver.timeout_ms % 1000) * 1000};
+	struct rdns_probe *p;
+
+	if (resolver.probe != NULL)
+		return;
+	if ((p = calloc(1, sizeof(*p))) == NULL ||
+	    (p->deadline = evtimer_new(base, probe_deadline_cb, p)) == NULL) {
+		if (p != NULL)
+			free(p);
+		resolver_down(why);
+		return;
+	}
+	p->dns = dns;
+	snprintf(p->why, sizeof(p->why), "%s", why);
+	p->req = evdns_base_resolve_reverse(dns, &loopback, 0, probe_cb, p);
+	if (p->req == NULL) {
+		probe_free(p);
+		resolver_down(why);
+		return;
+	}
+	resolver.probe = p;
+	evtimer_add(p->deadline, &tv);
+}
+
+/* rdns_shutdown - the daemon stops: a check in flight is given up (its
+ * callback, which libevent still calls, frees it) */
+void
+rdns_shutdown(void)
+{
+	struct rdns_probe *p = resolver.probe;
+
+	if (p == NULL)
+		return;
+	resolver.probe = NULL;
+	p->over = 1;
+	evtimer_del(p->deadline);
+	if (p->req != NULL)
+		evdns_cancel_request(p->dns, p->req);
+	else
+		probe_free(p);
 }
 
 /* resolver_answered - the resolver answered (a name, or that there is none) */
@@ -158,7 +313,7 @@ rdns_finish(struct rdns_query *q, enum rdns_state state, const char *failed)
 	void (*wait)(void *) = r->wait;
 
 	if (failed != NULL)
-		resolver_failed(failed);
+		resolver_failed(r->base, q->dns, failed);
 	else if (state != RDNS_TEMP)
 		resolver_answered();
 	r->q = NULL;
@@ -294,6 +449,7 @@ rdns_start(struct rdns *r)
 
 	if (r->state != RDNS_NONE || r->dns == NULL)
 		return;
+	resolver.timeout_ms = r->timeout_ms;
 	if (resolver_skip()) {
 		r->state = RDNS_TEMP;
 		log_info(r->id, "client=%s name=unknown (resolver down: not asked)", r->peer);
@@ -324,7 +480,7 @@ rdns_start(struct rdns *r)
 	if (q->req == NULL) {
 		query_free(q);
 		r->state = RDNS_TEMP;
-		resolver_failed("the lookup could not be sent");
+		resolver_failed(r->base, r->dns, "the lookup could not be sent");
 		return;
 	}
 	r->q = q;

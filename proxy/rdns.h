@@ -40,6 +40,8 @@ void rdns_configure(uint64_t retry_ms);
 /* rdns_resolver_changed - dns_server changed: a resolver that was down is
  * asked again at once. */
 void rdns_resolver_changed(void);
+/* rdns_shutdown - give up a check of the resolver in flight (at exit). */
+void rdns_shutdown(void);
 void rdns_init(struct rdns *r, struct event_base *base, struct evdns_base *dns, uint64_t timeout_ms,
     const char *ip, const char *id, const char *peer);
 /* rdns_start - look the client up (once; later calls do nothing). */

@@ -236,6 +236,9 @@ def test_resolver_down_is_skipped(proxy, client, recorder, dns):
     assert names_sent(recorder) == ["[TEMPUNAVAIL]"] * 4
     for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
         assert dns.questions(name=ptr_name(ip)) == [], dns.questions()
+    # The sessions after the first were skipped while the resolver was
+    # being checked (127.0.0.1's PTR, under the same dead tree), then down.
+    assert p.wait_log(r'"msg":"resolver down \(', timeout=BOUND), p.log()
     lines = json_lines(p)
     down = [j for j in lines if j["msg"].startswith("resolver down")]
     assert len(down) == 1 and down[0]["level"] == "warning", down
@@ -259,7 +262,34 @@ def test_dns_failures_counted(proxy, client, recorder, dns, answer):
     assert names_sent(recorder) == ["[TEMPUNAVAIL]" if answer == "servfail" else "[UNAVAILABLE]"]
     assert val(scrape(mport), "portcullis_dns_failures_total") == (1 if answer == "servfail" else 0)
     # (evdns reports a SERVFAIL it gave up retrying as "request timed out".)
-    assert ("warning: resolver down (" in p.log()) == (answer == "servfail"), p.log()
+    # The check of 127.0.0.1's PTR gets the same SERVFAIL: the resolver is down.
+    if answer == "servfail":
+        assert p.wait_log(r"warning: resolver down \(.*; a check of 127\.0\.0\.1's PTR: ", timeout=BOUND), p.log()
+    else:
+        assert "resolver down" not in p.log() and "check of" not in p.log(), p.log()
+
+
+def test_a_clients_broken_zone_does_not_switch_lookups_off(proxy, client, recorder, dns):
+    """A client controls its own reverse zone, and can make it time out: the
+    resolver is checked (127.0.0.1's PTR), answers, and the next client is
+    looked up as usual. Otherwise one client every dns_retry_interval would
+    take every other client's name away."""
+    dns.never(ptr_name("127.0.0.2"))
+    dns.ptr("127.0.0.3", "good.rdns.test").a("good.rdns.test", "127.0.0.3")
+    recorder.configure(extra_caps=["XCLIENT"])
+    mport = free_port()
+    p = proxy(client_rdns="yes", dns_server=dns.address, dns_timeout="300ms",
+              dns_retry_interval="1h", metrics_listen=f"127.0.0.1:{mport}")
+    rdns_session(p, client, "127.0.0.2")
+    assert p.wait_log(r"a client name lookup failed \(no answer within dns_timeout\) but the resolver "
+                      r"answers: the client's zone is at fault", timeout=BOUND), p.log()
+    assert dns.questions(name=ptr_name("127.0.0.1")), dns.questions()
+    rdns_session(p, client, "127.0.0.3")
+    assert names_sent(recorder) == ["[TEMPUNAVAIL]", "good.rdns.test"], p.log()
+    assert len(dns.questions(name=ptr_name("127.0.0.3"))) == 1, dns.questions()
+    assert "resolver down" not in p.log()
+    # The failed lookup is counted all the same.
+    assert val(scrape(mport), "portcullis_dns_failures_total") == 1
 
 
 def test_resolver_back_is_noticed(proxy, client, recorder, dns):
