@@ -30,16 +30,11 @@ enum key_kind {
 	K_ADDR,
 	K_LISTEN,
 	K_STRING,
-	K_BARE_LF,
-	K_LOG,
-	K_LOG_LEVEL,
-	K_LOG_FORMAT,
+	K_WORD, /* one of the key's words: its index into an int field */
 	K_ON_ERROR,
 	K_DNS_SERVER,
 	K_BOOL,
-	K_TLS_PROTO,
 	K_NETS,
-	K_BACKEND_TLS,
 	K_SCORE,
 };
 
@@ -48,12 +43,29 @@ struct key_def {
 	enum key_kind kind;
 	size_t off; /* offset of the field in struct config */
 	size_t size; /* K_STRING: the buffer size; K_NETS: the count's offset;
-	              * K_ADDR, K_SCORE: the offset of the flag "given" */
+	              * K_ADDR, K_SCORE: the offset of the flag "given";
+	              * K_WORD: its word list (enum word_list) */
 	uint64_t min; /* for numbers: the smallest value that makes sense */
 	uint64_t max; /* for numbers: the largest that does; 0: no bound */
 };
 
 #define F(field) offsetof(struct config, field)
+
+/* The words of the K_WORD keys, in the order of their fields' values. */
+enum word_list { W_BARE_LF, W_LOG, W_LOG_LEVEL, W_LOG_FORMAT, W_TLS_PROTO, W_BACKEND_TLS };
+static const char *const *const words[] = {
+    [W_BARE_LF] = (const char *const[]){"reject", "normalize", NULL},
+    [W_LOG] = (const char *const[]){"stderr", "syslog", NULL},
+    [W_LOG_LEVEL] = (const char *const[]){"info", "debug", NULL},
+    [W_LOG_FORMAT] = (const char *const[]){"text", "json", NULL},
+    [W_TLS_PROTO] = (const char *const[]){"TLSv1.2", "TLSv1.3", NULL},
+    [W_BACKEND_TLS] = (const char *const[]){"no", "opportunistic", "required", NULL},
+};
+
+/* A K_WORD field is read and written as an int: the enums it holds are. */
+_Static_assert(sizeof(enum config_bare_lf) == sizeof(int) &&
+        sizeof(enum config_log) == sizeof(int) && sizeof(enum config_backend_tls) == sizeof(int),
+    "K_WORD fields are ints");
 
 static const struct key_def keys[] = {
     {"listen", K_LISTEN, 0, 0, 0, 0},
@@ -79,12 +91,12 @@ static const struct key_def keys[] = {
     {"backend_timeout", K_TIME, F(backend_timeout_ms), 0, 1, 0},
     {"backend_data_timeout", K_TIME, F(backend_data_timeout_ms), 0, 1, 0},
     {"shutdown_timeout", K_TIME, F(shutdown_timeout_ms), 0, 0, 0},
-    {"bare_lf", K_BARE_LF, F(bare_lf), 0, 0, 0},
+    {"bare_lf", K_WORD, F(bare_lf), W_BARE_LF, 0, 0},
     {"spool_memory", K_SIZE, F(spool_memory), 0, 0, 0},
     {"spool_dir", K_STRING, F(spool_dir), sizeof(((struct config *)0)->spool_dir), 0, 0},
-    {"log", K_LOG, F(log), 0, 0, 0},
-    {"log_level", K_LOG_LEVEL, F(log_debug), 0, 0, 0},
-    {"log_format", K_LOG_FORMAT, F(log_json), 0, 0, 0},
+    {"log", K_WORD, F(log), W_LOG, 0, 0},
+    {"log_level", K_WORD, F(log_debug), W_LOG_LEVEL, 0, 0},
+    {"log_format", K_WORD, F(log_json), W_LOG_FORMAT, 0, 0},
     {"plugin_dir", K_STRING, F(plugin_dir), sizeof(((struct config *)0)->plugin_dir), 0, 0},
     {"on_error", K_ON_ERROR, F(on_error), 0, 0, 0},
     {"dns_server", K_DNS_SERVER, F(dns_server), 0, 0, 0},
@@ -96,12 +108,12 @@ static const struct key_def keys[] = {
     {"tls_key", K_STRING, F(tls_key), sizeof(((struct config *)0)->tls_key), 0, 0},
     {"tls_chain", K_STRING, F(tls_chain), sizeof(((struct config *)0)->tls_chain), 0, 0},
     {"tls_ciphers", K_STRING, F(tls_ciphers), sizeof(((struct config *)0)->tls_ciphers), 0, 0},
-    {"tls_min_protocol", K_TLS_PROTO, F(tls_min_v13), 0, 0, 0},
+    {"tls_min_protocol", K_WORD, F(tls_min_v13), W_TLS_PROTO, 0, 0},
     {"tls_required", K_BOOL, F(tls_required), 0, 0, 0},
     {"auth_plaintext", K_BOOL, F(auth_plaintext), 0, 0, 0},
     {"proxy_trusted", K_NETS, F(proxy_trusted), F(nproxy_trusted), 0, 0},
     {"trusted_networks", K_NETS, F(trusted_networks), F(ntrusted_networks), 0, 0},
-    {"backend_tls", K_BACKEND_TLS, F(backend_tls), 0, 0, 0},
+    {"backend_tls", K_WORD, F(backend_tls), W_BACKEND_TLS, 0, 0},
     {"backend_tls_ca", K_STRING, F(backend_tls_ca), sizeof(((struct config *)0)->backend_tls_ca), 0,
         0},
     {"backend_tls_verify", K_BOOL, F(backend_tls_verify), 0, 0, 0},
@@ -384,16 +396,10 @@ static const char *const kind_help[] = {
     [K_ADDR] = "host:port (IPv6 as [addr]:port)",
     [K_LISTEN] = "host:port (IPv6 as [addr]:port), then options: tls, proxy_protocol",
     [K_STRING] = "a shorter string",
-    [K_BARE_LF] = "reject or normalize",
-    [K_LOG] = "stderr or syslog",
-    [K_LOG_LEVEL] = "info or debug",
-    [K_LOG_FORMAT] = "text or json",
     [K_ON_ERROR] = "tempfail, accept or reject",
     [K_BOOL] = OPT_HELP_BOOL,
     [K_SCORE] = "a score (e.g. 5, 12.5, -1)",
-    [K_TLS_PROTO] = "TLSv1.2 or TLSv1.3",
     [K_NETS] = OPT_HELP_NETS,
-    [K_BACKEND_TLS] = "no, opportunistic or required",
     [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
 };
 
@@ -460,6 +466,29 @@ set_nets(struct config *cfg, const struct key_def *k, const char *value, char *w
 	return 0;
 }
 
+/* set_word - a K_WORD key: the index of its word, or -1 with why ("expected
+ * a, b or c") */
+static int
+set_word(char *base, const struct key_def *k, const char *value, char *why, size_t whylen)
+{
+	const char *const *w = words[k->size];
+	size_t n, i, used;
+
+	for (n = 0; w[n] != NULL; n++)
+		if (strcmp(value, w[n]) == 0) {
+			*(int *)(base + k->off) = (int)n;
+			return 0;
+		}
+	used = (size_t)snprintf(why, whylen, "bad value \"%s\": expected ", value);
+	for (i = 0; i < n && used < whylen; i++)
+		used += (size_t)snprintf(why + used, whylen - used, "%s%s",
+		    i == 0           ? ""
+		        : i + 1 == n ? " or "
+		                     : ", ",
+		    w[i]);
+	return -1;
+}
+
 /* set_key - store one value: 0, -1 with why, or -2 (too many listen) */
 static int
 set_key(struct config *cfg, const struct key_def *k, const char *value, char *why, size_t whylen)
@@ -480,6 +509,8 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 	default:
 		break;
 	}
+	if (k->kind == K_WORD)
+		return set_word(base, k, value, why, whylen);
 	snprintf(why, whylen, "bad value \"%s\": expected %s", value, kind_help[k->kind]);
 	switch (k->kind) {
 	case K_ADDR:
@@ -504,42 +535,8 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 			return -1;
 		strcpy(base + k->off, value);
 		return 0;
-	case K_BARE_LF:
-		if (strcmp(value, "reject") == 0)
-			cfg->bare_lf = CONFIG_BARE_LF_REJECT;
-		else if (strcmp(value, "normalize") == 0)
-			cfg->bare_lf = CONFIG_BARE_LF_NORMALIZE;
-		else
-			return -1;
-		return 0;
-	case K_LOG:
-		if (strcmp(value, "stderr") == 0)
-			cfg->log = CONFIG_LOG_STDERR;
-		else if (strcmp(value, "syslog") == 0)
-			cfg->log = CONFIG_LOG_SYSLOG;
-		else
-			return -1;
-		return 0;
 	case K_ON_ERROR:
 		return config_parse_on_error(value, &cfg->on_error);
-	case K_TLS_PROTO:
-		if (strcmp(value, "TLSv1.2") == 0)
-			cfg->tls_min_v13 = 0;
-		else if (strcmp(value, "TLSv1.3") == 0)
-			cfg->tls_min_v13 = 1;
-		else
-			return -1;
-		return 0;
-	case K_BACKEND_TLS:
-		if (strcmp(value, "no") == 0)
-			cfg->backend_tls = CONFIG_BACKEND_TLS_NO;
-		else if (strcmp(value, "opportunistic") == 0)
-			cfg->backend_tls = CONFIG_BACKEND_TLS_OPPORTUNISTIC;
-		else if (strcmp(value, "required") == 0)
-			cfg->backend_tls = CONFIG_BACKEND_TLS_REQUIRED;
-		else
-			return -1;
-		return 0;
 	case K_DNS_SERVER: {
 		/* A numeric address, with a port or without (53). */
 		struct config_addr a;
@@ -564,22 +561,6 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 			return -1;
 		return 0;
 	}
-	case K_LOG_FORMAT:
-		if (strcmp(value, "text") == 0)
-			cfg->log_json = 0;
-		else if (strcmp(value, "json") == 0)
-			cfg->log_json = 1;
-		else
-			return -1;
-		return 0;
-	case K_LOG_LEVEL:
-		if (strcmp(value, "info") == 0)
-			cfg->log_debug = 0;
-		else if (strcmp(value, "debug") == 0)
-			cfg->log_debug = 1;
-		else
-			return -1;
-		return 0;
 	default:
 		break;
 	}
@@ -1016,9 +997,7 @@ dump_nets(const struct opt_net *nets, size_t n, char *buf, size_t len)
 static void
 dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t len)
 {
-	static const char *const bare_lf[] = {"reject", "normalize"}, *log[] = {"stderr", "syslog"},
-	                         *on_error[] = {"tempfail", "accept", "reject"},
-	                         *backend_tls[] = {"no", "opportunistic", "required"};
+	static const char *const on_error[] = {"tempfail", "accept", "reject"};
 	const char *base = (const char *)cfg;
 	char v[4096];
 	size_t used = 0;
@@ -1058,26 +1037,11 @@ dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t le
 	case K_BOOL:
 		snprintf(v, sizeof(v), "%s", *(const int *)(base + k->off) ? "yes" : "no");
 		break;
-	case K_BARE_LF:
-		snprintf(v, sizeof(v), "%s", bare_lf[cfg->bare_lf]);
-		break;
-	case K_LOG:
-		snprintf(v, sizeof(v), "%s", log[cfg->log]);
-		break;
-	case K_LOG_LEVEL:
-		snprintf(v, sizeof(v), "%s", cfg->log_debug ? "debug" : "info");
-		break;
-	case K_LOG_FORMAT:
-		snprintf(v, sizeof(v), "%s", cfg->log_json ? "json" : "text");
-		break;
 	case K_ON_ERROR:
 		snprintf(v, sizeof(v), "%s", on_error[cfg->on_error]);
 		break;
-	case K_TLS_PROTO:
-		snprintf(v, sizeof(v), "%s", cfg->tls_min_v13 ? "TLSv1.3" : "TLSv1.2");
-		break;
-	case K_BACKEND_TLS:
-		snprintf(v, sizeof(v), "%s", backend_tls[cfg->backend_tls]);
+	case K_WORD:
+		snprintf(v, sizeof(v), "%s", words[k->size][*(const int *)(base + k->off)]);
 		break;
 	case K_NETS:
 		dump_nets((const struct opt_net *)(base + k->off),
