@@ -7,6 +7,7 @@
 #   make deps       install the Debian packages the build and tests need (idempotent)
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing portcullis.conf)
 #   make uninstall  the same variables: removes what install put, not the configuration
+#   make deb        the Debian packages, into build/deb/ (debian/)
 #   make format     clang-format every C file in place
 
 PREFIX   ?= /usr/local
@@ -321,6 +322,21 @@ uninstall:
 		rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$${p##*/}; done
 	@test ! -e $(DESTDIR)$(SYSCONFDIR)/portcullis.conf || \
 		echo "kept $(DESTDIR)$(SYSCONFDIR)/portcullis.conf (yours: remove it by hand)"
+
+# make deb: the Debian packages of debian/ (portcullis, portcullis-dev),
+# built by dpkg-buildpackage -b in a copy of the tracked files under
+# DEBDIR, where the .debs land; its clean step empties the copy's build/,
+# never this one. Unsigned; no tests inside (make test runs them).
+DEBDIR ?= $(BUILD)/deb
+.PHONY: deb
+deb:
+	@v=$$(dpkg-parsechangelog -S Version); [ "$${v%-*}" = "$(VERSION)" ] || \
+		{ echo "debian/changelog is at $$v, proxy/main.c at $(VERSION): add an entry"; exit 1; }
+	rm -rf $(DEBDIR)/portcullis-$(VERSION) && mkdir -p $(DEBDIR)/portcullis-$(VERSION)
+	git ls-files -z | tar --null -T - -cf - | tar -xf - -C $(DEBDIR)/portcullis-$(VERSION)
+	cd $(DEBDIR)/portcullis-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+		dpkg-buildpackage -us -uc -b -Jauto
+	@ls $(DEBDIR)/portcullis*_$(VERSION)-*.deb
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
