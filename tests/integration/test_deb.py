@@ -32,9 +32,6 @@ LINTIAN_ACCEPTED = {
     # Not an upload to Debian: there is no ITP bug to close.
     ("initial-upload-closes-no-bugs", "portcullis", "usr/share/doc/portcullis/changelog.Debian.gz"),
     ("initial-upload-closes-no-bugs", "portcullis-dev", "usr/share/doc/portcullis-dev/changelog.Debian.gz"),
-    # portcullis.conf(5): tls_ciphers' default is one 230-character word
-    # that groff cannot break (mandoc -T lint does not mind).
-    ("groff-message", "portcullis", "usr/share/man/man5/portcullis.conf.5.gz"),
 }
 
 
