@@ -347,11 +347,11 @@ for w in "${FILTER_WORKLOADS[@]}"; do
 		wait "$SCRAPE_PID" 2>/dev/null || true
 		scrapes=$(cat "$WORK/scrapes" 2>/dev/null || echo 0)
 		[ "$scrapes" -gt 0 ] || die "$name: no scrape of /metrics succeeded"
-		echo "  ($scrapes scrapes of /metrics answered 200 during the runs)"
 	fi
 	mark=""
 	if awk -v r="$ratio" -v t="$target" 'BEGIN { exit !(r < t) }'; then mark="  (< $target target)"; fi
 	printf "%-42s %7d %9.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
+	[ -z "$SCRAPE_PID" ] || echo "  ($scrapes scrapes of /metrics answered 200 during the runs)"
 	# Every message went through the filters and was delivered.
 	sent=$(grep -c ' status=sent ' "$WORK/fproxy.log" || true)
 	[ "$sent" -eq $((count * REPEAT)) ] || die "$name: the filtering proxy logged $sent deliveries, expected $((count * REPEAT))"
