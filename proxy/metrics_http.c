@@ -94,19 +94,10 @@ http_create(struct server *srv, char *err, size_t errlen)
 int
 metrics_http_start(struct server *srv, char *err, size_t errlen)
 {
-	const struct config *cfg = srv->cfg;
-
-	if (!cfg->have_metrics_listen)
-		return 0;
-	if (http_create(srv, err, errlen) != 0)
+	/* At start as at a reload, from nothing bound. */
+	if (metrics_http_prepare(srv, srv->cfg, err, errlen) != 0)
 		return -1;
-	if ((bound = bind_one(&cfg->metrics_listen, err, errlen)) == NULL)
-		return -1;
-	bound_addr = cfg->metrics_listen;
-	have_bound = 1;
-	log_info(NULL, "metrics on http://%s%s%s:%s/metrics",
-	    strchr(bound_addr.host, ':') ? "[" : "", bound_addr.host,
-	    strchr(bound_addr.host, ':') ? "]" : "", bound_addr.port);
+	metrics_http_commit();
 	return 0;
 }
 
