@@ -49,7 +49,8 @@ static void jb_raw(struct jbuf *j, const char *s);
 static void jb_string(struct jbuf *j, const char *key, const char *s);
 static void jb_number(struct jbuf *j, const char *key, const char *s);
 static size_t utf8_len(const unsigned char *s, size_t len);
-static char *kv_text(const char *head, const struct log_kv *kv, size_t n);
+static char *kv_text(
+    char *small, size_t smallsize, const char *head, const struct log_kv *kv, size_t n);
 static void format(char *msg, size_t size, const char *sid, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -151,12 +152,12 @@ log_msg(int prio, const char *sid, const char *fmt, ...)
 void
 log_kv(int prio, const char *sid, const char *head, const struct log_kv *kv, size_t n)
 {
-	char msg[LOG_LINE_MAX];
+	char msg[LOG_LINE_MAX], small[LOG_LINE_MAX];
 	char *text;
 
 	if (prio == LOG_DEBUG && !log_debug_on)
 		return;
-	if ((text = kv_text(head, kv, n)) == NULL) {
+	if ((text = kv_text(small, sizeof(small), head, kv, n)) == NULL) {
 		log_msg(LOG_ERR, sid, "out of memory writing a log line");
 		return;
 	}
@@ -166,7 +167,8 @@ log_kv(int prio, const char *sid, const char *head, const struct log_kv *kv, siz
 		format(msg, sizeof(msg), NULL, "%s", text);
 		emit_json(prio, sid, msg, kv, n);
 	}
-	free(text);
+	if (text != small)
+		free(text);
 }
 
 /* format - vformat with its arguments */
@@ -180,9 +182,12 @@ format(char *msg, size_t size, const char *sid, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* kv_text - "head k=v k=\"v\"..." in memory of its own (NULL: none left) */
+/* kv_text - "head k=v k=\"v\"...": in small when it fits (a summary
+ * line nearly always does: no allocation per transaction), else in memory
+ * of its own (NULL: none left), so a longer one is still cut by vformat
+ * with its true length */
 static char *
-kv_text(const char *head, const struct log_kv *kv, size_t n)
+kv_text(char *small, size_t smallsize, const char *head, const struct log_kv *kv, size_t n)
 {
 	size_t need = (head ? strlen(head) : 0) + 1, o = 0;
 	char *text;
@@ -190,7 +195,9 @@ kv_text(const char *head, const struct log_kv *kv, size_t n)
 	for (size_t i = 0; i < n; i++)
 		if (kv[i].value != NULL)
 			need += strlen(kv[i].key) + strlen(kv[i].value) + 4;
-	if ((text = malloc(need)) == NULL)
+	if (need <= smallsize)
+		text = small;
+	else if ((text = malloc(need)) == NULL)
 		return NULL;
 	text[0] = '\0';
 	if (head != NULL)
