@@ -2,14 +2,12 @@
  * shmconn.c - connection counts shared by the workers (shmconn.h).
  *
  * Layout of the one mapping: the header (the lock, the sizes, each worker's
- * total), then the slots of an open-addressing hash table (a key and the
- * sum of its counts), then each slot's count per worker. A slot whose sum
- * fell to 0 keeps its key as a tombstone, so that probes for the keys
- * after it still find them; a new key takes the first tombstone on its
- * path. Tombstones pile up, and probes for absent keys grow long (never
- * wrong): the master rebuilds the table from time to time (shmconn_compact).
- * Only the master: a worker killed half way through a rebuild would take
- * the other workers' counts with it.
+ * total), then the slots of an open-addressing hash table with linear
+ * probing (a key and the sum of its counts), then each slot's count per
+ * worker. A key whose last connection ends is removed and the keys after
+ * it shifted back, so there are no tombstones and a probe for a new key
+ * stops at the first empty slot. A process killed half way through a
+ * change is repaired by the next one to take the lock (repair).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -29,7 +27,6 @@ struct shmconn {
 	size_t mapsize;
 	uint32_t nslots; /* a power of two */
 	uint32_t nworkers;
-	uint32_t used; /* slots that have a key (live or tombstone) */
 	uint32_t total[SHMCONN_WORKERS_MAX];
 };
 
@@ -90,34 +87,6 @@ shmconn_destroy(struct shmconn *t)
 	munmap(t, t->mapsize);
 }
 
-/* resync - the sums again from the per-worker counts: a process that died
- * holding the lock may have changed one and not the other */
-static void
-resync(struct shmconn *t)
-{
-	for (uint32_t i = 0; i < t->nslots; i++) {
-		uint32_t sum = 0, *c = counts(t, i);
-		for (uint32_t w = 0; w < t->nworkers; w++)
-			sum += c[w];
-		slots(t)[i].sum = sum;
-	}
-}
-
-static void
-lock(struct shmconn *t)
-{
-	if (pthread_mutex_lock(&t->lock) == EOWNERDEAD) {
-		resync(t);
-		pthread_mutex_consistent(&t->lock);
-	}
-}
-
-static void
-unlock(struct shmconn *t)
-{
-	pthread_mutex_unlock(&t->lock);
-}
-
 /* hash - FNV-1a */
 static uint32_t
 hash(const char *key)
@@ -129,13 +98,12 @@ hash(const char *key)
 	return h;
 }
 
-/* find - key's slot; with create, a new one when it has none (the first
- * tombstone on its path, else the never-used slot that ends it); -1 */
+/* find - key's slot, or -1; with create, a new one when it has none (the
+ * empty slot that ends its probe) */
 static int64_t
 find(struct shmconn *t, const char *key, int create)
 {
 	uint32_t mask = t->nslots - 1, h = hash(key);
-	int64_t reuse = -1;
 
 	for (uint32_t k = 0; k < t->nslots; k++) {
 		uint32_t i = (h + k) & mask;
@@ -144,55 +112,107 @@ find(struct shmconn *t, const char *key, int create)
 		if (s->key[0] == '\0') {
 			if (!create)
 				return -1;
-			if (reuse < 0) {
-				reuse = i;
-				t->used++;
-			}
-			break;
+			strcpy(s->key, key);
+			return i;
 		}
 		if (strcmp(s->key, key) == 0)
 			return i;
-		if (s->sum == 0 && reuse < 0)
-			reuse = i;
 	}
-	if (reuse >= 0)
-		strcpy(slots(t)[reuse].key, key);
-	return reuse;
+	return -1; /* every slot holds a live key */
 }
 
-/* compact - rebuild the table with its live keys only, so that probes end
- * soon again; skipped (tried again later) without memory */
+/* move_slot - slot j into the empty slot i: the copy first, then j is
+ * cleared, so a process killed in between leaves a duplicate (which
+ * repair drops), never a lost count */
 static void
-compact(struct shmconn *t)
+move_slot(struct shmconn *t, uint32_t i, uint32_t j)
+{
+	slots(t)[i] = slots(t)[j];
+	memcpy(counts(t, i), counts(t, j), t->nworkers * sizeof(uint32_t));
+	memset(&slots(t)[j], 0, sizeof(struct shm_slot));
+	memset(counts(t, j), 0, t->nworkers * sizeof(uint32_t));
+}
+
+/* remove - slot i's key has no connection left: empty it and shift the
+ * keys after it back (linear probing without tombstones), so that a probe
+ * for an absent key stops at the first empty slot, as short as ever */
+static void
+remove_slot(struct shmconn *t, uint32_t i)
+{
+	uint32_t mask = t->nslots - 1, j = i;
+
+	memset(&slots(t)[i], 0, sizeof(struct shm_slot));
+	memset(counts(t, i), 0, t->nworkers * sizeof(uint32_t));
+	for (;;) {
+		uint32_t home;
+
+		j = (j + 1) & mask;
+		if (slots(t)[j].key[0] == '\0')
+			return;
+		home = hash(slots(t)[j].key) & mask;
+		/* j may move to the hole at i unless its home lies cyclically
+		 * in (i, j]: then i is before where its probe starts */
+		if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+			continue;
+		move_slot(t, i, j);
+		i = j;
+	}
+}
+
+/* repair - a process died holding the lock, maybe half way through a
+ * change: rebuild the table from what it holds, a duplicate key dropped
+ * (a move cut short), each sum counted again from the per-worker counts */
+static void
+repair(struct shmconn *t)
 {
 	size_t nw = t->nworkers, row = sizeof(struct shm_slot) + nw * sizeof(uint32_t);
-	uint32_t live = 0;
-	char *save;
+	uint32_t n = 0;
+	char *save = malloc((size_t)t->nslots * row);
 
-	for (uint32_t i = 0; i < t->nslots; i++)
-		live += slots(t)[i].sum > 0;
-	if ((save = malloc((size_t)live * row + 1)) == NULL)
-		return;
-	live = 0;
+	if (save == NULL)
+		return; /* the sums stay as they are: off by one at worst */
 	for (uint32_t i = 0; i < t->nslots; i++) {
-		if (slots(t)[i].sum == 0)
+		if (slots(t)[i].key[0] == '\0')
 			continue;
-		memcpy(save + (size_t)live * row, &slots(t)[i], sizeof(struct shm_slot));
-		memcpy(save + (size_t)live * row + sizeof(struct shm_slot), counts(t, i),
+		slots(t)[i].key[NETKEY_MAX - 1] = '\0';
+		memcpy(save + (size_t)n * row, &slots(t)[i], sizeof(struct shm_slot));
+		memcpy(save + (size_t)n * row + sizeof(struct shm_slot), counts(t, i),
 		    nw * sizeof(uint32_t));
-		live++;
+		n++;
 	}
 	memset(slots(t), 0, (size_t)t->nslots * sizeof(struct shm_slot));
 	memset(counts(t, 0), 0, (size_t)t->nslots * nw * sizeof(uint32_t));
-	t->used = 0;
-	for (uint32_t j = 0; j < live; j++) {
-		const struct shm_slot *s = (const struct shm_slot *)(save + (size_t)j * row);
-		int64_t i = find(t, s->key, 1);
-		slots(t)[i].sum = s->sum;
-		memcpy(counts(t, (uint32_t)i), save + (size_t)j * row + sizeof(struct shm_slot),
-		    nw * sizeof(uint32_t));
+	for (uint32_t k = 0; k < n; k++) {
+		const struct shm_slot *s = (const struct shm_slot *)(save + (size_t)k * row);
+		const uint32_t *c = (const uint32_t *)(save + (size_t)k * row + sizeof(*s));
+		uint32_t sum = 0;
+		int64_t i;
+
+		if (find(t, s->key, 0) >= 0) /* the copy of a move cut short */
+			continue;
+		for (uint32_t w = 0; w < nw; w++)
+			sum += c[w];
+		if (sum == 0 || (i = find(t, s->key, 1)) < 0)
+			continue;
+		memcpy(counts(t, (uint32_t)i), c, nw * sizeof(uint32_t));
+		slots(t)[i].sum = sum;
 	}
 	free(save);
+}
+
+static void
+lock(struct shmconn *t)
+{
+	if (pthread_mutex_lock(&t->lock) == EOWNERDEAD) {
+		repair(t);
+		pthread_mutex_consistent(&t->lock);
+	}
+}
+
+static void
+unlock(struct shmconn *t)
+{
+	pthread_mutex_unlock(&t->lock);
 }
 
 enum shmconn_result
@@ -218,6 +238,8 @@ shmconn_acquire(
 	}
 	if (slots(t)[i].sum >= max_per_key) {
 		r = SHMCONN_PER_KEY;
+		if (slots(t)[i].sum == 0) /* max_per_key 0: the new key goes */
+			remove_slot(t, (uint32_t)i);
 		goto out;
 	}
 	counts(t, (uint32_t)i)[worker]++;
@@ -238,8 +260,9 @@ shmconn_release(struct shmconn *t, unsigned worker, const char *key)
 	lock(t);
 	if ((i = find(t, key, 0)) >= 0 && counts(t, (uint32_t)i)[worker] > 0) {
 		counts(t, (uint32_t)i)[worker]--;
-		slots(t)[i].sum--;
 		t->total[worker]--;
+		if (--slots(t)[i].sum == 0)
+			remove_slot(t, (uint32_t)i);
 	}
 	unlock(t);
 }
@@ -250,27 +273,11 @@ shmconn_forget_worker(struct shmconn *t, unsigned worker)
 	if (worker >= t->nworkers)
 		return;
 	lock(t);
-	for (uint32_t i = 0; i < t->nslots; i++) {
-		uint32_t *c = counts(t, i);
-		slots(t)[i].sum -= c[worker];
-		c[worker] = 0;
-	}
+	for (uint32_t i = 0; i < t->nslots; i++)
+		counts(t, i)[worker] = 0;
 	t->total[worker] = 0;
+	repair(t); /* the sums again, and the keys left with none dropped */
 	unlock(t);
-}
-
-int
-shmconn_compact(struct shmconn *t)
-{
-	int done = 0;
-
-	lock(t);
-	if (t->used >= t->nslots / 2) {
-		compact(t);
-		done = 1;
-	}
-	unlock(t);
-	return done;
 }
 
 uint64_t

@@ -45,10 +45,6 @@ void shmconn_release(struct shmconn *t, unsigned worker, const char *key);
 /* shmconn_forget_worker - worker is gone: none of its connections count. */
 void shmconn_forget_worker(struct shmconn *t, unsigned worker);
 
-/* shmconn_compact - rebuild the table without its tombstones when half its
- * slots have been used: the master's job, on a timer (1: it did). */
-int shmconn_compact(struct shmconn *t);
-
 /* shmconn_total / shmconn_count - the sums, for tests and the metrics. */
 uint64_t shmconn_total(struct shmconn *t);
 uint64_t shmconn_count(struct shmconn *t, const char *key);

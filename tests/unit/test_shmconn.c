@@ -3,9 +3,9 @@
  * shared by the workers.
  *
  * Limits per key and in total, summed over workers; releases, including
- * one for a key never counted; a worker's share forgotten; tombstones
- * reused and the table rebuilt after many distinct keys came and went, the
- * live counts kept; a full table; and across fork: a child's counts seen by
+ * one for a key never counted; a worker's share forgotten; many distinct
+ * keys coming and going through a small table (removal shifts the keys
+ * back), the live counts kept; a full table; and across fork: a child's counts seen by
  * the parent, forgotten when it dies without releasing, and a child killed
  * while it may hold the lock does not block the parent (robust mutex).
  */
@@ -90,7 +90,6 @@ test_churn(void **state)
 {
 	struct shmconn *t = shmconn_create(8, 1); /* 64 slots */
 	char key[32];
-	int compacted = 0;
 
 	(void)state;
 	assert_int_equal(shmconn_acquire(t, 0, "keep-a", 1000, 1000), SHMCONN_OK);
@@ -102,15 +101,59 @@ test_churn(void **state)
 		assert_int_equal(shmconn_count(t, key), 1);
 		shmconn_release(t, 0, key);
 		assert_int_equal(shmconn_count(t, key), 0);
-		/* the master's timer, now and then; without it, only slower */
-		if (i % 5000 == 4999)
-			compacted += shmconn_compact(t);
 	}
-	assert_true(compacted > 0);
-	assert_int_equal(shmconn_compact(t), 0); /* nothing used since */
 	assert_int_equal(shmconn_count(t, "keep-a"), 1);
 	assert_int_equal(shmconn_count(t, "keep-b"), 2);
 	assert_int_equal(shmconn_total(t), 3);
+	shmconn_destroy(t);
+}
+
+/* Random acquires and releases over 48 keys in 64 slots (long probe runs,
+ * removals shifting keys back across the wrap), checked after every step
+ * against a plain array of counts. */
+static void
+test_model(void **state)
+{
+	struct shmconn *t = shmconn_create(8, 2); /* 64 slots */
+	unsigned model[48][2] = {{0}}, seed = 12345, total = 0;
+	char key[32];
+
+	(void)state;
+	for (int step = 0; step < 200000; step++) {
+		unsigned k, w, sum;
+		seed = seed * 1103515245u + 12345u;
+		k = (seed >> 8) % 48;
+		w = (seed >> 20) & 1;
+		snprintf(key, sizeof(key), "k%u", k);
+		if ((seed >> 24) % 3 != 0) {
+			enum shmconn_result r = shmconn_acquire(t, w, key, 1000, 3);
+			sum = model[k][0] + model[k][1];
+			assert_int_equal(r, sum >= 3 ? SHMCONN_PER_KEY : SHMCONN_OK);
+			if (r == SHMCONN_OK) {
+				model[k][w]++;
+				total++;
+			}
+		} else {
+			shmconn_release(t, w, key);
+			if (model[k][w] > 0) {
+				model[k][w]--;
+				total--;
+			}
+		}
+		if (step % 97 == 0)
+			for (unsigned j = 0; j < 48; j++) {
+				snprintf(key, sizeof(key), "k%u", j);
+				assert_int_equal(shmconn_count(t, key), model[j][0] + model[j][1]);
+			}
+		if (step % 50000 == 49999) { /* worker 1 dies */
+			shmconn_forget_worker(t, 1);
+			for (unsigned j = 0; j < 48; j++) {
+				total -= model[j][1];
+				model[j][1] = 0;
+			}
+		}
+	}
+	assert_int_equal(shmconn_total(t), total);
 	shmconn_destroy(t);
 }
 
@@ -206,6 +249,7 @@ main(void)
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_forget_worker),
 	    cmocka_unit_test(test_churn),
+	    cmocka_unit_test(test_model),
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_fork),
 	    cmocka_unit_test(test_killed_holding_the_lock),
