@@ -139,6 +139,18 @@ $(BUILD)/tests/test_chain: tests/unit/test_chain.c $(PURE_SRC:%.c=$(BUILD)/%.o) 
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka $(LIBS)
 
+# The connection counts shared by workers (issue 18), with fork.
+UNIT_TESTS += test_shmconn
+$(BUILD)/tests/test_shmconn: tests/unit/test_shmconn.c $(BUILD)/proxy/shmconn.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka
+
+# The worker's seccomp filter (issue 18), each case in a child.
+UNIT_TESTS += test_sandbox
+$(BUILD)/tests/test_sandbox: tests/unit/test_sandbox.c $(BUILD)/proxy/sandbox.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka -lseccomp
+
 # The metrics block and its rendering, on their own.
 UNIT_TESTS += test_metrics
 $(BUILD)/tests/test_metrics: tests/unit/test_metrics.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/proxy/metrics.o

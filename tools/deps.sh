@@ -7,7 +7,7 @@
 set -eu
 
 RUN_PKGS="gcc make pkg-config libevent-dev libssl-dev liblua5.4-dev liblmdb-dev
-libhiredis-dev libsystemd-dev python3-aiosmtpd swaks"
+libhiredis-dev libsystemd-dev libseccomp-dev python3-aiosmtpd swaks"
 if [ "${1:-}" = "--run" ]; then
 	shift
 	PKGS="$RUN_PKGS $*"
@@ -17,7 +17,7 @@ libcmocka-dev postfix swaks python3-aiosmtpd python3-pytest procps iproute2
 openssl haproxy dovecot-core libio-socket-ssl-perl libnet-ssleay-perl
 liblmdb-dev libhiredis-dev redis-server spamassassin spamd spamc rspamd
 clamav-daemon clamdscan clamav-milter opendkim opendkim-tools python3-dkim
-spamass-milter mandoc libsystemd-dev python3-prometheus-client curl
+spamass-milter mandoc libsystemd-dev libseccomp-dev python3-prometheus-client curl
 debhelper dpkg-dev fakeroot lintian $*"
 fi
 # DEPS_LIST=1: print the packages this mode wants, install nothing.
