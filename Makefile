@@ -34,7 +34,8 @@ PROXY_SRC := proxy/main.c proxy/config.c proxy/listener.c proxy/session.c \
              proxy/log.c proxy/conn.c proxy/chain.c proxy/plugin.c proxy/verdict.c \
              proxy/message.c proxy/tls.c proxy/proxyproto.c proxy/rdns.c proxy/netkey.c \
              proxy/server.c proxy/commands.c proxy/data.c proxy/auth.c proxy/txlog.c proxy/replies.c \
-             proxy/options.c proxy/metrics.c proxy/metrics_http.c
+             proxy/options.c proxy/metrics.c proxy/metrics_http.c \
+             proxy/master.c proxy/privilege.c proxy/shmconn.c proxy/sandbox.c
 PURE_SRC  := proxy/replies.c proxy/config.c proxy/smtp_parse.c proxy/dataread.c proxy/verdict.c \
              proxy/message.c proxy/proxyproto.c proxy/netkey.c proxy/options.c
 UNIT_TESTS := test_replies test_smtp_parse test_dataread test_config test_verdict test_message \
@@ -75,6 +76,7 @@ UNIT_TESTS += test_milter_proto
 # systemd: sd_notify and the reload state file portcullis -R reads (notify.c).
 PROXY_SRC += proxy/notify.c
 LIBS += -lsystemd
+LIBS += -lseccomp
 
 # Plugins shipped (plugins/NAME.c) and the test plugins (tests/plugins/NAME.c).
 PLUGINS      := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))

@@ -36,6 +36,7 @@ enum key_kind {
 	K_BOOL,
 	K_NETS,
 	K_SCORE,
+	K_WORKERS, /* "auto" (stored as 0) or a count */
 };
 
 struct key_def {
@@ -130,6 +131,12 @@ static const struct key_def keys[] = {
     {"reject_score", K_SCORE, F(reject_score), F(have_reject_score), 0, 0},
     {"tempfail_score", K_SCORE, F(tempfail_score), F(have_tempfail_score), 0, 0},
     {"header_score", K_SCORE, F(header_score), F(have_header_score), 0, 0},
+    /* Processes (issue 18): auto is one per core, at most CONFIG_WORKERS_MAX. */
+    {"workers", K_WORKERS, F(workers), 0, 1, CONFIG_WORKERS_MAX},
+    {"user", K_STRING, F(user), sizeof(((struct config *)0)->user), 0, 0},
+    {"group", K_STRING, F(group), sizeof(((struct config *)0)->group), 0, 0},
+    {"chroot", K_STRING, F(chroot), sizeof(((struct config *)0)->chroot), 0, 0},
+    {"seccomp", K_BOOL, F(seccomp), 0, 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -198,6 +205,8 @@ config_defaults(struct config *cfg)
 	cfg->dns_retry_ms = 10 * 1000;
 	strcpy(cfg->tls_ciphers, CONFIG_TLS_CIPHERS);
 	cfg->backend_tls_verify = 1;
+	cfg->workers = 1;
+	cfg->seccomp = 1;
 	cfg->backend_xclient = 1;
 	cfg->client_rdns = 1;
 }
@@ -401,6 +410,7 @@ static const char *const kind_help[] = {
     [K_SCORE] = "a score (e.g. 5, 12.5, -1)",
     [K_NETS] = OPT_HELP_NETS,
     [K_DNS_SERVER] = "a numeric address, with a port or without (e.g. 127.0.0.1:5353)",
+    [K_WORKERS] = "auto or a whole number",
 };
 
 /* set_score - a finite number, at most 1e6 either way; sets its have_ flag
@@ -435,7 +445,8 @@ set_number(struct config *cfg, const struct key_def *k, const char *value, char 
 	    k->kind == K_TIME ? opt_time(value, &v, why, whylen) : opt_size(value, &v, why, whylen);
 
 	if (r == 0 &&
-	    (v < k->min || (k->max != 0 && v > k->max) || (k->kind == K_COUNT && v > UINT32_MAX)))
+	    (v < k->min || (k->max != 0 && v > k->max) ||
+	        (k->kind != K_SIZE && k->kind != K_TIME && v > UINT32_MAX)))
 		r = -1;
 	if (r == 0) {
 		*(uint64_t *)((char *)cfg + k->off) = v;
@@ -499,6 +510,12 @@ set_key(struct config *cfg, const struct key_def *k, const char *value, char *wh
 	case K_SIZE:
 	case K_COUNT:
 	case K_TIME:
+		return set_number(cfg, k, value, why, whylen);
+	case K_WORKERS:
+		if (strcmp(value, "auto") == 0) {
+			*(uint64_t *)(base + k->off) = 0;
+			return 0;
+		}
 		return set_number(cfg, k, value, why, whylen);
 	case K_BOOL:
 		return opt_bool(value, (int *)(base + k->off), why, whylen);
@@ -883,7 +900,34 @@ config_check(struct config *cfg, char *err, size_t errlen)
 		    (unsigned long long)cfg->max_line_length);
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		cfg->max_connections_per_ip = cfg->max_connections;
+	/* Root in a jail can leave it: a chroot goes with a user to drop to.
+	 * And the single process reads its configuration again at SIGHUP,
+	 * which a jail would hide: only workers are jailed. */
+	if (cfg->chroot[0] != '\0' && cfg->user[0] == '\0')
+		return errf(err, errlen, file, config_key_line(cfg, "chroot"),
+		    "chroot needs user = NAME: root can leave a chroot");
+	if (cfg->chroot[0] != '\0' && cfg->chroot[0] != '/')
+		return errf(err, errlen, file, config_key_line(cfg, "chroot"),
+		    "chroot %s: expected an absolute path", cfg->chroot);
+	if (cfg->chroot[0] != '\0' && config_workers(cfg) == 1)
+		return errf(err, errlen, file, config_key_line(cfg, "chroot"),
+		    "chroot needs workers (workers = auto or 2 or more): the single process "
+		    "reads its files again at SIGHUP, outside any jail");
 	return 0;
+}
+
+/* config_workers - see config.h */
+unsigned
+config_workers(const struct config *cfg)
+{
+	long n;
+
+	if (cfg->workers != 0)
+		return (unsigned)cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	return n > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX : (unsigned)n;
 }
 
 /* config_free - release what config_parse allocated */
@@ -1029,6 +1073,12 @@ dump_key(const struct config *cfg, const struct key_def *k, char *buf, size_t le
 	case K_COUNT:
 	case K_TIME:
 		dump_number(*(const uint64_t *)(base + k->off), k->kind, v, sizeof(v));
+		break;
+	case K_WORKERS:
+		if (*(const uint64_t *)(base + k->off) == 0)
+			snprintf(v, sizeof(v), "auto");
+		else
+			dump_number(*(const uint64_t *)(base + k->off), K_COUNT, v, sizeof(v));
 		break;
 	case K_STRING:
 	case K_DNS_SERVER:

@@ -159,10 +159,26 @@ struct config {
 	int backend_xclient;
 	int client_rdns; /* look up the client's name for XCLIENT NAME */
 
+	/* Processes and privileges (issue 18): workers 0 is auto; the names
+	 * are looked up at start (privilege.c). */
+	uint64_t workers;
+	char user[64];
+	char group[64];
+	char chroot[1024];
+	int seccomp;
+
 	int key_line[64]; /* where each key of the table was set (0: not in the file) */
 
 	struct config_section *sections;
 };
+
+/* At most this many workers; a reload starts as many again while the old
+ * ones drain, within shmconn's SHMCONN_WORKERS_MAX. */
+#define CONFIG_WORKERS_MAX 32
+
+/* config_workers - how many workers cfg asks for (auto: the cores online,
+ * at most CONFIG_WORKERS_MAX); 1 is the single process. */
+unsigned config_workers(const struct config *cfg);
 
 /* Defaults, as documented in etc/portcullis.conf. */
 void config_defaults(struct config *cfg);

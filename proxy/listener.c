@@ -2,9 +2,12 @@
  * listener.c - the listening sockets: accept, the connection limits, and the
  * PROXY protocol header; then the client is handed to a session.
  *
- * Exports listener_start and listener_stop. Connection limits are checked
+ * Exports listener_bind, listener_start and listener_stop. The sockets are
+ * bound by the process that starts (listener_bind) and accepted on by the
+ * one that serves: the same process with workers = 1, else every worker,
+ * on the sockets the master bound. Connection limits are checked
  * before any allocation, so a flood costs one accept and one write per
- * connection. On a proxy_protocol listener the header is read first (with
+ * connection; they count across workers (server_ip_acquire). On a proxy_protocol listener the header is read first (with
  * the client deadline), and the per-IP limit applies to the client it names.
  * When accept itself fails for want of descriptors or memory, every
  * listener pauses for LISTENER_PAUSE_MS.
@@ -81,24 +84,22 @@ static void listener_pause(int err);
 static void listener_resume_cb(evutil_socket_t fd, short what, void *arg);
 static uint64_t listener_now_ms(void);
 static void listener_refuse(evutil_socket_t fd, const struct reply *reply, const char *host);
+static int listener_limits(struct server *srv, evutil_socket_t fd, const char *ip,
+    struct client_info *ci, const char *peer);
 static void proxy_wait(struct server *srv, struct client_info *ci, const char *peer);
 static void proxy_read_cb(evutil_socket_t fd, short what, void *arg);
 static void proxy_deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void proxy_done(struct waiting *w, int close_fd);
 
-/* listener_start - bind every listen address; -1 if any fails */
+/* listener_bind - a listening socket for every listen address of cfg, in
+ * fds (CONFIG_LISTEN_MAX); -1 (logged) if any fails, with none left open */
 int
-listener_start(struct server *srv)
+listener_bind(const struct config *cfg, int *fds, size_t *nfds)
 {
-	struct config *cfg = srv->cfg;
-
-	if (srv->ip_table == NULL && server_ip_init(srv) != 0)
-		return PC_ERROR;
-	if ((resume_ev = evtimer_new(srv->base, listener_resume_cb, NULL)) == NULL)
-		return PC_ERROR;
+	*nfds = 0;
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		struct addrinfo hints = {0}, *res;
-		int r;
+		int r, fd, on = 1;
 
 		hints.ai_socktype = SOCK_STREAM;
 		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
@@ -107,15 +108,48 @@ listener_start(struct server *srv)
 		if (r != 0) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
 			    gai_strerror(r));
-			return PC_ERROR;
+			goto fail;
 		}
+		fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+		    bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 511) != 0) {
+			int e = errno;
+			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
+			    strerror(e));
+			if (fd >= 0)
+				close(fd);
+			freeaddrinfo(res);
+			goto fail;
+		}
+		freeaddrinfo(res);
+		fds[(*nfds)++] = fd;
+		log_info(NULL, "listening on %s:%s%s%s", cfg->listen[i].host, cfg->listen[i].port,
+		    cfg->listen[i].tls ? " tls" : "",
+		    cfg->listen[i].proxy ? " proxy_protocol" : "");
+	}
+	return PC_OK;
+fail:
+	while (*nfds > 0)
+		close(fds[--(*nfds)]);
+	return PC_ERROR;
+}
+
+/* listener_start - accept on fds (listener_bind's, for srv->cfg's listen
+ * entries, in order); they are closed by listener_stop */
+int
+listener_start(struct server *srv, const int *fds, size_t nfds)
+{
+	struct config *cfg = srv->cfg;
+
+	if (server_ip_init(srv) != 0)
+		return PC_ERROR;
+	if ((resume_ev = evtimer_new(srv->base, listener_resume_cb, NULL)) == NULL)
+		return PC_ERROR;
+	for (size_t i = 0; i < nfds && i < cfg->nlisten; i++) {
 		lctx[nlisteners].srv = srv;
 		lctx[nlisteners].l = cfg->listen[i];
-		listeners[nlisteners] =
-		    evconnlistener_new_bind(srv->base, listener_accept_cb, &lctx[nlisteners],
-		        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
-		        res->ai_addr, (int)res->ai_addrlen);
-		freeaddrinfo(res);
+		listeners[nlisteners] = evconnlistener_new(srv->base, listener_accept_cb,
+		    &lctx[nlisteners], LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
 		if (listeners[nlisteners] == NULL) {
 			log_err(NULL, "listen %s:%s: %s", cfg->listen[i].host, cfg->listen[i].port,
 			    strerror(errno));
@@ -123,9 +157,6 @@ listener_start(struct server *srv)
 		}
 		evconnlistener_set_error_cb(listeners[nlisteners], listener_error_cb);
 		nlisteners++;
-		log_info(NULL, "listening on %s:%s%s%s", cfg->listen[i].host, cfg->listen[i].port,
-		    cfg->listen[i].tls ? " tls" : "",
-		    cfg->listen[i].proxy ? " proxy_protocol" : "");
 	}
 	return PC_OK;
 }
@@ -172,12 +203,6 @@ listener_accept_cb(
 		listener_refuse(fd, R_SHUTDOWN, cfg->hostname);
 		return;
 	}
-	if (srv->nsessions + srv->nwaiting >= cfg->max_connections) {
-		log_warn(NULL, "refused client=%s: max_connections reached", peer);
-		metrics_inc(M_CONN_REFUSED_LIMIT);
-		listener_refuse(fd, R_TOO_MANY_CONN, cfg->hostname);
-		return;
-	}
 	/* The local address is looked up when a plugin may want it
 	 * (session_view), unless a PROXY header names it. */
 	if (lc->l.proxy) {
@@ -189,18 +214,53 @@ listener_accept_cb(
 			close(fd);
 			return;
 		}
+		/* It counts toward max_connections while it sends its header. */
+		if (listener_limits(srv, fd, NULL, &ci, peer) != 0)
+			return;
 		server_session_id(srv, ci.id);
 		proxy_wait(srv, &ci, peer);
 		return;
 	}
-	if (server_ip_acquire(srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0) {
-		log_warn(NULL, "refused client=%s: max_connections_per_ip reached", peer);
-		metrics_inc(M_CONN_REFUSED_IP_LIMIT);
-		listener_refuse(fd, R_TOO_MANY_CONN_IP, cfg->hostname);
+	if (listener_limits(srv, fd, ci.ip, &ci, peer) != 0)
 		return;
-	}
 	server_session_id(srv, ci.id);
 	session_new(srv, &ci);
+}
+
+/* listener_limits - count the client (ip NULL: one waiting for its PROXY
+ * header), or refuse it with the limit it is over; 0 when counted */
+static int
+listener_limits(struct server *srv, evutil_socket_t fd, const char *ip, struct client_info *ci,
+    const char *peer)
+{
+	const struct config *cfg = srv->cfg;
+
+	switch (server_ip_acquire(srv, ip, ci->ip_key, sizeof(ci->ip_key))) {
+	case SHMCONN_OK:
+		return 0;
+	case SHMCONN_TOTAL:
+		log_warn(
+		    ci->id[0] ? ci->id : NULL, "refused client=%s: max_connections reached", peer);
+		metrics_inc(M_CONN_REFUSED_LIMIT);
+		listener_refuse(fd, R_TOO_MANY_CONN, cfg->hostname);
+		break;
+	case SHMCONN_FULL:
+		log_warn(ci->id[0] ? ci->id : NULL,
+		    "refused client=%s: the connection table is full (it holds the clients of "
+		    "max_connections at start; raising it takes a restart)",
+		    peer);
+		metrics_inc(M_CONN_REFUSED_LIMIT);
+		listener_refuse(fd, R_TOO_MANY_CONN, cfg->hostname);
+		break;
+	case SHMCONN_PER_KEY:
+		log_warn(ci->id[0] ? ci->id : NULL,
+		    "refused client=%s: max_connections_per_ip reached", peer);
+		metrics_inc(M_CONN_REFUSED_IP_LIMIT);
+		listener_refuse(fd, R_TOO_MANY_CONN_IP, cfg->hostname);
+		break;
+	}
+	ci->ip_key[0] = '\0';
+	return -1;
 }
 
 /* listener_refuse - one 421 straight into the socket, then close */
@@ -258,8 +318,10 @@ proxy_done(struct waiting *w, int close_fd)
 		event_free(w->ev);
 	if (w->deadline != NULL)
 		event_free(w->deadline);
-	if (close_fd)
+	if (close_fd) {
+		server_ip_release(srv, w->ci.ip_key);
 		close(w->ci.fd);
+	}
 	free(w);
 	if (close_fd)
 		server_session_gone(srv);
@@ -285,6 +347,7 @@ proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct client_info ci = w->ci;
 	unsigned char buf[PROXYPROTO_V2_MAX];
 	struct proxyproto pp;
+	char peer[80];
 	size_t consumed = 0;
 	const char *why = NULL;
 	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
@@ -322,11 +385,10 @@ proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 		    ci.ip, ci.port);
 	}
 	proxy_done(w, 0);
-	if (server_ip_acquire(srv, ci.ip, ci.ip_key, sizeof(ci.ip_key)) != 0) {
-		log_warn(
-		    ci.id, "refused client=%s:%s: max_connections_per_ip reached", ci.ip, ci.port);
-		metrics_inc(M_CONN_REFUSED_IP_LIMIT);
-		listener_refuse(fd, R_TOO_MANY_CONN_IP, srv->cfg->hostname);
+	/* Counted from now on as the client the header names. */
+	server_ip_release(srv, ci.ip_key);
+	snprintf(peer, sizeof(peer), "%s:%s", ci.ip, ci.port);
+	if (listener_limits(srv, fd, ci.ip, &ci, peer) != 0) {
 		server_session_gone(srv);
 		return;
 	}

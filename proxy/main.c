@@ -24,17 +24,19 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "daemon.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "notify.h"
+#include "privilege.h"
 #include "rdns.h"
+#include "sandbox.h"
 #include "session.h"
 #include "store.h"
 #include "tls.h"
 
-#define PORTCULLIS_VERSION "0.1.0"
 #define DEFAULT_CONFIG SYSCONFDIR "/portcullis.conf"
 #define OVERRIDES_MAX 64
 
@@ -44,15 +46,10 @@ static const char *override_key[OVERRIDES_MAX], *override_value[OVERRIDES_MAX];
 static int noverrides;
 
 static void usage(void);
-static int resolve_backend(const struct config *cfg, struct sockaddr_storage *addr,
-    socklen_t *addrlen, char *err, size_t errlen);
-static struct config *config_read(char *err, size_t errlen);
 static void dns_apply(struct server *srv, const struct config *old, const struct config *cfg);
-static void on_stop_signal(evutil_socket_t sig, short what, void *arg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
-static int dns_start(struct server *srv, char *err, size_t errlen);
-static void store_settings(struct event_base *base, const struct config *cfg);
+static int single_run(struct server *srv, const struct privilege *priv);
 
 static void
 usage(void)
@@ -70,8 +67,15 @@ usage(void)
 	    "  -R              reload the running daemon (SIGHUP) and wait for the outcome\n");
 }
 
-/* resolve_backend - the backend address (at start, and at each SIGHUP) */
-static int
+/* config_file_name - see daemon.h */
+const char *
+config_file_name(void)
+{
+	return config_file;
+}
+
+/* resolve_backend - see daemon.h */
+int
 resolve_backend(const struct config *cfg, struct sockaddr_storage *addr, socklen_t *addrlen,
     char *err, size_t errlen)
 {
@@ -92,9 +96,8 @@ resolve_backend(const struct config *cfg, struct sockaddr_storage *addr, socklen
 	return 0;
 }
 
-/* config_read - the file, then the -o overrides, then the checks; NULL with
- * the reason in err */
-static struct config *
+/* config_read - see daemon.h */
+struct config *
 config_read(char *err, size_t errlen)
 {
 	struct config *cfg = calloc(1, sizeof(*cfg));
@@ -119,9 +122,8 @@ fail:
 	return NULL;
 }
 
-/* dns_start - the resolver plugins share (DESIGN §5): dns_server, or the
- * name servers of /etc/resolv.conf */
-static int
+/* dns_start - see daemon.h */
+int
 dns_start(struct server *srv, char *err, size_t errlen)
 {
 	struct config *cfg = srv->cfg;
@@ -183,6 +185,15 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		goto fail;
 	if (!config_listen_equal(srv->cfg, cfg)) {
 		snprintf(err, sizeof(err), "%s: listen changed: that takes a restart", config_file);
+		goto fail;
+	}
+	/* This process dropped its privileges and entered its filter once,
+	 * for good: what it runs as is fixed until a restart. */
+	if (config_workers(cfg) != 1 || strcmp(cfg->user, srv->cfg->user) != 0 ||
+	    strcmp(cfg->group, srv->cfg->group) != 0 || cfg->seccomp != srv->cfg->seccomp) {
+		snprintf(err, sizeof(err),
+		    "%s: workers, user, group or seccomp changed: that takes a restart",
+		    config_file);
 		goto fail;
 	}
 	if (resolve_backend(cfg, &addr, &addrlen, err, sizeof(err)) != 0)
@@ -295,8 +306,8 @@ dns_apply(struct server *srv, const struct config *old, const struct config *cfg
 	evdns_base_resume(srv->dns);
 }
 
-/* on_stop_signal - SIGTERM/SIGINT: drain */
-static void
+/* on_stop_signal - see daemon.h */
+void
 on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
@@ -342,7 +353,7 @@ main(int argc, char **argv)
 	int check = 0, dump = 0, changed_only = 0, live = 0, reload_client = 0, ch;
 	struct config *cfg;
 	struct server srv;
-	struct event *sigterm, *sigint, *sighup;
+	struct privilege priv;
 
 	while ((ch = getopt(argc, argv, "c:to:VhTnsR")) != -1) {
 		switch (ch) {
@@ -433,6 +444,9 @@ main(int argc, char **argv)
 	srv.backend_xclient_name = 1; /* until its first EHLO says */
 	if (resolve_backend(cfg, &srv.backend_addr, &srv.backend_addrlen, err, sizeof(err)) != 0)
 		goto bad_config;
+	/* The names, under -t too: a user that does not exist is found now. */
+	if (privilege_resolve(cfg, &priv, err, sizeof(err)) != 0)
+		goto bad_config;
 
 	/* -t logs what plugins say to stderr, whatever log says. */
 	log_init(check ? CONFIG_LOG_STDERR : cfg->log, cfg->log_debug);
@@ -446,24 +460,6 @@ main(int argc, char **argv)
 	 * "warning or not". */
 	event_set_log_callback(log_libevent);
 	signal(SIGPIPE, SIG_IGN);
-	if (getrandom(&srv.sid_base, sizeof(srv.sid_base), GRND_NONBLOCK) != sizeof(srv.sid_base))
-		srv.sid_base =
-		    (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
-	/* The changelist folds the add/remove of write interest that every
-	 * reply causes into the next epoll_wait: a third of our syscalls. */
-	struct event_config *ecfg = event_config_new();
-	if (ecfg != NULL)
-		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-	srv.base = ecfg != NULL ? event_base_new_with_config(ecfg) : event_base_new();
-	if (ecfg != NULL)
-		event_config_free(ecfg);
-	if (srv.base == NULL) {
-		log_err(NULL, "cannot create the event loop");
-		server_free(&srv);
-		return 1;
-	}
-	if (dns_start(&srv, err, sizeof(err)) != 0)
-		goto bad_config;
 	srv.tls_server = tls_server_ctx(cfg, err, sizeof(err));
 	if (srv.tls_server == NULL && err[0] != '\0')
 		goto bad_config;
@@ -471,64 +467,24 @@ main(int argc, char **argv)
 	if (srv.tls_client == NULL && err[0] != '\0')
 		goto bad_config;
 	/* Every plugin is loaded and initialised, under -t too: a broken
-	 * section is found before the daemon starts, not by the first client. */
-	store_settings(srv.base, cfg);
-	if (chain_load(&srv.chain, cfg, srv.base, srv.dns, check, err, sizeof(err)) != 0)
+	 * section is found before the daemon starts, not by the first client.
+	 * With workers, the master does that as a check (master.c), and each
+	 * worker does it for real once forked. */
+	if (serve_prepare(&srv, check, err, sizeof(err)) != 0)
 		goto bad_config;
 	if (check) {
 		printf("%s: configuration OK\n", config_file);
 		server_free(&srv);
 		return 0;
 	}
-	if ((srv.gen = generation_new(cfg, srv.chain)) == NULL) {
-		snprintf(err, sizeof(err), "out of memory");
-		goto bad_config;
+	if (config_workers(cfg) > 1) {
+		/* The master's own chain was the check: the workers load theirs. */
+		chain_free(srv.chain);
+		srv.chain = NULL;
+		store_close_all();
+		return master_run(&srv, &priv);
 	}
-	metrics_gauge_set(G_GENERATION, 1);
-	/* Handlers first, then the sockets: whoever sees the port open may
-	 * signal us at once, and SIGHUP's default action would end the daemon. */
-	sigterm = evsignal_new(srv.base, SIGTERM, on_stop_signal, &srv);
-	sigint = evsignal_new(srv.base, SIGINT, on_stop_signal, &srv);
-	evsignal_add(sigterm, NULL);
-	evsignal_add(sigint, NULL);
-	sighup = evsignal_new(srv.base, SIGHUP, on_reload_signal, &srv);
-	evsignal_add(sighup, NULL);
-	err[0] = '\0';
-	if (listener_start(&srv) != 0 || metrics_http_start(&srv, err, sizeof(err)) != 0) {
-		if (err[0] != '\0')
-			log_err(NULL, "%s", err);
-		metrics_http_stop();
-		listener_stop();
-		event_free(sigterm);
-		event_free(sigint);
-		event_free(sighup);
-		server_free(&srv);
-		return 1;
-	}
-	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)", PORTCULLIS_VERSION,
-	    cfg->backend.host, cfg->backend.port, srv.chain->n);
-	notify_ready(&srv);
-
-	event_base_dispatch(srv.base);
-
-	log_info(NULL, "stopped");
-	notify_end();
-	listener_stop();
-	metrics_http_stop();
-	event_free(sigterm);
-	event_free(sigint);
-	event_free(sighup);
-	if (srv.drain_timer != NULL)
-		event_free(srv.drain_timer);
-	while (!TAILQ_EMPTY(&srv.sessions)) {
-		struct session *s = TAILQ_FIRST(&srv.sessions);
-		session_destroy(s);
-	}
-	rdns_shutdown();
-	/* Cancelled DNS queries call back once more, from the loop. */
-	event_base_loop(srv.base, EVLOOP_NONBLOCK);
-	server_free(&srv);
-	return 0;
+	return single_run(&srv, &priv);
 
 bad_config:
 	fprintf(stderr, "%s\n", err);
@@ -536,9 +492,131 @@ bad_config:
 	return 1;
 }
 
-/* store_settings - what the stores opened from now on take (store.h). A
- * store already open keeps its own until no section uses it. */
-static void
+/* serve_prepare - see daemon.h */
+int
+serve_prepare(struct server *srv, int check, char *err, size_t errlen)
+{
+	struct event_config *ecfg = event_config_new();
+
+	if (getrandom(&srv->sid_base, sizeof(srv->sid_base), GRND_NONBLOCK) !=
+	    sizeof(srv->sid_base))
+		srv->sid_base =
+		    (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
+	/* The changelist folds the add/remove of write interest that every
+	 * reply causes into the next epoll_wait: a third of our syscalls. */
+	if (ecfg != NULL)
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	srv->base = ecfg != NULL ? event_base_new_with_config(ecfg) : event_base_new();
+	if (ecfg != NULL)
+		event_config_free(ecfg);
+	if (srv->base == NULL) {
+		snprintf(err, errlen, "cannot create the event loop");
+		return -1;
+	}
+	if (dns_start(srv, err, errlen) != 0)
+		return -1;
+	store_settings(srv->base, srv->cfg);
+	return chain_load(&srv->chain, srv->cfg, srv->base, srv->dns, check, err, errlen);
+}
+
+/* serve_signals - see daemon.h */
+int
+serve_signals(struct server *srv, int reload)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		if (sigs[i] == SIGHUP && !reload) {
+			signal(SIGHUP, SIG_IGN);
+			continue;
+		}
+		srv->sig[srv->nsig] = evsignal_new(
+		    srv->base, sigs[i], sigs[i] == SIGHUP ? on_reload_signal : on_stop_signal, srv);
+		if (srv->sig[srv->nsig] == NULL || evsignal_add(srv->sig[srv->nsig], NULL) != 0)
+			return -1;
+		srv->nsig++;
+	}
+	return 0;
+}
+
+/* serve_enter - see daemon.h */
+int
+serve_enter(struct server *srv, const struct privilege *priv, int report, char *err, size_t errlen)
+{
+	if (privilege_drop(priv, err, errlen) != 0)
+		return -1;
+	if (srv->cfg->seccomp && sandbox_enter(report, err, errlen) != 0)
+		return -1;
+	return 0;
+}
+
+/* serve_end - see daemon.h */
+void
+serve_end(struct server *srv)
+{
+	listener_stop();
+	for (size_t i = 0; i < srv->nsig; i++)
+		event_free(srv->sig[i]);
+	srv->nsig = 0;
+	if (srv->drain_timer != NULL)
+		event_free(srv->drain_timer);
+	srv->drain_timer = NULL;
+	while (!TAILQ_EMPTY(&srv->sessions)) {
+		struct session *s = TAILQ_FIRST(&srv->sessions);
+		session_destroy(s);
+	}
+	rdns_shutdown();
+	/* Cancelled DNS queries call back once more, from the loop. */
+	event_base_loop(srv->base, EVLOOP_NONBLOCK);
+	server_free(srv);
+}
+
+/*
+ * single_run - workers = 1: this process accepts and serves. Handlers
+ * first, then the sockets: whoever sees the port open may signal us at
+ * once, and SIGHUP's default action would end the daemon. Then the
+ * privileges go and the filter comes, before the first client byte.
+ */
+static int
+single_run(struct server *srv, const struct privilege *priv)
+{
+	char err[CONFIG_ERR_MAX];
+	int fds[CONFIG_LISTEN_MAX];
+	size_t nfds;
+
+	if ((srv->gen = generation_new(srv->cfg, srv->chain)) == NULL) {
+		fprintf(stderr, "out of memory\n");
+		server_free(srv);
+		return 1;
+	}
+	metrics_gauge_set(G_GENERATION, 1);
+	err[0] = '\0';
+	if (serve_signals(srv, 1) != 0 || listener_bind(srv->cfg, fds, &nfds) != 0 ||
+	    listener_start(srv, fds, nfds) != 0 || metrics_http_start(srv, err, sizeof(err)) != 0 ||
+	    serve_enter(srv, priv, -1, err, sizeof(err)) != 0) {
+		if (err[0] != '\0')
+			log_err(NULL, "%s", err);
+		metrics_http_stop();
+		serve_end(srv);
+		return 1;
+	}
+	log_info(NULL, "portcullis %s started, backend %s:%s, %zu filter(s)%s%s%s",
+	    PORTCULLIS_VERSION, srv->cfg->backend.host, srv->cfg->backend.port, srv->chain->n,
+	    priv->set_ids ? ", as " : "", priv->set_ids ? priv->name : "",
+	    srv->cfg->seccomp ? ", seccomp on" : "");
+	notify_ready(srv);
+
+	event_base_dispatch(srv->base);
+
+	log_info(NULL, "stopped");
+	notify_end();
+	metrics_http_stop();
+	serve_end(srv);
+	return 0;
+}
+
+/* store_settings - see daemon.h */
+void
 store_settings(struct event_base *base, const struct config *cfg)
 {
 	struct store_settings set = {

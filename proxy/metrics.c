@@ -82,6 +82,8 @@ static const struct counter_desc {
     [M_RELOAD_FAILED] = {"portcullis_reloads_total", NULL, "result=\"failed\""},
     [M_DNS_FAILED] = {"portcullis_dns_failures_total",
         "DNS lookups that failed for the resolver (server failure, timeout), not NXDOMAIN.", ""},
+    [M_WORKER_DEATHS] = {"portcullis_worker_deaths_total",
+        "Workers that ended without being asked to (crashed, killed); each is started again.", ""},
 };
 
 static const struct {
@@ -92,6 +94,8 @@ static const struct {
         "Filter hook calls waiting for an answer now."},
     [G_GENERATION] = {"portcullis_config_generation",
         "The configuration generation: 1 at start, one more per successful reload."},
+    [G_WORKERS] = {"portcullis_workers",
+        "Worker processes running now (0 for a single process, workers = 1)."},
 };
 
 static const struct {
@@ -103,10 +107,44 @@ static const struct {
         "From a command written to the backend to its complete reply."},
 };
 
+/* What /metrics and the status line read: NULL is this process's block. */
+static const struct metrics_shard *src_shards;
+static size_t src_n;
+
 void
 metrics_use(struct metrics_shard *shard)
 {
 	metrics_cur = shard != NULL ? shard : &metrics_own;
+}
+
+void
+metrics_set_source(const struct metrics_shard *shards, size_t n)
+{
+	src_shards = shards;
+	src_n = n;
+}
+
+const struct metrics_shard *
+metrics_source(size_t *n)
+{
+	if (src_shards == NULL) {
+		*n = 1;
+		return metrics_cur;
+	}
+	*n = src_n;
+	return src_shards;
+}
+
+int64_t
+metrics_gauge_total(enum metric_gauge g)
+{
+	size_t n;
+	const struct metrics_shard *sh = metrics_source(&n);
+	int64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum += sh[i].g[g];
+	return sum;
 }
 
 double
@@ -194,6 +232,35 @@ hist_sum(struct metrics_hist *to, const struct metrics_hist *h)
 		to->bucket[i] += h->bucket[i];
 	to->count += h->count;
 	to->sum += h->sum;
+}
+
+/* metrics_fold - see metrics.h */
+void
+metrics_fold(struct metrics_shard *dst, const struct metrics_shard *src)
+{
+	size_t i, j, st, a;
+
+	for (i = 0; i < M__N; i++)
+		dst->c[i] += src->c[i];
+	for (i = 0; i < H__N; i++)
+		hist_sum(&dst->h[i], &src->h[i]);
+	for (i = 0; i < METRICS_FILTERS && src->f[i].name[0] != '\0'; i++) {
+		const struct metrics_filter *f = &src->f[i];
+		for (j = 0; j < METRICS_FILTERS && dst->f[j].name[0] != '\0' &&
+		     strcmp(dst->f[j].name, f->name) != 0;
+		     j++)
+			;
+		if (j == METRICS_FILTERS)
+			continue; /* as many names as render keeps */
+		if (dst->f[j].name[0] == '\0')
+			memcpy(dst->f[j].name, f->name, sizeof(f->name));
+		for (st = 0; st < METRICS_STAGES; st++)
+			for (a = 0; a < METRICS_ACTIONS; a++)
+				dst->f[j].verdict[st][a] += f->verdict[st][a];
+		dst->f[j].errors += f->errors;
+		dst->f[j].timeouts += f->timeouts;
+		hist_sum(&dst->f[j].time, &f->time);
+	}
 }
 
 /* A float as Prometheus reads it: shortest round-trip form. */
@@ -316,7 +383,8 @@ metrics_render(struct evbuffer *out, const struct metrics_shard *shards, size_t 
 		for (i = 0; i < H__N; i++)
 			hist_sum(&h[i], &shards[s].h[i]);
 	}
-	/* The generation is the daemon's, not a sum. */
+	/* The generation is the daemon's, not a sum: the first block is the
+	 * process's own (the master's, with workers). */
 	if (nshards > 0)
 		g[G_GENERATION] = shards[0].g[G_GENERATION];
 

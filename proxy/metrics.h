@@ -57,6 +57,7 @@ enum metric {
 	M_RELOAD_OK,
 	M_RELOAD_FAILED,
 	M_DNS_FAILED, /* resolver errors and timeouts (not NXDOMAIN) */
+	M_WORKER_DEATHS, /* workers that died unasked (the master's count) */
 	M__N
 };
 
@@ -64,6 +65,7 @@ enum metric_gauge {
 	G_SESSIONS, /* open sessions */
 	G_PENDING, /* filter calls waiting for an answer */
 	G_GENERATION, /* the configuration generation (1, then +1 per reload) */
+	G_WORKERS, /* worker processes running (the master's) */
 	G__N
 };
 
@@ -128,6 +130,18 @@ metrics_gauge_set(enum metric_gauge g, int64_t v)
 
 /* metrics_use - count into shard from now on (a worker's block). */
 void metrics_use(struct metrics_shard *shard);
+/* metrics_set_source - what the endpoint serves and the status line
+ * counts: n blocks summed (the master: every worker's and its own); NULL
+ * for this process's block alone (the default). */
+void metrics_set_source(const struct metrics_shard *shards, size_t n);
+/* metrics_source - those blocks, their count in *n. */
+const struct metrics_shard *metrics_source(size_t *n);
+/* metrics_gauge_total - gauge g summed over the source. */
+int64_t metrics_gauge_total(enum metric_gauge g);
+/* metrics_fold - add src's counters and histograms to dst, filters by
+ * name; not its gauges (a dead worker's counts live on in the master's
+ * block, its open sessions do not). */
+void metrics_fold(struct metrics_shard *dst, const struct metrics_shard *src);
 /* metrics_observe - one observation of seconds into histogram h. */
 void metrics_observe(enum metric_histogram h, double seconds);
 /* metrics_filter_slot - the slot of a filter name (kept across reloads,

@@ -36,6 +36,9 @@ static struct evhttp_bound_socket *bound, *next_bound;
 static struct config_addr bound_addr, next_addr;
 static int have_bound, have_next;
 static struct server *http_srv;
+/* The master answers /sessions by asking its workers. */
+static void (*sessions_fn)(struct evhttp_request *req, void *arg);
+static void *sessions_arg;
 
 static void on_metrics(struct evhttp_request *req, void *arg);
 static void on_healthz(struct evhttp_request *req, void *arg);
@@ -174,8 +177,12 @@ on_metrics(struct evhttp_request *req, void *arg)
 {
 	struct evbuffer *out = evbuffer_new();
 
+	const struct metrics_shard *sh;
+	size_t n;
+
 	(void)arg;
-	if (out == NULL || metrics_render(out, metrics_cur, 1) != 0) {
+	sh = metrics_source(&n);
+	if (out == NULL || metrics_render(out, sh, n) != 0) {
 		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
 		if (out != NULL)
 			evbuffer_free(out);
@@ -241,17 +248,23 @@ session_waits(const struct session *s, char *buf, size_t size)
 	return "-";
 }
 
-/* metrics_sessions - the live view: one line a session (see metrics_http.h) */
+/* metrics_sessions_header - see metrics_http.h */
 void
-metrics_sessions(struct server *srv, struct evbuffer *out)
+metrics_sessions_header(struct evbuffer *out, unsigned long n)
+{
+	evbuffer_add_printf(out, "# %lu session(s)\n", n);
+	evbuffer_add_printf(out, "%-12s %-47s %-13s %8s %-6s %-9s %s\n", "ID", "CLIENT", "STATE",
+	    "AGE", "TX", "TLS", "WAITING");
+}
+
+/* metrics_sessions_rows - see metrics_http.h */
+void
+metrics_sessions_rows(struct server *srv, struct evbuffer *out)
 {
 	const struct session *s;
 	double now = metrics_now();
 	char wait[METRICS_NAME_MAX + 16];
 
-	evbuffer_add_printf(out, "# %lu session(s)\n", srv->nsessions);
-	evbuffer_add_printf(out, "%-12s %-47s %-13s %8s %-6s %-9s %s\n", "ID", "CLIENT", "STATE",
-	    "AGE", "TX", "TLS", "WAITING");
 	TAILQ_FOREACH(s, &srv->sessions, entry)
 	{
 		char tx[16];
@@ -265,10 +278,38 @@ metrics_sessions(struct server *srv, struct evbuffer *out)
 	}
 }
 
+/* metrics_sessions - the live view: one line a session (see metrics_http.h) */
+void
+metrics_sessions(struct server *srv, struct evbuffer *out)
+{
+	metrics_sessions_header(out, srv->nsessions);
+	metrics_sessions_rows(srv, out);
+}
+
+void
+metrics_http_sessions_hook(void (*fn)(struct evhttp_request *req, void *arg), void *arg)
+{
+	sessions_fn = fn;
+	sessions_arg = arg;
+}
+
+/* metrics_http_reply - see metrics_http.h */
+void
+metrics_http_reply(struct evhttp_request *req, struct evbuffer *body)
+{
+	reply(req, HTTP_OK, "OK", "text/plain; charset=utf-8", body);
+}
+
 static void
 on_sessions(struct evhttp_request *req, void *arg)
 {
-	struct evbuffer *out = evbuffer_new();
+	struct evbuffer *out;
+
+	if (sessions_fn != NULL) {
+		sessions_fn(req, sessions_arg);
+		return;
+	}
+	out = evbuffer_new();
 
 	if (out == NULL) {
 		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");

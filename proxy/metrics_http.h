@@ -30,6 +30,17 @@ void metrics_http_stop(void);
 /* metrics_sessions - the live view of srv's sessions into out: a count,
  * a header, then "ID CLIENT STATE AGE TX TLS WAITING", one line each. */
 void metrics_sessions(struct server *srv, struct evbuffer *out);
+/* The two halves of it: the count and the header; the rows (a worker's,
+ * which the master puts under one header). */
+void metrics_sessions_header(struct evbuffer *out, unsigned long n);
+void metrics_sessions_rows(struct server *srv, struct evbuffer *out);
+
+/* metrics_http_sessions_hook - /sessions calls fn instead (the master,
+ * which asks its workers); fn answers, later, with metrics_http_reply. */
+struct evhttp_request;
+void metrics_http_sessions_hook(void (*fn)(struct evhttp_request *req, void *arg), void *arg);
+/* metrics_http_reply - 200 with body (text/plain). */
+void metrics_http_reply(struct evhttp_request *req, struct evbuffer *body);
 
 /* metrics_http_fetch - GET path from a running daemon's endpoint at a and
  * write the body to out (portcullis -s). 0, or -1 with err. */

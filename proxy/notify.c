@@ -41,6 +41,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "server.h"
 
@@ -92,7 +93,9 @@ notify_one_line(char *dst, size_t size, const char *src)
 static void
 notify_status_text(char *buf, size_t size)
 {
-	unsigned long n = notify_srv != NULL ? notify_srv->nsessions : 0;
+	/* The open sessions of this process, or of every worker. */
+	int64_t g = metrics_gauge_total(G_SESSIONS);
+	unsigned long n = g > 0 ? (unsigned long)g : 0;
 
 	status_sessions = n;
 	if (stopping)
@@ -109,7 +112,7 @@ notify_on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	char text[NOTIFY_ERROR_MAX + 64];
 
-	if (notify_srv->nsessions == status_sessions)
+	if ((unsigned long)metrics_gauge_total(G_SESSIONS) == status_sessions)
 		return;
 	notify_status_text(text, sizeof(text));
 	sd_notifyf(0, "STATUS=%s", text);

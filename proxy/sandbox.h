@@ -14,7 +14,8 @@
 #include <stddef.h>
 
 /* sandbox_enter - install the filter (with no_new_privs) for this process
- * and its threads. 0, or -1 with the reason in err. */
-int sandbox_enter(char *err, size_t errlen);
+ * and its threads. A trapped call's line also goes to report (a worker's
+ * channel to the master; -1: stderr only). 0, or -1 with the reason in err. */
+int sandbox_enter(int report, char *err, size_t errlen);
 
 #endif

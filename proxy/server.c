@@ -17,14 +17,7 @@
 #include "log.h"
 #include "server.h"
 #include "store.h"
-
-#define IP_BUCKETS 4096
-
-struct ip_count {
-	char ip[NETKEY_MAX]; /* the netkey: an address or an IPv6 network */
-	unsigned long n;
-	struct ip_count *next;
-};
+#include <stdio.h>
 
 /* generation_new - the server's reference to a configuration and its chain */
 struct generation *
@@ -55,70 +48,54 @@ generation_release(struct generation *g)
 	free(g);
 }
 
-/* server_ip_init - the per-client table */
+/* server_ip_init - the connection counts: one table for this process
+ * (workers = 1), or the one the master shares with its workers (already
+ * set, with srv->worker) */
 int
 server_ip_init(struct server *srv)
 {
-	srv->ip_table = calloc(IP_BUCKETS, sizeof(*srv->ip_table));
-	return srv->ip_table != NULL ? 0 : -1;
-}
+	size_t keys = srv->cfg->max_connections;
 
-/* ip_hash - FNV-1a over the key */
-static size_t
-ip_hash(const char *ip)
-{
-	size_t h = 2166136261u;
-
-	for (; *ip != '\0'; ip++)
-		h = (h ^ (unsigned char)*ip) * 16777619u;
-	return h % IP_BUCKETS;
+	if (srv->conns != NULL)
+		return PC_OK;
+	if (keys < SERVER_CONN_KEYS_MIN)
+		keys = SERVER_CONN_KEYS_MIN;
+	if ((srv->conns = shmconn_create(keys, 1)) == NULL)
+		return PC_ERROR;
+	srv->conns_own = 1;
+	srv->worker = 0;
+	return PC_OK;
 }
 
 /*
  * server_ip_acquire - count one more connection from ip (full address) under
- * its key, which goes into key (keylen bytes) for server_ip_release; -1 over
- * the limit. The caller keeps the key rather than the address: a SIGHUP may
- * change client_ipv6_prefix before the session ends.
+ * its key, which goes into key (keylen bytes) for server_ip_release. The
+ * caller keeps the key rather than the address: a SIGHUP may change
+ * client_ipv6_prefix before the session ends. ip NULL counts a client whose
+ * PROXY header is not in yet, under SERVER_KEY_WAITING, for the total only.
  */
-int
+enum shmconn_result
 server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen)
 {
-	struct ip_count **head, *c;
+	const struct config *cfg = srv->cfg;
 
-	netkey_client(ip, (unsigned)srv->cfg->client_ipv6_prefix, key, keylen);
-	head = &srv->ip_table[ip_hash(key)];
-	for (c = *head; c != NULL; c = c->next)
-		if (strcmp(c->ip, key) == 0)
-			break;
-	if (c == NULL) {
-		if ((c = calloc(1, sizeof(*c))) == NULL)
-			return PC_ERROR;
-		strncpy(c->ip, key, sizeof(c->ip) - 1);
-		c->next = *head;
-		*head = c;
+	if (ip == NULL) {
+		snprintf(key, keylen, "%s", SERVER_KEY_WAITING);
+		return shmconn_acquire(
+		    srv->conns, srv->worker, key, cfg->max_connections, UINT64_MAX);
 	}
+	netkey_client(ip, (unsigned)cfg->client_ipv6_prefix, key, keylen);
 	/* The per-address limit stops one host taking every slot. */
-	if (c->n >= srv->cfg->max_connections_per_ip)
-		return PC_ERROR;
-	c->n++;
-	return PC_OK;
+	return shmconn_acquire(
+	    srv->conns, srv->worker, key, cfg->max_connections, cfg->max_connections_per_ip);
 }
 
 /* server_ip_release - one connection counted under key (server_ip_acquire's) ended */
 void
 server_ip_release(struct server *srv, const char *key)
 {
-	struct ip_count **pp = &srv->ip_table[ip_hash(key)], *c;
-
-	for (; (c = *pp) != NULL; pp = &c->next) {
-		if (strcmp(c->ip, key) != 0)
-			continue;
-		if (--c->n == 0) {
-			*pp = c->next;
-			free(c);
-		}
-		return;
-	}
+	if (key[0] != '\0')
+		shmconn_release(srv->conns, srv->worker, key);
 }
 
 /* server_session_id - ids are unique per run (sid_base is random) */
@@ -141,16 +118,9 @@ server_session_gone(struct server *srv)
 void
 server_free(struct server *srv)
 {
-	if (srv->ip_table != NULL) {
-		for (size_t i = 0; i < IP_BUCKETS; i++) {
-			struct ip_count *c, *next;
-			for (c = srv->ip_table[i]; c != NULL; c = next) {
-				next = c->next;
-				free(c);
-			}
-		}
-		free(srv->ip_table);
-	}
+	if (srv->conns_own)
+		shmconn_destroy(srv->conns);
+	srv->conns = NULL;
 	if (srv->gen != NULL) {
 		generation_release(srv->gen);
 	} else {

@@ -16,12 +16,12 @@
 #include "config.h"
 #include "netkey.h"
 #include "portcullis/status.h"
+#include "shmconn.h"
 
 struct event;
 struct event_base;
 struct evdns_base;
 struct session;
-struct ip_count;
 
 TAILQ_HEAD(session_list, session);
 
@@ -49,8 +49,15 @@ struct server {
 	struct session_list sessions;
 	unsigned long nsessions;
 	unsigned long nwaiting; /* accepted, PROXY header not yet read (listener.c) */
-	struct ip_count **ip_table; /* per-IP connection counts */
+	/* The connection counts, per client key and in all (server_ip_*):
+	 * this process's own, or the table the master shares with its
+	 * workers, where this process counts as worker. */
+	struct shmconn *conns;
+	unsigned worker;
+	int conns_own; /* made by server_ip_init, freed by server_free */
 	int draining; /* SIGTERM: no new sessions */
+	struct event *sig[3]; /* SIGTERM, SIGINT, SIGHUP (serve_signals) */
+	size_t nsig;
 	struct event *drain_timer;
 	unsigned long long sid_base;
 	unsigned long long sid_next;
@@ -63,11 +70,19 @@ struct generation *generation_new(struct config *cfg, struct chain *chain);
 /* generation_release - one holder fewer; the last frees it. */
 void generation_release(struct generation *g);
 
-/* server_ip_init - the per-client table; PC_OK or PC_ERROR. */
+/* The connection table holds at least this many client keys, or
+ * max_connections at start if that is more. */
+#define SERVER_CONN_KEYS_MIN 10000
+/* The key of clients whose PROXY header is not in yet: no netkey looks so. */
+#define SERVER_KEY_WAITING "-"
+
+/* server_ip_init - the connection counts (unless the master gave its
+ * shared table); PC_OK or PC_ERROR. */
 int server_ip_init(struct server *srv);
 /* server_ip_acquire - count one more connection from ip under its netkey
- * (written to key); PC_ERROR over max_connections_per_ip (or out of memory). */
-int server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen);
+ * (written to key), or (ip NULL) one waiting for its PROXY header:
+ * SHMCONN_OK, or the limit that refused it (SHMCONN_FULL: no room). */
+enum shmconn_result server_ip_acquire(struct server *srv, const char *ip, char *key, size_t keylen);
 /* server_ip_release - one connection counted under key ended. */
 void server_ip_release(struct server *srv, const char *key);
 /* server_session_id - a new session id ("%010llX") into id[16]. */

@@ -51,6 +51,8 @@ FAMILIES = {
     "portcullis_sessions": set(),
     "portcullis_filter_calls_pending": set(),
     "portcullis_config_generation": set(),
+    "portcullis_worker_deaths": set(),
+    "portcullis_workers": set(),
     "portcullis_transaction_duration_seconds": {"le"},
     "portcullis_backend_reply_seconds": {"le"},
     "portcullis_filter_verdicts": {"filter", "stage", "action"},

@@ -1,0 +1,59 @@
+/*
+ * daemon.h - the start-up steps the single process (main.c) and the
+ * master and its workers (master.c) share.
+ */
+#ifndef PORTCULLIS_DAEMON_H
+#define PORTCULLIS_DAEMON_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include <event2/util.h>
+
+#include "config.h"
+#include "server.h"
+
+struct privilege;
+
+#define PORTCULLIS_VERSION "0.1.0"
+
+/* config_read - the file named on the command line, then its -o
+ * overrides, then the checks; NULL with the reason in err. */
+struct config *config_read(char *err, size_t errlen);
+/* config_file_name - that file's name, for log lines. */
+const char *config_file_name(void);
+/* resolve_backend - cfg's backend address; 0, or -1 with err. */
+int resolve_backend(const struct config *cfg, struct sockaddr_storage *addr, socklen_t *addrlen,
+    char *err, size_t errlen);
+/* dns_start - the resolver plugins share (DESIGN §5): dns_server, or the
+ * name servers of /etc/resolv.conf; 0, or -1 with err. */
+int dns_start(struct server *srv, char *err, size_t errlen);
+/* store_settings - what the stores opened from now on take (store.h). A
+ * store already open keeps its own until no section uses it. */
+void store_settings(struct event_base *base, const struct config *cfg);
+
+/* serve_prepare - srv (cfg set) gets a random session id base, its event
+ * loop, its resolver and its chain (plugins loaded and initialised; with
+ * check, as portcullis -t does). 0, or -1 with err. */
+int serve_prepare(struct server *srv, int check, char *err, size_t errlen);
+/* serve_signals - SIGTERM and SIGINT drain srv; SIGHUP reloads it (reload
+ * set: the single process) or is ignored (a worker: the master reloads). */
+int serve_signals(struct server *srv, int reload);
+/* serve_enter - the last step before the first client byte: drop to
+ * priv, then the seccomp filter unless seccomp = no (a trapped call also
+ * reported on report, -1 for none). 0, or -1 with err. */
+int serve_enter(
+    struct server *srv, const struct privilege *priv, int report, char *err, size_t errlen);
+/* serve_end - after the loop: listeners, signals, sessions, then srv. */
+void serve_end(struct server *srv);
+/* on_stop_signal - SIGTERM/SIGINT: stop accepting, let sessions finish
+ * for up to shutdown_timeout, then 421 to the rest; a second signal
+ * stops at once. */
+void on_stop_signal(evutil_socket_t sig, short what, void *arg);
+
+/* master_run - workers > 1 (master.c): srv holds the checked
+ * configuration, the backend's address, the TLS contexts, a loop and a
+ * resolver; priv what the workers drop to. Returns the exit status. */
+int master_run(struct server *srv, const struct privilege *priv);
+
+#endif
