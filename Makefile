@@ -153,6 +153,12 @@ $(BUILD)/tests/test_sandbox: tests/unit/test_sandbox.c $(BUILD)/proxy/sandbox.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka -lseccomp
 
+# Looking up user and group, and the drop (issue 18), in children.
+UNIT_TESTS += test_privilege
+$(BUILD)/tests/test_privilege: tests/unit/test_privilege.c $(BUILD)/proxy/privilege.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka
+
 # The metrics block and its rendering, on their own.
 UNIT_TESTS += test_metrics
 $(BUILD)/tests/test_metrics: tests/unit/test_metrics.c $(PURE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/proxy/metrics.o

@@ -470,7 +470,7 @@ main(int argc, char **argv)
 	 * section is found before the daemon starts, not by the first client.
 	 * With workers, the master does that as a check (master.c), and each
 	 * worker does it for real once forked. */
-	if (serve_prepare(&srv, check, err, sizeof(err)) != 0)
+	if (serve_prepare(&srv, check || config_workers(cfg) > 1, err, sizeof(err)) != 0)
 		goto bad_config;
 	if (check) {
 		printf("%s: configuration OK\n", config_file);
@@ -623,6 +623,7 @@ store_settings(struct event_base *base, const struct config *cfg)
 	    .timeout_ms = cfg->store_timeout_ms,
 	    .max_size = cfg->store_max_size,
 	    .purge_ms = cfg->store_purge_ms,
+	    .workers = config_workers(cfg),
 	};
 
 	store_configure(base, &set);

@@ -158,6 +158,15 @@ store_open(const char *spec, char *err, size_t errlen)
 			return st;
 		}
 	be = backend_for(spec, &rest);
+	/* Each worker would keep a store of its own: a greylisted retry or a
+	 * rate counted in another worker would not be seen. */
+	if (strcmp(be->scheme, "memory") == 0 && store_defaults.workers > 1) {
+		snprintf(err, errlen,
+		    "store memory is per process: with workers = %u each worker would keep its own; "
+		    "use lmdb:PATH or redis://HOST:PORT/DB",
+		    store_defaults.workers);
+		return NULL;
+	}
 	if ((st = calloc(1, sizeof(*st))) == NULL || (st->spec = strdup(spec)) == NULL ||
 	    (st->name = spec_name(spec)) == NULL) {
 		snprintf(err, errlen, "store %s: out of memory", spec);

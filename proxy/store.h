@@ -24,6 +24,7 @@ struct store_settings {
 	uint64_t timeout_ms; /* store_timeout: each Redis command */
 	uint64_t max_size; /* store_max_size: an LMDB map, a memory store */
 	uint64_t purge_ms; /* store_purge_interval: LMDB's expiry sweep */
+	unsigned workers; /* processes sharing the work: memory is refused above 1 */
 };
 
 enum store_op {
