@@ -19,7 +19,7 @@ BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
 # The version portcullis -V prints (proxy/main.c), for portcullis.pc.
-VERSION  := $(shell sed -n 's/.*PORTCULLIS_VERSION "\(.*\)".*/\1/p' proxy/main.c)
+VERSION  := $(shell sed -n 's/.*PORTCULLIS_VERSION "\(.*\)".*/\1/p' proxy/version.h)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter -Wformat=2

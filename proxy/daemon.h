@@ -15,7 +15,7 @@
 
 struct privilege;
 
-#define PORTCULLIS_VERSION "0.1.0"
+#include "version.h"
 
 /* config_read - the file named on the command line, then its -o
  * overrides, then the checks; NULL with the reason in err. */
