@@ -18,8 +18,8 @@ STOREDIR ?= /var/lib/portcullis
 BUILD    ?= build
 CC       ?= cc
 PYTHON   := /usr/bin/python3
-# The version portcullis -V prints (proxy/main.c), for portcullis.pc.
-VERSION  := $(shell sed -n 's/.*PORTCULLIS_VERSION "\(.*\)".*/\1/p' proxy/main.c)
+# The version portcullis -V prints (proxy/daemon.h), for portcullis.pc.
+VERSION  := $(shell sed -n 's/.*PORTCULLIS_VERSION "\(.*\)".*/\1/p' proxy/daemon.h)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter -Wformat=2
@@ -345,7 +345,7 @@ DEBDIR ?= $(BUILD)/deb
 .PHONY: deb
 deb:
 	@v=$$(dpkg-parsechangelog -S Version); [ "$${v%-*}" = "$(VERSION)" ] || \
-		{ echo "debian/changelog is at $$v, proxy/main.c at $(VERSION): add an entry"; exit 1; }
+		{ echo "debian/changelog is at $$v, proxy/daemon.h at $(VERSION): add an entry"; exit 1; }
 	rm -rf $(DEBDIR)/portcullis-$(VERSION) && mkdir -p $(DEBDIR)/portcullis-$(VERSION)
 	git ls-files -z | tar --null -T - -cf - | tar -xf - -C $(DEBDIR)/portcullis-$(VERSION)
 	cd $(DEBDIR)/portcullis-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \

@@ -42,7 +42,7 @@ def _run(args, timeout=60, **kw):
 
 
 def _version():
-    with open(os.path.join(REPO, "proxy", "main.c")) as f:
+    with open(os.path.join(REPO, "proxy", "daemon.h")) as f:
         return re.search(r'#define PORTCULLIS_VERSION "([^"]+)"', f.read()).group(1)
 
 
