@@ -28,6 +28,34 @@
  * (sandboxed, with instruction, time and memory limits: lua/README.md) or
  * in a separate process the plugin talks to asynchronously.
  *
+ * PROCESSES AND PRIVILEGE (DESIGN.md §7; portcullis(8), PROCESSES). Where
+ * init runs depends on the top-level workers key:
+ *
+ *	workers = 1    once, in the one process, with the ids it was started
+ *	               with (root, if started as root), before it drops to
+ *	               user/group and installs its seccomp filter; reload then
+ *	               runs after the drop, as that user, under the filter.
+ *	workers >= 2   in each worker, after fork, as root if the daemon was
+ *	               started as root, before the worker enters chroot, drops
+ *	               to user/group and installs its seccomp filter; once
+ *	               more in the master with check_only set, to check the
+ *	               configuration (at start and at each SIGHUP), followed
+ *	               by fini. reload is not called: a SIGHUP starts new
+ *	               workers, whose instances init afresh, and the old
+ *	               workers' instances get fini when those workers end.
+ *
+ * Whatever an instance opens (sockets, files, a store, an LMDB environment
+ * through store_open) belongs to the process that opened it: open it in
+ * init, never share it across fork, and expect one instance per worker
+ * (counters in memory are per worker; shared counts go in the store).
+ * store = memory is refused with workers >= 2, since each worker would
+ * keep its own. After init, the instance runs as the unprivileged user,
+ * possibly in a chroot (a unix: socket path must exist inside it), and
+ * under the seccomp filter unless seccomp = no: no exec, no fork, no
+ * threads, no ptrace; a call outside the list kills the process with
+ * SIGSYS. Open in init what needs root; connect to TCP or to sockets
+ * inside the jail later.
+ *
  * STAGES AND VERDICTS. For each client at connect, HELO, MAIL, RCPT and the
  * end of DATA, the host calls that stage's hook of every instance in
  * configuration order. A hook answers by filling in *v and returning
