@@ -66,8 +66,12 @@ privilege_resolve(const struct config *cfg, struct privilege *p, char *err, size
 		p->groups[0] = p->gid;
 		p->ngroups = 1;
 	}
-	snprintf(p->name, sizeof(p->name), "%.30s:%.30s", cfg->user[0] ? cfg->user : "-",
-	    cfg->group[0] ? cfg->group : "-");
+	if (cfg->user[0] != '\0' && cfg->group[0] != '\0')
+		snprintf(p->name, sizeof(p->name), "%.30s:%.30s", cfg->user, cfg->group);
+	else if (cfg->user[0] != '\0')
+		snprintf(p->name, sizeof(p->name), "%.60s", cfg->user);
+	else
+		snprintf(p->name, sizeof(p->name), "group %.50s", cfg->group);
 	/* Started as that very user (systemd's User=, DynamicUser=): nothing
 	 * to change. Otherwise only root can. */
 	if (geteuid() != 0 && (geteuid() != p->uid || getegid() != p->gid)) {
