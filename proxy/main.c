@@ -477,6 +477,9 @@ main(int argc, char **argv)
 		server_free(&srv);
 		return 0;
 	}
+	if (geteuid() == 0 && !priv.set_ids)
+		log_warn(NULL, "running as root: set user = NAME (and group) so that no client byte "
+		               "is handled as root");
 	if (config_workers(cfg) > 1) {
 		/* The master's own chain was the check: the workers load theirs. */
 		chain_free(srv.chain);
