@@ -36,8 +36,9 @@ void store_settings(struct event_base *base, const struct config *cfg);
  * loop, its resolver and its chain (plugins loaded and initialised; with
  * check, as portcullis -t does). 0, or -1 with err. */
 int serve_prepare(struct server *srv, int check, char *err, size_t errlen);
-/* serve_signals - SIGTERM and SIGINT drain srv; SIGHUP reloads it (reload
- * set: the single process) or is ignored (a worker: the master reloads). */
+/* serve_signals - the single process (reload set): SIGTERM and SIGINT
+ * drain srv, SIGHUP reloads it. A worker: SIGTERM drains, SIGUSR2 retires,
+ * SIGINT and SIGHUP are ignored (the master acts on them). */
 int serve_signals(struct server *srv, int reload);
 /* serve_enter - the last step before the first client byte: drop to
  * priv, then the seccomp filter unless seccomp = no (a trapped call also
@@ -50,6 +51,11 @@ void serve_end(struct server *srv);
  * for up to shutdown_timeout, then 421 to the rest; a second signal
  * stops at once. */
 void on_stop_signal(evutil_socket_t sig, short what, void *arg);
+/* on_retire_signal - SIGUSR2 to a worker a reload replaced: stop
+ * accepting, let the sessions go on as they are (the new workers take new
+ * clients); once they are all gone the worker ends, and after
+ * shutdown_timeout it drains as at SIGTERM. */
+void on_retire_signal(evutil_socket_t sig, short what, void *arg);
 
 /* master_run - workers > 1 (master.c): srv holds the checked
  * configuration, the backend's address, the TLS contexts, a loop and a

@@ -34,6 +34,7 @@
 #include "rdns.h"
 #include "sandbox.h"
 #include "session.h"
+#include "spool.h"
 #include "store.h"
 #include "tls.h"
 
@@ -48,6 +49,7 @@ static int noverrides;
 static void usage(void);
 static void dns_apply(struct server *srv, const struct config *old, const struct config *cfg);
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
+static void on_retire_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int single_run(struct server *srv, const struct privilege *priv);
 
@@ -334,6 +336,39 @@ on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	evtimer_add(srv->drain_timer, &tv);
 }
 
+/* on_retire_signal - see daemon.h */
+void
+on_retire_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	uint64_t ms = srv->cfg->shutdown_timeout_ms;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	if (srv->draining || srv->retiring)
+		return;
+	srv->retiring = 1;
+	log_info(NULL,
+	    "replaced by a reload: no new connections; %lu session(s) go on, for up to "
+	    "shutdown_timeout",
+	    srv->nsessions);
+	listener_stop();
+	if (srv->nsessions == 0 && srv->nwaiting == 0) {
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	srv->retire_timer = evtimer_new(srv->base, on_retire_timeout, srv);
+	if (srv->retire_timer != NULL)
+		evtimer_add(srv->retire_timer, &tv);
+}
+
+/* on_retire_timeout - the sessions of a replaced worker had their time:
+ * from here on as at SIGTERM */
+static void
+on_retire_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	on_stop_signal(SIGTERM, 0, arg);
+}
+
 /* on_drain_timeout - grace is over: 421 to the rest, then stop */
 static void
 on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -478,8 +513,9 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (geteuid() == 0 && !priv.set_ids)
-		log_warn(NULL, "running as root: set user = NAME (and group) so that no client byte "
-		               "is handled as root");
+		log_warn(NULL,
+		    "running as root: set user = NAME (and group) so that no client byte "
+		    "is handled as root");
 	if (config_workers(cfg) > 1) {
 		/* The master's own chain was the check: the workers load theirs. */
 		chain_free(srv.chain);
@@ -526,15 +562,23 @@ serve_prepare(struct server *srv, int check, char *err, size_t errlen)
 int
 serve_signals(struct server *srv, int reload)
 {
-	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	/* A worker: SIGTERM drains, SIGUSR2 retires (a reload replaced it);
+	 * ^C and SIGHUP are the master's to act on. */
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR2};
 
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		if (sigs[i] == SIGHUP && !reload) {
-			signal(SIGHUP, SIG_IGN);
+		event_callback_fn fn = on_stop_signal;
+		if (reload && sigs[i] == SIGUSR2)
+			continue;
+		if (!reload && (sigs[i] == SIGINT || sigs[i] == SIGHUP)) {
+			signal(sigs[i], SIG_IGN);
 			continue;
 		}
-		srv->sig[srv->nsig] = evsignal_new(
-		    srv->base, sigs[i], sigs[i] == SIGHUP ? on_reload_signal : on_stop_signal, srv);
+		if (sigs[i] == SIGHUP)
+			fn = on_reload_signal;
+		else if (sigs[i] == SIGUSR2)
+			fn = on_retire_signal;
+		srv->sig[srv->nsig] = evsignal_new(srv->base, sigs[i], fn, srv);
 		if (srv->sig[srv->nsig] == NULL || evsignal_add(srv->sig[srv->nsig], NULL) != 0)
 			return -1;
 		srv->nsig++;
@@ -546,6 +590,12 @@ serve_signals(struct server *srv, int reload)
 int
 serve_enter(struct server *srv, const struct privilege *priv, int report, char *err, size_t errlen)
 {
+	/* The spool directory is reached through a descriptor from inside a
+	 * jail, where its path means something else. */
+	if (priv->chroot[0] != '\0' && spool_pin(srv->cfg->spool_dir) != 0) {
+		snprintf(err, errlen, "spool_dir %s: %s", srv->cfg->spool_dir, strerror(errno));
+		return -1;
+	}
 	if (privilege_drop(priv, err, errlen) != 0)
 		return -1;
 	if (srv->cfg->seccomp && sandbox_enter(report, err, errlen) != 0)
@@ -564,6 +614,9 @@ serve_end(struct server *srv)
 	if (srv->drain_timer != NULL)
 		event_free(srv->drain_timer);
 	srv->drain_timer = NULL;
+	if (srv->retire_timer != NULL)
+		event_free(srv->retire_timer);
+	srv->retire_timer = NULL;
 	while (!TAILQ_EMPTY(&srv->sessions)) {
 		struct session *s = TAILQ_FIRST(&srv->sessions);
 		session_destroy(s);

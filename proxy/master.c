@@ -32,7 +32,9 @@
  *
  * SIGHUP: the new configuration is checked whole (as -t would), then a new
  * generation of workers starts; once all of them are ready, the old ones
- * are told to drain (SIGTERM) and finish their sessions. SIGTERM/SIGINT:
+ * are retired (SIGUSR2): they stop accepting, their sessions go on
+ * untouched for up to shutdown_timeout, then they drain as at SIGTERM.
+ * SIGTERM/SIGINT:
  * every worker drains; a second signal makes them stop at once; after
  * shutdown_timeout and MASTER_KILL_GRACE_MS more, what is left is killed.
  */
@@ -103,7 +105,8 @@ struct mworker {
 	struct mgen *gen;
 	struct bufferevent *ctl;
 	int ready;
-	int retiring; /* told to drain: its end is expected */
+	int retiring; /* told to go: its end is expected */
+	int termed; /* sent SIGTERM */
 	int asked; /* a /sessions question is out */
 	double started;
 	char trap[200]; /* the seccomp trap's line, if it wrote one */
@@ -220,17 +223,22 @@ running(void)
 	return n;
 }
 
-/* retire - tell g's workers to drain (sig SIGTERM), or to stop at once
- * (a second SIGTERM) */
+/* retire - tell g's workers (all: g NULL) to go: SIGUSR2 lets their
+ * sessions go on (a reload replaced them), SIGTERM drains them (a stop;
+ * again: a second one, which stops them at once) */
 static void
-retire(const struct mgen *g, int again)
+retire(const struct mgen *g, int sig, int again)
 {
 	for (unsigned i = 0; i < MASTER_SLOTS; i++) {
 		struct mworker *w = &M.w[i];
-		if (w->pid == 0 || (g != NULL && w->gen != g) || (w->retiring && !again))
+		if (w->pid == 0 || (g != NULL && w->gen != g))
+			continue;
+		if (sig == SIGUSR2 ? w->retiring : (w->termed && !again))
 			continue;
 		w->retiring = 1;
-		kill(w->pid, SIGTERM);
+		if (sig == SIGTERM)
+			w->termed = 1;
+		kill(w->pid, sig);
 	}
 }
 
@@ -337,13 +345,14 @@ generation_ready(struct mgen *g)
 		M.next = NULL;
 		M.srv->cfg = g->cfg;
 		if (old != NULL) {
-			retire(old, 0);
+			retire(old, SIGUSR2, 0);
 			mgen_release(old);
 		}
 		metrics_inc(M_RELOAD_OK);
 		metrics_gauge_add(G_GENERATION, 1);
 		log_info(NULL,
-		    "SIGHUP: %u worker(s) of generation %u serving; %u of the old one draining",
+		    "SIGHUP: %u worker(s) of generation %u serving; %u of the old one finishing "
+		    "their sessions",
 		    g->want, g->id, draining);
 		notify_reloaded(NULL);
 		return;
@@ -486,7 +495,7 @@ worker_gone(unsigned slot, int st)
 		if (g == M.next) {
 			/* The reload's workers cannot start: the old ones go on. */
 			M.next = NULL;
-			retire(g, 0);
+			retire(g, SIGTERM, 0);
 			mgen_release(g);
 			metrics_inc(M_RELOAD_FAILED);
 			log_err(NULL,
@@ -578,7 +587,7 @@ master_stop(int sig)
 
 	if (M.stopping) {
 		log_info(NULL, "second signal: workers stop now");
-		retire(NULL, 1);
+		retire(NULL, SIGTERM, 1);
 		return;
 	}
 	M.stopping = 1;
@@ -591,11 +600,11 @@ master_stop(int sig)
 		close(M.fds[i]);
 	M.nfds = 0;
 	if (M.next != NULL) {
-		retire(M.next, 0);
+		retire(M.next, SIGTERM, 0);
 		mgen_release(M.next);
 		M.next = NULL;
 	}
-	retire(NULL, 0);
+	retire(NULL, SIGTERM, 0);
 	if (running() == 0) {
 		event_base_loopexit(M.srv->base, NULL);
 		return;
@@ -640,7 +649,7 @@ master_reload(void)
 		log_warn(NULL,
 		    "SIGHUP: the workers of the last reload are not all ready: they "
 		    "make way for this one");
-		retire(M.next, 0);
+		retire(M.next, SIGTERM, 0);
 		mgen_release(M.next);
 		M.next = NULL;
 	}

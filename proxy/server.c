@@ -110,7 +110,7 @@ server_session_id(struct server *srv, char id[16])
 void
 server_session_gone(struct server *srv)
 {
-	if (srv->draining && srv->nsessions == 0 && srv->nwaiting == 0)
+	if ((srv->draining || srv->retiring) && srv->nsessions == 0 && srv->nwaiting == 0)
 		event_base_loopexit(srv->base, NULL);
 }
 

@@ -56,9 +56,11 @@ struct server {
 	unsigned worker;
 	int conns_own; /* made by server_ip_init, freed by server_free */
 	int draining; /* SIGTERM: no new sessions */
-	struct event *sig[3]; /* SIGTERM, SIGINT, SIGHUP (serve_signals) */
+	struct event *sig[4]; /* serve_signals' */
 	size_t nsig;
 	struct event *drain_timer;
+	int retiring; /* a worker a reload replaced (SIGUSR2): no new sessions */
+	struct event *retire_timer;
 	unsigned long long sid_base;
 	unsigned long long sid_next;
 	int backend_xclient_name; /* the backend's last EHLO offered XCLIENT NAME

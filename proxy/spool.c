@@ -15,6 +15,11 @@
 
 #include "spool.h"
 
+/* spool_pin's directory: its name as configured, and a descriptor that
+ * still reaches it from inside a chroot. */
+static char pinned_dir[1024];
+static int pinned_fd = -1;
+
 static int spool_spill(struct spool *sp);
 static int write_all(int fd, const char *p, size_t n);
 
@@ -28,6 +33,21 @@ spool_open(struct spool *sp, size_t threshold, const char *dir)
 	sp->dir = dir;
 	if ((sp->mem = evbuffer_new()) == NULL)
 		return -1;
+	return 0;
+}
+
+/* spool_pin - see spool.h */
+int
+spool_pin(const char *dir)
+{
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	if (pinned_fd >= 0)
+		close(pinned_fd);
+	pinned_fd = fd;
+	snprintf(pinned_dir, sizeof(pinned_dir), "%s", dir);
 	return 0;
 }
 
@@ -56,10 +76,16 @@ spool_spill(struct spool *sp)
 	struct evbuffer_iovec vec[16];
 	int n;
 
-	snprintf(path, sizeof(path), "%s/portcullis.XXXXXX", sp->dir);
-	if ((sp->fd = mkostemp(path, O_CLOEXEC)) < 0)
-		return -1;
-	unlink(path);
+	/* The pinned directory (a worker in a chroot): a file without a name
+	 * in it, made through the descriptor. */
+	if (pinned_fd >= 0 && strcmp(sp->dir, pinned_dir) == 0)
+		sp->fd = openat(pinned_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (sp->fd < 0) {
+		snprintf(path, sizeof(path), "%s/portcullis.XXXXXX", sp->dir);
+		if ((sp->fd = mkostemp(path, O_CLOEXEC)) < 0)
+			return -1;
+		unlink(path);
+	}
 	while (evbuffer_get_length(sp->mem) > 0) {
 		n = evbuffer_peek(sp->mem, -1, NULL, vec, 16);
 		for (int i = 0; i < n && i < 16; i++) {

@@ -22,6 +22,11 @@ struct spool {
 	int err;
 };
 
+/* spool_pin - keep a descriptor of dir (spool_dir) for spools to use:
+ * a worker pins it before its chroot, which would hide the path. 0, or -1
+ * (errno) when dir cannot be opened. */
+int spool_pin(const char *dir);
+
 /* spool_open - start an empty spool. Returns 0 or -1 (out of memory). */
 int spool_open(struct spool *sp, size_t threshold, const char *dir);
 
