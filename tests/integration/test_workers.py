@@ -299,6 +299,10 @@ def test_sigkill_under_load_loses_no_acknowledged_message(recorder, proxy):
     who = connect_pids(p)
     broken = [(who.get(cp), err) for s in senders for cp, _, err in s.sessions if err]
     assert all(pid == victim for pid, _ in broken), (victim, broken)
+    # The kill landed in sessions (six clients keep both workers busy):
+    # theirs dropped, with no reply at all, rather than a refusal.
+    assert broken and all(err.startswith(("ConnectionClosed", "ConnectionResetError"))
+                          for _, err in broken), broken
     assert p.alive()
 
 
@@ -827,7 +831,9 @@ def test_worker_that_cannot_start_fails_a_reload(recorder, proxy):
                       r"the running workers keep serving", timeout=BOUND), p.log()
     assert "this plugin refuses to start outside a check" in p.log()
     # The old workers were never asked to go, and serve on.
-    assert children(p.pid) >= old and "as asked" not in p.log()
+    assert children(p.pid) >= old
+    for pid in old:
+        assert not re.search(rf"\(pid {pid}\) .*as asked", p.log()), p.log()
     c = RawClient(p.port, timeout=BOUND)
     try:
         assert c.banner().expect(220).first.split()[1] == "old.test"
