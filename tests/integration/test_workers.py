@@ -744,6 +744,32 @@ def test_chroot_workers(recorder, proxy, nobody_dir):
         shutil.rmtree(jail, ignore_errors=True)
 
 
+@ROOT_ONLY
+def test_chroot_workers_spool_a_big_message(recorder, proxy, nobody_dir):
+    """A message over spool_memory goes to a file in spool_dir. The master
+    checked spool_dir outside the jail; the worker must still find it (or
+    the start must refuse a spool_dir the jail cannot see): a 451 for every
+    big message, found only at run time, is neither."""
+    jail = tempfile.mkdtemp(prefix="pc-jail-")
+    try:
+        os.chmod(jail, 0o755)
+        p = wstart(proxy, user="nobody", chroot=jail, spool_dir=nobody_dir, spool_memory="1k")
+        c = RawClient(p.port, timeout=BOUND)
+        try:
+            c.greet()
+            c.cmd("MAIL FROM:<big@x.test>").expect(250)
+            c.cmd("RCPT TO:<b@y.test>").expect(250)
+            big = b"Subject: big\r\n\r\n" + (b"y" * 70 + b"\r\n") * 200
+            r = c.message(big + b".\r\n")
+        finally:
+            c.close()
+        assert r.code == 250, (r, p.log())
+        [t] = recorder.wait_for_transactions(1, timeout=BOUND)
+        assert t.sender == "big@x.test" and len(t.data) > 14000
+    finally:
+        shutil.rmtree(jail, ignore_errors=True)
+
+
 # ---- 11. /sessions, portcullis -s, /metrics -------------------------------
 
 
