@@ -475,6 +475,39 @@ def test_limits_hold_across_workers(recorder, proxy, settings, served):
     pytest.fail(f"ten bursts and one worker took every served session:\n{p.log()}")
 
 
+def test_ratelimit_concurrency_holds_across_workers(recorder, proxy, tmp_path):
+    """client_concurrency counts in the shared store (LMDB here): with 4
+    allowed and 12 sessions at once, exactly 4 are served, whichever
+    worker took each; the refused ones hear the plugin's 421 4.7.0.
+    Per-worker counts would serve up to 8."""
+    p = wstart(proxy, sections=[("plugin ratelimit", {
+        "client_concurrency": "4", "store": f"lmdb:{tmp_path}/rl"})])
+    kids = wait_children(p, 2)
+    served = 0
+    for _ in range(10):
+        before = set(connect_pids(p))
+        socks, replies = burst(p.port, 12)
+        try:
+            ok = [r for r in replies if r.startswith("220 ")]
+            refused = [r for r in replies if re.match(
+                r"421 4\.7\.0 \S+ Too many concurrent connections from your network", r)]
+            assert len(ok) == 4 and len(refused) == 8, replies
+            took = {pid for port, pid in connect_pids(p).items() if port not in before}
+        finally:
+            for s in socks:
+                s.close()
+        if took == kids:
+            return
+        # The served sessions gone (their slots given back: the refused
+        # ones held none) before the next burst.
+        served += 4
+        deadline = time.monotonic() + BOUND
+        while len(re.findall(r"\bdisconnect from client=", p.log())) < served:
+            assert time.monotonic() < deadline, p.log()
+            time.sleep(0.02)
+    pytest.fail(f"ten bursts and one worker took every session:\n{p.log()}")
+
+
 # ---- 6. privilege ---------------------------------------------------------
 
 
