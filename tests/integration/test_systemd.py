@@ -410,3 +410,43 @@ def test_make_run_exits_0_on_ctrl_c(recorder):
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "signal 2: no new connections" in text and "info: stopped" in text, text
     assert not listening(port)
+
+
+# ---- with workers (issue 18) -------------------------------------------------------
+
+
+def test_workers_notify_ready_reload_and_stopping(notify, rundir, proxy, client):
+    """workers = 2: READY (MAINPID the master) once the first workers are
+    ready; STATUS counts every worker's sessions; portcullis -R waits for
+    the new generation (0), or says why a reload failed (1); STOPPING at
+    SIGTERM."""
+    p = proxy(workers="2")
+    m = ready(notify, p)
+    assert m["STATUS"] == "serving: 0 session(s) open", m
+    assert re.search(r"worker 1 \(pid \d+\) started", p.log()), p.log()
+    clients = []
+    for _ in range(6):
+        c = client(p)
+        c.greet()
+        clients.append(c)
+    notify.until(lambda m: m.get("STATUS") == "serving: 6 session(s) open",
+                 timeout=2 * STATUS_PERIOD + BOUND)
+    for c in clients:
+        c.cmd("QUIT").expect(221)
+
+    rc, out, err = reload_client({"MAINPID": str(p.pid)})
+    assert (rc, err) == (0, ""), (rc, err, p.log())
+    assert re.search(r"SIGHUP: 2 worker\(s\) of generation 2 serving", p.log()), p.log()
+    assert state(rundir)["result"] == "ok"
+    got = notify.until(lambda m: "READY" in m)
+    assert any(m.get("RELOADING") == "1" for m in got), got
+
+    p.settings["max_recipient"] = "5"  # a typo: the master's check fails
+    p.write_config()
+    rc, out, err = reload_client({"MAINPID": str(p.pid)})
+    assert rc == 1 and 'unknown key "max_recipient"' in err, (rc, err)
+    assert state(rundir)["result"] == "failed"
+
+    assert p.stop() == 0
+    stopping = [m for m in notify.pending() if "STOPPING" in m]
+    assert stopping and stopping[0]["STOPPING"] == "1", notify.seen
