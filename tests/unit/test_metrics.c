@@ -22,7 +22,7 @@
 
 #include "metrics.h"
 
-static struct metrics_shard shards[2];
+static struct metrics_shard shards[3];
 
 static int
 setup(void **state)
@@ -273,6 +273,50 @@ test_shards_summed(void **state)
 	free(t);
 }
 
+/* A dead worker's block folded into the master's: its counters,
+ * histograms and filters (by name) stay in the sums, its gauges do not;
+ * the source is what the endpoint and the status line read. */
+static void
+test_fold_and_source(void **state)
+{
+	char *t;
+	int s;
+
+	(void)state;
+	metrics_gauge_set(G_GENERATION, 2); /* shards[0]: the master's */
+	metrics_use(&shards[1]); /* a worker */
+	metrics_inc(M_TX_SENT);
+	metrics_gauge_add(G_SESSIONS, 4);
+	metrics_observe(H_TX_DURATION, 0.1);
+	metrics_filter_slot("a");
+	s = metrics_filter_slot("dkim");
+	metrics_verdict(s, PC_STAGE_DATA, PC_REJECT);
+	metrics_use(&shards[2]); /* another, still alive */
+	metrics_gauge_add(G_SESSIONS, 1);
+	metrics_use(&shards[0]);
+	metrics_set_source(shards, 3);
+	assert_int_equal(metrics_gauge_total(G_SESSIONS), 5);
+
+	metrics_fold(&shards[0], &shards[1]);
+	memset(&shards[1], 0, sizeof(shards[1]));
+	assert_int_equal(metrics_gauge_total(G_SESSIONS), 1);
+	t = render(3);
+	assert_true(has_line(t, "portcullis_transactions_total{status=\"sent\"} 1"));
+	assert_true(has_line(t, "portcullis_sessions 1"));
+	assert_true(has_line(t, "portcullis_config_generation 2"));
+	assert_true(has_line(t, "portcullis_transaction_duration_seconds_count 1"));
+	assert_true(has_line(t,
+	    "portcullis_filter_verdicts_total{filter=\"dkim\",stage=\"data\","
+	    "action=\"reject\"} 1"));
+	free(t);
+	/* Folded twice (a second death), the counts add up. */
+	shards[1].c[M_TX_SENT] = 2;
+	metrics_fold(&shards[0], &shards[1]);
+	assert_int_equal(shards[0].c[M_TX_SENT], 3);
+	metrics_set_source(NULL, 0);
+	assert_int_equal(metrics_gauge_total(G_SESSIONS), 0); /* shards[0] alone */
+}
+
 int
 main(void)
 {
@@ -283,6 +327,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_filter_slots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_filter_samples, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_shards_summed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fold_and_source, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
