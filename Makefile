@@ -49,8 +49,8 @@ BACKEND_TEST_SRC := proxy/backend.c proxy/conn.c proxy/smtp_parse.c proxy/rdns.c
                     proxy/log.c proxy/config.c proxy/options.c proxy/metrics.c \
                     proxy/verdict.c
 # A whole session between a fake client and the fake MTA: every proxy source
-# but main.c.
-SESSION_TEST_SRC = $(filter-out proxy/main.c,$(PROXY_SRC))
+# but main.c and master.c (the processes, not a session).
+SESSION_TEST_SRC = $(filter-out proxy/main.c proxy/master.c,$(PROXY_SRC))
 FAKEMX_OBJ := $(BUILD)/tests/unit/fakemx.o
 # ABI 2: scores, message changes and the services that reach them.
 PROXY_SRC += proxy/chainhost.c proxy/edit.c proxy/score.c
