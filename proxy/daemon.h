@@ -10,6 +10,8 @@
 
 #include <event2/util.h>
 
+#include <openssl/ssl.h>
+
 #include "config.h"
 #include "server.h"
 
@@ -31,6 +33,21 @@ int dns_start(struct server *srv, char *err, size_t errlen);
 /* store_settings - what the stores opened from now on take (store.h). A
  * store already open keeps its own until no section uses it. */
 void store_settings(struct event_base *base, const struct config *cfg);
+
+/* What a SIGHUP builds before it swaps anything in. */
+struct reload {
+	struct config *cfg;
+	struct sockaddr_storage addr; /* the backend's */
+	socklen_t addrlen;
+	SSL_CTX *tls_server, *tls_client;
+};
+/* reload_read - the configuration again (the file, -o, the checks), the
+ * same listen as running, the backend's address, the TLS contexts (the
+ * keys read now). 0, or -1 with err; r holds what was built either way. */
+int reload_read(const struct config *running, struct reload *r, char *err, size_t errlen);
+/* reload_failed - the reload stops at err: counted, logged, told to the
+ * service manager and to portcullis -R; what r built is freed. */
+void reload_failed(struct reload *r, const char *err);
 
 /* serve_prepare - srv (cfg set) gets a random session id base, its event
  * loop, its resolver and its chain (plugins loaded and initialised; with

@@ -171,24 +171,18 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
 	char err[CONFIG_ERR_MAX];
+	struct reload r;
 	struct config *cfg;
 	struct chain *chain = NULL;
 	struct generation *g = NULL, *old;
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	SSL_CTX *tls_server = NULL, *tls_client = NULL;
 	size_t ok = 0, failed = 0;
 	int same_chain;
 	char first[CONFIG_ERR_MAX + 64] = ""; /* the first filter that failed, for -R */
 
 	notify_reloading();
-	err[0] = '\0';
-	if ((cfg = config_read(err, sizeof(err))) == NULL)
+	if (reload_read(srv->cfg, &r, err, sizeof(err)) != 0)
 		goto fail;
-	if (!config_listen_equal(srv->cfg, cfg)) {
-		snprintf(err, sizeof(err), "%s: listen changed: that takes a restart", config_file);
-		goto fail;
-	}
+	cfg = r.cfg;
 	/* This process dropped its privileges and entered its filter once,
 	 * for good: what it runs as is fixed until a restart. */
 	if (config_workers(cfg) != 1 || strcmp(cfg->user, srv->cfg->user) != 0 ||
@@ -198,14 +192,6 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		    config_file);
 		goto fail;
 	}
-	if (resolve_backend(cfg, &addr, &addrlen, err, sizeof(err)) != 0)
-		goto fail;
-	tls_server = tls_server_ctx(cfg, err, sizeof(err));
-	if (tls_server == NULL && err[0] != '\0')
-		goto fail;
-	tls_client = tls_client_ctx(cfg, err, sizeof(err));
-	if (tls_client == NULL && err[0] != '\0')
-		goto fail;
 	if (metrics_http_prepare(srv, cfg, err, sizeof(err)) != 0)
 		goto fail;
 	same_chain = config_chain_equal(srv->cfg, cfg);
@@ -229,11 +215,11 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	log_set_json(cfg->log_json);
 	rdns_configure(cfg->dns_retry_ms);
 	SSL_CTX_free(srv->tls_server); /* sessions using it hold their own reference */
-	srv->tls_server = tls_server;
+	srv->tls_server = r.tls_server;
 	SSL_CTX_free(srv->tls_client);
-	srv->tls_client = tls_client;
-	memcpy(&srv->backend_addr, &addr, addrlen);
-	srv->backend_addrlen = addrlen;
+	srv->tls_client = r.tls_client;
+	memcpy(&srv->backend_addr, &r.addr, r.addrlen);
+	srv->backend_addrlen = r.addrlen;
 	old = srv->gen;
 	srv->gen = g;
 	srv->cfg = cfg;
@@ -272,16 +258,47 @@ on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	return;
 
 fail:
+	reload_failed(&r, err);
+}
+
+/* reload_read - see daemon.h */
+int
+reload_read(const struct config *running, struct reload *r, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof(*r));
+	err[0] = '\0';
+	if ((r->cfg = config_read(err, errlen)) == NULL)
+		return -1;
+	if (!config_listen_equal(running, r->cfg)) {
+		snprintf(err, errlen, "%s: listen changed: that takes a restart", config_file);
+		return -1;
+	}
+	if (resolve_backend(r->cfg, &r->addr, &r->addrlen, err, errlen) != 0)
+		return -1;
+	r->tls_server = tls_server_ctx(r->cfg, err, errlen);
+	if (r->tls_server == NULL && err[0] != '\0')
+		return -1;
+	r->tls_client = tls_client_ctx(r->cfg, err, errlen);
+	if (r->tls_client == NULL && err[0] != '\0')
+		return -1;
+	return 0;
+}
+
+/* reload_failed - see daemon.h */
+void
+reload_failed(struct reload *r, const char *err)
+{
 	metrics_http_abort();
 	metrics_inc(M_RELOAD_FAILED);
 	log_err(NULL, "SIGHUP: %s; keeping the running configuration", err);
 	notify_reloaded(err);
-	SSL_CTX_free(tls_server);
-	SSL_CTX_free(tls_client);
-	if (cfg != NULL) {
-		config_free(cfg);
-		free(cfg);
+	SSL_CTX_free(r->tls_server);
+	SSL_CTX_free(r->tls_client);
+	if (r->cfg != NULL) {
+		config_free(r->cfg);
+		free(r->cfg);
 	}
+	memset(r, 0, sizeof(*r));
 }
 
 /* dns_apply - a SIGHUP changed the resolver's settings: the same resolver

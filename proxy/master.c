@@ -633,18 +633,14 @@ static void
 master_reload(void)
 {
 	char err[CONFIG_ERR_MAX];
-	struct config *cfg;
+	struct reload r;
 	struct chain *chain = NULL;
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	SSL_CTX *tls_server = NULL, *tls_client = NULL;
 	struct privilege priv;
 	struct mgen *g;
 
 	if (M.stopping)
 		return;
 	notify_reloading();
-	err[0] = '\0';
 	if (M.next != NULL) {
 		log_warn(NULL,
 		    "SIGHUP: the workers of the last reload are not all ready: they "
@@ -653,45 +649,32 @@ master_reload(void)
 		mgen_release(M.next);
 		M.next = NULL;
 	}
-	if ((cfg = config_read(err, sizeof(err))) == NULL)
+	if (reload_read(M.gen->cfg, &r, err, sizeof(err)) != 0)
 		goto fail;
-	if (!config_listen_equal(M.gen->cfg, cfg)) {
-		snprintf(err, sizeof(err), "%s: listen changed: that takes a restart",
-		    config_file_name());
-		goto fail;
-	}
-	if (config_workers(cfg) == 1) {
+	if (config_workers(r.cfg) == 1) {
 		snprintf(err, sizeof(err),
 		    "%s: workers = 1 is a single process, without a master: that takes a restart",
 		    config_file_name());
 		goto fail;
 	}
-	if (resolve_backend(cfg, &addr, &addrlen, err, sizeof(err)) != 0 ||
-	    privilege_resolve(cfg, &priv, err, sizeof(err)) != 0)
-		goto fail;
-	tls_server = tls_server_ctx(cfg, err, sizeof(err));
-	if (tls_server == NULL && err[0] != '\0')
-		goto fail;
-	tls_client = tls_client_ctx(cfg, err, sizeof(err));
-	if (tls_client == NULL && err[0] != '\0')
+	if (privilege_resolve(r.cfg, &priv, err, sizeof(err)) != 0)
 		goto fail;
 	/* The plugins, loaded as -t loads them: the workers load them for
 	 * real. */
-	store_settings(M.srv->base, cfg);
-	if (chain_load(&chain, cfg, M.srv->base, M.srv->dns, 1, err, sizeof(err)) != 0)
+	store_settings(M.srv->base, r.cfg);
+	if (chain_load(&chain, r.cfg, M.srv->base, M.srv->dns, 1, err, sizeof(err)) != 0)
 		goto fail;
 	chain_free(chain);
 	store_close_all();
-	if (metrics_http_prepare(M.srv, cfg, err, sizeof(err)) != 0)
+	if (metrics_http_prepare(M.srv, r.cfg, err, sizeof(err)) != 0)
 		goto fail;
-	if ((g = mgen_new(cfg, tls_server, tls_client, &addr, addrlen, &priv)) == NULL) {
-		metrics_http_abort();
+	if ((g = mgen_new(r.cfg, r.tls_server, r.tls_client, &r.addr, r.addrlen, &priv)) == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
 		goto fail;
 	}
 	metrics_http_commit();
-	log_init(cfg->log, cfg->log_debug);
-	log_set_json(cfg->log_json);
+	log_init(r.cfg->log, r.cfg->log_debug);
+	log_set_json(r.cfg->log_json);
 	M.next = g;
 	log_info(NULL, "SIGHUP: %s checked; starting %u worker(s) of generation %u",
 	    config_file_name(), g->want, g->id);
@@ -699,15 +682,7 @@ master_reload(void)
 	return;
 
 fail:
-	metrics_inc(M_RELOAD_FAILED);
-	log_err(NULL, "SIGHUP: %s; keeping the running configuration", err);
-	notify_reloaded(err);
-	SSL_CTX_free(tls_server);
-	SSL_CTX_free(tls_client);
-	if (cfg != NULL) {
-		config_free(cfg);
-		free(cfg);
-	}
+	reload_failed(&r, err);
 }
 
 /* ---- /sessions ---- */
