@@ -234,6 +234,15 @@ hist_sum(struct metrics_hist *to, const struct metrics_hist *h)
 	to->sum += h->sum;
 }
 
+/* name_ok - a filter name from another process's block ends within its
+ * field: a worker's block is read by the master, and a worker may be
+ * broken */
+static int
+name_ok(const struct metrics_filter *f)
+{
+	return memchr(f->name, '\0', sizeof(f->name)) != NULL;
+}
+
 /* metrics_fold - see metrics.h */
 void
 metrics_fold(struct metrics_shard *dst, const struct metrics_shard *src)
@@ -246,6 +255,8 @@ metrics_fold(struct metrics_shard *dst, const struct metrics_shard *src)
 		hist_sum(&dst->h[i], &src->h[i]);
 	for (i = 0; i < METRICS_FILTERS && src->f[i].name[0] != '\0'; i++) {
 		const struct metrics_filter *f = &src->f[i];
+		if (!name_ok(f))
+			continue;
 		for (j = 0; j < METRICS_FILTERS && dst->f[j].name[0] != '\0' &&
 		     strcmp(dst->f[j].name, f->name) != 0;
 		     j++)
@@ -325,6 +336,8 @@ merge_filters(struct merged *m, const struct metrics_shard *shards, size_t nshar
 	for (s = 0; s < nshards; s++)
 		for (i = 0; i < METRICS_FILTERS && shards[s].f[i].name[0] != '\0'; i++) {
 			const struct metrics_filter *f = &shards[s].f[i];
+			if (!name_ok(f))
+				continue;
 			for (j = 0; j < m->n && strcmp(m->f[j].name, f->name) != 0; j++)
 				;
 			if (j == m->n) {

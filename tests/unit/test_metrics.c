@@ -315,6 +315,14 @@ test_fold_and_source(void **state)
 	assert_int_equal(shards[0].c[M_TX_SENT], 3);
 	metrics_set_source(NULL, 0);
 	assert_int_equal(metrics_gauge_total(G_SESSIONS), 0); /* shards[0] alone */
+	/* A broken worker's name without its NUL is passed over, not read
+	 * past its field. */
+	memset(shards[2].f[0].name, 'x', sizeof(shards[2].f[0].name));
+	shards[2].f[0].errors = 7;
+	metrics_fold(&shards[0], &shards[2]);
+	t = render(3);
+	assert_null(strstr(t, "xxxxxxxx"));
+	free(t);
 }
 
 int
