@@ -377,7 +377,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(base_cfg.backend.port, sizeof(base_cfg.backend.port), "%u",
 	    ntohs(((struct sockaddr_in *)&srv.backend_addr)->sin_port));
 	base_cfg.have_backend = 1;
-	base_cfg.nlisten = 0; /* listener_start binds nothing */
+	base_cfg.nlisten = 0; /* listener_start accepts on nothing */
 	base_cfg.client_rdns = 0; /* no DNS */
 	snprintf(fz_listener.host, sizeof(fz_listener.host), "127.0.0.1");
 	snprintf(fz_listener.port, sizeof(fz_listener.port), "25");
@@ -404,7 +404,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	srv.gen = g;
 	srv.cfg = cfg;
 	srv.backend_xclient_name = 1;
-	if (listener_start(&srv) != 0)
+	if (listener_start(&srv, NULL, 0) != 0)
 		fz_fail("listener_start failed");
 	listen_ev = event_new(srv.base, lfd, EV_READ | EV_PERSIST, fz_listen_cb, NULL);
 	if (listen_ev == NULL || event_add(listen_ev, NULL) != 0)
