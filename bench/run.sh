@@ -225,6 +225,9 @@ tree_cpu_ticks() { # PID: its utime + stime, its reaped children's, its live chi
 		else if (a[2] == root) t += a[12] + a[13] }
 		END { print t + 0 }'
 }
+proc_cpu_ticks() { # PID: its own utime + stime, in clock ticks
+	awk '{ sub(/^.*\) /, ""); split($0, a, " "); print a[12] + a[13] }' "/proc/$1/stat"
+}
 child_count() { # PID: how many live processes have it as parent
 	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{ line = $0; sub(/^.*\) /, "", line); split(line, a, " "); if (a[2] == root) n++ } END { print n + 0 }'
 }
@@ -256,20 +259,27 @@ echo
 printf "%-38s %7s %9s %9s %6s %9s\n" "workload" "msgs" "w1/s" "w2/s" "w2/w1" "shares %"
 printf "%-38s %7s %9s %9s %6s %9s\n" "--------" "----" "----" "----" "-----" "--------"
 CPU_ROWS=()
+MASTER_TICKS=0
+W2_MSGS=0
 T_START=$(now_ns)
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name opts count <<<"$w"
 	case $name in "1 KB "*) ;; *) continue ;; esac
-	count=$(awk -v c="$count" -v s="$SCALE" 'BEGIN { n = int(c * s); print (n < 1 ? 1 : n) }')
+	# half the count of the row above: both legs go through a proxy
+	count=$(awk -v c="$count" -v s="$SCALE" 'BEGIN { n = int(c * s / 2); print (n < 1 ? 1 : n) }')
 	n=$((count * REPEAT))
 	log0=$(wc -l <"$WORK/fproxy.log")
 	: >"$WORK/source.cpu"
 	w1_0=$(tree_cpu_ticks "$PROXY_PID")
 	w2_0=$(tree_cpu_ticks "$FPROXY_PID")
+	m_0=$(proc_cpu_ticks "$FPROXY_PID")
 	sk_0=$(tree_cpu_ticks "$SINK_PID")
 	pair_rates "$name" "workers = 1" "$PROXY_PORT" "workers = 2" "$FPROXY_PORT" "$opts" "$count"
 	w1_1=$(tree_cpu_ticks "$PROXY_PID")
 	w2_1=$(tree_cpu_ticks "$FPROXY_PID")
+	m_1=$(proc_cpu_ticks "$FPROXY_PID")
+	MASTER_TICKS=$((MASTER_TICKS + m_1 - m_0))
+	W2_MSGS=$((W2_MSGS + n))
 	sk_1=$(tree_cpu_ticks "$SINK_PID")
 	src=$(awk '{ t += $1 } END { print t + 0 }' "$WORK/source.cpu")
 	tail -n +$((log0 + 1)) "$WORK/fproxy.log" | sed -n 's/.* portcullis\[\([0-9]*\)\]: .* status=sent .*/\1/p' |
@@ -295,6 +305,8 @@ echo
 printf "%-38s %8s %8s %8s %8s %9s %9s\n" "workload" "w1 us" "w2 us" "source" "sink" "w1/core" "w2/core"
 printf "%-38s %8s %8s %8s %8s %9s %9s\n" "--------" "-----" "-----" "------" "----" "-------" "-------"
 printf "%s\n" "${CPU_ROWS[@]}"
+awk -v t="$MASTER_TICKS" -v hz="$HZ" -v n="$W2_MSGS" 'BEGIN {
+	printf "of w2, the master alone: %.2f s in all, %.1f us per message\n", t / hz, t / hz * 1e6 / n }'
 [ "$(child_count "$FPROXY_PID")" -eq 2 ] || die "portcullis (workers = 2) has $(child_count "$FPROXY_PID") workers after the runs, not 2"
 T_END=$(now_ns)
 echo "workers: every message was delivered (one status=sent line each); no worker died"
@@ -557,9 +569,6 @@ stop_filtered() { # label peer-pid
 	wait "$2" 2>/dev/null || true
 }
 
-proc_cpu_ticks() { # PID: its own utime + stime, in clock ticks
-	awk '{ sub(/^.*\) /, ""); split($0, a, " "); print a[12] + a[13] }' "/proc/$1/stat"
-}
 if [ -x /usr/sbin/spamd ]; then
 	SPAMD_PORT=$(free_port)
 	SPAMD_DIR="$WORK/spamd"
