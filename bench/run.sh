@@ -135,11 +135,19 @@ run_one() { # label port opts count
 	local label=$1 port=$2 opts=$3 count=$4 before after t0 t1 rc=0
 	before=$(sink_count)
 	t0=$(now_ns)
-	# shellcheck disable=SC2086 # opts is a word list on purpose
-	timeout "$RUN_BOUND" "$SOURCE" -M bench.test -f bench@bench.test -t sink@sink.test \
-		$opts -m "$count" "127.0.0.1:$port" >"$WORK/source.out" 2>&1 || rc=$?
+	# In a subshell of its own, whose times builtin (getrusage of its reaped
+	# children) is then smtp-source's CPU alone: appended, in seconds, to
+	# $WORK/source.cpu (the workers section sums it).
+	(
+		# shellcheck disable=SC2086 # opts is a word list on purpose
+		timeout "$RUN_BOUND" "$SOURCE" -M bench.test -f bench@bench.test -t sink@sink.test \
+			$opts -m "$count" "127.0.0.1:$port" >"$WORK/source.out" 2>&1 || exit $?
+		times >"$WORK/source.times"
+	) || rc=$?
 	t1=$(now_ns)
 	[ "$rc" -eq 0 ] || { cat "$WORK/source.out" >&2; die "$label: smtp-source exited $rc ($opts -m $count)"; }
+	awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }; print t }' \
+		"$WORK/source.times" >>"$WORK/source.cpu"
 	# Every message got its 250 before smtp-source went on, and smtp-sink counts
 	# before it replies: the count is final now. Wait a moment anyway.
 	for _ in $(seq 50); do
@@ -196,6 +204,118 @@ echo "proxy peak RSS (VmHWM): $HWM (now VmRSS: $RSS)"
 echo "every run: the sink counted exactly the messages sent"
 awk -v ns=$((T_END - T_START)) 'BEGIN { printf "bench time: %.0f s\n", ns / 1e9 }'
 [ "$WARN" -eq 0 ] || echo "note: a ratio below the 0.6 target (issue 2) is marked above"
+
+# ---- Workers: the 1 KB workloads above through a second proxy with
+# workers = 2 (a master and two workers accepting on one shared listening
+# socket; FPROXY_PORT, same config otherwise) against the plain proxy
+# (workers = 1), measured in turn. CPU per message: utime + stime from
+# /proc/PID/stat before and after all the runs of a workload, for each
+# proxy's process tree (the master, its live workers and the ones it
+# reaped), for smtp-sink (it serves both legs) and for smtp-source (the
+# times builtin around each run: run_one's $WORK/source.cpu). The workers'
+# shares are their pids in the status=sent lines of the log.
+tree_cpu_ticks() { # PID: its utime + stime, its reaped children's, its live children's, in clock ticks
+	# One read of every /proc/PID/stat (a process may end between the glob
+	# and the read: cat skips it, and its status must not fail the pipeline
+	# under pipefail); after the ")" of comm: field 2 is ppid, 12 and 13
+	# utime and stime, 14 and 15 the reaped children's.
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{
+		pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, a, " ");
+		if (pid == root) t += a[12] + a[13] + a[14] + a[15];
+		else if (a[2] == root) t += a[12] + a[13] }
+		END { print t + 0 }'
+}
+proc_cpu_ticks() { # PID: its own utime + stime, in clock ticks
+	awk '{ sub(/^.*\) /, ""); split($0, a, " "); print a[12] + a[13] }' "/proc/$1/stat"
+}
+child_count() { # PID: how many live processes have it as parent
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{ line = $0; sub(/^.*\) /, "", line); split(line, a, " "); if (a[2] == root) n++ } END { print n + 0 }'
+}
+worker_deaths() { # the master's lines about workers that died unasked
+	grep 'worker [0-9]* (pid [0-9]*) \(was killed\|exited\)' "$WORK/fproxy.log" | grep -v ', as asked' || true
+}
+{
+	sed "s/^listen = .*/listen = 127.0.0.1:$FPROXY_PORT/" "$WORK/bench.conf"
+	echo "workers = 2"
+} >"$WORK/workers.conf"
+"$BIN" -t -c "$WORK/workers.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the workers = 2 bench config"; }
+"$BIN" -c "$WORK/workers.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
+FPROXY_PID=$!
+wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis (workers = 2)"
+# the master says started once every worker is ready
+for _ in $(seq 200); do
+	grep -q ' started, backend .*, 2 workers' "$WORK/fproxy.log" && break
+	kill -0 "$FPROXY_PID" 2>/dev/null || die "portcullis (workers = 2) exited at start"
+	sleep 0.05
+done
+grep -q ' started, backend .*, 2 workers' "$WORK/fproxy.log" || die "portcullis (workers = 2) never said it started 2 workers"
+[ "$(child_count "$FPROXY_PID")" -eq 2 ] || die "portcullis (workers = 2) has $(child_count "$FPROXY_PID") children, not 2 workers"
+HZ=$(getconf CLK_TCK)
+echo
+echo "workers: the same proxy with workers = 1 (w1, the proxy above) vs workers = 2 (w2: a master"
+echo "and 2 workers accepting on one shared listening socket); shares = each worker's part of the w2"
+echo "messages (status=sent lines by pid)"
+echo
+printf "%-38s %7s %9s %9s %6s %9s\n" "workload" "msgs" "w1/s" "w2/s" "w2/w1" "shares %"
+printf "%-38s %7s %9s %9s %6s %9s\n" "--------" "----" "----" "----" "-----" "--------"
+CPU_ROWS=()
+MASTER_TICKS=0
+W2_MSGS=0
+T_START=$(now_ns)
+for w in "${WORKLOADS[@]}"; do
+	IFS='|' read -r name opts count <<<"$w"
+	case $name in "1 KB "*) ;; *) continue ;; esac
+	# half the count of the row above: both legs go through a proxy
+	count=$(awk -v c="$count" -v s="$SCALE" 'BEGIN { n = int(c * s / 2); print (n < 1 ? 1 : n) }')
+	n=$((count * REPEAT))
+	log0=$(wc -l <"$WORK/fproxy.log")
+	: >"$WORK/source.cpu"
+	w1_0=$(tree_cpu_ticks "$PROXY_PID")
+	w2_0=$(tree_cpu_ticks "$FPROXY_PID")
+	m_0=$(proc_cpu_ticks "$FPROXY_PID")
+	sk_0=$(tree_cpu_ticks "$SINK_PID")
+	pair_rates "$name" "workers = 1" "$PROXY_PORT" "workers = 2" "$FPROXY_PORT" "$opts" "$count"
+	w1_1=$(tree_cpu_ticks "$PROXY_PID")
+	w2_1=$(tree_cpu_ticks "$FPROXY_PID")
+	m_1=$(proc_cpu_ticks "$FPROXY_PID")
+	MASTER_TICKS=$((MASTER_TICKS + m_1 - m_0))
+	W2_MSGS=$((W2_MSGS + n))
+	sk_1=$(tree_cpu_ticks "$SINK_PID")
+	src=$(awk '{ t += $1 } END { print t + 0 }' "$WORK/source.cpu")
+	tail -n +$((log0 + 1)) "$WORK/fproxy.log" | sed -n 's/.* portcullis\[\([0-9]*\)\]: .* status=sent .*/\1/p' |
+		sort | uniq -c | sort -rn >"$WORK/shares"
+	sent=$(awk '{ t += $1 } END { print t + 0 }' "$WORK/shares")
+	[ "$sent" -eq "$n" ] || die "$name: the workers = 2 proxy logged $sent deliveries, expected $n"
+	[ -z "$(worker_deaths)" ] || die "$name: a worker of the workers = 2 proxy died: $(worker_deaths)"
+	shares=$(awk -v n="$n" '{ s = s (NR > 1 ? "/" : "") sprintf("%.0f", 100 * $1 / n) } END { print s }' "$WORK/shares")
+	[ "$(wc -l <"$WORK/shares")" -ge 2 ] || shares="$shares/0"
+	printf "%-38s %7d %9.0f %9.0f %6s %9s\n" "$name" "$count" "$d" "$p" "$ratio" "$shares"
+	CPU_ROWS+=("$(awk -v name="$name" -v n="$n" -v hz="$HZ" -v w1=$((w1_1 - w1_0)) -v w2=$((w2_1 - w2_0)) \
+		-v sk=$((sk_1 - sk_0)) -v src="$src" 'BEGIN {
+		u1 = w1 / hz * 1e6 / n; u2 = w2 / hz * 1e6 / n;
+		printf "%-38s %8.1f %8.1f %8.1f %8.1f %9.0f %9.0f", name, u1, u2,
+			src * 1e6 / (2 * n), sk / hz * 1e6 / (2 * n),
+			(u1 > 0 ? 1e6 / u1 : 0), (u2 > 0 ? 1e6 / u2 : 0) }')")
+done
+echo
+echo "CPU per message in us (utime + stime, /proc/PID/stat before and after a workload's runs;"
+echo "w2 = master + workers; source and sink over both legs) and the proxy's msgs/s per core"
+echo "(1e6 / its us per message: the rate one core would carry with the proxy alone on it)"
+echo
+printf "%-38s %8s %8s %8s %8s %9s %9s\n" "workload" "w1 us" "w2 us" "source" "sink" "w1/core" "w2/core"
+printf "%-38s %8s %8s %8s %8s %9s %9s\n" "--------" "-----" "-----" "------" "----" "-------" "-------"
+printf "%s\n" "${CPU_ROWS[@]}"
+awk -v t="$MASTER_TICKS" -v hz="$HZ" -v n="$W2_MSGS" 'BEGIN {
+	printf "of w2, the master alone: %.2f s in all, %.1f us per message\n", t / hz, t / hz * 1e6 / n }'
+[ "$(child_count "$FPROXY_PID")" -eq 2 ] || die "portcullis (workers = 2) has $(child_count "$FPROXY_PID") workers after the runs, not 2"
+T_END=$(now_ns)
+echo "workers: every message was delivered (one status=sent line each); no worker died"
+awk -v ns=$((T_END - T_START)) 'BEGIN { printf "workers: %.0f s\n", ns / 1e9 }'
+kill -TERM "$FPROXY_PID"
+rc=0
+wait "$FPROXY_PID" || rc=$?
+FPROXY_PID=""
+[ "$rc" -eq 0 ] || die "the workers = 2 portcullis exited with status $rc after SIGTERM"
 
 # ---- Filters: the same proxy with a filter chain, against itself without.
 # Each filter configuration runs in a proxy of its own (FPROXY_PORT) in
@@ -420,16 +540,7 @@ FPROXY_PID=""
 # each side used in the spamd legs is utime + stime from /proc/PID/stat,
 # before and after: the filtering proxy's own, and spamd's (the parent, its
 # children, and children it reaped meanwhile).
-spamd_cpu_ticks() { # the spamd parent's and its children's CPU, in clock ticks
-	# One read of every /proc/PID/stat (a process may end meanwhile: cat
-	# skips it); after the ")" of comm: field 2 is ppid, 12 and 13 utime and
-	# stime, 14 and 15 the reaped children's.
-	cat /proc/[0-9]*/stat 2>/dev/null | awk -v sp="$SPAMD_PID" '{
-		pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, a, " ");
-		if (pid == sp) t += a[12] + a[13] + a[14] + a[15];
-		else if (a[2] == sp) t += a[12] + a[13] }
-		END { print t + 0 }'
-}
+spamd_cpu_ticks() { tree_cpu_ticks "$SPAMD_PID"; } # the spamd parent's and its children's CPU
 # peer_report - after pair_rates ($d, $p, $ratio): the table, the latency a
 # filter in front of a peer adds, and how the CPU of the filtered legs
 # splits between the proxy and the peer
@@ -458,9 +569,6 @@ stop_filtered() { # label peer-pid
 	wait "$2" 2>/dev/null || true
 }
 
-proc_cpu_ticks() { # PID: its own utime + stime, in clock ticks
-	awk '{ sub(/^.*\) /, ""); split($0, a, " "); print a[12] + a[13] }' "/proc/$1/stat"
-}
 if [ -x /usr/sbin/spamd ]; then
 	SPAMD_PORT=$(free_port)
 	SPAMD_DIR="$WORK/spamd"
