@@ -1,10 +1,11 @@
 /*
  * spool.c - the message store for one transaction (see spool.h).
  *
- * Exports spool_open, spool_write, spool_pread, spool_copy, spool_move and
- * spool_close. The file is
- * unlinked the moment it is created: a crash, a client that goes away, or a
- * refused message leaves nothing in spool_dir.
+ * Exports spool_pin, spool_open, spool_write, spool_pread, spool_copy,
+ * spool_move and spool_close. The file has no name (O_TMPFILE), or is
+ * unlinked the moment it is created where the file system cannot do that:
+ * a crash, a client that goes away, or a refused message leaves nothing in
+ * spool_dir.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,10 +77,15 @@ spool_spill(struct spool *sp)
 	struct evbuffer_iovec vec[16];
 	int n;
 
-	/* The pinned directory (a worker in a chroot): a file without a name
-	 * in it, made through the descriptor. */
+	/* A file without a name (O_TMPFILE): no moment when another process
+	 * could see it, nothing left behind by a crash between making it and
+	 * unlinking it. In the pinned directory (a worker in a chroot) it is
+	 * made through the descriptor. A file system without O_TMPFILE gets a
+	 * named file, unlinked at once. */
 	if (pinned_fd >= 0 && strcmp(sp->dir, pinned_dir) == 0)
 		sp->fd = openat(pinned_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	else
+		sp->fd = open(sp->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (sp->fd < 0) {
 		snprintf(path, sizeof(path), "%s/portcullis.XXXXXX", sp->dir);
 		if ((sp->fd = mkostemp(path, O_CLOEXEC)) < 0)
