@@ -96,7 +96,6 @@ struct mgen {
 	socklen_t backend_addrlen;
 	struct privilege priv;
 	unsigned want; /* workers */
-	unsigned ready; /* of those, how many said so */
 	int was_ready; /* all of them were ready once */
 };
 
@@ -338,6 +337,8 @@ on_restart(evutil_socket_t fd, short what, void *arg)
 static void
 generation_ready(struct mgen *g)
 {
+	if (M.stopping)
+		return; /* ready too late: it is draining already */
 	if (g == M.next) {
 		struct mgen *old = M.gen;
 		unsigned draining = old != NULL ? alive(old, 0) : 0;
@@ -380,8 +381,7 @@ on_ctl_read(struct bufferevent *bev, void *arg)
 		unsigned long n, count;
 		if (strcmp(line, "ready") == 0 && !w->ready) {
 			w->ready = 1;
-			w->gen->ready++;
-			if (w->gen->ready >= w->gen->want && alive(w->gen, 1) >= w->gen->want) {
+			if (alive(w->gen, 1) >= w->gen->want) {
 				generation_ready(w->gen);
 				w->gen->was_ready = 1;
 			}
@@ -470,8 +470,6 @@ worker_gone(unsigned slot, int st)
 	w->pid = 0;
 	w->ctl = NULL;
 	metrics_gauge_set(G_WORKERS, running());
-	if (w->ready && g->ready > 0)
-		g->ready--;
 
 	if (asked && !(WIFSIGNALED(st) && WTERMSIG(st) != SIGTERM) &&
 	    !(WIFEXITED(st) && WEXITSTATUS(st) != 0)) {

@@ -1336,11 +1336,62 @@ test_suggest(void **state)
 	assert_null(config_suggest("timeout", known, 0));
 }
 
+/* workers = auto | 1..32, and the rules of chroot (issue 18). */
+static void
+test_workers_and_privilege_keys(void **state)
+{
+	struct config cfg;
+	char err[CONFIG_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(parse(&cfg, "workers = auto\nseccomp = no\n", err), 0);
+	assert_int_equal(cfg.workers, 0);
+	assert_true(config_workers(&cfg) >= 1 && config_workers(&cfg) <= CONFIG_WORKERS_MAX);
+	assert_int_equal(cfg.seccomp, 0);
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, "workers = 32\n", err), 0);
+	assert_int_equal(config_workers(&cfg), 32);
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg, "\n", err), 0);
+	assert_int_equal(config_workers(&cfg), 1); /* the default: one process */
+	assert_int_equal(cfg.seccomp, 1);
+	config_free(&cfg);
+	check_bad_value("workers", "0");
+	check_bad_value("workers", "33");
+	check_bad_value("workers", "many");
+	/* chroot: with a user, absolute, and only with workers */
+	assert_int_equal(parse(&cfg, "backend = 127.0.0.1:25\nchroot = /var/empty\n", err), 0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "chroot needs user"));
+	config_free(&cfg);
+	assert_int_equal(
+	    parse(&cfg, "backend = 127.0.0.1:25\nchroot = /var/empty\nuser = nobody\n", err), 0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "chroot needs workers"));
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:25\nchroot = var/empty\nuser = nobody\n"
+	                     "workers = 2\n",
+	                     err),
+	    0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "absolute"));
+	config_free(&cfg);
+	assert_int_equal(parse(&cfg,
+	                     "backend = 127.0.0.1:25\nchroot = /var/empty\nuser = nobody\n"
+	                     "workers = 2\n",
+	                     err),
+	    0);
+	assert_int_equal(config_check(&cfg, err, sizeof(err)), 0);
+	config_free(&cfg);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hardening_keys),
+	    cmocka_unit_test(test_workers_and_privilege_keys),
 	    cmocka_unit_test(test_max_client_buffer),
 	    cmocka_unit_test(test_trusted_networks),
 	    cmocka_unit_test(test_nets_max),
