@@ -3,12 +3,15 @@
  *
  * Exports backend_init, backend_connect, backend_reconnect, backend_greet,
  * backend_command, backend_commandf, backend_output, backend_data_end,
- * backend_usable, backend_close and xclient_has. One command is outstanding
- * at a time; its reply (or a timeout, a lost connection, or garbage) is
- * handed to the callback given with the command. Every exchange runs
- * against a deadline, not an idle timer, so a backend that trickles bytes
- * still times out. Replies are parsed, never trusted: a malformed one is
- * BACKEND_GARBLED and the leg is dead.
+ * backend_bdat, backend_flush, backend_waiting, backend_room,
+ * backend_usable, backend_close and xclient_has. Commands wait for their
+ * replies in a queue: one at a time, or a pipelined group (RFC 2920) sent in
+ * one write whose replies come back in order, each (or a timeout, a lost
+ * connection, or garbage) handed to the callback given with its command.
+ * Every exchange runs against a deadline, not an idle timer, so a backend
+ * that trickles bytes still times out. Replies are parsed, never trusted: a
+ * malformed one is BACKEND_GARBLED and the leg is dead; a reply nobody waits
+ * for is a backend out of step.
  *
  * The leg also owns its greeting (backend_greet): EHLO, STARTTLS, XCLIENT
  * and EHLO again, so the session asks for "a greeted backend" and gets the
@@ -42,7 +45,12 @@ static void backend_read_cb(struct conn *c, void *arg);
 static void backend_event_cb(struct conn *c, int what, void *arg);
 static void backend_deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void backend_finish(struct backend *b, enum backend_result res);
-static void backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg);
+static struct backend_wait *backend_arm(
+    struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg);
+static struct backend_wait backend_pop(struct backend *b);
+static void backend_deadline(struct backend *b, uint64_t timeout_ms);
+static void backend_push(struct backend *b);
+static void backend_replies(struct backend *b, struct conn *c, const int *alive);
 static int backend_open(struct backend *b, backend_cb cb, void *arg);
 static void backend_send(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg,
     const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
@@ -103,9 +111,9 @@ backend_open(struct backend *b, backend_cb cb, void *arg)
 	if (b->deadline == NULL &&
 	    (b->deadline = evtimer_new(bc->base, backend_deadline_cb, b)) == NULL)
 		return PC_ERROR;
-	smtp_reply_init(&b->reply);
-	backend_arm(b, bc->cfg->backend_connect_timeout_ms, cb, arg);
-	b->sent_at = 0; /* a banner is not a reply to a command */
+	b->nwait = 0;
+	backend_arm(b, bc->cfg->backend_connect_timeout_ms, cb, arg)->sent_at =
+	    0; /* a banner is not a reply to a command */
 	b->connecting = 1;
 	conn_connect(b->conn, bc->addr, bc->addrlen);
 	conn_read_start(b->conn);
@@ -122,18 +130,72 @@ backend_reconnect(struct backend *b, backend_cb cb)
 	return backend_connect(b, cb);
 }
 
-/* backend_arm - wait for the next reply, with a deadline */
+/* backend_deadline - the head of the queue has this long for its reply */
 static void
-backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg)
+backend_deadline(struct backend *b, uint64_t timeout_ms)
 {
 	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
 
-	b->pending = cb;
-	b->pending_arg = arg;
-	smtp_reply_init(&b->reply);
-	b->reply_done = 0;
-	b->sent_at = metrics_now();
 	evtimer_add(b->deadline, &tv);
+}
+
+/* backend_arm - one more command waits for its reply (the caller made sure
+ * there is room: backend_room); the first one starts the deadline and a
+ * fresh reply */
+static struct backend_wait *
+backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg)
+{
+	struct backend_wait *w = &b->wait[(b->whead + b->nwait) % BACKEND_PIPELINE_MAX];
+
+	*w = (struct backend_wait){cb, arg, timeout_ms, metrics_now()};
+	if (b->nwait++ == 0) {
+		smtp_reply_init(&b->reply);
+		b->reply_done = 0;
+		backend_deadline(b, timeout_ms);
+	}
+	return w;
+}
+
+/* backend_pop - the oldest waiting command leaves the queue */
+static struct backend_wait
+backend_pop(struct backend *b)
+{
+	struct backend_wait w = {0};
+
+	if (b->nwait > 0) {
+		w = b->wait[b->whead];
+		b->whead = (b->whead + 1) % BACKEND_PIPELINE_MAX;
+		b->nwait--;
+	}
+	return w;
+}
+
+/* backend_push - a command went into the output: write it now, unless
+ * the leg is corked (a pipelined group is being built) */
+static void
+backend_push(struct backend *b)
+{
+	if (!b->cork)
+		conn_flush(b->conn);
+}
+
+void
+backend_flush(struct backend *b)
+{
+	if (backend_usable(b))
+		conn_flush(b->conn);
+}
+
+unsigned
+backend_waiting(const struct backend *b)
+{
+	return b->nwait;
+}
+
+int
+backend_room(const struct backend *b)
+{
+	return b->nwait < BACKEND_PIPELINE_MAX;
 }
 
 int
@@ -153,7 +215,7 @@ backend_command(struct backend *b, const char *line, size_t len, uint64_t timeou
 	evbuffer_add(b->conn->out, line, len);
 	evbuffer_add(b->conn->out, "\r\n", 2);
 	backend_arm(b, timeout_ms, cb, b->arg);
-	conn_flush(b->conn);
+	backend_push(b);
 }
 
 /* backend_commandf - backend_command with the line formatted straight into
@@ -187,7 +249,7 @@ backend_send(
 		return;
 	}
 	backend_arm(b, timeout_ms, cb, arg);
-	conn_flush(b->conn);
+	backend_push(b);
 }
 
 /* greet_command - a command of the greeting: its callback gets the leg */
@@ -219,7 +281,28 @@ backend_data_end(struct backend *b, backend_cb cb)
 	/* Every message ends its last line with CR LF, so this is CR LF "." CR LF. */
 	evbuffer_add(b->conn->out, ".\r\n", 3);
 	backend_arm(b, b->conf.cfg->backend_data_timeout_ms, cb, b->arg);
-	conn_flush(b->conn);
+	backend_push(b);
+}
+
+/* backend_bdat - see backend.h */
+void
+backend_bdat(struct backend *b, struct evbuffer *body, backend_cb cb)
+{
+	size_t len = evbuffer_get_length(body);
+
+	if (!backend_usable(b)) {
+		cb(b->arg, BACKEND_LOST, NULL);
+		return;
+	}
+	if (evbuffer_add_printf(b->conn->out, "BDAT %zu LAST\r\n", len) < 0 ||
+	    evbuffer_add_buffer(b->conn->out, body) != 0) {
+		/* A chunk cut short would be read as commands: the leg goes. */
+		b->dead = 1;
+		cb(b->arg, BACKEND_LOST, NULL);
+		return;
+	}
+	backend_arm(b, b->conf.cfg->backend_data_timeout_ms, cb, b->arg);
+	backend_push(b);
 }
 
 /* backend_starttls - after the backend's 220 to STARTTLS: the handshake;
@@ -234,38 +317,41 @@ backend_starttls(struct backend *b, backend_cb cb)
 		return PC_ERROR;
 	backend_arm(b, cfg->backend_timeout_ms, cb, b);
 	if (conn_tls_start(b->conn, b->conf.tls, 0, name, cfg->backend_tls_verify) != 0) {
-		b->pending = NULL;
+		backend_pop(b);
 		evtimer_del(b->deadline);
 		return PC_ERROR;
 	}
 	return PC_OK;
 }
 
-/* backend_finish - an exchange is over: tell whoever waits */
+/* backend_finish - an exchange is over: tell whoever waits. On a failure
+ * only the oldest is told; the rest of a pipelined group is forgotten (its
+ * owner closes the session). */
 static void
 backend_finish(struct backend *b, enum backend_result res)
 {
-	backend_cb cb = b->pending;
-	void *arg = b->pending_arg;
+	struct backend_wait w = backend_pop(b);
 
 	evtimer_del(b->deadline);
-	b->pending = NULL;
 	if (b->connecting) {
 		/* The banner, or why there is none: a 220 is a connection made. */
 		b->connecting = 0;
 		if (res != BACKEND_REPLY || b->reply.code != 220)
 			metrics_inc(M_BACKEND_CONNECT_FAILED);
-	} else if (res == BACKEND_REPLY && cb != NULL && b->sent_at > 0) {
-		metrics_observe(H_BACKEND_REPLY, metrics_now() - b->sent_at);
+	} else if (res == BACKEND_REPLY && w.cb != NULL && w.sent_at > 0) {
+		metrics_observe(H_BACKEND_REPLY, metrics_now() - w.sent_at);
 	}
-	b->sent_at = 0;
 	if (res != BACKEND_REPLY) {
 		b->dead = 1;
+		b->nwait = 0;
 		if (b->conn != NULL)
 			conn_read_stop(b->conn);
+	} else if (b->nwait > 0) {
+		/* The next reply's deadline counts from this one. */
+		backend_deadline(b, b->wait[b->whead].timeout_ms);
 	}
-	if (cb != NULL) {
-		cb(arg, res, res == BACKEND_REPLY ? &b->reply : NULL);
+	if (w.cb != NULL) {
+		w.cb(w.arg, res, res == BACKEND_REPLY ? &b->reply : NULL);
 		return;
 	}
 	/* Nobody asked: a backend that talks out of turn (an idle 421, say)
@@ -277,14 +363,29 @@ backend_finish(struct backend *b, enum backend_result res)
 		b->gone(b->arg, res);
 }
 
-/* backend_read_cb - read reply lines */
+/* backend_read_cb - read reply lines: every complete reply the input
+ * holds goes to its waiting command, in order */
 static void
 backend_read_cb(struct conn *c, void *arg)
 {
 	struct backend *b = arg;
+	int alive = 1;
+
+	/* A callback may close the leg, or free the session that holds it:
+	 * backend_close clears alive, and nothing here touches b after. */
+	b->alive = &alive;
+	backend_replies(b, c, &alive);
+	if (alive)
+		b->alive = NULL;
+}
+
+/* backend_replies - the loop of backend_read_cb */
+static void
+backend_replies(struct backend *b, struct conn *c, const int *alive)
+{
 	struct evbuffer *in = c->in;
 
-	while (!b->dead) {
+	while (!b->dead && b->conn == c) {
 		size_t n;
 		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
 		int r;
@@ -311,12 +412,12 @@ backend_read_cb(struct conn *c, void *arg)
 			return;
 		}
 		free(line);
-		if (r == PC_OK && evbuffer_get_length(in) > 0) {
-			/* One command is outstanding at a time, so a complete
-			 * reply is all the backend may have sent: anything after
-			 * it (a second reply, bytes after a 220 to STARTTLS) would
-			 * otherwise answer our next command. Where the segment
-			 * boundaries fall must not matter (DESIGN §2). */
+		if (r == PC_OK && b->nwait <= 1 && evbuffer_get_length(in) > 0) {
+			/* Only the commands in flight have replies coming: anything
+			 * after the last one's (a second reply, bytes after a 220
+			 * to STARTTLS) would otherwise answer our next command.
+			 * Where the segment boundaries fall must not matter
+			 * (DESIGN §2). */
 			char q[200];
 			size_t l = evbuffer_get_length(in);
 			const unsigned char *extra = evbuffer_pullup(in, l < 80 ? (ssize_t)l : 80);
@@ -330,16 +431,16 @@ backend_read_cb(struct conn *c, void *arg)
 		}
 		if (r == PC_OK) {
 			b->reply_done = 1;
-			if (b->pending == NULL) {
+			if (b->nwait == 0) {
 				size_t l;
 				const char *t = smtp_reply_line(&b->reply, 0, &l);
 				char q[200];
 				log_warn(b->id, "backend spoke out of turn: %d %s", b->reply.code,
 				    log_quote(q, sizeof(q), t, l));
 			}
-			/* The callback may free the leg: touch nothing after. */
 			backend_finish(b, BACKEND_REPLY);
-			return;
+			if (!*alive)
+				return;
 		}
 	}
 }
@@ -353,11 +454,10 @@ backend_event_cb(struct conn *c, int what, void *arg)
 	if (what == CONN_CONNECTED)
 		return;
 	if (what == CONN_TLS) {
-		backend_cb cb = b->pending;
-		b->pending = NULL;
+		struct backend_wait w = backend_pop(b);
 		evtimer_del(b->deadline);
-		if (cb != NULL)
-			cb(b->pending_arg, BACKEND_REPLY, NULL); /* NULL: TLS is up */
+		if (w.cb != NULL)
+			w.cb(w.arg, BACKEND_REPLY, NULL); /* NULL: TLS is up */
 		return;
 	}
 	/* A failure is reported once: a refused connect makes both the read
@@ -397,6 +497,10 @@ backend_deadline_cb(evutil_socket_t fd, short what, void *arg)
 void
 backend_close(struct backend *b)
 {
+	if (b->alive != NULL) {
+		*b->alive = 0;
+		b->alive = NULL;
+	}
 	if (b->rdns_waiting) {
 		rdns_unwait(b->client->rdns);
 		b->rdns_waiting = 0;
@@ -405,14 +509,14 @@ backend_close(struct backend *b)
 		event_free(b->deadline);
 		b->deadline = NULL;
 	}
-	if (b->conn != NULL && !b->dead && b->pending == NULL) {
+	if (b->conn != NULL && !b->dead && b->nwait == 0) {
 		/* QUIT goes straight into the socket buffer, which close(2)
 		 * still delivers; nothing waits for the 221. A leg with a
 		 * command outstanding (DATA's 354, say) is cut instead. */
 		evbuffer_add(b->conn->out, "QUIT\r\n", 6);
 		conn_flush(b->conn);
 	}
-	b->pending = NULL;
+	b->nwait = 0;
 	if (b->conn == NULL)
 		return;
 	conn_free(b->conn);

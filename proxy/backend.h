@@ -54,6 +54,17 @@ struct backend_client {
 	const char *login; /* the AUTH user, or NULL */
 };
 
+/* Commands in flight at once, at most: a longer group waits for replies. */
+#define BACKEND_PIPELINE_MAX 16
+
+/* One command waiting for its reply. */
+struct backend_wait {
+	backend_cb cb;
+	void *arg; /* the owner's arg, or the leg itself (the greeting) */
+	uint64_t timeout_ms; /* its deadline, counted once it heads the queue */
+	double sent_at; /* metrics_now() when it went out; 0: a banner */
+};
+
 struct backend {
 	struct backend_conf conf;
 	const char *id; /* for log lines */
@@ -63,8 +74,12 @@ struct backend {
 	struct conn *conn;
 	struct event *deadline;
 	struct smtp_reply reply; /* the reply being read */
-	backend_cb pending; /* who waits for the next reply; NULL: nobody */
-	void *pending_arg; /* its argument: arg, or the leg itself (the greeting) */
+	/* Who waits for a reply, oldest first: one entry, or a pipelined
+	 * group (RFC 2920) whose replies come back in the order sent. */
+	struct backend_wait wait[BACKEND_PIPELINE_MAX];
+	unsigned whead, nwait;
+	int *alive; /* cleared by backend_close: a reply loop stops */
+	int cork; /* commands wait in the output until backend_flush */
 	struct smtp_caps caps; /* from the last EHLO reply */
 	int dead; /* lost, timed out or garbled: no more use */
 	int reply_done; /* reply holds a complete reply: start afresh */
@@ -76,7 +91,6 @@ struct backend {
 	int xclient_done; /* XCLIENT is over for this EHLO */
 	int rdns_waiting; /* waiting for client->rdns */
 	int connecting; /* waiting for the banner of a new connection */
-	double sent_at; /* metrics_now() when the awaited command went out; 0: none */
 };
 
 void backend_init(struct backend *b, const struct backend_conf *conf, const char *id, void *arg,
@@ -93,7 +107,12 @@ int backend_reconnect(struct backend *b, backend_cb cb);
  * offers) or the reply that ended the sequence (a non-2xx EHLO), or an error:
  * BACKEND_TLS_FAILED and BACKEND_XCLIENT_REFUSED leave the leg dead. */
 void backend_greet(struct backend *b, const struct backend_client *client, backend_cb cb);
-/* backend_command - one command line (without CR LF); cb gets its reply. */
+/* backend_command - one command line (without CR LF); cb gets its reply.
+ * Sent at once, unless the leg is corked (then at backend_flush). Commands
+ * may be sent before earlier ones have their replies (backend_room says
+ * whether one more fits): each callback gets its own reply, in order. When
+ * the leg fails, the oldest waiting callback is told, and the rest are
+ * forgotten (their owner is closing the session). */
 void backend_command(
     struct backend *b, const char *line, size_t len, uint64_t timeout_ms, backend_cb cb);
 /* backend_commandf - the same, formatted straight into the output buffer. */
@@ -103,6 +122,15 @@ void backend_commandf(struct backend *b, uint64_t timeout_ms, backend_cb cb, con
  * the leg is dead); backend_data_end - ".", then cb gets the final reply. */
 struct evbuffer *backend_output(struct backend *b);
 void backend_data_end(struct backend *b, backend_cb cb);
+/* backend_bdat - RFC 3030: "BDAT n LAST" and the n octets of message in
+ * body (moved, not copied), in one write; cb gets the final reply. */
+void backend_bdat(struct backend *b, struct evbuffer *body, backend_cb cb);
+/* backend_flush - send what a cork held back. */
+void backend_flush(struct backend *b);
+/* backend_waiting - commands sent whose replies have not come. */
+unsigned backend_waiting(const struct backend *b);
+/* backend_room - may one more command go before the replies come? */
+int backend_room(const struct backend *b);
 /* backend_usable - connected and not dead. */
 int backend_usable(const struct backend *b);
 /* backend_close - end the leg: QUIT when idle and healthy, else cut. */

@@ -3,7 +3,9 @@
  * each command's check and proceed steps (HELO/EHLO, MAIL, RCPT, RSET, NOOP,
  * QUIT, HELP, VRFY, STARTTLS, and the ones we refuse). DATA is in data.c,
  * AUTH in auth.c. A check answers errors itself; proceed usually sends one
- * backend command and relays its reply.
+ * backend command and relays its reply. MAIL and RCPT do not wait for theirs
+ * (a flight, session.c): the next MAIL or RCPT the client pipelined may go
+ * behind them.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -371,7 +373,7 @@ check_mail(struct session *s)
 		session_say(s, R_NEED_HELO);
 		return PC_ERROR;
 	}
-	if (s->tx.active) {
+	if (s->tx.active || s->tx.mail_pending) {
 		session_say(s, R_NESTED_MAIL);
 		return PC_ERROR;
 	}
@@ -413,10 +415,19 @@ proceed_mail(struct session *s)
 		session_done(s);
 		return;
 	}
+	if (fly_push(s, SMTP_VERB_MAIL, NULL) != PC_OK) {
+		log_err(s->id, "out of memory sending MAIL");
+		session_say(s, R_LOCAL_ERROR);
+		tx_end(s, "tempfail", "out of memory");
+		session_done(s);
+		return;
+	}
+	s->tx.mail_pending = 1;
 	/* The canonical form of what the client sent, whatever its length
 	 * (within max_line_length): never cut, never padded. */
 	backend_commandf(&s->be, s->cfg->backend_timeout_ms, on_mail, "MAIL FROM:<%s>%s%s",
 	    s->path.addr, params[0] ? " " : "", params);
+	session_done(s); /* the reply relays when it comes: on_mail */
 }
 
 static void
@@ -424,9 +435,14 @@ on_mail(void *arg, enum backend_result res, const struct smtp_reply *r)
 {
 	struct session *s = arg;
 	struct transaction *tx = &s->tx;
+	struct flight f;
 
-	if (!session_backend_ok(s, res, r, "245"))
+	fly_pop(s, &f);
+	tx->mail_pending = 0;
+	if (!session_backend_ok(s, res, r, "245")) {
+		fly_land(s, &f);
 		return;
+	}
 	session_relay(s, r);
 	if (r->code / 100 == 2) {
 		tx->active = 1;
@@ -435,10 +451,17 @@ on_mail(void *arg, enum backend_result res, const struct smtp_reply *r)
 		char text[SMTP_REPLY_LINE_MAX + 8];
 		const char *status = r->code / 100 == 4 ? "tempfail" : "rejected";
 		reply_text(r, text, sizeof(text));
-		tx_log(s, status, text); /* never active: tx_end would not log it */
-		tx_end(s, status, text);
+		if (s->busy) {
+			/* A pipelined RCPT is in its hooks, which still read this
+			 * transaction: it ends when they are done (session_done). */
+			if ((tx->mail_refused = strdup(text)) == NULL)
+				tx_log(s, status, text);
+		} else {
+			tx_log(s, status, text); /* never active: tx_end would not log it */
+			tx_end(s, status, text);
+		}
 	}
-	session_done(s);
+	fly_land(s, &f);
 }
 
 /* ---- RCPT ---- */
@@ -446,7 +469,7 @@ on_mail(void *arg, enum backend_result res, const struct smtp_reply *r)
 static int
 check_rcpt(struct session *s)
 {
-	if (!s->tx.active) {
+	if (!s->tx.active && !s->tx.mail_pending) {
 		session_say(s, R_NEED_MAIL);
 		return PC_ERROR;
 	}
@@ -481,7 +504,7 @@ rcpt_refused(struct session *s)
 		return 1;
 	}
 	/* The recipient limit stops one message fanning out without bound. */
-	if (s->tx.nrcpt + s->tx.nrcpt_dropped >= s->cfg->max_recipients) {
+	if (s->tx.nrcpt + s->tx.nrcpt_dropped + s->tx.rcpt_inflight >= s->cfg->max_recipients) {
 		log_info(s->tx.id, "max_recipients (%llu) reached",
 		    (unsigned long long)s->cfg->max_recipients);
 		session_say(s, R_TOO_MANY_RCPT);
@@ -501,30 +524,52 @@ proceed_rcpt(struct session *s)
 		session_done(s);
 		return;
 	}
+	if (fly_push(s, SMTP_VERB_RCPT, s->path.addr) != PC_OK) {
+		log_err(s->id, "out of memory sending RCPT");
+		session_say(s, R_LOCAL_ERROR);
+		session_done(s);
+		return;
+	}
+	s->tx.rcpt_inflight++;
 	/* check_rcpt refused every parameter: the path alone. */
 	backend_commandf(&s->be, s->cfg->backend_timeout_ms, on_rcpt, "RCPT TO:<%s>", s->path.addr);
+	session_done(s); /* the reply relays when it comes: on_rcpt */
 }
 
 static void
 on_rcpt(void *arg, enum backend_result res, const struct smtp_reply *r)
 {
 	struct session *s = arg;
-	if (!session_backend_ok(s, res, r, "245"))
+	struct transaction *tx = &s->tx;
+	const char *id = tx->id[0] != '\0' ? tx->id : s->id;
+	struct flight f;
+	char a[LOG_ADDR_MAX];
+
+	fly_pop(s, &f);
+	if (tx->rcpt_inflight > 0)
+		tx->rcpt_inflight--;
+	if (!session_backend_ok(s, res, r, "245")) {
+		fly_land(s, &f);
 		return;
+	}
 	session_relay(s, r);
-	if (r->code / 100 == 2) {
-		tx_add_rcpt(s, s->path.addr, 0);
+	if (r->code / 100 == 2 && tx->active) {
+		tx_add_rcpt(s, f.addr, 0);
+	} else if (r->code / 100 == 2) {
+		/* The backend refused the MAIL before it, yet took this. */
+		log_warn(id, "to=<%s> accepted by the backend after it refused MAIL",
+		    log_quote(a, sizeof(a), f.addr, strlen(f.addr)));
 	} else {
 		/* Postfix's "NOQUEUE: reject: RCPT": the refusal is part of
 		 * what happened to this message. */
-		char a[LOG_ADDR_MAX], q[600], text[SMTP_REPLY_LINE_MAX + 8];
+		char q[600], text[SMTP_REPLY_LINE_MAX + 8];
 		metrics_inc(M_RCPT_REFUSED_BACKEND);
-		log_info(s->tx.id, "to=<%s> %s by the backend reply=\"%s\"",
-		    log_quote(a, sizeof(a), s->path.addr, strlen(s->path.addr)),
+		log_info(id, "to=<%s> %s by the backend reply=\"%s\"",
+		    log_quote(a, sizeof(a), f.addr, strlen(f.addr)),
 		    r->code / 100 == 4 ? "tempfail" : "rejected",
 		    log_quote(q, sizeof(q), text, reply_text(r, text, sizeof(text))));
 	}
-	session_done(s);
+	fly_land(s, &f);
 }
 
 /* ---- STARTTLS (RFC 3207) ---- */

@@ -120,6 +120,7 @@ static const struct key_def keys[] = {
     {"backend_tls_verify", K_BOOL, F(backend_tls_verify), 0, 0, 0},
     {"backend_tls_name", K_STRING, F(backend_tls_name), CONFIG_HOST_MAX, 0, 0},
     {"backend_xclient", K_BOOL, F(backend_xclient), 0, 0, 0},
+    {"backend_chunking", K_BOOL, F(backend_chunking), 0, 0, 0},
     {"client_rdns", K_BOOL, F(client_rdns), 0, 0, 0},
     {"store", K_STRING, F(store), sizeof(((struct config *)0)->store), 0, 0},
     {"store_timeout", K_TIME, F(store_timeout_ms), 0, 1, 0},
@@ -208,6 +209,7 @@ config_defaults(struct config *cfg)
 	cfg->workers = 1;
 	cfg->seccomp = 1;
 	cfg->backend_xclient = 1;
+	cfg->backend_chunking = 1;
 	cfg->client_rdns = 1;
 }
 

@@ -157,6 +157,7 @@ struct config {
 	int backend_tls_verify;
 	char backend_tls_name[CONFIG_HOST_MAX];
 	int backend_xclient;
+	int backend_chunking; /* BDAT to a backend that offers CHUNKING */
 	int client_rdns; /* look up the client's name for XCLIENT NAME */
 
 	/* Processes and privileges (issue 18): workers 0 is auto; the names

@@ -2,7 +2,12 @@
  * data.c - DATA: our own 354, the message read through the framer
  * (dataread.c) into the spool, the end-of-DATA stage, and the message sent
  * to the backend, or refused with RSET so the backend never sees a partial
- * one (DESIGN.md §2).
+ * one (DESIGN.md §2). A backend that offers CHUNKING gets the message as
+ * one "BDAT n LAST" (RFC 3030) in the same write as the command: one round
+ * trip, not two. BDAT carries the message as it is, without dot-stuffing:
+ * the spool holds the wire form, which is the message itself unless a line
+ * began with "." (the framer counts those dots), so the spool is handed over
+ * as it is (one copy) and un-stuffed only when it has to be.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -25,6 +30,10 @@ static void on_data_go(void *arg, enum backend_result res, const struct smtp_rep
 static int data_emit_message(struct session *s, struct evbuffer *out);
 static void on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void data_send(struct session *s);
+static int unstuff_add(struct evbuffer *out, const char *p, size_t n, int *sol);
+static int data_unstuffed(struct session *s, struct evbuffer *out);
+static void on_bdat_final(void *arg, enum backend_result res, const struct smtp_reply *r);
+static void on_bdat_rset(void *arg, enum backend_result res, const struct smtp_reply *r);
 static int data_thresholds(struct session *s);
 static int replay_deleted(const struct chain_envelope *e, const char *addr);
 static void replay_fail(struct session *s, const char *what, const struct smtp_reply *r);
@@ -372,11 +381,127 @@ data_thresholds(struct session *s)
 	return 1;
 }
 
-/* data_send - DATA to the backend */
+/* data_send - the message to the backend: BDAT when it offers CHUNKING
+ * (and backend_chunking is on), else DATA and, after its 354, the message */
 static void
 data_send(struct session *s)
 {
-	backend_command(&s->be, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);
+	struct evbuffer *body;
+
+	if (!s->be.caps.chunking || !s->cfg->backend_chunking) {
+		backend_command(&s->be, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);
+		return;
+	}
+	if ((body = evbuffer_new()) == NULL || data_unstuffed(s, body) != 0) {
+		if (body != NULL)
+			evbuffer_free(body);
+		log_err(s->tx.id, "cannot read the message back from the spool");
+		session_backend_ok(s, BACKEND_LOST, NULL, "");
+		return;
+	}
+	backend_bdat(&s->be, body, on_bdat_final);
+	evbuffer_free(body);
+}
+
+/* unstuff_add - n octets of wire-form message to out, without the dots
+ * that stuff a line beginning with "." (RFC 5321 §4.5.2); *sol: at the
+ * start of a line, carried from one piece to the next */
+static int
+unstuff_add(struct evbuffer *out, const char *p, size_t n, int *sol)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (*sol && p[i] == '.') {
+			if (i > start && evbuffer_add(out, p + start, i - start) != 0)
+				return -1;
+			start = i + 1;
+		}
+		*sol = p[i] == '\n';
+	}
+	return n > start ? evbuffer_add(out, p + start, n - start) : 0;
+}
+
+/*
+ * data_unstuffed - the message as BDAT carries it, into out: what filters
+ * made of it, or the spool. A spool without stuffing dots (its size is the
+ * message's) is moved as it is: the one-copy path of DATA, for BDAT.
+ */
+static int
+data_unstuffed(struct session *s, struct evbuffer *out)
+{
+	struct transaction *tx = &s->tx;
+	struct spool *sp = &tx->spool;
+	int sol = 1;
+
+	if (chain_message_changed(&s->cs, &tx->msg)) {
+		struct evbuffer *wire = evbuffer_new();
+		struct evbuffer_iovec v[16];
+		int r = -1, n;
+
+		if (wire != NULL && chain_message_emit(&s->cs, sp, &tx->msg, wire) == 0) {
+			r = 0;
+			while (r == 0 && (n = evbuffer_peek(wire, -1, NULL, v, 16)) > 0) {
+				size_t took = 0;
+				for (int i = 0; i < n && i < 16 && r == 0; i++) {
+					r = unstuff_add(out, v[i].iov_base, v[i].iov_len, &sol);
+					took += v[i].iov_len;
+				}
+				evbuffer_drain(wire, took);
+			}
+		}
+		if (wire != NULL)
+			evbuffer_free(wire);
+		return r;
+	}
+	if (sp->size == tx->framer.size)
+		return spool_move(sp, out);
+	for (size_t off = 0; off < sp->size;) {
+		char buf[16384];
+		size_t want = sp->size - off < sizeof(buf) ? sp->size - off : sizeof(buf);
+		if (spool_pread(sp, off, buf, want) != (ssize_t)want ||
+		    unstuff_add(out, buf, want, &sol) != 0)
+			return -1;
+		off += want;
+	}
+	return 0;
+}
+
+/* on_bdat_final - the reply to BDAT LAST: the message's fate */
+static void
+on_bdat_final(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+	char reply[SMTP_REPLY_LINE_MAX + 8];
+
+	if (res != BACKEND_REPLY || r->code / 100 == 2) {
+		on_data_final(arg, res, r);
+		return;
+	}
+	if (!session_backend_ok(s, res, r, "45"))
+		return;
+	session_relay(s, r);
+	reply_text(r, reply, sizeof(reply));
+	tx_end(s, r->code / 100 == 4 ? "tempfail" : "rejected", reply);
+	/* RFC 3030 §4.2: a refused BDAT fails the transaction, but whether the
+	 * backend has forgotten MAIL and RCPT is not said: RSET, so the next
+	 * MAIL starts clean. The client has its answer meanwhile. */
+	conn_flush(s->client);
+	backend_command(&s->be, "RSET", 4, s->cfg->backend_timeout_ms, on_bdat_rset);
+}
+
+/* on_bdat_rset - the RSET after a refused BDAT: a backend that does not
+ * take it is out of step, and the next command finds the leg dead */
+static void
+on_bdat_rset(void *arg, enum backend_result res, const struct smtp_reply *r)
+{
+	struct session *s = arg;
+
+	if (res != BACKEND_REPLY || r->code / 100 != 2) {
+		log_warn(s->id, "backend did not take RSET after a refused BDAT");
+		s->be.dead = 1;
+	}
+	session_done(s);
 }
 
 /* replay_deleted - did a filter leave this recipient out? */

@@ -240,7 +240,7 @@ session_waits(const struct session *s, char *buf, size_t size)
 		snprintf(buf, size, "filter:%s", f);
 		return buf;
 	}
-	if (s->be.pending != NULL)
+	if (backend_waiting(&s->be) > 0)
 		return "backend";
 	if (s->be.rdns_waiting ||
 	    (s->busy && s->state == SESSION_CONNECTING && s->rdns.wait != NULL))

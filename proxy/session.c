@@ -12,7 +12,12 @@
  * other than continue or accept through session_verdict (DESIGN.md §3).
  * Commands are processed one at a time, so replies stay in order under
  * PIPELINING (RFC 2920 §3.1); input that arrives meanwhile waits in the
- * buffer. Deadlines, not idle timers, bound every wait on the client.
+ * buffer. A MAIL or RCPT sent to a backend that offers PIPELINING does not
+ * wait for its reply: the next MAIL or RCPT the client pipelined is checked,
+ * filtered and sent behind it (a flight), and the group goes out in one
+ * write; every other command waits until the replies are in. Our own
+ * replies to commands behind a flight wait behind it (session_out).
+ * Deadlines, not idle timers, bound every wait on the client.
  */
 #include <errno.h>
 #include <limits.h>
@@ -60,6 +65,10 @@ static void session_connect_verdict(struct session *s, const struct chain_result
 static void session_free(struct session *s);
 static void session_backend_gone(void *arg, enum backend_result res);
 static void session_named(void *arg);
+static struct evbuffer *session_out(struct session *s);
+static void fly_clear(struct session *s);
+static int session_may_pipeline(struct session *s, struct evbuffer *in);
+static void tx_mail_refused(struct session *s);
 
 /* session_new - a client the listener accepted */
 void
@@ -359,7 +368,7 @@ session_reply(struct session *s, const char *fmt, ...)
 	if ((size_t)n > sizeof(line) - 3)
 		n = (int)sizeof(line) - 3;
 	memcpy(line + n, "\r\n", 2);
-	evbuffer_add(s->client->out, line, (size_t)n + 2);
+	evbuffer_add(session_out(s), line, (size_t)n + 2);
 	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
 		s->errors++;
 }
@@ -380,7 +389,7 @@ session_say(struct session *s, const struct reply *r)
 void
 session_relay(struct session *s, const struct smtp_reply *r)
 {
-	struct evbuffer *out = s->client->out;
+	struct evbuffer *out = session_out(s);
 	const char *t;
 	size_t len, n;
 
@@ -490,9 +499,13 @@ session_process(struct session *s)
 	struct config *cfg = s->cfg;
 	struct evbuffer *in = s->client->in;
 
+	int hold = s->hold_flush;
+
 	if (s->in_process)
 		return;
 	s->in_process = 1;
+	s->hold_flush = 0;
+	s->be.cork = 1; /* what the commands send goes out in one write */
 	while (!s->busy &&
 	    (s->state == SESSION_COMMAND || s->state == SESSION_DATA || s->state == SESSION_AUTH)) {
 		struct evbuffer_ptr eol;
@@ -529,6 +542,8 @@ session_process(struct session *s)
 				s->discarding = 1;
 				evbuffer_drain(in, len);
 			}
+			if (s->nfly > 0)
+				break; /* the replies first; then the client's deadline */
 			if (s->eof) {
 				log_info(s->id, "disconnect from client=%s commands=%lu", s->peer,
 				    s->ncommands);
@@ -541,6 +556,8 @@ session_process(struct session *s)
 			break;
 		}
 		evtimer_del(s->timer);
+		if (s->nfly > 0 && !session_may_pipeline(s, in))
+			break; /* resumed when the replies are in (fly_land) */
 		len = (size_t)eol.pos;
 		/* max counts the line without its CR LF (or bare LF). */
 		if (s->discarding || len > max + line_has_cr(in, len)) {
@@ -573,12 +590,118 @@ session_process(struct session *s)
 			session_command(s, line, len);
 	}
 	s->in_process = 0;
+	s->be.cork = 0;
 	if (s->state == SESSION_CLOSING && s->free_pending) {
 		session_free(s);
 		return;
 	}
+	backend_flush(&s->be);
 	conn_consumed(s->client);
-	conn_flush(s->client);
+	if (!hold)
+		conn_flush(s->client);
+}
+
+/*
+ * session_may_pipeline - with commands in flight, may the next line go now?
+ * A MAIL or RCPT may (RFC 2920 §3.1: they may appear anywhere in a group),
+ * to a backend that offers PIPELINING, while the group has room and our
+ * held replies stay bounded; anything else waits for the replies.
+ */
+static int
+session_may_pipeline(struct session *s, struct evbuffer *in)
+{
+	const struct flight *tail = &s->fly[(s->fly_head + s->nfly - 1) % SESSION_FLIGHT_MAX];
+	char verb[5];
+
+	if (s->state != SESSION_COMMAND || !s->be.caps.pipelining ||
+	    s->nfly >= SESSION_FLIGHT_MAX || !backend_room(&s->be) ||
+	    (tail->after != NULL && evbuffer_get_length(tail->after) > SESSION_OUTPUT_MAX))
+		return 0;
+	if (evbuffer_copyout(in, verb, sizeof(verb)) != (ev_ssize_t)sizeof(verb) || verb[4] != ' ')
+		return 0;
+	return strncasecmp(verb, "MAIL", 4) == 0 || strncasecmp(verb, "RCPT", 4) == 0;
+}
+
+/* session_out - where our next reply goes: after the replies of the
+ * commands in flight, or straight to the client */
+static struct evbuffer *
+session_out(struct session *s)
+{
+	struct flight *tail;
+
+	if (s->nfly == 0 || s->landing != NULL)
+		return s->client->out;
+	tail = &s->fly[(s->fly_head + s->nfly - 1) % SESSION_FLIGHT_MAX];
+	if (tail->after == NULL && (tail->after = evbuffer_new()) == NULL)
+		return s->client->out; /* out of memory: out of order beats lost */
+	return tail->after;
+}
+
+/* fly_push - a command went to the backend; its reply relays later.
+ * PC_ERROR: out of memory. */
+int
+fly_push(struct session *s, enum smtp_verb verb, const char *addr)
+{
+	struct flight *f = &s->fly[(s->fly_head + s->nfly) % SESSION_FLIGHT_MAX];
+
+	*f = (struct flight){.verb = verb};
+	if (addr != NULL && (f->addr = strdup(addr)) == NULL)
+		return PC_ERROR;
+	s->nfly++;
+	return PC_OK;
+}
+
+/* fly_pop - the oldest flight's reply is in: it is relayed now, straight
+ * to the client (until fly_land) */
+void
+fly_pop(struct session *s, struct flight *f)
+{
+	*f = s->fly[s->fly_head];
+	s->fly_head = (s->fly_head + 1) % SESSION_FLIGHT_MAX;
+	s->nfly--;
+	s->landing = f;
+}
+
+/*
+ * fly_land - its reply was relayed: then our replies held behind it, and
+ * the session goes on (the next command may have waited for this). When
+ * the backend's next reply is already read, the client's write waits for
+ * it: the replies of one group reach the client in one write.
+ */
+void
+fly_land(struct session *s, struct flight *f)
+{
+	s->landing = NULL;
+	if (f->after != NULL) {
+		if (s->state != SESSION_CLOSING)
+			evbuffer_add_buffer(s->client->out, f->after);
+		evbuffer_free(f->after);
+	}
+	free(f->addr);
+	if (s->state == SESSION_CLOSING)
+		return;
+	s->hold_flush = backend_waiting(&s->be) > 0 && s->be.conn != NULL &&
+	    evbuffer_get_length(s->be.conn->in) > 0;
+	if (!s->busy) {
+		session_done(s); /* s may be gone after this */
+		return;
+	}
+	if (!s->hold_flush)
+		conn_flush(s->client);
+	s->hold_flush = 0;
+}
+
+/* fly_clear - the session ends: replies still in flight will not come */
+static void
+fly_clear(struct session *s)
+{
+	for (; s->nfly > 0; s->nfly--) {
+		struct flight *f = &s->fly[s->fly_head];
+		free(f->addr);
+		if (f->after != NULL)
+			evbuffer_free(f->after);
+		s->fly_head = (s->fly_head + 1) % SESSION_FLIGHT_MAX;
+	}
 }
 
 /* session_command - dispatch one command line through the table */
@@ -637,7 +760,7 @@ session_command(struct session *s, char *line, size_t len)
 		session_hangup(s, R_PIPELINING, "improper pipelining");
 		return;
 	}
-	if (s->draining && !s->tx.active && c->verb != SMTP_VERB_QUIT) {
+	if (s->draining && !s->tx.active && !s->tx.mail_pending && c->verb != SMTP_VERB_QUIT) {
 		/* Shutting down: the transaction is over; QUIT still gets its
 		 * 221, anything else the 421. */
 		session_close(s, R_SHUTDOWN);
@@ -930,6 +1053,8 @@ session_done(struct session *s)
 	s->busy = 0;
 	if (s->state == SESSION_CLOSING)
 		return;
+	if (s->tx.mail_refused != NULL)
+		tx_mail_refused(s);
 	if (s->errors >= s->cfg->max_errors) {
 		log_info(s->id, "too many errors (%u) from client=%s", s->errors, s->peer);
 		tx_end(s, "aborted", "too many errors");
@@ -939,15 +1064,33 @@ session_done(struct session *s)
 	session_process(s);
 }
 
+/* tx_mail_refused - the backend refused a pipelined MAIL while a later
+ * command was busy in its hooks: the transaction ends now they are done */
+static void
+tx_mail_refused(struct session *s)
+{
+	char *text = s->tx.mail_refused;
+	const char *status = text[0] == '4' ? "tempfail" : "rejected";
+
+	s->tx.mail_refused = NULL;
+	tx_log(s, status, text); /* never active: tx_end would not log it */
+	tx_end(s, status, text);
+	free(text);
+}
+
 /*
  * session_close - send a last reply (NULL: none), then free the session
- * once the client has it, or after a linger.
+ * once the client has it, or after a linger. Replies still in flight never
+ * come (the backend leg is cut), so the last reply answers the first
+ * command without one (RFC 5321 §3.8), and our replies held behind the
+ * flights go unsent.
  */
 void
 session_close(struct session *s, const struct reply *reply)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
+	fly_clear(s);
 	chain_cancel(&s->cs);
 	if (reply != NULL) {
 		char line[600];
@@ -984,6 +1127,7 @@ session_free(struct session *s)
 	if (s->chain != NULL && s->chain->n > 0 && s->client != NULL)
 		session_view(s, NULL, NULL); /* for the close hooks */
 	chain_session_end(&s->cs);
+	fly_clear(s);
 	free(s->stage_params);
 	rdns_free(&s->rdns);
 	backend_close(&s->be);
@@ -1020,7 +1164,7 @@ session_backend_ok(
 		if (strchr(classes, '0' + r->code / 100) != NULL)
 			return 1;
 		log_warn(s->id, "backend answered %s with unexpected %d",
-		    smtp_verb_name(s->cmd.verb), r->code);
+		    smtp_verb_name(s->landing != NULL ? s->landing->verb : s->cmd.verb), r->code);
 		reply = R_BACKEND_ERROR;
 		break;
 	case BACKEND_TIMEOUT:
@@ -1076,7 +1220,8 @@ session_drain(struct session *s)
 	if (s->state == SESSION_CLOSING)
 		return;
 	s->draining = 1;
-	if (!s->busy && !s->tx.active && s->state == SESSION_COMMAND)
+	if (!s->busy && !s->tx.active && !s->tx.mail_pending && s->nfly == 0 &&
+	    s->state == SESSION_COMMAND)
 		session_close(s, R_SHUTDOWN);
 }
 

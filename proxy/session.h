@@ -53,6 +53,10 @@ struct transaction {
 	char id[32]; /* session id "." seq, for logs */
 	struct timeval start; /* MAIL: delay= on the summary line counts from here */
 	int active; /* MAIL was accepted */
+	int mail_pending; /* MAIL is at the backend, its reply not in yet */
+	char *mail_refused; /* the backend's refusal of a pipelined MAIL, while
+	                     * a later command is still busy: tx_end then */
+	unsigned rcpt_inflight; /* RCPTs at the backend, their replies not in */
 	char *sender; /* accepted MAIL FROM address, "" for <> */
 	char *sender_params; /* its ESMTP parameters, "KEY=value ..." */
 	int smtputf8; /* MAIL said SMTPUTF8: non-ASCII addresses are fine */
@@ -78,6 +82,16 @@ struct transaction {
 	struct spool spool;
 	int spool_open;
 };
+
+/* A command the backend has, whose reply the client has not had yet (a
+ * pipelined MAIL or RCPT, RFC 2920). Our own replies to the commands
+ * after it wait in after, so the client reads every reply in order. */
+struct flight {
+	char *addr; /* RCPT: its recipient */
+	struct evbuffer *after;
+	enum smtp_verb verb;
+};
+#define SESSION_FLIGHT_MAX BACKEND_PIPELINE_MAX
 
 struct session {
 	struct server *srv;
@@ -131,6 +145,10 @@ struct session {
 	struct smtp_cmd cmd; /* the command being processed */
 	char *line; /* its bytes (owned) */
 	struct smtp_path path; /* MAIL/RCPT argument being processed */
+	struct flight fly[SESSION_FLIGHT_MAX]; /* oldest first, from fly_head */
+	unsigned fly_head, nfly;
+	const struct flight *landing; /* its reply is being relayed */
+	int hold_flush; /* the client's write waits for the next backend reply */
 	TAILQ_ENTRY(session) entry;
 };
 
@@ -184,6 +202,9 @@ void proceed_data(struct session *s);
 int check_auth(struct session *s);
 void proceed_auth(struct session *s);
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int fly_push(struct session *s, enum smtp_verb verb, const char *addr);
+void fly_pop(struct session *s, struct flight *f);
+void fly_land(struct session *s, struct flight *f);
 void session_relay(struct session *s, const struct smtp_reply *r);
 void session_arm(struct session *s, uint64_t ms);
 int line_has_cr(struct evbuffer *in, size_t len);

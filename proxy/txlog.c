@@ -239,6 +239,7 @@ tx_end(struct session *s, const char *status, const char *reply)
 		spool_close(&tx->spool);
 	free(tx->sender);
 	free(tx->sender_params);
+	free(tx->mail_refused);
 	message_free(&tx->msg);
 	unsigned seq = tx->seq;
 	memset(tx, 0, offsetof(struct transaction, framer));
