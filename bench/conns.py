@@ -627,6 +627,16 @@ def log_lines(path, *needles):
     return n, first
 
 
+def log_tail(path, n=3):
+    """The last n lines of the proxy's log that are not a session's."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [x.rstrip() for x in f if " connect from " not in x and "disconnect from" not in x]
+    except OSError:
+        return []
+    return lines[-n:]
+
+
 def run(binary, workers, work, script, base_addr, taken):
     """One leg: a sink, a proxy with this many workers, the sessions, the message."""
     r = {"workers": workers}
@@ -661,8 +671,10 @@ client_rdns = no
         if chk.returncode != 0:
             raise HarnessError("portcullis -t rejects the config: " + (chk.stderr or chk.stdout).strip())
         plog = os.path.join(d, "proxy.log")
-        proxy = subprocess.Popen([binary, "-c", conf], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=open(plog, "w"))
+        r["log"] = plog
+        with open(plog, "w") as err:
+            proxy = subprocess.Popen([binary, "-c", conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=err)
         wait_listen(proxy_port, proxy, "portcullis")
         end = time.monotonic() + 10
         while workers > 1 and len(children(proxy.pid)) < workers:
@@ -784,6 +796,10 @@ def report(r):
         print("  RSS growth during it: %s (peak of VmRSS summed, or the rise of VmHWM); "
               "anonymous %s, mapped files %s" % (mb(r["msg_growth"]), mb(r["msg_anon"]),
                                                  mb(r["msg_file"])))
+    if r["alive"] and not r["alive_after"]:
+        print("  THE PROXY DIED during the message; the last lines of its log:")
+        for line in log_tail(r["log"]):
+            print("    " + line[:200])
     print("  sessions closed by the proxy meanwhile: %d; the proxy exited with %s at SIGTERM" % (
         r["closed_meanwhile"], r["proxy_status"]))
 
@@ -871,6 +887,9 @@ def main():
     except HarnessError as e:
         print("bench-conns: FAILED: %s" % e, file=sys.stderr)
         rc = 1
+    except KeyboardInterrupt:
+        print("bench-conns: interrupted", file=sys.stderr)
+        rc = 130
     finally:
         signal.alarm(0)
         if os.environ.get("BENCH_KEEP"):
