@@ -4,6 +4,7 @@
 #   make run        start the proxy on 127.0.0.1:2525 (BACKEND=host:port, else a demo backend)
 #   make test       unit + integration tests, then the same under ASan+UBSan
 #   make bench      throughput against a direct baseline measured in the same run
+#   make bench-conns  10,000 idle sessions and one 50 MB message: the proxy's RSS
 #   make deps       install the Debian packages the build and tests need (idempotent)
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing portcullis.conf)
 #   make uninstall  the same variables: removes what install put, not the configuration
@@ -241,6 +242,12 @@ test: deps check-format
 
 bench: deps all
 	@bench/run.sh $(BUILD)/portcullis
+
+# 10,000 idle sessions, then a 50 MB message through them (issue 19), with
+# workers = 1 and 2: the proxy's RSS, per session and during the message.
+.PHONY: bench-conns
+bench-conns: deps all
+	@$(PYTHON) bench/conns.py $(BUILD)/portcullis
 
 # The parsers under libFuzzer with ASan+UBSan (clang), for FUZZ_SECONDS
 # (default 60); new inputs that reach new code go to build/fuzz/corpus.
