@@ -111,6 +111,10 @@ static const struct key_def keys[] = {
     {"tls_ciphers", K_STRING, F(tls_ciphers), sizeof(((struct config *)0)->tls_ciphers), 0, 0},
     {"tls_min_protocol", K_WORD, F(tls_min_v13), W_TLS_PROTO, 0, 0},
     {"tls_required", K_BOOL, F(tls_required), 0, 0, 0},
+    {"tls_session_cache", K_BOOL, F(tls_session_cache), 0, 0, 0},
+    /* At least a second; at most 7 days, the longest a TLS 1.3 ticket may
+     * live (RFC 8446 §4.6.1). */
+    {"tls_session_timeout", K_TIME, F(tls_session_timeout_ms), 0, 1000, 7 * 24 * 3600 * 1000ULL},
     {"auth_plaintext", K_BOOL, F(auth_plaintext), 0, 0, 0},
     {"proxy_trusted", K_NETS, F(proxy_trusted), F(nproxy_trusted), 0, 0},
     {"trusted_networks", K_NETS, F(trusted_networks), F(ntrusted_networks), 0, 0},
@@ -205,6 +209,8 @@ config_defaults(struct config *cfg)
 	cfg->dns_timeout_ms = 5 * 1000;
 	cfg->dns_retry_ms = 10 * 1000;
 	strcpy(cfg->tls_ciphers, CONFIG_TLS_CIPHERS);
+	cfg->tls_session_cache = 1;
+	cfg->tls_session_timeout_ms = 3600 * 1000; /* Postfix's smtpd_tls_session_cache_timeout */
 	cfg->backend_tls_verify = 1;
 	cfg->workers = 1;
 	cfg->seccomp = 1;

@@ -145,6 +145,8 @@ struct config {
 	char tls_ciphers[1024]; /* TLS 1.2 suites; CONFIG_TLS_CIPHERS by default */
 	int tls_min_v13; /* tls_min_protocol = TLSv1.3 */
 	int tls_required;
+	int tls_session_cache; /* resumption: session cache and tickets (tls.c) */
+	uint64_t tls_session_timeout_ms; /* how long a session may be resumed */
 	int auth_plaintext;
 	struct opt_net proxy_trusted[CONFIG_NETS_MAX];
 	size_t nproxy_trusted;

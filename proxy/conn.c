@@ -2,7 +2,8 @@
  * conn.c - the transport under both legs (see conn.h).
  *
  * Exports conn_new, conn_connect, conn_read_start, conn_read_stop,
- * conn_consumed, conn_flush, conn_tls_start, conn_tls_version and conn_free. Callbacks are the last thing a
+ * conn_consumed, conn_flush, conn_tls_start, conn_tls_version, conn_tls_cipher,
+ * conn_tls_resumed and conn_free. Callbacks are the last thing a
  * handler does, so a callback may free the conn.
  */
 #include <errno.h>
@@ -298,6 +299,13 @@ const char *
 conn_tls_cipher(const struct conn *c)
 {
 	return c->ssl != NULL ? SSL_get_cipher_name(c->ssl) : NULL;
+}
+
+/* conn_tls_resumed - the handshake resumed an earlier session */
+int
+conn_tls_resumed(const struct conn *c)
+{
+	return c->ssl != NULL && !c->handshaking && SSL_session_reused(c->ssl) == 1;
 }
 
 /* conn_tls_version - the protocol in use */

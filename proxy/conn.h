@@ -76,6 +76,9 @@ int conn_tls_start(struct conn *c, SSL_CTX *ctx, int server, const char *name, i
 const char *conn_tls_version(const struct conn *c);
 /* conn_tls_cipher - "TLS_AES_256_GCM_SHA384", or NULL without TLS */
 const char *conn_tls_cipher(const struct conn *c);
+/* conn_tls_resumed - 1 when the handshake resumed a session (ticket or
+ * cache), 0 for a full one or without TLS */
+int conn_tls_resumed(const struct conn *c);
 
 /* conn_free - close and release; pending output is dropped. */
 void conn_free(struct conn *c);

@@ -7,7 +7,7 @@
 set -eu
 
 RUN_PKGS="gcc make pkg-config libevent-dev libssl-dev liblua5.4-dev liblmdb-dev
-libhiredis-dev libsystemd-dev libseccomp-dev python3-aiosmtpd swaks"
+libhiredis-dev libsystemd-dev libseccomp-dev python3-aiosmtpd swaks openssl"
 if [ "${1:-}" = "--run" ]; then
 	shift
 	PKGS="$RUN_PKGS $*"
