@@ -3,7 +3,7 @@
  *
  * Exports backend_init, backend_connect, backend_reconnect, backend_greet,
  * backend_command, backend_commandf, backend_output, backend_data_end,
- * backend_bdat, backend_flush, backend_waiting, backend_room,
+ * backend_bdat, backend_data_sent, backend_flush, backend_waiting, backend_room,
  * backend_usable, backend_close and xclient_has. Commands wait for their
  * replies in a queue: one at a time, or a pipelined group (RFC 2920) sent in
  * one write whose replies come back in order, each (or a timeout, a lost
@@ -149,7 +149,8 @@ backend_arm(struct backend *b, uint64_t timeout_ms, backend_cb cb, void *arg)
 
 	*w = (struct backend_wait){cb, arg, timeout_ms, metrics_now()};
 	if (b->nwait++ == 0) {
-		smtp_reply_init(&b->reply);
+		if (b->reply != NULL)
+			smtp_reply_init(b->reply);
 		b->reply_done = 0;
 		backend_deadline(b, timeout_ms);
 	}
@@ -280,24 +281,27 @@ backend_data_end(struct backend *b, backend_cb cb)
 	}
 	/* Every message ends its last line with CR LF, so this is CR LF "." CR LF. */
 	evbuffer_add(b->conn->out, ".\r\n", 3);
-	backend_arm(b, b->conf.cfg->backend_data_timeout_ms, cb, b->arg);
-	backend_push(b);
+	backend_data_sent(b, cb);
 }
 
 /* backend_bdat - see backend.h */
-void
-backend_bdat(struct backend *b, struct evbuffer *body, backend_cb cb)
+struct evbuffer *
+backend_bdat(struct backend *b, size_t n)
 {
-	size_t len = evbuffer_get_length(body);
-
-	if (!backend_usable(b)) {
-		cb(b->arg, BACKEND_LOST, NULL);
-		return;
-	}
-	if (evbuffer_add_printf(b->conn->out, "BDAT %zu LAST\r\n", len) < 0 ||
-	    evbuffer_add_buffer(b->conn->out, body) != 0) {
-		/* A chunk cut short would be read as commands: the leg goes. */
+	if (!backend_usable(b))
+		return NULL;
+	if (evbuffer_add_printf(b->conn->out, "BDAT %zu LAST\r\n", n) < 0) {
 		b->dead = 1;
+		return NULL;
+	}
+	return b->conn->out;
+}
+
+/* backend_data_sent - see backend.h */
+void
+backend_data_sent(struct backend *b, backend_cb cb)
+{
+	if (!backend_usable(b)) {
 		cb(b->arg, BACKEND_LOST, NULL);
 		return;
 	}
@@ -336,7 +340,7 @@ backend_finish(struct backend *b, enum backend_result res)
 	if (b->connecting) {
 		/* The banner, or why there is none: a 220 is a connection made. */
 		b->connecting = 0;
-		if (res != BACKEND_REPLY || b->reply.code != 220)
+		if (res != BACKEND_REPLY || b->reply->code != 220)
 			metrics_inc(M_BACKEND_CONNECT_FAILED);
 	} else if (res == BACKEND_REPLY && w.cb != NULL && w.sent_at > 0) {
 		metrics_observe(H_BACKEND_REPLY, metrics_now() - w.sent_at);
@@ -351,7 +355,7 @@ backend_finish(struct backend *b, enum backend_result res)
 		backend_deadline(b, b->wait[b->whead].timeout_ms);
 	}
 	if (w.cb != NULL) {
-		w.cb(w.arg, res, res == BACKEND_REPLY ? &b->reply : NULL);
+		w.cb(w.arg, res, res == BACKEND_REPLY ? b->reply : NULL);
 		return;
 	}
 	/* Nobody asked: a backend that talks out of turn (an idle 421, say)
@@ -375,8 +379,14 @@ backend_read_cb(struct conn *c, void *arg)
 	 * backend_close clears alive, and nothing here touches b after. */
 	b->alive = &alive;
 	backend_replies(b, c, &alive);
-	if (alive)
-		b->alive = NULL;
+	if (!alive)
+		return;
+	b->alive = NULL;
+	if (b->nwait == 0 && b->greeted == NULL && b->reply != NULL) {
+		/* Idle: nobody holds the last reply any more. */
+		free(b->reply);
+		b->reply = NULL;
+	}
 }
 
 /* backend_replies - the loop of backend_read_cb */
@@ -398,11 +408,20 @@ backend_replies(struct backend *b, struct conn *c, const int *alive)
 			}
 			return;
 		}
+		if (b->reply == NULL) {
+			if ((b->reply = malloc(sizeof(*b->reply))) == NULL) {
+				free(line);
+				log_err(b->id, "out of memory reading a backend reply");
+				backend_finish(b, BACKEND_LOST);
+				return;
+			}
+			b->reply_done = 1;
+		}
 		if (b->reply_done) { /* a reply after the last one: on its own */
-			smtp_reply_init(&b->reply);
+			smtp_reply_init(b->reply);
 			b->reply_done = 0;
 		}
-		r = smtp_reply_feed(&b->reply, line, n);
+		r = smtp_reply_feed(b->reply, line, n);
 		if (r == PC_ERROR) {
 			char q[200];
 			log_warn(b->id, "backend sent garbage: \"%s\"",
@@ -424,7 +443,7 @@ backend_replies(struct backend *b, struct conn *c, const int *alive)
 			log_warn(b->id,
 			    "backend sent %zu octets after its %d reply, before our next "
 			    "command: \"%s\"; closing",
-			    l, b->reply.code,
+			    l, b->reply->code,
 			    log_quote(q, sizeof(q), (const char *)extra, l < 80 ? l : 80));
 			backend_finish(b, BACKEND_SURPLUS);
 			return;
@@ -433,9 +452,9 @@ backend_replies(struct backend *b, struct conn *c, const int *alive)
 			b->reply_done = 1;
 			if (b->nwait == 0) {
 				size_t l;
-				const char *t = smtp_reply_line(&b->reply, 0, &l);
+				const char *t = smtp_reply_line(b->reply, 0, &l);
 				char q[200];
-				log_warn(b->id, "backend spoke out of turn: %d %s", b->reply.code,
+				log_warn(b->id, "backend spoke out of turn: %d %s", b->reply->code,
 				    log_quote(q, sizeof(q), t, l));
 			}
 			backend_finish(b, BACKEND_REPLY);
@@ -517,6 +536,8 @@ backend_close(struct backend *b)
 		conn_flush(b->conn);
 	}
 	b->nwait = 0;
+	free(b->reply);
+	b->reply = NULL;
 	if (b->conn == NULL)
 		return;
 	conn_free(b->conn);
@@ -584,7 +605,7 @@ greet_rdns_done(void *arg)
 	struct backend *b = arg;
 
 	b->rdns_waiting = 0;
-	greet_next(b, &b->reply);
+	greet_next(b, b->reply);
 }
 
 /* xtext - RFC 3461 §4 encoding for XCLIENT values */

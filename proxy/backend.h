@@ -73,7 +73,9 @@ struct backend {
 	void (*gone)(void *arg, enum backend_result res);
 	struct conn *conn;
 	struct event *deadline;
-	struct smtp_reply reply; /* the reply being read */
+	/* The reply being read: held while a reply is due or the greeting
+	 * runs, so an idle leg does not carry its 8 KB. */
+	struct smtp_reply *reply;
 	/* Who waits for a reply, oldest first: one entry, or a pipelined
 	 * group (RFC 2920) whose replies come back in the order sent. */
 	struct backend_wait wait[BACKEND_PIPELINE_MAX];
@@ -122,9 +124,12 @@ void backend_commandf(struct backend *b, uint64_t timeout_ms, backend_cb cb, con
  * the leg is dead); backend_data_end - ".", then cb gets the final reply. */
 struct evbuffer *backend_output(struct backend *b);
 void backend_data_end(struct backend *b, backend_cb cb);
-/* backend_bdat - RFC 3030: "BDAT n LAST" and the n octets of message in
- * body (moved, not copied), in one write; cb gets the final reply. */
-void backend_bdat(struct backend *b, struct evbuffer *body, backend_cb cb);
+/* backend_bdat - RFC 3030: "BDAT n LAST" into the output, where the caller
+ * puts exactly n octets of message (NULL: the leg is dead); then
+ * backend_data_sent, and all of it goes in one write. */
+struct evbuffer *backend_bdat(struct backend *b, size_t n);
+/* backend_data_sent - the message is in the output: cb gets the final reply. */
+void backend_data_sent(struct backend *b, backend_cb cb);
 /* backend_flush - send what a cork held back. */
 void backend_flush(struct backend *b);
 /* backend_waiting - commands sent whose replies have not come. */

@@ -49,6 +49,10 @@ conn_new(struct event_base *base, evutil_socket_t fd, conn_fn on_read, conn_fn o
 	c->m_in = c->m_out = M__N;
 	c->in = evbuffer_new();
 	c->out = evbuffer_new();
+	/* A spool file added to out goes by sendfile(2), not mapped into
+	 * memory: a 50 MB message costs no 50 MB (not under TLS, below). */
+	if (c->out != NULL)
+		evbuffer_set_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD);
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, conn_read_ev, c);
 	c->wev = event_new(base, fd, EV_WRITE, conn_write_ev, c);
 	if (c->in == NULL || c->out == NULL || c->rev == NULL || c->wev == NULL) {
@@ -276,6 +280,8 @@ conn_tls_start(struct conn *c, SSL_CTX *ctx, int server, const char *name, int v
 		tls_error(c, "TLS setup");
 		return -1;
 	}
+	/* SSL_write needs the octets in memory: no sendfile chains. */
+	evbuffer_clear_flags(c->out, EVBUFFER_FLAG_DRAINS_TO_FD);
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (server) {
 		SSL_set_accept_state(c->ssl);

@@ -69,8 +69,7 @@ session_data_input(struct session *s)
 			n = 8;
 		for (i = 0; i < n; i++) {
 			size_t used;
-			int r =
-			    dataread_feed(&s->tx.framer, vec[i].iov_base, vec[i].iov_len, &used);
+			int r = dataread_feed(s->tx.framer, vec[i].iov_base, vec[i].iov_len, &used);
 			evbuffer_drain(in, used);
 			if (r == PC_OK) {
 				evtimer_del(s->timer);
@@ -132,14 +131,16 @@ proceed_data(struct session *s)
 	struct config *cfg = s->cfg;
 	struct transaction *tx = &s->tx;
 
-	if (spool_open(&tx->spool, cfg->spool_memory, cfg->spool_dir) != 0) {
+	free(tx->framer);
+	if ((tx->framer = malloc(sizeof(*tx->framer))) == NULL ||
+	    spool_open(&tx->spool, cfg->spool_memory, cfg->spool_dir) != 0) {
 		log_err(tx->id, "out of memory opening the spool");
 		session_say(s, R_LOCAL_ERROR);
 		session_done(s);
 		return;
 	}
 	tx->spool_open = 1;
-	dataread_init(&tx->framer,
+	dataread_init(tx->framer,
 	    cfg->bare_lf == CONFIG_BARE_LF_NORMALIZE ? DATAREAD_NORMALIZE : DATAREAD_REJECT,
 	    cfg->max_message_size, cfg->max_data_line_length, data_emit, s);
 	session_say(s, R_DATA_GO);
@@ -164,7 +165,7 @@ int
 check_data_end(struct session *s)
 {
 	struct transaction *tx = &s->tx;
-	struct dataread *d = &tx->framer;
+	struct dataread *d = tx->framer;
 	const struct reply *refuse = NULL;
 
 	tx->size = d->size;
@@ -386,21 +387,33 @@ data_thresholds(struct session *s)
 static void
 data_send(struct session *s)
 {
-	struct evbuffer *body;
+	struct transaction *tx = &s->tx;
+	struct evbuffer *body = NULL, *out;
+	int r;
 
 	if (!s->be.caps.chunking || !s->cfg->backend_chunking) {
 		backend_command(&s->be, "DATA", 4, s->cfg->backend_timeout_ms, on_data_go);
 		return;
 	}
-	if ((body = evbuffer_new()) == NULL || data_unstuffed(s, body) != 0) {
+	if (!chain_message_changed(&s->cs, &tx->msg) && tx->spool.size == tx->framer->size) {
+		/* No line began with ".": the spool is the message, moved
+		 * as it is (a spilled one goes by sendfile). */
+		out = backend_bdat(&s->be, tx->spool.size);
+		r = out != NULL ? spool_move(&tx->spool, out) : -1;
+	} else {
+		r = (body = evbuffer_new()) != NULL ? data_unstuffed(s, body) : -1;
+		out = r == 0 ? backend_bdat(&s->be, evbuffer_get_length(body)) : NULL;
+		r = out != NULL ? evbuffer_add_buffer(out, body) : -1;
 		if (body != NULL)
 			evbuffer_free(body);
-		log_err(s->tx.id, "cannot read the message back from the spool");
+	}
+	if (r != 0) {
+		/* A chunk cut short would be read as commands: the leg goes. */
+		log_err(tx->id, "cannot read the message back from the spool");
 		session_backend_ok(s, BACKEND_LOST, NULL, "");
 		return;
 	}
-	backend_bdat(&s->be, body, on_bdat_final);
-	evbuffer_free(body);
+	backend_data_sent(&s->be, on_bdat_final);
 }
 
 /* unstuff_add - n octets of wire-form message to out, without the dots
@@ -422,11 +435,8 @@ unstuff_add(struct evbuffer *out, const char *p, size_t n, int *sol)
 	return n > start ? evbuffer_add(out, p + start, n - start) : 0;
 }
 
-/*
- * data_unstuffed - the message as BDAT carries it, into out: what filters
- * made of it, or the spool. A spool without stuffing dots (its size is the
- * message's) is moved as it is: the one-copy path of DATA, for BDAT.
- */
+/* data_unstuffed - the message as BDAT carries it, into out: what filters
+ * made of it, or the spool, without the stuffing dots (a copy) */
 static int
 data_unstuffed(struct session *s, struct evbuffer *out)
 {
@@ -454,8 +464,6 @@ data_unstuffed(struct session *s, struct evbuffer *out)
 			evbuffer_free(wire);
 		return r;
 	}
-	if (sp->size == tx->framer.size)
-		return spool_move(sp, out);
 	for (size_t off = 0; off < sp->size;) {
 		char buf[16384];
 		size_t want = sp->size - off < sizeof(buf) ? sp->size - off : sizeof(buf);

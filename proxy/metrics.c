@@ -61,6 +61,8 @@ static const struct counter_desc {
     [M_TLS_CLIENT_OK] = {"portcullis_tls_handshakes_total",
         "TLS handshakes completed, by side (client: STARTTLS or smtps; backend).",
         "side=\"client\""},
+    [M_TLS_CLIENT_RESUMED] = {"portcullis_tls_resumed_total",
+        "TLS handshakes with clients that resumed a session (a ticket or the cache).", ""},
     [M_TLS_CLIENT_FAILED] = {"portcullis_tls_handshake_failures_total",
         "TLS handshakes that failed, by side.", "side=\"client\""},
     [M_TLS_BACKEND_OK] = {"portcullis_tls_handshakes_total", NULL, "side=\"backend\""},

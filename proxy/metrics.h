@@ -42,6 +42,7 @@ enum metric {
 	M_BACKEND_CONNECT_FAILED,
 	/* TLS handshakes with clients (STARTTLS and smtps) and the backend */
 	M_TLS_CLIENT_OK,
+	M_TLS_CLIENT_RESUMED, /* of those, a session resumed (ticket or cache) */
 	M_TLS_CLIENT_FAILED,
 	M_TLS_BACKEND_OK,
 	M_TLS_BACKEND_FAILED,

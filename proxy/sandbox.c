@@ -84,6 +84,7 @@ static const char *const allowed[] = {
     "pwrite64",
     "preadv",
     "pwritev",
+    "sendfile", /* a spilled spool file to a plain backend (conn.c) */
     "close",
     "openat",
     "newfstatat",

@@ -209,8 +209,10 @@ session_tls_done(struct session *s)
 	s->tls_proto = conn_tls_version(s->client);
 	evtimer_del(s->timer);
 	metrics_inc(M_TLS_CLIENT_OK);
-	log_info(s->id, "TLS %s with client=%s cipher=%s", s->tls_proto, s->peer,
-	    SSL_get_cipher_name(s->client->ssl));
+	if (conn_tls_resumed(s->client))
+		metrics_inc(M_TLS_CLIENT_RESUMED);
+	log_info(s->id, "TLS %s with client=%s cipher=%s%s", s->tls_proto, s->peer,
+	    SSL_get_cipher_name(s->client->ssl), conn_tls_resumed(s->client) ? " resumed" : "");
 	if (s->tls_implicit) {
 		s->tls_implicit = 0;
 		session_begin(s);

@@ -78,7 +78,9 @@ struct transaction {
 	const struct rcpt *replay_rcpt; /* the next accepted recipient to send again */
 	const struct edit_rcpt *replay_added; /* the next recipient a filter added */
 	unsigned replay_ok; /* recipients the backend took this time */
-	struct dataread framer;
+	/* From our 354 to the end of the transaction: an idle session does
+	 * not carry the framer's buffer. */
+	struct dataread *framer;
 	struct spool spool;
 	int spool_open;
 };

@@ -241,6 +241,8 @@ tx_end(struct session *s, const char *status, const char *reply)
 	free(tx->sender_params);
 	free(tx->mail_refused);
 	message_free(&tx->msg);
+	free(tx->framer);
+	tx->framer = NULL;
 	unsigned seq = tx->seq;
 	memset(tx, 0, offsetof(struct transaction, framer));
 	tx->spool_open = 0;

@@ -44,6 +44,7 @@ FAMILIES = {
     "portcullis_backend_connect_failures": set(),
     "portcullis_tls_handshakes": {"side"},
     "portcullis_tls_handshake_failures": {"side"},
+    "portcullis_tls_resumed": set(),
     "portcullis_octets": {"peer", "direction"},
     "portcullis_smuggling_refused": {"kind"},
     "portcullis_reloads": {"result"},
@@ -403,13 +404,17 @@ def test_refused_proxy_protocol(tproxy, recorder):
 
 def test_tls_handshakes(proxy, recorder, tls):
     p = mproxy(proxy, tls_cert=tls.proxy.cert, tls_key=tls.proxy.key)
-    c = RawClient(p.port)
-    c.greet()
-    c.cmd("STARTTLS").expect(220)
-    c.sock = tls.client_context().wrap_socket(c.sock, server_hostname="proxy.test")
-    c.ehlo()
-    c.cmd("QUIT").expect(221)
-    c.close()
+    ctx = tls.client_context()
+    session = None
+    for _ in range(2):  # the second resumes the first's session
+        c = RawClient(p.port)
+        c.greet()
+        c.cmd("STARTTLS").expect(220)
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="proxy.test", session=session)
+        c.ehlo()  # TLS 1.3: the ticket is read by now
+        session = c.sock.session
+        c.cmd("QUIT").expect(221)
+        c.close()
     d = RawClient(p.port)
     d.greet()
     d.cmd("STARTTLS").expect(220)
@@ -417,7 +422,8 @@ def test_tls_handshakes(proxy, recorder, tls):
     assert d.closed(timeout=BOUND)
     d.close()
     m = wait_metric(p.metrics_port, "portcullis_sessions", 0)
-    assert val(m, "portcullis_tls_handshakes_total", side="client") == 1
+    assert val(m, "portcullis_tls_handshakes_total", side="client") == 2
+    assert val(m, "portcullis_tls_resumed_total") == 1
     assert val(m, "portcullis_tls_handshake_failures_total", side="client") == 1
     # A STARTTLS that fails ends a session that was let in: not a refusal.
     assert val(m, "portcullis_connections_refused_total", reason="tls") == 0

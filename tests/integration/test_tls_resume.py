@@ -103,6 +103,10 @@ def test_resumed_by_default(tproxy, recorder, tls, version, implicit):
         c.close()
     [t] = recorder.wait_for_transactions(1)
     assert t.data == stuff(BODY)
+    # The log says which handshake resumed: the second, not the first.
+    tls_lines = [ln for ln in p.log().splitlines() if f"TLS {VNAME[version]} with client=" in ln]
+    assert len(tls_lines) == 2, p.log()
+    assert not tls_lines[0].endswith(" resumed") and tls_lines[1].endswith(" resumed"), tls_lines
 
 
 def test_tls12_session_id_cache(tproxy, tls):
