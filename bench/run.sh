@@ -9,7 +9,9 @@
 # proxy's peak RSS is VmHWM from /proc/PID/status, read before it is stopped.
 #
 # Environment: BENCH_REPEAT (default 3), BENCH_SCALE (multiplies every message
-# count; default 1; e.g. 0.2 for a quick look), BENCH_KEEP=1 keeps the work dir.
+# count; default 1; e.g. 0.2 for a quick look), BENCH_KEEP=1 keeps the work dir,
+# BENCH_PEERS=haraka also runs the four workloads through Haraka (installed
+# from npm into a cache under the build directory) in the same run.
 # Everything listens on 127.0.0.1 only; every process started here is stopped
 # by its PID on exit.
 set -euo pipefail
@@ -17,10 +19,21 @@ set -euo pipefail
 BIN=${1:?usage: bench/run.sh PATH-TO-PORTCULLIS}
 [ -x "$BIN" ] || { echo "bench: $BIN is not an executable" >&2; exit 2; }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 SOURCE=/usr/sbin/smtp-source
 SINK=/usr/sbin/smtp-sink
 for t in "$SOURCE" "$SINK" ss; do
 	command -v "$t" >/dev/null || { echo "bench: $t not found (make deps installs it)" >&2; exit 2; }
+done
+
+# Peers run through the same workloads (BENCH_PEERS, a list: haraka).
+HARAKA=""
+PEERS=${BENCH_PEERS:-}
+for peer in ${PEERS//,/ }; do
+	case $peer in
+	haraka) HARAKA=1 ;;
+	*) echo "bench: BENCH_PEERS: no peer called '$peer' (known: haraka)" >&2; exit 2 ;;
+	esac
 done
 
 REPEAT=${BENCH_REPEAT:-3}
@@ -34,6 +47,22 @@ WORKLOADS=(
 	"100 KB x 20 sessions, one conn each|-d -s 20 -l 102400|4000"
 	"1 KB x 50 sessions, one conn each|-d -s 50 -l 1024|40000"
 )
+# The goal of each row, proxy/direct (issue 19), for the summary at the end.
+declare -A GOAL=(
+	["1 KB x 1 session, one connection"]=0.75
+	["1 KB x 50 sessions, new conn per msg"]=0.75
+	["100 KB x 20 sessions, one conn each"]=0.9
+	["1 KB x 50 sessions, one conn each"]=0.6
+	["STARTTLS"]=0.5
+)
+SUMMARY_ROWS=()
+# summary_row NAME RATIO GOAL [PROXY/HARAKA] - a row of the summary at the end
+summary_row() {
+	SUMMARY_ROWS+=("$(awk -v n="$1" -v r="$2" -v g="$3" -v h="${4:-}" 'BEGIN {
+		m = (r + 0 >= g + 0 ? "met" : "below");
+		if (h == "") printf "%-42s %7s %9s  %s", n, r, ">= " g, m;
+		else printf "%-42s %7s %9s  %-5s %7s", n, r, ">= " g, m, h }')")
+}
 
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 SINK_PID=""
@@ -43,10 +72,12 @@ FPROXY_PID=""
 SPAMD_PID=""
 DKIM_PID=""
 CHECK_SINK_PID=""
+HARAKA_PID=""
+TLS_PIDS=""
 
 cleanup() {
 	local pid
-	for pid in $FPROXY_PID $PROXY_PID $SINK_PID $REDIS_PID $SPAMD_PID $DKIM_PID $CHECK_SINK_PID; do
+	for pid in $FPROXY_PID $PROXY_PID $HARAKA_PID $TLS_PIDS $SINK_PID $REDIS_PID $SPAMD_PID $DKIM_PID $CHECK_SINK_PID; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -TERM "$pid" 2>/dev/null || true
 			# libmilter daemons (opendkim) take ~5 s to exit on SIGTERM
@@ -67,6 +98,10 @@ die() {
 		echo "--- last lines of the proxy's log ---" >&2
 		tail -n 20 "$WORK/proxy.log" >&2
 	fi
+	if [ -s "$WORK/haraka.log" ]; then
+		echo "--- last lines of Haraka's log ---" >&2
+		tail -n 20 "$WORK/haraka.log" >&2
+	fi
 	exit 1
 }
 
@@ -74,8 +109,8 @@ free_port() {
 	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_listen() { # port pid what
-	for _ in $(seq 200); do
+wait_listen() { # port pid what [tries of 0.05 s, default 200]
+	for _ in $(seq "${4:-200}"); do
 		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
 		kill -0 "$2" 2>/dev/null || die "$3 exited at start"
 		sleep 0.05
@@ -100,9 +135,81 @@ FPROXY_PORT=$(free_port)
 while [ "$FPROXY_PORT" = "$SINK_PORT" ] || [ "$FPROXY_PORT" = "$PROXY_PORT" ]; do FPROXY_PORT=$(free_port); done
 PLUGIN_DIR=$(dirname "$BIN")/plugins
 
+# ---- Haraka (BENCH_PEERS=haraka): installed once from npm into a cache
+# beside the binary (build/bench-peers), run from there with a config
+# directory of its own in the work dir: a single process (nodes = 0, as
+# portcullis runs with workers = 1) listening on 127.0.0.1, relaying to the
+# same sink through queue/smtp_proxy (a backend connection at MAIL, each
+# command passed on, as portcullis does), rcpt_to.in_host_list accepting
+# sink.test, log level notice (its summary lines per transaction, not the
+# per-command chatter of info). Tuned as issue 19 measured it: TCP_NODELAY
+# on every socket (bench/haraka/nodelay.js, preloaded), and no reverse DNS
+# lookup of the client (bench/haraka/bench_nordns.js; portcullis has
+# client_rdns = no). No system service: node is started here and stopped
+# by its PID.
+HARAKA_VERSION=3.3.4
+HARAKA_CACHE=$(dirname "$BIN")/bench-peers/haraka-$HARAKA_VERSION
+HARAKA_PKG=$HARAKA_CACHE/node_modules/Haraka
+HARAKA_SHARE=10 # Haraka runs 1/HARAKA_SHARE of each workload's messages (it is >10x slower)
+HARAKA_PORT=""
+haraka_version() { node -p 'require(process.argv[1]).version' "$HARAKA_PKG/package.json" 2>/dev/null || true; }
+haraka_install() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		echo "bench: node and npm are needed for Haraka: installing Debian's (tools/deps.sh)"
+		"$BENCH_DIR/../tools/deps.sh" nodejs npm || die "tools/deps.sh nodejs npm failed"
+	fi
+	local major
+	major=$(node -p 'process.versions.node.split(".")[0]')
+	[ "$major" -ge 20 ] || echo "bench: warning: Haraka $HARAKA_VERSION asks for Node.js >= 20, this is $(node --version)"
+	[ "$(haraka_version)" = "$HARAKA_VERSION" ] && return 0
+	echo "bench: installing Haraka $HARAKA_VERSION from npm into $HARAKA_CACHE (once; later runs reuse it)"
+	rm -rf "$HARAKA_CACHE.new"
+	mkdir -p "$HARAKA_CACHE.new"
+	# a package.json of its own, so that npm installs here and nowhere above
+	echo '{ "private": true }' >"$HARAKA_CACHE.new/package.json"
+	(cd "$HARAKA_CACHE.new" && timeout 600 npm install --no-audit --no-fund --omit=dev --loglevel=error \
+		"Haraka@$HARAKA_VERSION") >"$WORK/npm.log" 2>&1 || { tail -n 30 "$WORK/npm.log" >&2; die "npm install Haraka@$HARAKA_VERSION failed"; }
+	rm -rf "$HARAKA_CACHE"
+	mv "$HARAKA_CACHE.new" "$HARAKA_CACHE"
+	[ "$(haraka_version)" = "$HARAKA_VERSION" ] || die "npm installed Haraka $(haraka_version), not $HARAKA_VERSION"
+}
+haraka_start() {
+	local dir="$WORK/haraka"
+	mkdir -p "$dir/plugins"
+	# the package's own config directory as the base (what haraka -i lays out)
+	cp -r "$HARAKA_PKG/config" "$dir/config"
+	cp "$BENCH_DIR/haraka/bench_nordns.js" "$dir/plugins/"
+	printf '%s\n' "listen=127.0.0.1:$HARAKA_PORT" "nodes=0" "inactivity_timeout=60" \
+		"force_shutdown_timeout=2" >"$dir/config/smtp.ini"
+	printf '%s\n' bench_nordns rcpt_to.in_host_list queue/smtp_proxy >"$dir/config/plugins"
+	echo sink.test >"$dir/config/host_list"
+	printf '%s\n' "host=127.0.0.1" "port=$SINK_PORT" "connect_timeout=10" "enable_tls=false" \
+		"enable_outbound=false" >"$dir/config/smtp_proxy.ini"
+	printf '%s\n' "[main]" "level=notice" >"$dir/config/log.ini"
+	node -r "$BENCH_DIR/haraka/nodelay.js" "$HARAKA_PKG/bin/haraka" -c "$dir" >"$WORK/haraka.log" 2>&1 </dev/null &
+	HARAKA_PID=$!
+	wait_listen "$HARAKA_PORT" "$HARAKA_PID" "Haraka" 600
+	# Warm-up, not measured: node compiles its hot paths in the first
+	# messages (the sink counts them; run_one checks they all arrive).
+	run_one "Haraka warm-up" "$HARAKA_PORT" "-s 10 -l 1024" 200 >/dev/null
+}
+if [ -n "$HARAKA" ]; then
+	haraka_install
+	HARAKA_PORT=$(free_port)
+	while [ "$HARAKA_PORT" = "$SINK_PORT" ] || [ "$HARAKA_PORT" = "$PROXY_PORT" ] || [ "$HARAKA_PORT" = "$FPROXY_PORT" ]; do
+		HARAKA_PORT=$(free_port)
+	done
+fi
+
 # smtp-sink: as root it must drop privileges (-u). Backlog 1024, up to 1024
 # sessions at once (-m), so neither limits 50 sessions through the proxy.
-"$SINK" -c -u nobody -m 1024 "127.0.0.1:$SINK_PORT" 1024 >"$WORK/sink.out" 2>&1 </dev/null &
+# With Haraka, -C: no XCLIENT offered, which Haraka's smtp_proxy would
+# otherwise always send (a round trip more per message, that the bench's
+# portcullis skips with backend_xclient = no); smtp-source never uses it.
+SINK_OPTS=""
+[ -z "$HARAKA" ] || SINK_OPTS="-C"
+# shellcheck disable=SC2086 # SINK_OPTS is empty or one word
+"$SINK" -c $SINK_OPTS -u nobody -m 1024 "127.0.0.1:$SINK_PORT" 1024 >"$WORK/sink.out" 2>&1 </dev/null &
 SINK_PID=$!
 wait_listen "$SINK_PORT" "$SINK_PID" "smtp-sink"
 
@@ -160,6 +267,9 @@ run_one() { # label port opts count
 	if [ "$port" = "$PROXY_PORT" ]; then
 		kill -0 "$PROXY_PID" 2>/dev/null || die "$label: portcullis is gone"
 	fi
+	if [ -n "$HARAKA_PORT" ] && [ "$port" = "$HARAKA_PORT" ]; then
+		kill -0 "$HARAKA_PID" 2>/dev/null || die "$label: Haraka is gone"
+	fi
 	awk -v n="$count" -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f\n", n / (ns / 1e9) }'
 }
 
@@ -178,22 +288,61 @@ pair_rates() {
 	ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
 }
 
+# trio_rates NAME OPTS COUNT HCOUNT - direct, proxy and Haraka in turn,
+# REPEAT times (Haraka with HCOUNT messages); sets d, p, ratio as pair_rates
+# does, and h (Haraka's median msgs/s) and hratio (p/h).
+trio_rates() {
+	local name=$1 opts=$2 count=$3 hcount=$4
+	: >"$WORK/a.rates"
+	: >"$WORK/b.rates"
+	: >"$WORK/h.rates"
+	for _ in $(seq "$REPEAT"); do
+		run_one "$name (direct)" "$SINK_PORT" "$opts" "$count" >>"$WORK/a.rates"
+		run_one "$name (proxy)" "$PROXY_PORT" "$opts" "$count" >>"$WORK/b.rates"
+		run_one "$name (Haraka)" "$HARAKA_PORT" "$opts" "$hcount" >>"$WORK/h.rates"
+	done
+	d=$(median <"$WORK/a.rates")
+	p=$(median <"$WORK/b.rates")
+	h=$(median <"$WORK/h.rates")
+	ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
+	hratio=$(awk -v h="$h" -v p="$p" 'BEGIN { printf "%.1f", p / h }')
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+[ -z "$HARAKA" ] || haraka_start
+T_BENCH=$(now_ns)
 echo "portcullis bench: $("$BIN" -V 2>&1 | head -n 1); $(nproc) cores; median of $REPEAT runs each"
 echo "smtp-source -> smtp-sink (direct)  vs  smtp-source -> portcullis -> smtp-sink (proxy)"
-echo
-printf "%-38s %7s %11s %11s %7s\n" "workload" "msgs" "direct/s" "proxy/s" "ratio"
-printf "%-38s %7s %11s %11s %7s\n" "--------" "----" "--------" "-------" "-----"
+if [ -n "$HARAKA" ]; then
+	echo "and smtp-source -> Haraka $HARAKA_VERSION -> smtp-sink (Haraka: 1/$HARAKA_SHARE of the messages; p/H = proxy/Haraka)"
+	echo
+	printf "%-38s %7s %11s %11s %7s %7s %9s %7s\n" "workload" "msgs" "direct/s" "proxy/s" "ratio" "H msgs" "Haraka/s" "p/H"
+	printf "%-38s %7s %11s %11s %7s %7s %9s %7s\n" "--------" "----" "--------" "-------" "-----" "------" "--------" "---"
+else
+	echo
+	printf "%-38s %7s %11s %11s %7s\n" "workload" "msgs" "direct/s" "proxy/s" "ratio"
+	printf "%-38s %7s %11s %11s %7s\n" "--------" "----" "--------" "-------" "-----"
+fi
 T_START=$(now_ns)
 WARN=0
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name opts count <<<"$w"
 	count=$(awk -v c="$count" -v s="$SCALE" 'BEGIN { n = int(c * s); print (n < 1 ? 1 : n) }')
-	pair_rates "$name" direct "$SINK_PORT" proxy "$PROXY_PORT" "$opts" "$count"
+	if [ -n "$HARAKA" ]; then
+		hcount=$(awk -v c="$count" -v f="$HARAKA_SHARE" 'BEGIN { n = int(c / f); print (n < 1 ? 1 : n) }')
+		trio_rates "$name" "$opts" "$count" "$hcount"
+	else
+		pair_rates "$name" direct "$SINK_PORT" proxy "$PROXY_PORT" "$opts" "$count"
+	fi
 	mark=""
 	if awk -v r="$ratio" 'BEGIN { exit !(r < 0.6) }'; then mark="  (< 0.6 target)"; WARN=1; fi
-	printf "%-38s %7d %11.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
+	if [ -n "$HARAKA" ]; then
+		printf "%-38s %7d %11.0f %11.0f %7s %7d %9.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$hcount" "$h" "$hratio" "$mark"
+	else
+		printf "%-38s %7d %11.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
+	fi
+	summary_row "$name" "$ratio" "${GOAL[$name]}" "${hratio:-}"
 done
 T_END=$(now_ns)
 
@@ -201,6 +350,15 @@ HWM=$(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$PROXY_PID/status")
 RSS=$(awk '/^VmRSS:/ { print $2, $3 }' "/proc/$PROXY_PID/status")
 echo
 echo "proxy peak RSS (VmHWM): $HWM (now VmRSS: $RSS)"
+if [ -n "$HARAKA" ]; then
+	echo "Haraka peak RSS (VmHWM): $(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$HARAKA_PID/status")"
+	# Stopped now: the sections below do not use it.
+	kill -TERM "$HARAKA_PID"
+	for _ in $(seq 100); do kill -0 "$HARAKA_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$HARAKA_PID" 2>/dev/null || true
+	wait "$HARAKA_PID" 2>/dev/null || true
+	HARAKA_PID=""
+fi
 echo "every run: the sink counted exactly the messages sent"
 awk -v ns=$((T_END - T_START)) 'BEGIN { printf "bench time: %.0f s\n", ns / 1e9 }'
 [ "$WARN" -eq 0 ] || echo "note: a ratio below the 0.6 target (issue 2) is marked above"
@@ -484,51 +642,132 @@ done
 echo "filters: every message was delivered through the filters (one status=sent line each)"
 
 # ---- TLS: 1 KB x 20 sessions, a new connection per message, with STARTTLS
-# against the same without, both through a proxy with a certificate; then
-# the handshake rate of its implicit-TLS listener (openssl s_time). The
-# driver is bench/tls_load.py (smtp-source has no STARTTLS).
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" \
-	-days 2 -subj "/CN=bench.test" >/dev/null 2>&1 || die "openssl cannot make a certificate"
-TLS_PORT=$(free_port)
-{
-	sed "s/^listen = .*/listen = 127.0.0.1:$FPROXY_PORT/" "$WORK/bench.conf"
-	echo "listen = 127.0.0.1:$TLS_PORT tls"
-	echo "tls_cert = $WORK/cert.pem"
-	echo "tls_key = $WORK/key.pem"
-} >"$WORK/tls.conf"
-"$BIN" -t -c "$WORK/tls.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the TLS bench config"; }
-"$BIN" -c "$WORK/tls.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
-FPROXY_PID=$!
-wait_listen "$TLS_PORT" "$FPROXY_PID" "portcullis (tls)"
+# against the same without, through two proxies that differ only in their
+# certificate: RSA 2048 and ECDSA P-256 (each proxy has one pair, tls_cert
+# and tls_key). Per repeat: plain (through the RSA one; no TLS, so the
+# certificate plays no part), STARTTLS through the RSA one, STARTTLS
+# through the ECDSA one. Then the handshake rate of each one's implicit-TLS
+# listener, full and resumed (bench/tls_load.py --handshakes: what the
+# client saw, session_reused, is what is reported), with the proxy's CPU
+# per handshake, and openssl s_time -new as a cross-check. The driver is
+# bench/tls_load.py (smtp-source has no STARTTLS).
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/rsa.key" -out "$WORK/rsa.pem" \
+	-days 2 -subj "/CN=bench.test" >/dev/null 2>&1 || die "openssl cannot make an RSA certificate"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/ecdsa.key" \
+	-out "$WORK/ecdsa.pem" -days 2 -subj "/CN=bench.test" >/dev/null 2>&1 || die "openssl cannot make an ECDSA certificate"
+TLS_KINDS=(rsa ecdsa)
+declare -A TLS_NAME=([rsa]="RSA 2048" [ecdsa]="ECDSA P-256")
+declare -A TLS_PID TLS_PLAIN_PORT TLS_PORT
+TLS_USED_PORTS=" $SINK_PORT $PROXY_PORT $FPROXY_PORT "
+tls_port() { # VAR: a free port not handed out yet, into VAR
+	local port
+	port=$(free_port)
+	while [[ $TLS_USED_PORTS == *" $port "* ]]; do port=$(free_port); done
+	TLS_USED_PORTS="$TLS_USED_PORTS$port "
+	printf -v "$1" '%s' "$port"
+}
+plain_port=""
+implicit_port=""
+for kind in "${TLS_KINDS[@]}"; do
+	tls_port plain_port
+	tls_port implicit_port
+	TLS_PLAIN_PORT[$kind]=$plain_port
+	TLS_PORT[$kind]=$implicit_port
+	{
+		sed "s/^listen = .*/listen = 127.0.0.1:$plain_port/" "$WORK/bench.conf"
+		echo "listen = 127.0.0.1:$implicit_port tls"
+		echo "tls_cert = $WORK/$kind.pem"
+		echo "tls_key = $WORK/$kind.key"
+	} >"$WORK/tls-$kind.conf"
+	"$BIN" -t -c "$WORK/tls-$kind.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the TLS ($kind) bench config"; }
+	"$BIN" -c "$WORK/tls-$kind.conf" 2>"$WORK/tls-$kind.log" >/dev/null </dev/null &
+	TLS_PID[$kind]=$!
+	TLS_PIDS="$TLS_PIDS ${TLS_PID[$kind]}"
+	wait_listen "$implicit_port" "${TLS_PID[$kind]}" "portcullis (tls, $kind)"
+	wait_listen "$plain_port" "${TLS_PID[$kind]}" "portcullis (tls, $kind)"
+done
 count=$(awk -v s="$SCALE" 'BEGIN { n = int(2000 * s); print (n < 20 ? 20 : n) }')
+tls_run() { # port starttls|plain: prints msgs/s
+	local mode=$2
+	[ "$mode" = starttls ] || mode=""
+	# shellcheck disable=SC2086 # mode is empty or one word
+	timeout "$RUN_BOUND" /usr/bin/python3 "$BENCH_DIR/tls_load.py" 127.0.0.1 "$1" "$count" 20 1024 $mode ||
+		die "tls_load (${2}, port $1) failed"
+}
 : >"$WORK/plain.rates"
-: >"$WORK/tls.rates"
+: >"$WORK/starttls-rsa.rates"
+: >"$WORK/starttls-ecdsa.rates"
 for _ in $(seq "$REPEAT"); do
 	before=$(sink_count)
-	timeout "$RUN_BOUND" /usr/bin/python3 "$(dirname "$0")/tls_load.py" 127.0.0.1 "$FPROXY_PORT" "$count" 20 1024 >>"$WORK/plain.rates" || die "tls_load (plain) failed"
-	timeout "$RUN_BOUND" /usr/bin/python3 "$(dirname "$0")/tls_load.py" 127.0.0.1 "$FPROXY_PORT" "$count" 20 1024 starttls >>"$WORK/tls.rates" || die "tls_load (STARTTLS) failed"
+	tls_run "${TLS_PLAIN_PORT[rsa]}" plain >>"$WORK/plain.rates"
+	for kind in "${TLS_KINDS[@]}"; do
+		tls_run "${TLS_PLAIN_PORT[$kind]}" starttls >>"$WORK/starttls-$kind.rates"
+	done
 	sleep 0.2
 	after=$(sink_count)
-	[ $((after - before)) -eq $((count * 2)) ] || die "TLS workload: sent $((count * 2)), the sink counted $((after - before))"
+	[ $((after - before)) -eq $((count * 3)) ] || die "TLS workload: sent $((count * 3)), the sink counted $((after - before))"
 done
 d=$(median <"$WORK/plain.rates")
-p=$(median <"$WORK/tls.rates")
-ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
-hs=$(timeout 30 openssl s_time -connect "127.0.0.1:$TLS_PORT" -new -time 3 2>/dev/null |
-	sed -n 's/^\([0-9]*\) connections in \([0-9.]*\) real.*/\1 \2/p' | head -n 1 |
-	awk '{ if ($2 > 0) printf "%.0f", $1 / $2; else print "?" }')
 echo
-echo "TLS: the same proxy, a new connection per message (bench/tls_load.py, 20 processes)"
+echo "TLS: two proxies, one with an RSA 2048 certificate, one with an ECDSA P-256 one; a new"
+echo "connection per message (bench/tls_load.py, 20 processes); plain goes through the RSA one"
 echo
 printf "%-42s %7s %9s %11s %7s\n" "workload" "msgs" "plain/s" "starttls/s" "ratio"
 printf "%-42s %7s %9s %11s %7s\n" "--------" "----" "-------" "----------" "-----"
-printf "%-42s %7d %9.0f %11.0f %7s\n" "1 KB x 20 sessions, STARTTLS" "$count" "$d" "$p" "$ratio"
-echo "TLS handshakes/s on the implicit-TLS listener (openssl s_time -new, 3 s): ${hs:-?}"
-kill -TERM "$FPROXY_PID"
-rc=0
-wait "$FPROXY_PID" || rc=$?
-FPROXY_PID=""
-[ "$rc" -eq 0 ] || die "the TLS portcullis exited with status $rc after SIGTERM"
+for kind in "${TLS_KINDS[@]}"; do
+	p=$(median <"$WORK/starttls-$kind.rates")
+	ratio=$(awk -v d="$d" -v p="$p" 'BEGIN { printf "%.2f", p / d }')
+	name="1 KB x 20 sessions, STARTTLS, ${TLS_NAME[$kind]}"
+	printf "%-42s %7d %9.0f %11.0f %7s\n" "$name" "$count" "$d" "$p" "$ratio"
+	summary_row "$name" "$ratio" "${GOAL[STARTTLS]}"
+done
+# Handshakes: HS_SECONDS of each (1 to 3 s, with BENCH_SCALE), bounded.
+HS_SECONDS=$(awk -v s="$SCALE" 'BEGIN { t = 3 * s; print (t < 1 ? 1 : (t > 3 ? 3 : t)) }')
+HS_PROCS=4
+HZ=$(getconf CLK_TCK)
+echo
+echo "TLS handshakes on each proxy's implicit-TLS listener: bench/tls_load.py --handshakes,"
+echo "$HS_PROCS processes, $HS_SECONDS s each; a session is handshake, 220, QUIT, 221, close_notify; full:"
+echo "no session offered; resumed: each process offers the last session (ticket) it got; the"
+echo "resumed column counts what the client saw; proxy us: its utime + stime per handshake"
+echo
+printf "%-14s %-9s %10s %10s  %s\n" "certificate" "handshake" "per s" "proxy us" "resumed"
+printf "%-14s %-9s %10s %10s  %s\n" "-----------" "---------" "-----" "--------" "-------"
+HS_SUMMARY=""
+for kind in "${TLS_KINDS[@]}"; do
+	hs_line="${TLS_NAME[$kind]}:"
+	for mode in new reuse; do
+		c0=$(proc_cpu_ticks "${TLS_PID[$kind]}")
+		out=$(timeout $((${HS_SECONDS%.*} + 60)) /usr/bin/python3 "$BENCH_DIR/tls_load.py" --handshakes \
+			127.0.0.1 "${TLS_PORT[$kind]}" "$HS_SECONDS" "$HS_PROCS" "$mode") ||
+			die "tls_load --handshakes ($kind, $mode) failed"
+		c1=$(proc_cpu_ticks "${TLS_PID[$kind]}")
+		read -r rate reused total <<<"$out"
+		us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$total" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')
+		label=full
+		[ "$mode" = new ] || label=resumed
+		printf "%-14s %-9s %10.0f %10s  resumed: %d/%d reused\n" "${TLS_NAME[$kind]}" "$label" "$rate" "$us" "$reused" "$total"
+		hs_line="$hs_line $label $(printf '%.0f' "$rate")/s"
+		[ "$mode" = new ] || hs_line="$hs_line (resumed: $reused/$total reused)"
+	done
+	HS_SUMMARY="$HS_SUMMARY${HS_SUMMARY:+; }$hs_line"
+	kill -0 "${TLS_PID[$kind]}" 2>/dev/null || die "the TLS portcullis ($kind) is gone"
+done
+st=""
+for kind in "${TLS_KINDS[@]}"; do
+	hs=$(timeout 30 openssl s_time -connect "127.0.0.1:${TLS_PORT[$kind]}" -new -time 2 2>/dev/null |
+		sed -n 's/^\([0-9]*\) connections in \([0-9.]*\) real.*/\1 \2/p' | head -n 1 |
+		awk '{ if ($2 > 0) printf "%.0f", $1 / $2; else print "?" }')
+	st="$st${st:+, }${TLS_NAME[$kind]} ${hs:-?}/s"
+done
+echo "cross-check, openssl s_time -new (one process, 2 s, no SMTP): $st"
+for kind in "${TLS_KINDS[@]}"; do
+	kill -TERM "${TLS_PID[$kind]}"
+	rc=0
+	wait "${TLS_PID[$kind]}" || rc=$?
+	[ "$rc" -eq 0 ] || die "the TLS portcullis ($kind) exited with status $rc after SIGTERM"
+done
+TLS_PIDS=""
 
 # ---- spamd: 1 KB x 20 sessions, a new connection per message, through a
 # proxy with a [plugin spamd] section in front of a private SpamAssassin
@@ -720,3 +959,19 @@ rc=0
 wait "$PROXY_PID" || rc=$?
 PROXY_PID=""
 [ "$rc" -eq 0 ] || die "portcullis exited with status $rc after SIGTERM"
+
+# ---- Summary: each row's ratio, proxy/direct, next to its goal (issue 19).
+echo
+echo "summary: proxy/direct against the goals of issue 19 (median of $REPEAT runs each)"
+[ -z "$HARAKA" ] || echo "p/H: portcullis/Haraka $HARAKA_VERSION on the same workload (the rows above)"
+echo
+if [ -n "$HARAKA" ]; then
+	printf "%-42s %7s %9s  %-5s %7s\n" "workload" "ratio" "goal" "" "p/H"
+	printf "%-42s %7s %9s  %-5s %7s\n" "--------" "-----" "----" "" "---"
+else
+	printf "%-42s %7s %9s\n" "workload" "ratio" "goal"
+	printf "%-42s %7s %9s\n" "--------" "-----" "----"
+fi
+printf "%s\n" "${SUMMARY_ROWS[@]}"
+echo "TLS handshakes/s: $HS_SUMMARY"
+awk -v ns=$(($(now_ns) - T_BENCH)) 'BEGIN { printf "bench: %.0f s in all\n", ns / 1e9 }'
