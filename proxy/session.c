@@ -503,10 +503,10 @@ session_process(struct session *s)
 
 	int hold = s->hold_flush;
 
+	s->hold_flush = 0; /* an outer call flushes at its end */
 	if (s->in_process)
 		return;
 	s->in_process = 1;
-	s->hold_flush = 0;
 	s->be.cork = 1; /* what the commands send goes out in one write */
 	while (!s->busy &&
 	    (s->state == SESSION_COMMAND || s->state == SESSION_DATA || s->state == SESSION_AUTH)) {

@@ -25,7 +25,12 @@
  *    answer to a 334), and an EHLO is "EHLO " and exactly the argument of
  *    one of the client's HELO/EHLO lines;
  *  - one command at a time: none before the reply to the one before (the
- *    banner, for the first);
+ *    banner, for the first), but a pipelined group: a MAIL or RCPT may go
+ *    before the replies to the MAILs and RCPTs before it (never before the
+ *    reply to anything else), at most 16 unanswered, when the backend's last
+ *    EHLO offered PIPELINING;
+ *  - "BDAT n LAST" is followed by exactly n octets of message, whole CR LF
+ *    lines, only when the backend's last EHLO offered CHUNKING;
  *  - once the backend has sent a reply nobody asked for, in bytes the proxy
  *    read together with the reply it waited for, the leg is out of step: no
  *    line may follow but QUIT (issue 12: "250 Ok\r\n250 Extra\r\n");
@@ -129,6 +134,7 @@ enum kind {
 	K_RCPT,
 	K_DATA,
 	K_DOT, /* the end of a message */
+	K_BDAT, /* "BDAT n LAST" and its n octets */
 	K_RSET,
 	K_NOOP,
 	K_QUIT,
@@ -177,6 +183,9 @@ struct fake_backend {
 	unsigned cmds; /* command lines received, "." ends included */
 	unsigned char kind[FZ_CMDS_MAX + 1]; /* [i]: command i; [0] the connection */
 	int in_data; /* message lines follow a 354 to DATA */
+	size_t bdat_left; /* octets of a BDAT chunk still to come */
+	int pipelining, chunking; /* the last 2xx EHLO reply offered them */
+	int ehlo_pipelining, ehlo_chunking; /* the EHLO reply being sent does */
 	/* sent, as replies */
 	unsigned replies; /* complete replies sent; the banner is reply 0 */
 	unsigned next_answer; /* the next command the responder answers */
@@ -238,6 +247,8 @@ static size_t fb_bound(void);
 static void fb_line(void);
 static void fb_command(const char *l, size_t len);
 static enum kind fb_classify(const char *l, size_t len);
+static void fb_ehlo_keyword(const char *t, size_t len);
+static int fb_may_pipeline(enum kind k);
 static void fb_check_ehlo(const char *arg, size_t len);
 static int fb_visible(size_t n, int owed);
 static void fb_send(const void *p, size_t n);
@@ -1017,6 +1028,15 @@ fb_line(void)
 	size_t len = fb.line_len - 1;
 
 	fb.line_len = 0;
+	if (fb.bdat_left > 0) {
+		/* The chunk is message, not commands: whole lines of it. */
+		if (len + 2 > fb.bdat_left)
+			fz_fail("a BDAT chunk of %zu octets ends inside a line", fb.bdat_left);
+		if (len > srv.cfg->max_data_line_length + 1)
+			fz_fail("the backend got a message line of %zu octets", len);
+		fb.bdat_left -= len + 2;
+		return;
+	}
 	if (fb.surplus && !(len == 4 && memcmp(l, "QUIT", 4) == 0))
 		fz_fail("the backend got \"%.*s\" after a reply nobody asked for: the proxy is "
 		        "out of step with it",
@@ -1042,10 +1062,21 @@ fb_command(const char *l, size_t len)
 	enum kind k = fb_classify(l, len);
 	size_t max = 512;
 
-	if (!fb.lost && fb.replies < 1 + fb.cmds)
+	if (!fb.lost && fb.replies < 1 + fb.cmds && !fb_may_pipeline(k))
 		fz_fail("the backend got \"%.*s\" before its reply to the command before: one "
-		        "command at a time",
+		        "command at a time, or a group of MAIL and RCPT to a backend that offers "
+		        "PIPELINING",
 		    (int)(len < 80 ? len : 80), l);
+	if (k == K_BDAT && !fb.lost) {
+		char *end;
+		unsigned long long n = strtoull(l + 5, &end, 10);
+		if (!fb.chunking)
+			fz_fail("the backend got BDAT without offering CHUNKING");
+		if (end == l + 5 || strcmp(end, " LAST") != 0 || (size_t)(end - l) + 5 != len)
+			fz_fail("the backend got a BDAT the proxy does not compose: \"%.*s\"",
+			    (int)(len < 80 ? len : 80), l);
+		fb.bdat_left = (size_t)n;
+	}
 	if (fb.cmds == FZ_CMDS_MAX) {
 		fb.lost = 1;
 		return;
@@ -1097,7 +1128,7 @@ fb_classify(const char *l, size_t len)
 	    {"MAIL FROM:", K_MAIL, 0},
 	    {"RCPT TO:", K_RCPT, 0},
 	    {"DATA", K_DATA, 1},
-	    {"BDAT ", K_OTHER, 0},
+	    {"BDAT ", K_BDAT, 0},
 	    {"RSET", K_RSET, 1},
 	    {"NOOP", K_NOOP, 1},
 	    {"QUIT", K_QUIT, 1},
@@ -1111,7 +1142,11 @@ fb_classify(const char *l, size_t len)
 
 	if (len == 1 && l[0] == '.')
 		return K_DOT;
-	if (!fb.lost && fb.last_code == 334)
+	/* A 334 to an AUTH line asks for an answer; one to a cancel ("*")
+	 * is a backend out of step, and the exchange is over for the proxy. */
+	if (!fb.lost && fb.last_code == 334 && fb.replies >= 1 && fb.replies - 1 <= fb.cmds &&
+	    (fb.kind[fb.replies - 1] == K_AUTH || fb.kind[fb.replies - 1] == K_AUTH_IR ||
+	        fb.kind[fb.replies - 1] == K_AUTH_ANSWER))
 		return len == 1 && l[0] == '*' ? K_AUTH_CANCEL : K_AUTH_ANSWER;
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		size_t n = strlen(verbs[i].prefix);
@@ -1262,6 +1297,8 @@ fb_reply_line(void)
 	}
 	code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
 	fb.rtotal += len;
+	if (fb.rlines > 0 && len > 4) /* the first line is the greeting */
+		fb_ehlo_keyword(l + 4, len - 4);
 	if ((fb.rmulti && code != fb.rcode) || ++fb.rlines > FB_CLEAR_LINES_MAX ||
 	    fb.rtotal > FB_CLEAR_TEXT_MAX) {
 		fb.lost = 1;
@@ -1272,15 +1309,48 @@ fb_reply_line(void)
 		fb.rcode = code;
 		return;
 	}
-	/* Reply n answers command n; a 354 to DATA opens the message. */
+	/* Reply n answers command n; a 354 to DATA opens the message; a 2xx
+	 * to EHLO says what the proxy may use from now on. */
 	if (fb.replies >= 1 && fb.replies <= fb.cmds && fb.kind[fb.replies] == K_DATA &&
 	    code == 354)
 		fb.in_data = 1;
+	if (fb.replies >= 1 && fb.replies <= fb.cmds && fb.kind[fb.replies] == K_EHLO &&
+	    code / 100 == 2) {
+		fb.pipelining = fb.ehlo_pipelining;
+		fb.chunking = fb.ehlo_chunking;
+	}
+	fb.ehlo_pipelining = fb.ehlo_chunking = 0;
 	fb.replies++;
 	fb.last_code = code;
 	fb.rmulti = 0;
 	fb.rlines = 0;
 	fb.rtotal = 0;
+}
+
+/* fb_ehlo_keyword - a reply line's text: PIPELINING or CHUNKING, as the
+ * proxy reads an EHLO keyword (any case, maybe with arguments) */
+static void
+fb_ehlo_keyword(const char *t, size_t len)
+{
+	if (len >= 10 && strncasecmp(t, "PIPELINING", 10) == 0 && (len == 10 || t[10] == ' '))
+		fb.ehlo_pipelining = 1;
+	if (len >= 8 && strncasecmp(t, "CHUNKING", 8) == 0 && (len == 8 || t[8] == ' '))
+		fb.ehlo_chunking = 1;
+}
+
+/* fb_may_pipeline - may a command of kind k go before the replies still
+ * due? A MAIL or RCPT behind MAILs and RCPTs, to a backend that offered
+ * PIPELINING, at most 16 unanswered (BACKEND_PIPELINE_MAX) */
+static int
+fb_may_pipeline(enum kind k)
+{
+	if ((k != K_MAIL && k != K_RCPT) || !fb.pipelining || 1 + fb.cmds - fb.replies >= 16)
+		return 0;
+	for (unsigned i = fb.replies; i <= fb.cmds; i++) {
+		if (fb.kind[i] != K_MAIL && fb.kind[i] != K_RCPT)
+			return 0;
+	}
+	return 1;
 }
 
 /* fb_answer - answer the commands not answered yet, each with the next
@@ -1335,6 +1405,7 @@ fb_default(enum kind k)
 	case K_DATA:
 		return "354 End data with <CR><LF>.<CR><LF>\r\n";
 	case K_DOT:
+	case K_BDAT:
 		return "250 2.0.0 Ok: queued as 4FUZZ\r\n";
 	case K_QUIT:
 		return "221 2.0.0 Bye\r\n";
