@@ -4,6 +4,7 @@
 #   make run        start the proxy on 127.0.0.1:2525 (BACKEND=host:port, else a demo backend)
 #   make test       unit + integration tests, then the same under ASan+UBSan
 #   make bench      throughput against a direct baseline measured in the same run
+#   make bench-cost instructions and system calls per message, proxy against smtp-sink
 #   make deps       install the Debian packages the build and tests need (idempotent)
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing portcullis.conf)
 #   make uninstall  the same variables: removes what install put, not the configuration
@@ -241,6 +242,13 @@ test: deps check-format
 
 bench: deps all
 	@bench/run.sh $(BUILD)/portcullis
+
+# Instructions (callgrind) and system calls (strace) per message, the proxy's
+# against smtp-sink's on the same workload (bench/cost.sh, issue 19).
+.PHONY: bench-cost
+bench-cost: deps all
+	@tools/deps.sh valgrind strace
+	@bench/cost.sh $(BUILD)/portcullis
 
 # The parsers under libFuzzer with ASan+UBSan (clang), for FUZZ_SECONDS
 # (default 60); new inputs that reach new code go to build/fuzz/corpus.
