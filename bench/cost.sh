@@ -8,14 +8,17 @@
 # supported") and system calls from strace -c -f, so the figures do not depend
 # on the machine or on what else runs on it.
 #
-# Two workloads of 1 KB messages, one smtp-source session: all messages on one
-# connection (-d), and a new connection per message. Each is run with N and
+# Three workloads of 1 KB messages, one session at a time: smtp-source with all
+# messages on one connection (-d), and with a new connection per message
+# (smtp-source says HELO and waits for each reply: it never pipelines); and
+# bench/smtp_pipe.py, which says EHLO and sends MAIL, RCPT and DATA in one
+# write, all messages on one connection. Each is run with N and
 # with 2N messages, and a message costs (2N run - N run) / N: start-up,
 # shut-down and the first connection's one-time work are the same in both runs
-# and drop out. The proxy is measured on smtp-source -> portcullis ->
-# smtp-sink (the sink then runs plain, with -c, and counts the messages); the
-# baseline is smtp-source -> smtp-sink with the sink under the same tool (no
-# -c there: its counter is one write per event, which would be counted).
+# and drop out. The proxy is measured on client -> portcullis -> smtp-sink
+# (the sink then runs plain, with -c, and counts the messages); the baseline
+# is the same client -> smtp-sink with the sink under the same tool (no -c
+# there: its counter is one write per event, which would be counted).
 #
 # Exit 1 only when the workload fails (a message not delivered, a process
 # gone); the ratios are reported, never enforced.
@@ -31,7 +34,8 @@ BIN=${1:?usage: bench/cost.sh PATH-TO-PORTCULLIS}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 SOURCE=/usr/sbin/smtp-source
 SINK=/usr/sbin/smtp-sink
-for t in "$SOURCE" "$SINK" valgrind strace ss timeout; do
+PIPE_CLIENT=$(cd "$(dirname "$0")" && pwd)/smtp_pipe.py
+for t in "$SOURCE" "$SINK" valgrind strace ss timeout /usr/bin/python3 "$PIPE_CLIENT"; do
 	command -v "$t" >/dev/null || { echo "bench-cost: $t not found (make bench-cost installs it)" >&2; exit 2; }
 done
 
@@ -40,10 +44,11 @@ case $N in '' | *[!0-9]* | 0) echo "bench-cost: COST_N must be a positive intege
 RUN_BOUND=300 # seconds for one smtp-source run (the receiver under valgrind), then a failure
 STOP_BOUND=60 # seconds for a measured process to exit once told to
 
-# name | smtp-source options
+# name | client (smtp-source options, or pipe: bench/smtp_pipe.py)
 WORKLOADS=(
 	"1 KB, one connection (-d -s 1)|-d -s 1 -l 1024"
 	"1 KB, new connection per msg (-s 1)|-s 1 -l 1024"
+	"1 KB, one connection, pipelined|pipe"
 )
 
 WORK=$(mktemp -d /tmp/portcullis-cost.XXXXXX)
@@ -135,7 +140,9 @@ start_under() { # tool file cmd...
 		exe=$(readlink -f "$1")
 		TARGET_PID=""
 		for _ in $(seq 200); do
-			read -r -a kids 2>/dev/null <"/proc/$TOOL_PID/task/$TOOL_PID/children" || kids=()
+			# pids and spaces, no newline: read says EOF (1) but fills kids
+			kids=()
+			read -r -a kids 2>/dev/null <"/proc/$TOOL_PID/task/$TOOL_PID/children" || true
 			for pid in "${kids[@]}"; do
 				[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] && TARGET_PID=$pid
 			done
@@ -162,14 +169,20 @@ stop_under() {
 	TARGET_PID=""
 }
 
-# smtp-source, COUNT messages to PORT; fails the bench unless it exits 0 (it
+# The client, COUNT messages to PORT; fails the bench unless it exits 0 (it
 # stops at the first unexpected reply or lost connection) having counted
-# (-c, its own counter of completed DATA) every message.
+# (smtp-source -c: its own counter of completed DATA; smtp_pipe.py prints
+# its count) every message.
 run_source() { # label port opts count
 	local label=$1 port=$2 opts=$3 count=$4 rc=0 completed
-	# shellcheck disable=SC2086 # opts is a word list on purpose
-	timeout "$RUN_BOUND" "$SOURCE" -c -M bench.test -f bench@bench.test -t sink@sink.test \
-		$opts -m "$count" "127.0.0.1:$port" >"$WORK/source.out" 2>&1 || rc=$?
+	if [ "$opts" = pipe ]; then
+		timeout "$RUN_BOUND" /usr/bin/python3 "$PIPE_CLIENT" "$port" "$count" 1024 \
+			>"$WORK/source.out" 2>&1 || rc=$?
+	else
+		# shellcheck disable=SC2086 # opts is a word list on purpose
+		timeout "$RUN_BOUND" "$SOURCE" -c -M bench.test -f bench@bench.test -t sink@sink.test \
+			$opts -m "$count" "127.0.0.1:$port" >"$WORK/source.out" 2>&1 || rc=$?
+	fi
 	[ "$rc" -eq 0 ] || { tr '\r' '\n' <"$WORK/source.out" | tail -n 5 >&2; die "$label: smtp-source exited $rc ($opts -m $count)"; }
 	completed=$(tr '\r' '\n' <"$WORK/source.out" | grep -E '^[0-9]+$' | tail -n 1)
 	[ "${completed:-0}" -eq "$count" ] || die "$label: smtp-source completed ${completed:-0} of $count messages"
@@ -277,7 +290,7 @@ fixed() { # w side tool
 
 echo "portcullis bench-cost: $("$BIN" -V 2>&1 | head -n 1)"
 echo "instructions: valgrind --tool=callgrind (total Ir); system calls: strace -c -f"
-echo "a message = (run of $((2 * N)) messages - run of $N messages) / $N; smtp-sink = smtp-source straight to it"
+echo "a message = (run of $((2 * N)) messages - run of $N messages) / $N; smtp-sink = the same client straight to it"
 T0=$(date +%s)
 for w in "${!WORKLOADS[@]}"; do
 	for tool in cg st; do
@@ -329,6 +342,6 @@ for w in "${!WORKLOADS[@]}"; do
 		"$N" "$N" "$(fixed "$w" proxy cg)" "$(fixed "$w" proxy st)" "$(fixed "$w" sink cg)" "$(fixed "$w" sink st)"
 done
 echo
-echo "every run: smtp-source completed all its messages; through the proxy, each was logged"
+echo "every run: the client completed all its messages; through the proxy, each was logged"
 echo "status=sent and counted by the sink"
 echo "bench-cost time: $((T1 - T0)) s"
