@@ -5,6 +5,7 @@
 #   make test       unit + integration tests, then the same under ASan+UBSan
 #   make bench      throughput against a direct baseline measured in the same run
 #   make bench-conns  10,000 idle sessions and one 50 MB message: the proxy's RSS
+#   make bench-cost instructions and system calls per message, proxy against smtp-sink
 #   make deps       install the Debian packages the build and tests need (idempotent)
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing portcullis.conf)
 #   make uninstall  the same variables: removes what install put, not the configuration
@@ -248,6 +249,13 @@ bench: deps all
 .PHONY: bench-conns
 bench-conns: deps all
 	@$(PYTHON) bench/conns.py $(BUILD)/portcullis
+
+# Instructions (callgrind) and system calls (strace) per message, the proxy's
+# against smtp-sink's on the same workload (bench/cost.sh, issue 19).
+.PHONY: bench-cost
+bench-cost: deps all
+	@tools/deps.sh valgrind strace
+	@bench/cost.sh $(BUILD)/portcullis
 
 # The parsers under libFuzzer with ASan+UBSan (clang), for FUZZ_SECONDS
 # (default 60); new inputs that reach new code go to build/fuzz/corpus.
