@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,11 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_retire_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg);
 static int single_run(struct server *srv, const struct privilege *priv);
+static void descriptor_limit(const struct config *cfg);
+
+/* Descriptors a process needs besides its sessions': listeners, the log,
+ * the resolver, stores, plugins, spool files, the master's channel. */
+#define DESCRIPTOR_RESERVE 64
 
 static void
 usage(void)
@@ -533,6 +539,7 @@ main(int argc, char **argv)
 		log_warn(NULL,
 		    "running as root: set user = NAME (and group) so that no client byte "
 		    "is handled as root");
+	descriptor_limit(cfg);
 	if (config_workers(cfg) > 1) {
 		/* The master's own chain was the check: the workers load theirs. */
 		chain_free(srv.chain);
@@ -546,6 +553,39 @@ bad_config:
 	fprintf(stderr, "%s\n", err);
 	server_free(&srv);
 	return 1;
+}
+
+/*
+ * descriptor_limit - a session holds two descriptors (the client's and its
+ * backend leg's), and any one process may hold every session: the soft limit
+ * goes up to the hard one (as Postfix's master does; a shell's 1024 would
+ * stop a proxy at some 480 sessions), and a max_connections that cannot fit
+ * under it is said at start, not found by the client that gets a 421.
+ */
+static void
+descriptor_limit(const struct config *cfg)
+{
+	unsigned long long need = 2 * (unsigned long long)cfg->max_connections + DESCRIPTOR_RESERVE;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = was;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && need > (unsigned long long)rl.rlim_cur)
+		log_warn(NULL,
+		    "max_connections = %llu needs some %llu descriptors in one process (two a "
+		    "session: the client and the backend), over its limit of %llu: past some %llu "
+		    "sessions in a process, new clients wait or get 421 (raise LimitNOFILE, or "
+		    "spread them over workers: each worker has the limit)",
+		    (unsigned long long)cfg->max_connections, need, (unsigned long long)rl.rlim_cur,
+		    rl.rlim_cur > DESCRIPTOR_RESERVE
+		        ? (unsigned long long)(rl.rlim_cur - DESCRIPTOR_RESERVE) / 2
+		        : 0ULL);
 }
 
 /* serve_prepare - see daemon.h */

@@ -1,9 +1,14 @@
 """Every limit is named, configurable, and enforced with the documented reply."""
 
+import resource
+import signal
+import subprocess
 import time
 
 import pytest
 
+from kit.ports import free_port
+from kit.proxy import binary_path, config_text, listening
 from kit.smtpclient import ConnectionClosed, RawClient
 
 
@@ -213,3 +218,69 @@ def test_max_connections_per_ip(recorder, proxy):
     finally:
         for x in [a, b] + others:
             x.close()
+
+
+
+def _nofile(pid):
+    """(soft, hard) 'Max open files' of a process, from /proc."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no Max open files line")
+
+
+def _start_limited(recorder, tmp_path, soft, hard, **settings):
+    """The proxy started with RLIMIT_NOFILE (soft, hard), as a shell or a
+    unit would give it; returns (process, log path, port) once it serves."""
+    port = free_port()
+    conf = tmp_path / "p.conf"
+    conf.write_text(config_text({
+        "listen": f"127.0.0.1:{port}", "backend": f"127.0.0.1:{recorder.port}",
+        "hostname": "proxy.test", "client_rdns": "no", "spool_dir": str(tmp_path),
+        "shutdown_timeout": "1s", **settings}))
+    log_path = tmp_path / "p.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [binary_path(), "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    log.close()
+    deadline = time.monotonic() + 15
+    while not listening(port):
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.02)
+    return proc, log_path, port
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+
+
+def test_descriptor_limit_raised_to_hard(recorder, tmp_path):
+    """A session needs two descriptors: started under a shell's soft limit
+    of 1024, the proxy raises it to the hard limit, and says nothing when
+    max_connections fits under it."""
+    proc, log_path, _ = _start_limited(recorder, tmp_path, 1024, 4096, max_connections="100")
+    try:
+        assert _nofile(proc.pid) == (4096, 4096)
+        assert "descriptors" not in log_path.read_text()
+    finally:
+        _stop(proc)
+
+
+def test_descriptor_limit_too_low_for_max_connections(recorder, tmp_path):
+    """max_connections that cannot fit under the hard limit is said at start,
+    with what it needs and where sessions stop; the proxy still serves."""
+    proc, log_path, port = _start_limited(recorder, tmp_path, 1024, 4096, max_connections="5000")
+    try:
+        log = log_path.read_text()
+        assert "max_connections = 5000 needs some 10064 descriptors in one process" in log, log
+        assert "over its limit of 4096: past some 2016 sessions in a process" in log, log
+        c = RawClient(port)
+        c.banner().expect(220)
+        c.close()
+    finally:
+        _stop(proc)
