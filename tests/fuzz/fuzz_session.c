@@ -182,6 +182,7 @@ struct fake_backend {
 	int prev_cr;
 	unsigned cmds; /* command lines received, "." ends included */
 	unsigned char kind[FZ_CMDS_MAX + 1]; /* [i]: command i; [0] the connection */
+	unsigned char vkind[FZ_CMDS_MAX + 1]; /* the same by its verb alone (no 334 state) */
 	int in_data; /* message lines follow a 354 to DATA */
 	size_t bdat_left; /* octets of a BDAT chunk still to come */
 	int pipelining, chunking; /* the last 2xx EHLO reply offered them */
@@ -246,7 +247,7 @@ static void fb_received(const char *p, size_t n);
 static size_t fb_bound(void);
 static void fb_line(void);
 static void fb_command(const char *l, size_t len);
-static enum kind fb_classify(const char *l, size_t len);
+static enum kind fb_classify(const char *l, size_t len, int verb_only);
 static void fb_ehlo_keyword(const char *t, size_t len);
 static int fb_may_pipeline(enum kind k);
 static void fb_check_ehlo(const char *arg, size_t len);
@@ -1059,10 +1060,14 @@ static void
 fb_command(const char *l, size_t len)
 {
 	const struct config *cfg = srv.cfg;
-	enum kind k = fb_classify(l, len);
+	enum kind k = fb_classify(l, len, 0);
 	size_t max = 512;
 
-	if (!fb.lost && fb.replies < 1 + fb.cmds && !fb_may_pipeline(k))
+	/* A backend that answers a cancel ("*") with 334 leaves the proxy
+	 * and us unsure whether an AUTH exchange goes on; a MAIL line is a
+	 * MAIL for the pipelining rule, whatever 334 came before. */
+	enum kind vk = fb_classify(l, len, 1);
+	if (!fb.lost && fb.replies < 1 + fb.cmds && !fb_may_pipeline(vk))
 		fz_fail("the backend got \"%.*s\" before its reply to the command before: one "
 		        "command at a time, or a group of MAIL and RCPT to a backend that offers "
 		        "PIPELINING",
@@ -1082,6 +1087,7 @@ fb_command(const char *l, size_t len)
 		return;
 	}
 	fb.kind[++fb.cmds] = (unsigned char)k;
+	fb.vkind[fb.cmds] = (unsigned char)vk;
 	if (fb.lost)
 		return; /* a message line may pass for a command */
 	switch (k) {
@@ -1114,7 +1120,7 @@ fb_command(const char *l, size_t len)
 /* fb_classify - what kind of command the line is; while counting holds, a
  * line that is none the proxy composes is a violation */
 static enum kind
-fb_classify(const char *l, size_t len)
+fb_classify(const char *l, size_t len, int verb_only)
 {
 	static const struct {
 		const char *prefix;
@@ -1142,11 +1148,7 @@ fb_classify(const char *l, size_t len)
 
 	if (len == 1 && l[0] == '.')
 		return K_DOT;
-	/* A 334 to an AUTH line asks for an answer; one to a cancel ("*")
-	 * is a backend out of step, and the exchange is over for the proxy. */
-	if (!fb.lost && fb.last_code == 334 && fb.replies >= 1 && fb.replies - 1 <= fb.cmds &&
-	    (fb.kind[fb.replies - 1] == K_AUTH || fb.kind[fb.replies - 1] == K_AUTH_IR ||
-	        fb.kind[fb.replies - 1] == K_AUTH_ANSWER))
+	if (!fb.lost && fb.last_code == 334 && !verb_only)
 		return len == 1 && l[0] == '*' ? K_AUTH_CANCEL : K_AUTH_ANSWER;
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		size_t n = strlen(verbs[i].prefix);
@@ -1156,7 +1158,7 @@ fb_classify(const char *l, size_t len)
 			return K_AUTH_IR;
 		return verbs[i].k;
 	}
-	if (!fb.lost)
+	if (!fb.lost && !verb_only)
 		fz_fail("the backend got a line the proxy does not compose: \"%.*s\"",
 		    (int)(len < 80 ? len : 80), l);
 	return K_OTHER;
@@ -1347,7 +1349,7 @@ fb_may_pipeline(enum kind k)
 	if ((k != K_MAIL && k != K_RCPT) || !fb.pipelining || 1 + fb.cmds - fb.replies >= 16)
 		return 0;
 	for (unsigned i = fb.replies; i <= fb.cmds; i++) {
-		if (fb.kind[i] != K_MAIL && fb.kind[i] != K_RCPT)
+		if (fb.vkind[i] != K_MAIL && fb.vkind[i] != K_RCPT)
 			return 0;
 	}
 	return 1;
