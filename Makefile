@@ -149,9 +149,9 @@ $(BUILD)/tests/test_shmconn: tests/unit/test_shmconn.c $(BUILD)/proxy/shmconn.o
 
 # The worker's seccomp filter (issue 18), each case in a child.
 UNIT_TESTS += test_sandbox
-$(BUILD)/tests/test_sandbox: tests/unit/test_sandbox.c $(BUILD)/proxy/sandbox.o
+$(BUILD)/tests/test_sandbox: tests/unit/test_sandbox.c $(BUILD)/proxy/sandbox.o $(BUILD)/proxy/log.o
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka -lseccomp
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $^ -lcmocka -lseccomp -levent
 
 # Looking up user and group, and the drop (issue 18), in children.
 UNIT_TESTS += test_privilege
