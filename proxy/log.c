@@ -9,11 +9,21 @@
  * pairs of a log_kv line, on stderr and as the syslog message alike.
  * Untrusted text goes through log_quote first, so a peer cannot forge log
  * lines; the JSON encoder escapes whatever is left, so a line always parses.
+ *
+ * Exports log_attach, log_flush and log_flush_signal too (issue 19): while
+ * a loop runs, the stderr lines of one loop pass go out in one write(2)
+ * (see log_out). Syslog lines are not batched: syslog(3) sends one
+ * datagram a line, and that is the message boundary rsyslog and journald
+ * read.
  */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +48,35 @@ static int log_pid;
 static time_t log_last_sec = -1;
 static char log_stamp[32];
 
+/*
+ * The batch: whole lines, in the order logged, written by on_flush at the
+ * end of the loop pass that logged the first of them. log_ev is activated
+ * (event_active), not a zero timer: an active event runs in the same pass,
+ * after the callbacks already active (every I/O event of the pass is), so
+ * the pass's lines leave before the loop next waits, with no extra
+ * epoll_wait; a zero timer would wait for the next pass's epoll_wait.
+ * libevent 2.1 has no hook "after the pass" of its own. A line logged by
+ * a callback that runs after on_flush starts a second batch, which the
+ * same pass writes too.
+ *
+ * Several processes (the workers) share stderr. Each writes whole lines,
+ * a batch in one call, so lines interleave only line by line, never mid
+ * line, where the write is atomic: a regular file (O_APPEND or the shared
+ * offset: Linux writes either as a unit), a terminal, a Unix stream socket
+ * (journald's) up to its skb size, about 32 KB on Linux. A pipe promises
+ * it only up to PIPE_BUF, so with stderr a pipe a batch is cut at PIPE_BUF
+ * (a longer single line is written alone, as it always was). That costs a
+ * write per 4 KB of lines, which a pass rarely logs.
+ */
+static char log_buf[LOG_BATCH_MAX];
+static size_t log_used; /* octets of log_buf in use */
+static size_t log_cap = LOG_BATCH_MAX; /* the most one batch takes */
+static struct event *log_ev; /* on_flush; NULL: every line at once */
+static int log_pending; /* log_ev is active */
+static _Thread_local int log_loop_thread; /* this thread runs the attached loop */
+static unsigned long log_lost; /* lines the fd refused (EAGAIN, errors) */
+static int log_hooked; /* the fork and exit hooks are in */
+
 static const char *prio_name(int prio);
 static void stamp(char *buf, size_t size);
 static void vformat(char *msg, size_t size, const char *sid, const char *fmt, va_list ap)
@@ -53,6 +92,11 @@ static char *kv_text(
     char *small, size_t smallsize, const char *head, const struct log_kv *kv, size_t n);
 static void format(char *msg, size_t size, const char *sid, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static void log_out(const char *p, size_t len);
+static void write_all(const char *p, size_t len);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
+static void log_child(void);
+static void say_lost(void);
 
 /* log_init - choose where lines go */
 void
@@ -65,6 +109,141 @@ log_init(enum config_log where, int debug)
 	log_where = where;
 	log_debug_on = debug;
 	log_pid = (int)getpid();
+	if (!log_hooked) {
+		/* Lines that wait leave before a fork, or the child would
+		 * write them again, and before exit(); _exit() paths detach
+		 * first. */
+		pthread_atfork(log_flush, NULL, log_child);
+		atexit(log_flush);
+		log_hooked = 1;
+	}
+}
+
+/* log_attach - see log.h */
+void
+log_attach(struct event_base *base)
+{
+	struct stat st;
+
+	if (log_ev != NULL) {
+		log_flush();
+		event_free(log_ev);
+		log_ev = NULL;
+	}
+	log_pending = 0;
+	log_loop_thread = 0;
+	if (base == NULL)
+		return;
+	/* Without the event every line goes out at once, as before. */
+	if ((log_ev = event_new(base, -1, 0, on_flush, NULL)) == NULL)
+		return;
+	log_loop_thread = 1;
+	log_cap = LOG_BATCH_MAX;
+	if (fstat(STDERR_FILENO, &st) == 0 && S_ISFIFO(st.st_mode))
+		log_cap = PIPE_BUF;
+}
+
+/* log_flush - see log.h */
+void
+log_flush(void)
+{
+	size_t len = log_used;
+
+	if (len == 0)
+		return;
+	log_used = 0;
+	write_all(log_buf, len);
+}
+
+/* log_flush_signal - see log.h; a trap comes only at a system call, and
+ * the log makes none while it changes log_buf, so what is there is whole */
+void
+log_flush_signal(void)
+{
+	if (log_used > 0 && write(STDERR_FILENO, log_buf, log_used) < 0) {
+		/* The process is dying: nothing more to do. */
+	}
+}
+
+/* on_flush - the end of the pass that logged: the batch goes */
+static void
+on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	log_pending = 0;
+	log_flush();
+}
+
+/* log_child - after fork, in the child: the parent's loop is not ours.
+ * log_buf is empty (the fork flushed it). */
+static void
+log_child(void)
+{
+	if (log_ev != NULL)
+		event_free(log_ev);
+	log_ev = NULL;
+	log_pending = 0;
+	log_loop_thread = 0;
+	log_used = 0;
+	log_pid = 0;
+}
+
+/* say_lost - before the next line, how many stderr refused; called
+ * before that line is formatted (emit_json's buffer is reused) */
+static void
+say_lost(void)
+{
+	unsigned long lost = log_lost;
+
+	log_lost = 0;
+	log_msg(LOG_WARNING, NULL, "%lu log line(s) lost: stderr refused them", lost);
+}
+
+/* log_out - one whole line for stderr: into the batch while a loop is
+ * attached (and this is its thread), else written now */
+static void
+log_out(const char *p, size_t len)
+{
+	if (log_ev == NULL || !log_loop_thread) {
+		write_all(p, len);
+		return;
+	}
+	if (log_used + len > log_cap) {
+		log_flush();
+		if (len > log_cap) {
+			write_all(p, len);
+			return;
+		}
+	}
+	memcpy(log_buf + log_used, p, len);
+	log_used += len;
+	if (!log_pending) {
+		log_pending = 1;
+		event_active(log_ev, EV_TIMEOUT, 1);
+	}
+}
+
+/* write_all - p to stderr; a partial write goes on from where it stopped.
+ * A full non-blocking pipe (EAGAIN) or an error drops the rest, as the
+ * single write per line did, but the loss is counted and said on the next
+ * line. A blocking stderr blocks, once a batch instead of once a line. */
+static void
+write_all(const char *p, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		ssize_t n = write(STDERR_FILENO, p + off, len - off);
+		if (n > 0)
+			off += (size_t)n;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+	/* Lines whose end did not go out. */
+	for (size_t i = off; i < len; i++)
+		if (p[i] == '\n')
+			log_lost++;
 }
 
 /* log_set_json - choose the format */
@@ -138,6 +317,8 @@ log_msg(int prio, const char *sid, const char *fmt, ...)
 
 	if (prio == LOG_DEBUG && !log_debug_on)
 		return;
+	if (log_lost > 0 && log_where != CONFIG_LOG_SYSLOG)
+		say_lost();
 	va_start(ap, fmt);
 	/* In JSON the id is a member of its own, not part of msg. */
 	vformat(msg, sizeof(msg), log_json ? NULL : sid, fmt, ap);
@@ -157,6 +338,8 @@ log_kv(int prio, const char *sid, const char *head, const struct log_kv *kv, siz
 
 	if (prio == LOG_DEBUG && !log_debug_on)
 		return;
+	if (log_lost > 0 && log_where != CONFIG_LOG_SYSLOG)
+		say_lost();
 	if ((text = kv_text(small, sizeof(small), head, kv, n)) == NULL) {
 		log_msg(LOG_ERR, sid, "out of memory writing a log line");
 		return;
@@ -223,8 +406,8 @@ emit_text(int prio, const char *msg)
 		syslog(prio, "%s", msg);
 		return;
 	}
-	/* One write(2) a line: lines from several workers never interleave,
-	 * and stderr stays unbuffered without costing a call per fragment. */
+	/* Whole lines to log_out: lines from several workers never
+	 * interleave mid line. */
 	if (log_pid == 0)
 		log_pid = (int)getpid();
 	stamp(now, sizeof(now));
@@ -236,9 +419,7 @@ emit_text(int prio, const char *msg)
 		len = (int)sizeof(line) - 1;
 		line[len - 1] = '\n';
 	}
-	if (write(STDERR_FILENO, line, (size_t)len) < 0) {
-		/* Nowhere left to report it. */
-	}
+	log_out(line, (size_t)len);
 }
 
 /* emit_json - one JSON object: the fixed members, msg, the pairs */
@@ -279,9 +460,7 @@ emit_json(int prio, const char *sid, const char *msg, const struct log_kv *kv, s
 		syslog(prio, "%s", j.p);
 		return;
 	}
-	if (write(STDERR_FILENO, j.p, j.len) < 0) {
-		/* Nowhere left to report it. */
-	}
+	log_out(j.p, j.len);
 }
 
 /* jb_raw - our own text, when it fits (else it counts as cut) */

@@ -20,9 +20,28 @@
  * the octets left out, so it is still one valid JSON object. */
 #define LOG_JSON_MAX (8 * LOG_LINE_MAX)
 
+/* The most a batch of lines holds before it is written at once. */
+#define LOG_BATCH_MAX 65536
+
+struct event_base;
+
 void log_init(enum config_log where, int debug);
 /* log_set_json - log_format: 1 json, 0 text (the default). */
 void log_set_json(int json);
+
+/* log_attach - from now on the stderr lines this thread logs while base
+ * runs are collected, and written in one write(2) once the callbacks of
+ * the loop pass are done (or at once when LOG_BATCH_MAX would be passed).
+ * NULL: write what waits, and every line at once again, as before any
+ * loop exists (start-up, -t). Attach just before the loop runs, detach
+ * just after it returns and before base is freed. A fork writes what waits
+ * first, and the child starts unattached; exit() writes it too. */
+void log_attach(struct event_base *base);
+/* log_flush - write the lines that wait, now. */
+void log_flush(void);
+/* log_flush_signal - the same from a handler of a fatal signal: one
+ * write(2), nothing else touched (async-signal-safe). */
+void log_flush_signal(void);
 
 /* log_msg - one line; sid may be NULL for lines about the daemon itself. */
 void log_msg(int prio, const char *sid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -719,7 +719,10 @@ single_run(struct server *srv, const struct privilege *priv)
 	    srv->cfg->seccomp ? ", seccomp on" : "");
 	notify_ready(srv);
 
+	/* The lines of a loop pass go out together (log.h). */
+	log_attach(srv->base);
 	event_base_dispatch(srv->base);
+	log_attach(NULL);
 
 	log_info(NULL, "stopped");
 	notify_end();

@@ -919,7 +919,9 @@ worker_main(struct mgen *g, unsigned slot, int ctl)
 	}
 	bufferevent_write(bev, "ready\n", 6);
 
+	log_attach(srv.base);
 	event_base_dispatch(srv.base);
+	log_attach(NULL);
 
 	bufferevent_free(bev);
 	serve_end(&srv);
@@ -994,7 +996,11 @@ master_run(struct server *srv, const struct privilege *priv)
 	metrics_gauge_set(G_GENERATION, 1);
 	master_fill();
 
+	/* A fork writes what waits first (log.c), so a worker never
+	 * writes the master's lines again. */
+	log_attach(srv->base);
 	event_base_dispatch(srv->base);
+	log_attach(NULL);
 
 	status = M.exit_status;
 	log_info(NULL, "stopped");

@@ -25,6 +25,7 @@
 
 #include <seccomp.h>
 
+#include "log.h"
 #include "sandbox.h"
 
 static const char *const allowed[] = {
@@ -200,6 +201,8 @@ on_sigsys(int sig, siginfo_t *si, void *ctx)
 	static const char tail[] = ") is not allowed (seccomp = no lifts the filter)\n";
 	memcpy(line + len, tail, sizeof(tail) - 1);
 	len += sizeof(tail) - 1;
+	/* The lines of this loop pass first, in their order. */
+	log_flush_signal();
 	if (write(STDERR_FILENO, line, len) < 0) {
 		/* nothing more to do */
 	}

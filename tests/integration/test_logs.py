@@ -35,6 +35,7 @@ RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def json_lines(p):
     """Every line of the proxy's stderr, parsed (a line that is not JSON fails)."""
     out = []
+    p.settle()
     with open(p.log_path, "rb") as f:
         for ln in f.read().splitlines():
             try:

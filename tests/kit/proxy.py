@@ -2,7 +2,8 @@
 
     p = Proxy(workdir, backend="127.0.0.1:2600", max_recipients=3).start()
     p.port            # where it listens (127.0.0.1)
-    p.log()           # everything it wrote to stderr so far
+    p.log()           # everything it wrote to stderr so far (after settle)
+    p.settle()        # wait until its loop waits: the lines of a pass are out
     p.wait_log(r"status=sent", timeout=5)
     p.summaries()     # the per-transaction summary lines, parsed
     rc = p.stop()     # SIGTERM, wait, SIGKILL after a bound
@@ -40,6 +41,7 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer
 # Bounds, not expectations: how long we wait before calling the daemon broken.
 START_TIMEOUT = 10.0
 STOP_GRACE = 10.0  # beyond shutdown_timeout
+SETTLE_BOUND = 2.0  # for the loop to finish a pass (Proxy.settle)
 
 
 def binary_path():
@@ -157,6 +159,33 @@ def listening(port):
     return False
 
 
+def process_tree(pid):
+    """pid and its descendants (the workers), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def waiting_in_loop(pid):
+    """Whether pid sleeps in epoll_wait, or is gone (its main thread's wchan)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X") or (state == "S" and "epoll" in wchan)
+
+
 class ProxyError(Exception):
     pass
 
@@ -263,7 +292,22 @@ class Proxy:
             self._log.close()
         return self.returncode
 
+    def settle(self, timeout=SETTLE_BOUND):
+        """Wait until every process of the daemon waits in epoll_wait (or
+        is gone). The log lines of a loop pass are written when the pass
+        ends, which can be just after the reply a client got in that pass
+        (issue 19): once the loop waits again, they are all in the log.
+        Not a time: a state, bounded (then the log is read as it is)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(waiting_in_loop(pid) for pid in process_tree(self.proc.pid)):
+                return
+            time.sleep(0.001)
+
     def log(self):
+        self.settle()
         try:
             with open(self.log_path, "rb") as f:
                 return f.read().decode("utf-8", "replace")

@@ -8,6 +8,13 @@
  * surrogate, past U+10FFFF, truncated) as the text \xNN; a cut never in
  * the middle of an escape; every byte value alone; the members of a
  * log_kv line; a line too long cut with "cut": N.
+ *
+ * The batch (issue 19): with a loop attached, the lines of a loop pass in
+ * one write at its end, in order, none before; at once without a loop;
+ * at once past the bound, whole lines only; on a pipe no write above
+ * PIPE_BUF; written at detach, before a fork (the child writes none of
+ * them) and by the signal path; lines a full pipe refused counted and
+ * said. Writes to stderr are counted by wrapping write(2) (--wrap=write).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +23,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <limits.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "log.h"
 
@@ -272,9 +283,386 @@ test_json_cut(void **state)
 	assert_string_equal(line + strlen(line) - 2, "}\n");
 }
 
+/* ---- the batch ---- */
+
+ssize_t __real_write(int fd, const void *buf, size_t n);
+ssize_t __wrap_write(int fd, const void *buf, size_t n);
+
+static int nwrites; /* write(2) calls on stderr */
+static size_t wmax; /* the longest */
+static int wsplit; /* those that did not end a line */
+
+/* __wrap_write - every write(2) of this program: stderr's counted */
+ssize_t
+__wrap_write(int fd, const void *buf, size_t n)
+{
+	if (fd == STDERR_FILENO) {
+		nwrites++;
+		if (n > wmax)
+			wmax = n;
+		if (n == 0 || ((const char *)buf)[n - 1] != '\n')
+			wsplit++;
+	}
+	return __real_write(fd, buf, n);
+}
+
+static int saved_err = -1;
+static FILE *err_file;
+static char got[LOG_BATCH_MAX * 5];
+
+/* err_to_file - stderr into a new temporary file, the counts at 0 */
+static void
+err_to_file(void)
+{
+	err_file = tmpfile();
+	assert_non_null(err_file);
+	saved_err = dup(STDERR_FILENO);
+	assert_true(saved_err >= 0);
+	assert_true(dup2(fileno(err_file), STDERR_FILENO) >= 0);
+	nwrites = wsplit = 0;
+	wmax = 0;
+}
+
+/* written - what stderr's file holds so far, in got (pread: the offset
+ * is stderr's too) */
+static const char *
+written(void)
+{
+	ssize_t n = pread(fileno(err_file), got, sizeof(got) - 1, 0);
+
+	assert_true(n >= 0);
+	got[n] = '\0';
+	return got;
+}
+
+static void
+err_back(void)
+{
+	assert_true(dup2(saved_err, STDERR_FILENO) >= 0);
+	close(saved_err);
+	saved_err = -1;
+	if (err_file != NULL)
+		fclose(err_file);
+	err_file = NULL;
+}
+
+/* restore - after each batch test, even a failed one: no loop, stderr
+ * back, so the next test starts clean */
+static int
+restore(void **state)
+{
+	(void)state;
+	log_attach(NULL);
+	if (saved_err >= 0)
+		err_back();
+	return 0;
+}
+
+/* count - lines in s */
+static int
+count(const char *s, const char *what)
+{
+	int n = 0;
+
+	for (const char *p = s; (p = strstr(p, what)) != NULL; p += strlen(what))
+		n++;
+	return n;
+}
+
+/* in_order - each of want[] once in s, in that order */
+static void
+in_order(const char *s, const char *const *want, size_t n)
+{
+	const char *at = s;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *p = strstr(at, want[i]);
+		assert_non_null(p);
+		assert_int_equal(count(s, want[i]), 1);
+		at = p + strlen(want[i]);
+	}
+}
+
+static void
+test_batch_one_write(void **state)
+{
+	static const char *const want[] = {
+	    "]: info: one\n", "]: warning: two\n", "]: error: three\n"};
+	struct event_base *base = event_base_new();
+
+	(void)state;
+	assert_non_null(base);
+	log_init(CONFIG_LOG_STDERR, 0);
+	err_to_file();
+	log_attach(base);
+	log_info(NULL, "one");
+	log_warn(NULL, "two");
+	log_err(NULL, "three");
+	/* Nothing yet: the pass has not ended. */
+	assert_int_equal(nwrites, 0);
+	assert_string_equal(written(), "");
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(nwrites, 1);
+	assert_int_equal(count(written(), "\n"), 3);
+	in_order(got, want, 3);
+	/* The next pass's lines are a batch of their own. */
+	log_info(NULL, "four");
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(nwrites, 2);
+	assert_int_equal(count(written(), "\n"), 4);
+	log_attach(NULL);
+	assert_int_equal(nwrites, 2);
+	assert_int_equal(wsplit, 0);
+	err_back();
+	event_base_free(base);
+}
+
+static void
+test_no_loop_at_once(void **state)
+{
+	(void)state;
+	err_to_file();
+	log_info(NULL, "alone");
+	assert_int_equal(nwrites, 1);
+	assert_non_null(strstr(written(), "]: info: alone\n"));
+	log_info(NULL, "again");
+	assert_int_equal(nwrites, 2);
+	err_back();
+}
+
+static void
+test_detach_writes(void **state)
+{
+	struct event_base *base = event_base_new();
+
+	(void)state;
+	err_to_file();
+	log_attach(base);
+	log_info(NULL, "waiting");
+	assert_int_equal(nwrites, 0);
+	/* The loop is left without the pass's end, as loopbreak does. */
+	log_attach(NULL);
+	assert_int_equal(nwrites, 1);
+	assert_non_null(strstr(written(), "]: info: waiting\n"));
+	/* Nothing left for the loop, which is no longer ours. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(nwrites, 1);
+	log_info(NULL, "after");
+	assert_int_equal(nwrites, 2);
+	err_back();
+	event_base_free(base);
+}
+
+static int second_done;
+
+static void
+log_second(evutil_socket_t fd, short what, void *arg)
+{
+	log_info(NULL, "second");
+	second_done = 1;
+}
+
+static void
+log_first(evutil_socket_t fd, short what, void *arg)
+{
+	log_info(NULL, "first");
+	event_active(arg, EV_TIMEOUT, 1);
+}
+
+static void
+test_order_in_one_pass(void **state)
+{
+	static const char *const want[] = {": zero\n", ": first\n", ": second\n", ": third\n"};
+	struct event_base *base = event_base_new();
+	struct event *e1, *e2;
+
+	(void)state;
+	e2 = event_new(base, -1, 0, log_second, NULL);
+	e1 = event_new(base, -1, 0, log_first, e2);
+	err_to_file();
+	log_attach(base);
+	/* The flush is queued before e1, e2 after both: three batches,
+	 * all of them written within the one pass, in order. */
+	log_info(NULL, "zero");
+	event_active(e1, EV_TIMEOUT, 1);
+	event_base_loop(base, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+	assert_true(second_done);
+	log_info(NULL, "third");
+	event_base_loop(base, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+	assert_int_equal(count(written(), "\n"), 4);
+	in_order(got, want, 4);
+	assert_int_equal(wsplit, 0);
+	log_attach(NULL);
+	err_back();
+	event_free(e1);
+	event_free(e2);
+	event_base_free(base);
+}
+
+static void
+test_bound(void **state)
+{
+	char line[1000], key[32];
+	struct event_base *base = event_base_new();
+	int lines = 3 * LOG_BATCH_MAX / (int)sizeof(line);
+
+	(void)state;
+	memset(line, 'x', sizeof(line) - 1);
+	line[sizeof(line) - 1] = '\0';
+	err_to_file();
+	log_attach(base);
+	for (int i = 0; i < lines; i++)
+		log_info(NULL, "n=%05d %s", i, line);
+	/* Past the bound, written without waiting for the loop, whole lines
+	 * only, none above the bound. */
+	assert_true(nwrites >= 2);
+	assert_true(nwrites <= lines * (int)sizeof(line) / LOG_BATCH_MAX + 1);
+	assert_true(wmax <= LOG_BATCH_MAX);
+	assert_int_equal(wsplit, 0);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	log_attach(NULL);
+	written();
+	assert_int_equal(count(got, "\n"), lines);
+	/* Every line, each after the one before. */
+	for (int i = 1; i < lines; i++) {
+		char prev[32];
+		snprintf(prev, sizeof(prev), ": n=%05d x", i - 1);
+		snprintf(key, sizeof(key), ": n=%05d x", i);
+		assert_non_null(strstr(got, prev));
+		assert_non_null(strstr(got, key));
+		assert_true(strstr(got, prev) < strstr(got, key));
+	}
+	err_back();
+	event_base_free(base);
+}
+
+static void
+test_pipe_atomic(void **state)
+{
+	char line[600], buf[32768];
+	struct event_base *base = event_base_new();
+	int fds[2], lines = 20;
+	ssize_t n;
+
+	(void)state;
+	memset(line, 'p', sizeof(line) - 1);
+	line[sizeof(line) - 1] = '\0';
+	assert_int_equal(pipe(fds), 0);
+	saved_err = dup(STDERR_FILENO);
+	assert_true(dup2(fds[1], STDERR_FILENO) >= 0);
+	nwrites = wsplit = 0;
+	wmax = 0;
+	log_attach(base);
+	for (int i = 0; i < lines; i++)
+		log_info(NULL, "%s", line);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	log_attach(NULL);
+	/* 12 KB of lines: in writes the pipe keeps whole among writers. */
+	assert_true(nwrites >= 3);
+	assert_true(wmax <= PIPE_BUF);
+	assert_int_equal(wsplit, 0);
+	err_back();
+	close(fds[1]);
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_int_equal(count(buf, "\n"), lines);
+	close(fds[0]);
+	event_base_free(base);
+}
+
+static void
+test_fork_writes_first(void **state)
+{
+	static const char *const want[] = {": before fork\n", ": child\n", ": after fork\n"};
+	struct event_base *base = event_base_new();
+	pid_t pid;
+	int st;
+
+	(void)state;
+	log_init(CONFIG_LOG_STDERR, 0);
+	err_to_file();
+	log_attach(base);
+	log_info(NULL, "before fork");
+	assert_int_equal(nwrites, 0);
+	if ((pid = fork()) == 0) {
+		/* Unattached here: at once, and the parent's line not again. */
+		log_info(NULL, "child");
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(nwrites, 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	log_info(NULL, "after fork");
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	log_attach(NULL);
+	in_order(written(), want, 3);
+	assert_int_equal(count(got, "\n"), 3);
+	err_back();
+	event_base_free(base);
+}
+
+static void
+test_signal_path(void **state)
+{
+	struct event_base *base = event_base_new();
+
+	(void)state;
+	err_to_file();
+	log_attach(base);
+	log_info(NULL, "last words");
+	log_flush_signal();
+	assert_int_equal(nwrites, 1);
+	assert_non_null(strstr(written(), "]: info: last words\n"));
+	/* A dying process stops here; this one goes on: the batch was left
+	 * as it was, and leaves again at detach. */
+	log_attach(NULL);
+	assert_int_equal(count(written(), "last words"), 2);
+	err_back();
+	event_base_free(base);
+}
+
+static void
+test_lost_said(void **state)
+{
+	char fill[4096], buf[65536];
+	int fds[2];
+	ssize_t n;
+
+	(void)state;
+	memset(fill, 'f', sizeof(fill));
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
+	while (write(fds[1], fill, sizeof(fill)) > 0)
+		;
+	saved_err = dup(STDERR_FILENO);
+	assert_true(dup2(fds[1], STDERR_FILENO) >= 0);
+	log_info(NULL, "refused one");
+	log_info(NULL, "refused two");
+	/* Room again: the next line says what was lost, then itself. */
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	while (read(fds[0], buf, sizeof(buf)) > 0)
+		;
+	log_info(NULL, "through");
+	err_back();
+	close(fds[1]);
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	close(fds[0]);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_null(strstr(buf, ": refused one"));
+	assert_null(strstr(buf, ": refused two"));
+	assert_non_null(strstr(buf, "]: warning: 2 log line(s) lost: stderr refused them\n"));
+	assert_true(strstr(buf, "lost") < strstr(buf, ": through\n"));
+}
+
 int
 main(void)
 {
+	/* cmocka reports through stdio's stderr: keep that on the real one
+	 * while the tests point descriptor 2 elsewhere. */
+	FILE *report = fdopen(dup(STDERR_FILENO), "w");
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_plain),
 	    cmocka_unit_test(test_escapes),
@@ -286,7 +674,20 @@ main(void)
 	    cmocka_unit_test(test_kv_json),
 	    cmocka_unit_test(test_msg_json),
 	    cmocka_unit_test(test_json_cut),
+	    cmocka_unit_test_teardown(test_batch_one_write, restore),
+	    cmocka_unit_test_teardown(test_no_loop_at_once, restore),
+	    cmocka_unit_test_teardown(test_detach_writes, restore),
+	    cmocka_unit_test_teardown(test_order_in_one_pass, restore),
+	    cmocka_unit_test_teardown(test_bound, restore),
+	    cmocka_unit_test_teardown(test_pipe_atomic, restore),
+	    cmocka_unit_test_teardown(test_fork_writes_first, restore),
+	    cmocka_unit_test_teardown(test_signal_path, restore),
+	    cmocka_unit_test_teardown(test_lost_said, restore),
 	};
 
+	if (report != NULL) {
+		setvbuf(report, NULL, _IONBF, 0);
+		stderr = report;
+	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
