@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "conn.h"
+#include "log.h"
 
 /* One read takes at most this much; level-triggered epoll brings us back
  * for more, so a fast sender cannot starve the other sessions. */
@@ -354,6 +355,8 @@ conn_write_some(struct conn *c)
 {
 	int n;
 
+	if (c->log_first)
+		log_flush();
 	if (c->ssl != NULL)
 		return conn_tls_write(c);
 	if ((n = evbuffer_write(c->out, c->fd)) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&

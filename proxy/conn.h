@@ -42,6 +42,10 @@ struct conn {
 	SSL *ssl; /* TLS once conn_tls_start was called */
 	char tls_error[160]; /* why a handshake or TLS I/O failed */
 	unsigned reading : 1, paused : 1, connecting : 1, handshaking : 1;
+	/* The log lines that wait (log.c batches a loop pass's) are written
+	 * before anything this conn writes: a client never reads a reply
+	 * before the log says what it answered. */
+	unsigned log_first : 1;
 	/* The octet counters its reads and writes add to (M__N: none); the
 	 * owner sets them (the client's, the backend's). */
 	enum metric m_in, m_out;

@@ -123,6 +123,7 @@ session_new(struct server *srv, const struct client_info *ci)
 	if (s->client != NULL) {
 		s->client->m_in = M_OCTETS_CLIENT_IN;
 		s->client->m_out = M_OCTETS_CLIENT_OUT;
+		s->client->log_first = 1;
 	}
 	s->timer = evtimer_new(srv->base, session_timer_cb, s);
 	if (s->client == NULL || s->timer == NULL ||
