@@ -217,7 +217,7 @@ def test_mail_refused_with_rcpts_pipelined(recorder, proxy, client):
     c.cmd("RCPT TO:<r1@y.test>").expect(250)
     c.cmd("DATA").expect(354)
     assert send_body(c).code == 250
-    assert len(recorder.delivered()) == 1
+    assert len(recorder.wait_for_delivered(1, BOUND)) == 1
 
 
 # ---- limits ----------------------------------------------------------------

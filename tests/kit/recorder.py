@@ -381,6 +381,14 @@ class Recorder:
         self.wait_for(lambda: len(self._messages_locked()) >= n, timeout)
         return self.messages()
 
+    def wait_for_delivered(self, n, timeout=5.0):
+        """Wait for n delivered messages (end of data answered 2xx); returns
+        the list (maybe shorter)."""
+        self.wait_for(
+            lambda: sum(t.completed for c in self.connections for t in c.transactions) >= n, timeout
+        )
+        return self.delivered()
+
     def _messages_locked(self):
         return [t for c in self.connections for t in c.transactions if t.data is not None]
 
