@@ -115,15 +115,52 @@ def test_exact_bytes(chunking, proxy, client, name, spool_memory):
     assert s and s[0]["status"] == "sent" and s[0]["size"] == str(len(msg)), s
 
 
-def test_header_added_by_a_filter_with_dot_lines(chunking, proxy, client):
+@pytest.mark.parametrize("size, spool_memory", [(0, None), (300_000, "4k")], ids=["small", "file"])
+def test_header_added_by_a_filter_with_dot_lines(chunking, proxy, client, size, spool_memory):
     """A filter changed the message (a header added): what goes by BDAT is
     the new message, un-stuffed, its dot lines intact."""
-    p = proxy(sections=[vsec(add_header=["X-Test-One: one", "X-Test-Two: .two"])])
+    msg = DOTS + (big_message(size, True) if size else b"")
+    p = proxy(spool_memory=spool_memory, sections=[vsec(add_header=["X-Test-One: one", "X-Test-Two: .two"])])
     c = client(p)
     c.greet()
-    assert one_message(c, DOTS).code == 250
+    assert one_message(c, msg).code == 250
     [t] = chunking.wait_for_transactions(1)
-    assert_by_bdat(chunking, t, b"X-Test-One: one\r\nX-Test-Two: .two\r\n" + DOTS)
+    assert_by_bdat(chunking, t, b"X-Test-One: one\r\nX-Test-Two: .two\r\n" + msg)
+
+
+def dot_line_at(offset, total=40_000):
+    """A message whose first line beginning with "." starts at this octet
+    of the message (and so of the spool, which holds it stuffed: no dot
+    comes before), followed by more dot lines."""
+    head = b"Subject: boundary\r\n\r\n"
+    fill = offset - len(head)
+    lines = []
+    while fill > 0:
+        n = min(fill, 78)
+        if fill - n == 1 or n < 2:  # every line needs its CR LF
+            n = fill - 2 if fill > 2 else fill
+        lines.append(b"x" * (n - 2) + b"\r\n")
+        fill -= n
+    msg = head + b"".join(lines)
+    assert len(msg) == offset
+    msg += b".dot at the boundary\r\n..two\r\n.\r\n"
+    while len(msg) < total:
+        msg += b"y" * 70 + b"\r\n.z\r\n"
+    return msg
+
+
+@pytest.mark.parametrize("offset", [16382, 16383, 16384, 32767, 32768])
+@pytest.mark.parametrize("spool_memory", [None, "4k"], ids=["memory", "file"])
+def test_unstuffing_across_read_boundaries(chunking, proxy, client, offset, spool_memory):
+    """The spool is read back in pieces to take the stuffing dots out: a dot
+    line (or its stuffing dot) right at a piece's edge comes out right."""
+    msg = dot_line_at(offset)
+    p = proxy(spool_memory=spool_memory)
+    c = client(p)
+    c.greet()
+    assert one_message(c, msg).code == 250
+    [t] = chunking.wait_for_transactions(1)
+    assert_by_bdat(chunking, t, msg)
 
 
 @pytest.mark.parametrize("dots", [False, True], ids=["no-dots", "dots"])
