@@ -340,3 +340,95 @@ def test_summary_of_a_pipelined_transaction(recorder, proxy, client):
     assert s["size"] == str(len(BODY)), s
     # The backend's refusal of r2 is logged against the transaction.
     assert re.search(r"to=<r2@y\.test> rejected by the backend", p.log()), p.log()
+
+
+# ---- the edges ------------------------------------------------------------------
+
+
+def test_mail_refused_while_a_rcpt_is_in_its_hook(recorder, proxy, client):
+    """The backend refuses MAIL while the pipelined RCPT after it is still
+    in its (pending) hook: that RCPT, sent when the hook answers, gets the
+    backend's own refusal; the RCPT after it finds no transaction and gets
+    the proxy's; one summary line says the transaction was rejected."""
+    recorder.reply("MAIL", "550 5.7.1 <a@x.test>: Sender refused", times=1)
+    p = proxy(sections=[vsec(stages="rcpt", action="continue", match="slow@", delay="300ms")])
+    c = client(p)
+    c.greet()
+    group(c, "MAIL FROM:<a@x.test>", "RCPT TO:<slow@y.test>", "RCPT TO:<r2@y.test>", "DATA")
+    replies = c.replies(4, timeout=BOUND)
+    assert replies[0].first == "550 5.7.1 <a@x.test>: Sender refused", replies
+    assert [r.code for r in replies[1:]] == [503, 503, 503], replies
+    s = p.wait_summaries(1, timeout=BOUND)
+    assert [x["status"] for x in s] == ["rejected"], s
+    assert not any(v in ("DATA", "BDAT") for v in recorder.verbs())
+    # And the session is whole: a transaction after it goes through.
+    c.cmd("MAIL FROM:<a@x.test>").expect(250)
+    c.cmd("RCPT TO:<r2@y.test>").expect(250)
+    c.cmd("DATA").expect(354)
+    assert send_body(c).code == 250
+    assert len(recorder.wait_for_delivered(1, BOUND)) == 1
+    assert [x["status"] for x in p.wait_summaries(2, timeout=BOUND)] == ["rejected", "sent"]
+
+
+def test_client_leaves_with_replies_in_flight(recorder, proxy, client):
+    """The client sends its group and vanishes (a TCP reset) while MAIL's
+    reply is held: the replies that come later have nobody to go to. No
+    crash, nothing delivered, and the next client is served."""
+    recorder.hold("MAIL", lines=None)
+    p = proxy()
+    c = client(p)
+    c.greet()
+    group(c, "MAIL FROM:<a@x.test>", "RCPT TO:<r1@y.test>", "RCPT TO:<r2@y.test>")
+    assert recorder.wait_event("recv", "RCPT TO:<r2@", timeout=BOUND)
+    c.reset()
+    assert p.wait_log(r"lost connection with client|disconnect", timeout=BOUND), p.log()
+    recorder.release()
+    assert recorder.wait_all_closed(BOUND)
+    assert not recorder.messages()
+    recorder.reset()
+    c2 = client(p)
+    c2.greet()
+    c2.envelope()
+    assert c2.message(stuff(BODY) + b".\r\n").code == 250
+
+
+def test_sigterm_with_replies_in_flight(recorder, proxy, client):
+    """SIGTERM while MAIL and RCPT are at the backend, unanswered: the
+    transaction in progress may still finish (DESIGN: draining), so the
+    replies are relayed when they come and the message is delivered; then
+    the session ends."""
+    recorder.hold("MAIL", lines=None)
+    p = proxy()
+    c = client(p)
+    c.greet()
+    group(c, "MAIL FROM:<a@x.test>", "RCPT TO:<r1@y.test>")
+    assert recorder.wait_event("recv", "RCPT TO:<r1@", timeout=BOUND)
+    p.signal(__import__("signal").SIGTERM)
+    assert p.wait_log(r"signal 15", timeout=BOUND), p.log()
+    recorder.release()
+    assert [r.code for r in c.replies(2, timeout=BOUND)] == [250, 250]
+    c.cmd("DATA").expect(354)
+    assert send_body(c).code == 250
+    assert len(recorder.wait_for_delivered(1, BOUND)) == 1
+    # After the transaction the draining session closes (a 421, or QUIT's 221).
+    try:
+        r = c.cmd("QUIT", timeout=BOUND)
+        assert r.code in (221, 421), r
+    except (ConnectionClosed, OSError):
+        pass
+    assert c.closed(BOUND)
+
+
+@pytest.mark.parametrize("part", [b"250-first line of the RCPT reply\r\n", b"25"], ids=["line", "octets"])
+def test_reply_relayed_while_the_next_is_half_read(recorder, proxy, client, part):
+    """MAIL's reply and the start of RCPT's (a first line of a multi-line
+    reply, or a few octets) come in one segment, and the rest does not come:
+    the client must still get MAIL's reply now, not when the backend times
+    out (backend_timeout is far beyond the client's read bound here)."""
+    recorder.rule("MAIL", b"250 2.1.0 Ok\r\n" + part)
+    recorder.stall("RCPT")
+    p = proxy(backend_timeout="60s")
+    c = client(p)
+    c.greet()
+    group(c, "MAIL FROM:<a@x.test>", "RCPT TO:<r1@y.test>")
+    assert c.reply(timeout=BOUND).first == "250 2.1.0 Ok"
