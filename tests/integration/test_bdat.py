@@ -353,3 +353,35 @@ def test_postfix_gets_dot_lines_byte_exact_by_bdat(postfix, proxy):
     assert lines, postfix.since()[-3000:]
     summary = [ln for ln in postfix.since().splitlines() if "disconnect from" in ln and "bdat=" in ln]
     assert summary and not re.search(r"\bdata=", summary[-1]), summary
+
+
+def test_bdat_answered_with_an_unexpected_class(chunking, proxy, client):
+    """354 to BDAT makes no sense: the proxy's generic backend error, never a
+    250, and the session ends."""
+    chunking.reply("BDAT", "354 go ahead")
+    p = proxy()
+    c = client(p)
+    c.greet()
+    r = one_message(c, DOTS)
+    assert r.code == 451 and r.enhanced.startswith("4."), r
+    assert c.closed(BOUND)
+    assert not chunking.delivered()
+
+
+def test_rset_refused_after_a_refused_bdat(chunking, proxy, client):
+    """The backend will not take the RSET after a refused BDAT: it is out of
+    step, so the next transaction is never started on it - the client gets
+    a 4xx, and nothing is delivered."""
+    chunking.reply("BDAT", "552 5.3.4 Message too big for system", times=1)
+    chunking.reply("RSET", "500 5.5.1 no")
+    p = proxy()
+    c = client(p)
+    c.greet()
+    assert one_message(c, DOTS).code == 552
+    try:
+        r = c.cmd("MAIL FROM:<a@x.test>", timeout=BOUND)
+        assert r.code // 100 == 4, r
+    except (ConnectionClosed, OSError):
+        pass
+    assert not chunking.delivered()
+    assert [v for v in chunking.verbs() if v == "MAIL"] == ["MAIL"]
