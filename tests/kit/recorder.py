@@ -4,24 +4,47 @@ A real TCP server on 127.0.0.1 (a free port) that speaks enough ESMTP to stand
 behind portcullis, and remembers everything it was sent:
 
   * per connection: every raw byte received, every command line, the
-    transactions, whether the peer closed;
+    transactions, whether the peer closed, and an ordered event log:
+    ("recv", command line) when a line is read, ("send", reply) when a reply
+    actually leaves (after any hold), so a test can say "RCPT arrived before
+    MAIL's reply went out";
   * per transaction: the MAIL line, the RCPT lines (and which were accepted),
     whether a DATA command came, the message bytes exactly as received between
     our 354 and the terminating CRLF.CRLF (still dot-stuffed; the CRLF that
     belongs to the last line is included, the ".\\r\\n" is not), and whether we
     acknowledged it.
 
+BDAT (RFC 3030) is served when CHUNKING is among the capabilities
+(configure(extra_caps=["CHUNKING"])): "BDAT n [LAST]" reads exactly n octets;
+the transaction's data is the chunks as received, concatenated (never
+stuffed: BDAT has no dot rules), with t.bdat True and t.chunks the chunk
+sizes. Rules with when="BDAT" answer every chunk (match="LAST" picks the last
+one); for the LAST chunk, when no BDAT rule applies, an "EOD" rule does, so a
+rule about the message's fate works the same for DATA and BDAT. A refused
+BDAT leaves the transaction open (RFC 3030 does not say the server forgets
+MAIL and RCPT): the client must RSET, or its next MAIL gets 503. Without
+CHUNKING, BDAT is an unknown command (502) as before.
+
 Rules make it misbehave on purpose: reply with a given code/text to a command
 (optionally only when the line contains a substring), to the end of data or as
 the banner; answer late (delay); STALL (never answer, keep reading), HANGUP
 (close the connection), GARBAGE (send bytes that are not a reply). "MIDDATA"
-rules fire after a number of message bytes has arrived.
+rules fire after a number of message bytes has arrived (DATA or BDAT).
+
+HOLD makes pipelining provable by order instead of by time: hold(when,
+lines=K) keeps the reply back until K more command lines have arrived on that
+connection (lines=None: until release() is called from the test). Replies to
+the commands read meanwhile queue behind it, so the peer still reads every
+reply in order. A client that waits for each reply before sending the next
+command never sends those K lines: the exchange stalls until its own deadline.
 
     rec = Recorder().start()
     rec.reply("RCPT", "550 5.1.1 No such user", match="bad@")
     rec.stall("EOD")
     rec.hangup("MIDDATA", after=1000)
+    rec.hold("MAIL", lines=3)          # MAIL's reply waits for 3 more lines
     ...
+    rec.events(0)                      # [("recv", "EHLO ..."), ("send", "250 ..."), ...]
     msgs = rec.wait_for_transactions(1, timeout=5)
     rec.stop()
 
@@ -56,6 +79,7 @@ HIDDEN_CAPS = {
 }
 
 _ADDR_RE = re.compile(r"<([^>]*)>")
+_BDAT_RE = re.compile(r"BDAT ([0-9]{1,18})( LAST)?$", re.I)
 
 
 def _addr(line):
@@ -88,10 +112,13 @@ class Rule:
     contains `match`, do `action`: a reply text (str, or list of lines for a
     multi-line reply), STALL, HANGUP, GARBAGE, or raw bytes to send as is."""
 
-    def __init__(self, when, action, match=None, times=None, after=0, garbage=None, delay=0.0):
+    def __init__(self, when, action, match=None, times=None, after=0, garbage=None, delay=0.0, hold=False):
         self.when = when.upper()
         self.action = action  # None: the normal reply (after delay)
         self.delay = delay
+        # False: send at once; an int K: send after K more command lines;
+        # None: send when the test calls release().
+        self.hold = hold
         self.match = match
         self.times = times
         self.after = after
@@ -125,6 +152,8 @@ class Transaction:
         self.eod_code = None
         self.completed = False  # end of data seen and we answered 2xx
         self.reset = False  # ended by RSET
+        self.bdat = False  # the message came by BDAT (RFC 3030), not DATA
+        self.chunks = []  # BDAT: the size of each chunk, in order
 
     @property
     def sender(self):
@@ -154,6 +183,14 @@ class Connection:
         self.transactions = []
         self.closed = False
         self.sock = None
+        # ("recv", line) and ("send", reply text) in the order they happened;
+        # a multi-line reply's lines are joined with "\n". events_raw[i] is
+        # how many octets had arrived when events[i] happened.
+        self.events = []
+        self.events_raw = []
+        self.held = None  # while a reply is held: [(bytes, text)] waiting to go
+        self.hold_left = None  # command lines still to come before it goes
+        self.send_lock = threading.Lock()  # the serving thread and release()
 
     def verbs(self):
         return [c.split(" ", 1)[0].upper() for c in self.commands]
@@ -253,9 +290,9 @@ class Recorder:
             for c in extra_caps:
                 self.caps.append(HIDDEN_CAPS.get(c.upper(), c))
 
-    def rule(self, when, action, match=None, times=None, after=0, garbage=None, delay=0.0):
+    def rule(self, when, action, match=None, times=None, after=0, garbage=None, delay=0.0, hold=False):
         with self._cv:
-            self.rules.append(Rule(when, action, match, times, after, garbage, delay))
+            self.rules.append(Rule(when, action, match, times, after, garbage, delay, hold))
 
     def reply(self, when, text, match=None, times=None):
         """Answer `when` (a verb, BANNER or EOD) with text instead."""
@@ -273,6 +310,41 @@ class Recorder:
     def delay(self, when, seconds, match=None, text=None):
         """Answer `when` normally (or with text), but only after seconds."""
         self.rule(when, text, match, delay=seconds)
+
+    def hold(self, when, lines=None, match=None, text=None, times=None):
+        """Answer `when` normally (or with text), but hold the reply back
+        until `lines` more command lines have arrived on that connection, or,
+        with lines=None, until release(). What we answer meanwhile queues
+        behind it, in order. A peer that waits for each reply never sends
+        those lines: then the reply goes only on release() (or never)."""
+        if lines is not None and lines < 1:
+            raise ValueError("hold: lines must be at least 1 (or None)")
+        self.rule(when, text, match, times, hold=lines)
+
+    def release(self):
+        """Send every held reply (and what queued behind it) now."""
+        with self._cv:
+            conns = list(self.connections)
+        for c in conns:
+            with c.send_lock:
+                self._flush_held(c)
+
+    def _flush_held(self, conn):
+        """Send what conn holds back; the caller holds conn.send_lock."""
+        held, conn.held, conn.hold_left = conn.held, None, None
+        for data, text in held or ():
+            try:
+                conn.sock.sendall(data)
+            except OSError:
+                return
+            self._record_send(conn, data, text)
+
+    def _record_send(self, conn, data, text):
+        with self._cv:
+            conn.sent += len(data)
+            conn.events.append(("send", text))
+            conn.events_raw.append(len(conn.raw))
+            self._cv.notify_all()
 
     # ---- accessors (thread-safe) -------------------------------------
 
@@ -308,6 +380,14 @@ class Recorder:
         """Wait for n messages (end of data seen); returns the list (maybe shorter)."""
         self.wait_for(lambda: len(self._messages_locked()) >= n, timeout)
         return self.messages()
+
+    def wait_for_delivered(self, n, timeout=5.0):
+        """Wait for n delivered messages (end of data answered 2xx); returns
+        the list (maybe shorter)."""
+        self.wait_for(
+            lambda: sum(t.completed for c in self.connections for t in c.transactions) >= n, timeout
+        )
+        return self.delivered()
 
     def _messages_locked(self):
         return [t for c in self.connections for t in c.transactions if t.data is not None]
@@ -346,6 +426,32 @@ class Recorder:
     def conns(self):
         with self._cv:
             return list(self.connections)
+
+    def events(self, index=0):
+        """Connection index's event log: [("recv", line) | ("send", reply)]."""
+        with self._cv:
+            if index >= len(self.connections):
+                return []
+            return list(self.connections[index].events)
+
+    def events_raw(self, index=0):
+        """Octets received on connection index when each event happened."""
+        with self._cv:
+            if index >= len(self.connections):
+                return []
+            return list(self.connections[index].events_raw)
+
+    def wait_event(self, kind, prefix, index=0, timeout=5.0):
+        """Wait for an event of kind ("recv"/"send") whose text starts with
+        prefix (case-insensitive) on connection index; True when it came."""
+        prefix = prefix.upper()
+
+        def seen():
+            if index >= len(self.connections):
+                return False
+            return any(k == kind and t.upper().startswith(prefix) for k, t in self.connections[index].events)
+
+        return bool(self.wait_for(seen, timeout))
 
     # ---- server ------------------------------------------------------
 
@@ -406,6 +512,7 @@ class _Session:
         self.eof = False
         self.txn = None  # the open transaction (after an accepted MAIL)
         self.helo = False
+        self._mid = None  # the MIDDATA rule of the BDAT transaction
 
     # ---- I/O ----
 
@@ -419,12 +526,36 @@ class _Session:
             self.rec._cv.notify_all()
         self.buf += data
 
-    def _send(self, data):
+    def _send(self, data, text=None):
+        """Send now, or queue behind a held reply. text is what the event
+        log says (default: the bytes, without the final CRLF)."""
         if isinstance(data, str):
             data = data.encode("utf-8")
-        self.sock.sendall(data)
-        with self.rec._cv:
-            self.conn.sent += len(data)
+        if text is None:
+            text = data.decode("latin-1").rstrip("\r\n")
+        with self.conn.send_lock:
+            if self.conn.held is not None:
+                self.conn.held.append((data, text))
+                return
+            self.sock.sendall(data)
+            self.rec._record_send(self.conn, data, text)
+
+    def _hold_starts(self, rule):
+        """A HOLD rule fired: what we send from now on queues (a hold that
+        is already on just goes on: its own count decides)."""
+        with self.conn.send_lock:
+            if self.conn.held is None:
+                self.conn.held = []
+                self.conn.hold_left = rule.hold
+
+    def _line_arrived(self):
+        """One more command line: a counted hold may be over."""
+        with self.conn.send_lock:
+            if self.conn.held is None or self.conn.hold_left is None:
+                return
+            self.conn.hold_left -= 1
+            if self.conn.hold_left <= 0:
+                self.rec._flush_held(self.conn)
 
     def _send_reply(self, text):
         if isinstance(text, (list, tuple)):
@@ -436,7 +567,7 @@ class _Session:
             code, rest = ln[:3], ln[4:]
             sep = " " if i == len(lines) - 1 else "-"
             out.append(f"{code}{sep}{rest}\r\n")
-        self._send("".join(out))
+        self._send("".join(out), "\n".join(o.rstrip("\r\n") for o in out))
         return int(lines[-1][:3])
 
     def _stall(self):
@@ -458,6 +589,8 @@ class _Session:
         sent, or None when no reply was sent (garbage)."""
         if rule is not None and rule.delay:
             time.sleep(rule.delay)
+        if rule is not None and rule.hold is not False:
+            self._hold_starts(rule)
         if rule is None or rule.action is None:
             return self._send_reply(default)
         a = rule.action
@@ -486,7 +619,10 @@ class _Session:
             line = raw.rstrip(b"\r\n").decode("latin-1")
             with self.rec._cv:
                 self.conn.commands.append(line)
+                self.conn.events.append(("recv", line))
+                self.conn.events_raw.append(len(self.conn.raw))
                 self.rec._cv.notify_all()
+            self._line_arrived()
             verb = line.split(" ", 1)[0].upper()
             handler = getattr(self, "_cmd_" + verb, None)
             if handler is None or not verb.isalpha():
@@ -534,7 +670,82 @@ class _Session:
         self._act(self.rec._find_rule(verb, line), "535 5.7.8 Authentication failed")
 
     def _cmd_BDAT(self, verb, line):
-        self._act(self.rec._find_rule(verb, line), "502 5.5.1 BDAT not implemented")
+        with self.rec._cv:
+            chunking = any(c.split()[0].upper() == "CHUNKING" for c in self.rec.caps if c.split())
+        m = _BDAT_RE.match(line)
+        if not chunking or m is None:
+            default = "501 5.5.4 Syntax: BDAT count [LAST]" if chunking else "502 5.5.1 BDAT not implemented"
+            self._act(self.rec._find_rule(verb, line), default)
+            return
+        size, last = int(m.group(1)), m.group(2) is not None
+        txn = self.txn
+        # RFC 3030 §2: the chunk is read whatever the answer will be.
+        if txn is not None:
+            with self.rec._cv:
+                txn.bdat = True
+                txn.chunks.append(size)
+                first = len(txn.chunks) == 1
+            if first:
+                self._mid = self._take_middata()
+        self._read_chunk(size, txn)
+        r = self.rec._find_rule(verb, line)
+        if r is None and last:
+            r = self.rec._find_rule("EOD", "")
+        if txn is None:
+            default = "503 5.5.1 Error: need RCPT command"
+        elif not txn.accepted_rcpts:
+            default = "554 5.5.1 Error: no valid recipients"
+        elif last:
+            default = f"250 2.0.0 Ok: queued as R{self.rec._queue_id():06d}"
+        else:
+            default = f"250 2.0.0 Ok: {size} octets"
+        if txn is not None and last and r is not None and r.action in (STALL, HANGUP):
+            # Published before we go quiet: the message did arrive.
+            with self.rec._cv:
+                txn.data = bytes(txn.partial)
+                self.rec._cv.notify_all()
+        code = self._act(r, default)
+        if txn is None or not last:
+            return
+        with self.rec._cv:
+            txn.data = bytes(txn.partial)
+            txn.eod_code = code
+            txn.completed = code is not None and 200 <= code < 300
+            self.rec._cv.notify_all()
+        if txn.completed:
+            self.txn = None
+
+    def _take_middata(self):
+        with self.rec._cv:
+            for r in self.rec.rules:
+                if r.when == "MIDDATA" and (r.times is None or r.fired < r.times):
+                    r.fired += 1
+                    return r
+        return None
+
+    def _read_chunk(self, size, txn):
+        """Exactly size octets of BDAT chunk, into txn.partial (if any)."""
+        left = size
+        while True:
+            take = bytes(self.buf[:left])
+            del self.buf[: len(take)]
+            left -= len(take)
+            if txn is not None and take:
+                with self.rec._cv:
+                    txn.partial += take
+                    self.rec._cv.notify_all()
+            mid = self._mid if txn is not None else None
+            if mid is not None and len(txn.partial) >= mid.after:
+                if mid.action == HANGUP:
+                    raise _Hangup()
+                if mid.action == STALL:
+                    self._stall()
+                if mid.action == GARBAGE:
+                    self._send(mid.garbage)
+                    self._mid = None
+            if left == 0:
+                return
+            self._recv()
 
     def _cmd_MAIL(self, verb, line):
         txn = Transaction(self.conn.index, line)
