@@ -194,6 +194,35 @@ backend_waiting(const struct backend *b)
 }
 
 int
+backend_reply_ready(const struct backend *b)
+{
+	struct evbuffer *in;
+	struct evbuffer_ptr p;
+	size_t eol_len;
+
+	if (b->nwait == 0 || b->conn == NULL || b->dead)
+		return 0;
+	in = b->conn->in;
+	evbuffer_ptr_set(in, &p, 0, EVBUFFER_PTR_SET);
+	/* A reply's last line is "ddd" or "ddd text"; "ddd-" goes on. A
+	 * multi-line reply is at most SMTP_REPLY_LINES_MAX lines. */
+	for (int n = 0; n <= SMTP_REPLY_LINES_MAX; n++) {
+		struct evbuffer_ptr eol = evbuffer_search_eol(in, &p, &eol_len, EVBUFFER_EOL_CRLF);
+		char head[4];
+
+		if (eol.pos < 0)
+			return 0;
+		if (eol.pos - p.pos < 4 ||
+		    (evbuffer_copyout_from(in, &p, head, 4) == 4 && head[3] != '-'))
+			return 1;
+		if (evbuffer_ptr_set(in, &eol, eol_len, EVBUFFER_PTR_ADD) != 0)
+			return 0;
+		p = eol;
+	}
+	return 0;
+}
+
+int
 backend_room(const struct backend *b)
 {
 	return b->nwait < BACKEND_PIPELINE_MAX;

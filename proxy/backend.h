@@ -134,6 +134,9 @@ void backend_data_sent(struct backend *b, backend_cb cb);
 void backend_flush(struct backend *b);
 /* backend_waiting - commands sent whose replies have not come. */
 unsigned backend_waiting(const struct backend *b);
+/* backend_reply_ready - is the next reply already read, whole (its last
+ * line in the input)? It is handed over in this same pass. */
+int backend_reply_ready(const struct backend *b);
 /* backend_room - may one more command go before the replies come? */
 int backend_room(const struct backend *b);
 /* backend_usable - connected and not dead. */

@@ -668,8 +668,9 @@ fly_pop(struct session *s, struct flight *f)
 /*
  * fly_land - its reply was relayed: then our replies held behind it, and
  * the session goes on (the next command may have waited for this). When
- * the backend's next reply is already read, the client's write waits for
- * it: the replies of one group reach the client in one write.
+ * the backend's next reply is already read whole, the client's write waits
+ * for it (it is handed over in this same pass): the replies of one group
+ * reach the client in one write. Half a reply holds nothing back.
  */
 void
 fly_land(struct session *s, struct flight *f)
@@ -683,8 +684,7 @@ fly_land(struct session *s, struct flight *f)
 	free(f->addr);
 	if (s->state == SESSION_CLOSING)
 		return;
-	s->hold_flush = backend_waiting(&s->be) > 0 && s->be.conn != NULL &&
-	    evbuffer_get_length(s->be.conn->in) > 0;
+	s->hold_flush = backend_reply_ready(&s->be);
 	if (!s->busy) {
 		session_done(s); /* s may be gone after this */
 		return;

@@ -107,10 +107,12 @@ def test_exact_bytes(chunking, proxy, client, name, spool_memory):
     assert t.completed
     assert_by_bdat(chunking, t, msg)
     # BDAT and its chunk in one write: when the recorder read the BDAT line
-    # the chunk had come with it.
-    ev = chunking.events(0)
-    at = chunking.events_raw(0)[ev.index(("recv", f"BDAT {len(msg)} LAST"))]
-    assert chunking.conns()[0].raw[:at].endswith(b"BDAT %d LAST\r\n" % len(msg) + msg)
+    # the chunk had come with it. A spool in a file goes by sendfile(2),
+    # after the write that holds the command: not the same segment.
+    if spool_memory is None:
+        ev = chunking.events(0)
+        at = chunking.events_raw(0)[ev.index(("recv", f"BDAT {len(msg)} LAST"))]
+        assert chunking.conns()[0].raw[:at].endswith(b"BDAT %d LAST\r\n" % len(msg) + msg)
     s = p.wait_summaries(1, timeout=BOUND)
     assert s and s[0]["status"] == "sent" and s[0]["size"] == str(len(msg)), s
 
