@@ -13,7 +13,7 @@ import re
 import pytest
 
 import kit.proxy as kp
-from kit.messages import stuff
+from kit.messages import DOTS, stuff
 from kit.postfix import DOMAIN, postfix_fixtures
 from kit.smtpclient import ConnectionClosed, ReplyTimeout, reply_lines_caps
 
@@ -21,20 +21,6 @@ BOUND = 15.0
 
 _postfix, postfix = postfix_fixtures()
 
-DOTS = b"\r\n".join([
-    b"Subject: dots",
-    b"",
-    b".leading dot",
-    b"..two leading dots",
-    b".",
-    b"..",
-    b"...",
-    b" . not at the start",
-    b"middle.dot.",
-    b".\t",
-    b"a lone dot follows",
-    b".",
-]) + b"\r\n"
 
 MESSAGES = {
     "plain": b"From: <a@x.test>\r\nSubject: plain\r\n\r\nHello.\r\nNo dots here.\r\n",

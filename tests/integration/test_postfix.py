@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from kit.messages import make_message, smtp
+from kit.messages import DOTS, make_message, smtp
 from kit.postfix import DOMAIN, UNKNOWN, postfix_fixtures
 
 # Postfix's SIZE in these tests: below the proxy's max_message_size, so the
@@ -72,21 +72,7 @@ def test_byte_exact_delivery_8bit(postfix, proxy):
 
 def test_dot_stuffing_survives(postfix, proxy):
     p = proxy(backend=postfix.addr)
-    body = [
-        b"Subject: dots",
-        b"",
-        b".leading dot",
-        b"..two leading dots",
-        b".",
-        b"..",
-        b"...",
-        b" . not at the start",
-        b"middle.dot.",
-        b".\t",
-        b"a lone dot follows",
-        b".",
-    ]
-    msg = b"\r\n".join(body) + b"\r\n"
+    msg = DOTS
     with smtp(p) as s:
         assert s.sendmail("dots@client.test", ["carol@" + DOMAIN], msg) == {}
     [m] = postfix.wait_messages(1)

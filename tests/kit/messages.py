@@ -15,6 +15,23 @@ import re
 import smtplib
 
 
+# A message whose lines begin with dots in every way that matters to
+# dot-stuffing (RFC 5321 §4.5.2), ending in a line that is a lone dot.
+DOTS = b"\r\n".join([
+    b"Subject: dots",
+    b"",
+    b".leading dot",
+    b"..two leading dots",
+    b".",
+    b"..",
+    b"...",
+    b" . not at the start",
+    b"middle.dot.",
+    b".\t",
+    b"a lone dot follows",
+    b".",
+]) + b"\r\n"
+
 def stuff(msg):
     q = re.sub(rb"(?m)^\.", b"..", msg)
     if q[-2:] != b"\r\n":
