@@ -354,7 +354,7 @@ for w in "${WORKLOADS[@]}"; do
 	else
 		printf "%-38s %7d %11.0f %11.0f %7s%s\n" "$name" "$count" "$d" "$p" "$ratio" "$mark"
 	fi
-	summary_row "$name" "$ratio" "${GOAL[$name]}" "${hratio:-}"
+	summary_row "$name" "$ratio" "${GOAL[$name]:-}" "${hratio:-}"
 done
 T_END=$(now_ns)
 
