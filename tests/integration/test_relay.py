@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from kit.messages import make_message, smtp, stuff
+from kit.messages import DOTS, make_message, smtp, stuff
 
 
 @pytest.mark.parametrize("spool_memory", ["1M", "4k"], ids=["memory", "file"])
@@ -31,21 +31,7 @@ def test_byte_exact_relay_8bit(recorder, proxy, spool_memory):
 
 def test_dot_stuffing_round_trip(recorder, proxy):
     p = proxy()
-    body = [
-        b"Subject: dots",
-        b"",
-        b".leading dot",
-        b"..two leading dots",
-        b".",
-        b"..",
-        b"...",
-        b" . not at the start",
-        b"middle.dot.",
-        b".\t",
-        b"last line before a lone dot",
-        b".",
-    ]
-    msg = b"\r\n".join(body) + b"\r\n"
+    msg = DOTS
     with smtp(p) as s:
         s.sendmail("a@x.test", ["b@y.test"], msg)
     t = recorder.wait_for_transactions(1)[0]
