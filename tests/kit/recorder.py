@@ -570,6 +570,18 @@ class _Session:
         self._send("".join(out), "\n".join(o.rstrip("\r\n") for o in out))
         return int(lines[-1][:3])
 
+    def _mid_fire(self, mid):
+        """A MIDDATA rule whose point is reached: hang up (raises), stall
+        (never returns), or send its garbage; True once it has fired."""
+        if mid.action == HANGUP:
+            raise _Hangup()
+        if mid.action == STALL:
+            self._stall()
+        if mid.action == GARBAGE:
+            self._send(mid.garbage)
+            return True
+        return False
+
     def _stall(self):
         """Never answer again; keep recording what arrives until EOF."""
         while True:
@@ -735,14 +747,8 @@ class _Session:
                     txn.partial += take
                     self.rec._cv.notify_all()
             mid = self._mid if txn is not None else None
-            if mid is not None and len(txn.partial) >= mid.after:
-                if mid.action == HANGUP:
-                    raise _Hangup()
-                if mid.action == STALL:
-                    self._stall()
-                if mid.action == GARBAGE:
-                    self._send(mid.garbage)
-                    self._mid = None
+            if mid is not None and len(txn.partial) >= mid.after and self._mid_fire(mid):
+                self._mid = None
             if left == 0:
                 return
             self._recv()
@@ -848,15 +854,9 @@ class _Session:
             with self.rec._cv:
                 txn.partial[:] = data if end is None else data[:msg_len]
                 self.rec._cv.notify_all()
-            if mid is not None and len(txn.partial) >= mid.after:
-                if mid.action == HANGUP:
-                    raise _Hangup()
-                if mid.action == STALL:
-                    self._stall()
-                if mid.action == GARBAGE:
-                    self._send(mid.garbage)
-                    mid = None
-                    continue
+            if mid is not None and len(txn.partial) >= mid.after and self._mid_fire(mid):
+                mid = None
+                continue
             scanned = len(data)
             self._recv()
 
