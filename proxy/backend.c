@@ -3,7 +3,7 @@
  *
  * Exports backend_init, backend_connect, backend_reconnect, backend_greet,
  * backend_command, backend_commandf, backend_output, backend_data_end,
- * backend_bdat, backend_data_sent, backend_flush, backend_waiting, backend_room,
+ * backend_bdat, backend_data_sent, backend_idle, backend_flush, backend_waiting, backend_room,
  * backend_usable, backend_close and xclient_has. Commands wait for their
  * replies in a queue: one at a time, or a pipelined group (RFC 2920) sent in
  * one write whose replies come back in order, each (or a timeout, a lost
@@ -408,11 +408,15 @@ backend_read_cb(struct conn *c, void *arg)
 	 * backend_close clears alive, and nothing here touches b after. */
 	b->alive = &alive;
 	backend_replies(b, c, &alive);
-	if (!alive)
-		return;
-	b->alive = NULL;
+	if (alive)
+		b->alive = NULL;
+}
+
+/* backend_idle - see backend.h */
+void
+backend_idle(struct backend *b)
+{
 	if (b->nwait == 0 && b->greeted == NULL && b->reply != NULL) {
-		/* Idle: nobody holds the last reply any more. */
 		free(b->reply);
 		b->reply = NULL;
 	}

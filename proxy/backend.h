@@ -73,8 +73,8 @@ struct backend {
 	void (*gone)(void *arg, enum backend_result res);
 	struct conn *conn;
 	struct event *deadline;
-	/* The reply being read: held while a reply is due or the greeting
-	 * runs, so an idle leg does not carry its 8 KB. */
+	/* The reply being read: allocated with the first reply line, let go
+	 * by backend_idle and backend_close. */
 	struct smtp_reply *reply;
 	/* Who waits for a reply, oldest first: one entry, or a pipelined
 	 * group (RFC 2920) whose replies come back in the order sent. */
@@ -130,6 +130,11 @@ void backend_data_end(struct backend *b, backend_cb cb);
 struct evbuffer *backend_bdat(struct backend *b, size_t n);
 /* backend_data_sent - the message is in the output: cb gets the final reply. */
 void backend_data_sent(struct backend *b, backend_cb cb);
+/* backend_idle - the owner waits for its client outside a transaction: with
+ * no reply due and no greeting running, the reply buffer goes (an idle
+ * session holds no 8 KB; one in a transaction keeps it, not one
+ * allocation a command). */
+void backend_idle(struct backend *b);
 /* backend_flush - send what a cork held back. */
 void backend_flush(struct backend *b);
 /* backend_waiting - commands sent whose replies have not come. */

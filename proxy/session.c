@@ -554,6 +554,8 @@ session_process(struct session *s)
 				session_close(s, NULL);
 				break;
 			}
+			if (!s->tx.active && !s->tx.mail_pending)
+				backend_idle(&s->be);
 			if (!evtimer_pending(s->timer, NULL))
 				session_arm(s, cfg->timeout_ms);
 			break;
