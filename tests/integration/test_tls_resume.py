@@ -11,9 +11,9 @@ an implicit-TLS listener, TLS 1.2 and 1.3.
 With workers = 2 the ticket keys must be the same in every worker (the
 master makes the TLS context before it forks): a ticket one worker issued
 is taken by the other. Which worker served a connection is read from the
-log (its pid on the "connect from client=...:PORT" line); connections are
-made until both have served, a bounded number of times. The session-ID
-cache is each process's own, and the test says so too.
+log (its pid on the "connect from client=...:PORT" line), and the test
+chooses it by stopping the other while it connects (only_worker). The
+session-ID cache is each process's own, and the test says so too.
 """
 
 import signal
@@ -25,12 +25,11 @@ import pytest
 from kit.messages import stuff
 from kit.smtpclient import RawClient
 from test_tls import BODY, HOST, READY, raw, send_message, tls, tls_keys, tproxy  # noqa: F401 (fixtures)
-from test_workers import STARTED, worker_of
+from test_workers import STARTED, children, only_worker, worker_of
 
 BOUND = 15.0
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 VNAME = {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}
-TRIES = 40  # connections made at most until both workers have served one
 
 
 def context(kit, version, tickets=True):
@@ -190,13 +189,27 @@ def wproxy(tproxy, tls, **kw):
     return p
 
 
-def served_by(p, port, ctx, session, implicit=False):
-    """A connection offering session: (worker pid, reused)."""
-    c = Conn(port, ctx, session, implicit)
+def served_by(p, pid, ctx, session, implicit=False):
+    """A connection to worker pid alone, offering session: reused?"""
+    with only_worker(p, pid):
+        c = Conn(p.port, ctx, session, implicit)
     try:
-        return worker_of(p, c.raw), c.reused
+        assert worker_of(p, c.raw) == pid
+        return c.reused
     finally:
         c.close()
+
+
+def issued(p, ctx, implicit=False):
+    """A first connection: (the worker that served it, its session, the other worker)."""
+    first = Conn(p.port, ctx, implicit=implicit)
+    try:
+        issuer = worker_of(p, first.raw)
+        session = first.session
+    finally:
+        first.close()
+    [other] = children(p.pid) - {issuer}
+    return issuer, session, other
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=VNAME.get)
@@ -204,21 +217,11 @@ def served_by(p, port, ctx, session, implicit=False):
 def test_workers_take_each_others_tickets(tproxy, tls, version, implicit):
     p = wproxy(tproxy, tls, listen_opts="tls" if implicit else "")
     ctx = context(tls, version)
-    first = Conn(p.port, ctx, implicit=implicit)
-    try:
-        issuer = worker_of(p, first.raw)
-        session = first.session
-    finally:
-        first.close()
+    issuer, session, other = issued(p, ctx, implicit)
     assert session.has_ticket
-    seen = {}
-    for _ in range(TRIES):
-        pid, reused = served_by(p, p.port, ctx, session, implicit)
-        assert reused, f"worker {pid} (issuer {issuer}) did not resume:\n{p.log()}"
-        seen[pid] = seen.get(pid, 0) + 1
-        if len(seen) == 2:
-            break
-    assert len(seen) == 2 and issuer in seen, f"{TRIES} connections, served by {seen}:\n{p.log()}"
+    assert served_by(p, other, ctx, session, implicit), \
+        f"worker {other} did not take the ticket of {issuer}:\n{p.log()}"
+    assert served_by(p, issuer, ctx, session, implicit), p.log()
 
 
 def test_workers_session_id_cache_is_per_process(tproxy, tls):
@@ -227,32 +230,15 @@ def test_workers_session_id_cache_is_per_process(tproxy, tls):
     portcullis.conf(5) says."""
     p = wproxy(tproxy, tls)
     ctx = context(tls, ssl.TLSVersion.TLSv1_2, tickets=False)
-    first = Conn(p.port, ctx)
-    try:
-        issuer = worker_of(p, first.raw)
-        session = first.session
-    finally:
-        first.close()
+    issuer, session, other = issued(p, ctx)
     assert not session.has_ticket
-    seen = {}
-    for _ in range(TRIES):
-        pid, reused = served_by(p, p.port, ctx, session)
-        assert reused == (pid == issuer), f"worker {pid}, issuer {issuer}, reused {reused}"
-        seen[pid] = reused
-        if len(seen) == 2:
-            break
-    assert len(seen) == 2, f"{TRIES} connections, served by {seen}:\n{p.log()}"
+    assert not served_by(p, other, ctx, session), p.log()
+    assert served_by(p, issuer, ctx, session), p.log()
 
 
 def test_workers_cache_no(tproxy, tls):
     p = wproxy(tproxy, tls, tls_session_cache="no")
     ctx = context(tls, ssl.TLSVersion.TLSv1_3)
-    _, _, session = once(p.port, ctx)
-    seen = set()
-    for _ in range(TRIES):
-        pid, reused = served_by(p, p.port, ctx, session)
-        assert not reused
-        seen.add(pid)
-        if len(seen) == 2:
-            break
-    assert len(seen) == 2, p.log()
+    issuer, session, other = issued(p, ctx)
+    assert not served_by(p, other, ctx, session)
+    assert not served_by(p, issuer, ctx, session)

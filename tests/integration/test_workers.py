@@ -4,13 +4,17 @@ that hold across them, least privilege and the seccomp filter.
 Which worker served a session is read from the log: every line carries the
 pid of the process that wrote it (portcullis[PID]), and the session's
 "connect from client=127.0.0.1:PORT" line names the client's own port. A
-test that needs both workers to take part opens sessions until the log
-shows both (a bounded number), since the kernel decides who accepts.
+test that needs a given worker to take a connection stops the others
+(SIGSTOP) until it has (only_worker): every worker waits on the same
+listening socket and the kernel wakes them all, so whichever runs first
+accepts. Left to chance, one CI run saw 40 connections in a row go to the
+same worker.
 
 Nothing here waits for wall time to pass except the greylist delay; every
 other wait is a poll for a condition with a generous deadline.
 """
 
+import contextlib
 import os
 import pwd
 import re
@@ -95,8 +99,9 @@ def connect_pids(p):
 
 
 def worker_of(p, c):
-    """The pid of the worker serving client c (from its connect line)."""
-    port = c.sock.getsockname()[1]
+    """The pid of the worker serving client c, a client or a socket (from
+    its connect line)."""
+    port = getattr(c, "sock", c).getsockname()[1]
     deadline = time.monotonic() + BOUND
     while True:
         pid = connect_pids(p).get(port)
@@ -106,19 +111,58 @@ def worker_of(p, c):
         time.sleep(0.02)
 
 
-def held_on_both(p, n_min=2, limit=40):
-    """Open sessions (banner read) until both workers hold at least one;
-    returns [(client, pid)]."""
-    held = []
-    for _ in range(limit):
+@contextlib.contextmanager
+def only_worker(p, pid):
+    """While the block runs, worker pid alone accepts: the master's other
+    children are stopped (SIGSTOP), and continued (SIGCONT) after. The
+    master waits for its children without WUNTRACED, so it does not take
+    a stopped worker for a dead one. The block must wait for what it
+    connects to be served (a banner, a handshake) before it ends."""
+    others = children(p.pid) - {pid}
+    assert pid in children(p.pid), f"{pid} is not a worker of {p.pid}"
+    for k in others:
+        os.kill(k, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for k in others:
+            os.kill(k, signal.SIGCONT)
+
+
+def on_each(p, kids, fn):
+    """fn(pid) once with each worker alone accepting, in pid order:
+    {pid: what fn returned}."""
+    out = {}
+    for pid in sorted(kids):
+        with only_worker(p, pid):
+            out[pid] = fn(pid)
+    return out
+
+
+def held_on(p, pid):
+    """A session on worker pid, its banner read."""
+    with only_worker(p, pid):
         c = RawClient(p.port, timeout=BOUND)
         c.banner().expect(220)
-        held.append((c, worker_of(p, c)))
-        if len(held) >= n_min and len({pid for _, pid in held}) >= 2:
-            return held
-    for c, _ in held:
-        c.close()
-    pytest.fail(f"{limit} sessions, all on one worker:\n{p.log()}")
+    assert worker_of(p, c) == pid
+    return c
+
+
+def held_on_both(p, n_min=2):
+    """n_min open sessions (banner read), taken by the workers in turn:
+    [(client, pid)]."""
+    kids = sorted(children(p.pid))
+    assert len(kids) == 2, kids
+    held = []
+    try:
+        for i in range(n_min):
+            pid = kids[i % 2]
+            held.append((held_on(p, pid), pid))
+    except BaseException:
+        for c, _ in held:
+            c.close()
+        raise
+    return held
 
 
 def deliver(c, sender, rcpt="b@y.test"):
@@ -279,11 +323,6 @@ def test_sigkill_under_load_loses_no_acknowledged_message(recorder, proxy):
         new = wait_children(p, 2, other_than=(victim,)) - {survivor}
         assert len(new) == 1, p.log()
         [fresh] = new
-        # The new worker serves too.
-        deadline = time.monotonic() + BOUND
-        while fresh not in connect_pids(p).values():
-            assert time.monotonic() < deadline, p.log()
-            time.sleep(0.02)
     finally:
         for s in senders:
             s.stop.set()
@@ -303,6 +342,13 @@ def test_sigkill_under_load_loses_no_acknowledged_message(recorder, proxy):
     # theirs dropped, with no reply at all, rather than a refusal.
     assert broken and all(err.startswith(("ConnectionClosed", "ConnectionResetError"))
                           for _, err in broken), broken
+    # The new worker serves too.
+    c = held_on(p, fresh)
+    try:
+        c.ehlo()
+        assert deliver(c, "fresh@x.test").code == 250
+    finally:
+        c.close()
     assert p.alive()
 
 
@@ -440,72 +486,83 @@ def burst(port, n):
     return socks, replies
 
 
+def served_by_pids(p, socks, replies):
+    """{pid} of the workers that served (220) the given connections."""
+    out = set()
+    for sk, r in zip(socks, replies):
+        if r.startswith("220 "):
+            out.add(worker_of(p, sk))
+    return out
+
+
+def close_all(*groups):
+    for g in groups:
+        for sk in g:
+            sk.close()
+
+
 @pytest.mark.parametrize("settings, served", [
     ({"max_connections_per_ip": "10", "max_connections": "100"}, 10),
     ({"max_connections_per_ip": "100", "max_connections": "5"}, 5),
 ])
 def test_limits_hold_across_workers(recorder, proxy, settings, served):
+    """The sessions one worker holds count on the other: it serves only
+    what is left of the limit and refuses the rest with 421 4.7.0. Per-worker
+    counts would let it serve the whole limit again."""
     n = 30 if served == 10 else 12
+    first = served // 2
     p = wstart(proxy, **settings)
-    kids = wait_children(p, 2)
-    for _ in range(10):
-        before = set(connect_pids(p))
-        socks, replies = burst(p.port, n)
-        try:
-            ok = [r for r in replies if r.startswith("220 ")]
-            refused = [r for r in replies if r.startswith("421 4.7.0 ")]
-            assert len(ok) == served and len(refused) == n - served, replies
-            took = {pid for port, pid in connect_pids(p).items() if port not in before}
-        finally:
-            for s in socks:
-                s.close()
-        assert recorder.wait_all_closed(timeout=BOUND)
-        # Every slot comes back once the sessions are gone.
-        deadline = time.monotonic() + BOUND
-        while True:
-            c = RawClient(p.port, timeout=BOUND)
-            code = c.banner().code
-            c.close()
-            if code == 220:
-                break
-            assert time.monotonic() < deadline, p.log()
-            time.sleep(0.05)
-        if took == kids:
-            return
-    pytest.fail(f"ten bursts and one worker took every served session:\n{p.log()}")
+    a, b = sorted(wait_children(p, 2))
+    socks_a, socks_b = [], []
+    try:
+        with only_worker(p, a):
+            socks_a, replies = burst(p.port, first)
+        assert all(r.startswith("220 ") for r in replies), replies
+        assert served_by_pids(p, socks_a, replies) == {a}
+        with only_worker(p, b):
+            socks_b, replies = burst(p.port, n - first)
+        ok = [r for r in replies if r.startswith("220 ")]
+        refused = [r for r in replies if r.startswith("421 4.7.0 ")]
+        assert len(ok) == served - first and len(refused) == n - served, replies
+        assert served_by_pids(p, socks_b, replies) == {b}
+    finally:
+        close_all(socks_a, socks_b)
+    assert recorder.wait_all_closed(timeout=BOUND)
+    # Every slot comes back once the sessions are gone: the whole limit
+    # again, on either worker.
+    deadline = time.monotonic() + BOUND
+    while True:
+        socks, replies = burst(p.port, served)
+        close_all(socks)
+        if all(r.startswith("220 ") for r in replies):
+            break
+        assert time.monotonic() < deadline, (replies, p.log())
+        time.sleep(0.05)
 
 
 def test_ratelimit_concurrency_holds_across_workers(recorder, proxy, tmp_path):
     """client_concurrency counts in the shared store (LMDB here): with 4
-    allowed and 12 sessions at once, exactly 4 are served, whichever
-    worker took each; the refused ones hear the plugin's 421 4.7.0.
-    Per-worker counts would serve up to 8."""
+    allowed, 2 sessions on one worker and 10 more on the other, exactly 2 of
+    the 10 are served; the refused ones hear the plugin's 421 4.7.0.
+    Per-worker counts would serve 4 of them."""
     p = wstart(proxy, sections=[("plugin ratelimit", {
         "client_concurrency": "4", "store": f"lmdb:{tmp_path}/rl"})])
-    kids = wait_children(p, 2)
-    served = 0
-    for _ in range(10):
-        before = set(connect_pids(p))
-        socks, replies = burst(p.port, 12)
-        try:
-            ok = [r for r in replies if r.startswith("220 ")]
-            refused = [r for r in replies if re.match(
-                r"421 4\.7\.0 \S+ Too many concurrent connections from your network", r)]
-            assert len(ok) == 4 and len(refused) == 8, replies
-            took = {pid for port, pid in connect_pids(p).items() if port not in before}
-        finally:
-            for s in socks:
-                s.close()
-        if took == kids:
-            return
-        # The served sessions gone (their slots given back: the refused
-        # ones held none) before the next burst.
-        served += 4
-        deadline = time.monotonic() + BOUND
-        while len(re.findall(r"\bdisconnect from client=", p.log())) < served:
-            assert time.monotonic() < deadline, p.log()
-            time.sleep(0.02)
-    pytest.fail(f"ten bursts and one worker took every session:\n{p.log()}")
+    a, b = sorted(wait_children(p, 2))
+    socks_a, socks_b = [], []
+    try:
+        with only_worker(p, a):
+            socks_a, replies = burst(p.port, 2)
+        assert all(r.startswith("220 ") for r in replies), replies
+        assert served_by_pids(p, socks_a, replies) == {a}
+        with only_worker(p, b):
+            socks_b, replies = burst(p.port, 10)
+        ok = [r for r in replies if r.startswith("220 ")]
+        refused = [r for r in replies if re.match(
+            r"421 4\.7\.0 \S+ Too many concurrent connections from your network", r)]
+        assert len(ok) == 2 and len(refused) == 8, replies
+        assert served_by_pids(p, socks_b, replies) == {b}
+    finally:
+        close_all(socks_a, socks_b)
 
 
 # ---- 6. privilege ---------------------------------------------------------
@@ -541,24 +598,21 @@ def test_workers_drop_to_nobody_master_stays_root(recorder, proxy, tmp_path, nob
         assert_nobody(k)
     assert ids(p.pid, "Uid") == [0, 0, 0, 0]
     # The root-only key was read by the master: STARTTLS works on both.
-    served = set()
-    for i in range(40):
-        c = RawClient(p.port, timeout=BOUND)
-        c.banner().expect(220)
-        served.add(worker_of(p, c))
-        r = c.cmd("EHLO client.test").expect(250)
-        assert "STARTTLS" in r.text, r
-        c.cmd("STARTTLS").expect(220)
-        c.sock.settimeout(BOUND)
-        c.sock = tls.client_context().wrap_socket(c.sock, server_hostname="proxy.test")
-        c.ehlo()
-        assert deliver(c, f"tls{i}@x.test").code == 250
-        c.cmd("QUIT")
-        c.close()
-        if served == kids:
-            break
-    assert served == kids, p.log()
-    assert len(recorder.wait_for_transactions(i + 1, timeout=BOUND)) == i + 1
+    for pid in kids:
+        c = held_on(p, pid)
+        try:
+            r = c.cmd("EHLO client.test").expect(250)
+            assert "STARTTLS" in r.text, r
+            c.cmd("STARTTLS").expect(220)
+            c.sock.settimeout(BOUND)
+            c.sock = tls.client_context().wrap_socket(c.sock, server_hostname="proxy.test")
+            c.ehlo()
+            assert deliver(c, f"tls{pid}@x.test").code == 250
+            c.cmd("QUIT")
+        finally:
+            c.close()
+    got = recorder.wait_for_transactions(2, timeout=BOUND)
+    assert sorted(t.sender for t in got) == sorted(f"tls{pid}@x.test" for pid in kids)
 
 
 @ROOT_ONLY
@@ -696,28 +750,30 @@ def grey_attempt(port):
 
 
 def test_greylist_lmdb_shared_by_workers(recorder, proxy, tmp_path):
+    """The triplet one worker stored is known to the other: an early retry
+    there, and after the delay each worker passes it (the second finds it
+    already retried)."""
     delay = 2.0
     p = wstart(proxy, sections=[("plugin greylist", {
         "delay": "2s", "store": f"lmdb:{tmp_path}/store", "auto_whitelist": "0"})])
-    kids = wait_children(p, 2)
+    a, b = sorted(wait_children(p, 2))
     t0 = time.monotonic()
-    assert grey_attempt(p.port) == 451
-    # Early retries: both workers know the triplet the first one stored.
-    for _ in range(40):
-        if greylist_pids(p, "early retry") == kids:
-            break
+    with only_worker(p, a):
         assert grey_attempt(p.port) == 451
-    assert greylist_pids(p, "early retry") == kids, p.log()
-    assert len(greylist_pids(p, "new triplet")) == 1
+    with only_worker(p, b):
+        assert grey_attempt(p.port) == 451
+    assert greylist_pids(p, "new triplet") == {a}, p.log()
+    assert greylist_pids(p, "early retry") == {b}, p.log()
     left = t0 + delay + 0.3 - time.monotonic()
     if left > 0:
         time.sleep(left)
-    for _ in range(40):
-        if greylist_pids(p, "(?:retried|known) triplet") == kids:
-            break
+    with only_worker(p, b):
         assert grey_attempt(p.port) == 250
-    assert greylist_pids(p, "(?:retried|known) triplet") == kids, p.log()
-    assert len(greylist_pids(p, "retried triplet")) == 1
+    with only_worker(p, a):
+        assert grey_attempt(p.port) == 250
+    assert greylist_pids(p, "retried triplet") == {b}, p.log()
+    assert greylist_pids(p, "known triplet") == {a}, p.log()
+    assert len(recorder.wait_for_transactions(2, timeout=BOUND)) == 2
 
 
 def test_socket_opened_in_init_works_in_each_worker(recorder, proxy):
@@ -727,21 +783,14 @@ def test_socket_opened_in_init_works_in_each_worker(recorder, proxy):
     try:
         p = wstart(proxy, sections=[forbidden(udp_port=str(u.getsockname()[1]))])
         kids = wait_children(p, 2)
-        seen = {}
-        for i in range(40):
-            c = RawClient(p.port, timeout=BOUND)
+        for pid in kids:
+            c = held_on(p, pid)
             try:
-                c.banner().expect(220)
-                pid = worker_of(p, c)
-                c.cmd(f"EHLO n{i}.test").expect(250)
+                c.cmd(f"EHLO n{pid}.test").expect(250)
             finally:
                 c.close()
             got, _ = u.recvfrom(512)
-            assert got.decode() == f"{pid} n{i}.test"
-            seen[pid] = i
-            if set(seen) == kids:
-                break
-        assert set(seen) == kids, p.log()
+            assert got.decode() == f"{pid} n{pid}.test"
     finally:
         u.close()
 
@@ -760,19 +809,15 @@ def test_chroot_workers(recorder, proxy, nobody_dir):
             assert os.readlink(f"/proc/{k}/root") == jail
             assert_nobody(k)
         assert os.readlink(f"/proc/{p.pid}/root") == "/"
-        served = set()
-        for i in range(40):
-            c = RawClient(p.port, timeout=BOUND)
+        for pid in kids:
+            c = held_on(p, pid)
             try:
-                c.greet()
-                served.add(worker_of(p, c))
-                assert deliver(c, f"jail{i}@x.test").code == 250
+                c.ehlo()
+                assert deliver(c, f"jail{pid}@x.test").code == 250
             finally:
                 c.close()
-            if served == kids:
-                break
-        assert served == kids
-        assert len(recorder.wait_for_transactions(i + 1, timeout=BOUND)) == i + 1
+        got = recorder.wait_for_transactions(2, timeout=BOUND)
+        assert sorted(t.sender for t in got) == sorted(f"jail{pid}@x.test" for pid in kids)
     finally:
         shutil.rmtree(jail, ignore_errors=True)
 
@@ -827,16 +872,14 @@ def test_sessions_and_metrics_sum_workers(recorder, proxy):
     finally:
         for c, _ in held:
             c.close()
-    # Messages until both workers have sent some.
-    n = 0
-    while True:
-        assert one_message(p.port, f"m{n}@x.test").code == 250
-        n += 1
-        sent_by = {int(m.group(1)) for m in
-                   re.finditer(r"portcullis\[(\d+)\]: \w+: .* status=sent", p.log())}
-        if sent_by == kids:
-            break
-        assert n < 40, p.log()
+    # A message on each worker, then one more on the first.
+    n = 3
+    on_each(p, kids, lambda pid: one_message(p.port, f"m{pid}@x.test").expect(250))
+    with only_worker(p, min(kids)):
+        one_message(p.port, "again@x.test").expect(250)
+    sent_by = [int(m.group(1)) for m in
+               re.finditer(r"portcullis\[(\d+)\]: \w+: .* status=sent", p.log())]
+    assert sorted(sent_by) == sorted([*kids, min(kids)]), p.log()
     deadline = time.monotonic() + BOUND
     while True:
         text = http_get(mport, "/metrics")[1]
