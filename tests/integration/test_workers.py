@@ -111,21 +111,49 @@ def worker_of(p, c):
         time.sleep(0.02)
 
 
+# epoll_wait and epoll_pwait on x86-64: a worker stopped in one of them is
+# between two turns of its event loop, and holds no lock another needs.
+IDLE_SYSCALLS = {"232", "281"}
+
+
+def stop_idle(pid):
+    """SIGSTOP pid where it waits for events. A worker stopped anywhere else
+    could hold the connection table's lock or LMDB's writer lock, and the
+    worker left running would wait for it: continue it and try again."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        while True:  # the signal is taken asynchronously
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            assert time.monotonic() < deadline, f"worker {pid} did not stop"
+            time.sleep(0.001)
+        with open(f"/proc/{pid}/syscall") as f:
+            if f.read().split()[0] in IDLE_SYSCALLS:
+                return
+        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, f"worker {pid} never idle"
+        time.sleep(0.005)
+
+
 @contextlib.contextmanager
 def only_worker(p, pid):
     """While the block runs, worker pid alone accepts: the master's other
-    children are stopped (SIGSTOP), and continued (SIGCONT) after. The
-    master waits for its children without WUNTRACED, so it does not take
-    a stopped worker for a dead one. The block must wait for what it
-    connects to be served (a banner, a handshake) before it ends."""
-    others = children(p.pid) - {pid}
-    assert pid in children(p.pid), f"{pid} is not a worker of {p.pid}"
-    for k in others:
-        os.kill(k, signal.SIGSTOP)
+    children are stopped (SIGSTOP) while they wait for events, and continued
+    (SIGCONT) after. The master waits for its children without WUNTRACED,
+    so it does not take a stopped worker for a dead one. The block must wait
+    for what it connects to be served (a banner, a handshake) before it ends."""
+    kids = children(p.pid)
+    assert pid in kids, f"{pid} is not a worker of {p.pid}"
+    stopped = []
     try:
+        for k in kids - {pid}:
+            stop_idle(k)
+            stopped.append(k)
         yield
     finally:
-        for k in others:
+        for k in stopped:
             os.kill(k, signal.SIGCONT)
 
 
