@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "chain.h"
+#include "dataread.h"
 #include "log.h"
 #include "metrics.h"
 #include "options.h"
@@ -760,21 +761,13 @@ spool_unstuffed(struct pc_call *call, size_t *pos, int *sol, size_t start, char 
 		*sol = 1;
 	}
 	while (len > 0) {
-		size_t off = *pos - 1, o = 0;
+		size_t off = *pos - 1, o;
 		ssize_t n = spool_pread(v->spool, off, buf, len);
 
 		if (n <= 0)
 			return n;
 		*pos += (size_t)n;
-		for (ssize_t i = 0; i < n; i++) {
-			char c = buf[i];
-			if (*sol && c == '.') {
-				*sol = 0;
-				continue;
-			}
-			*sol = c == '\n';
-			buf[o++] = c;
-		}
+		o = dataread_unstuff(buf, (size_t)n, sol);
 		if (o > 0)
 			return (ssize_t)o;
 	}

@@ -30,7 +30,6 @@ static void on_data_go(void *arg, enum backend_result res, const struct smtp_rep
 static int data_emit_message(struct session *s, struct evbuffer *out);
 static void on_data_final(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void data_send(struct session *s);
-static int unstuff_add(struct evbuffer *out, const char *p, size_t n, int *sol);
 static int data_unstuffed(struct session *s, struct evbuffer *out);
 static void on_bdat_final(void *arg, enum backend_result res, const struct smtp_reply *r);
 static void on_bdat_rset(void *arg, enum backend_result res, const struct smtp_reply *r);
@@ -416,25 +415,6 @@ data_send(struct session *s)
 	backend_data_sent(&s->be, on_bdat_final);
 }
 
-/* unstuff_add - n octets of wire-form message to out, without the dots
- * that stuff a line beginning with "." (RFC 5321 §4.5.2); *sol: at the
- * start of a line, carried from one piece to the next */
-static int
-unstuff_add(struct evbuffer *out, const char *p, size_t n, int *sol)
-{
-	size_t start = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (*sol && p[i] == '.') {
-			if (i > start && evbuffer_add(out, p + start, i - start) != 0)
-				return -1;
-			start = i + 1;
-		}
-		*sol = p[i] == '\n';
-	}
-	return n > start ? evbuffer_add(out, p + start, n - start) : 0;
-}
-
 /* data_unstuffed - the message as BDAT carries it, into out: what filters
  * made of it, or the spool, without the stuffing dots (a copy) */
 static int
@@ -442,37 +422,37 @@ data_unstuffed(struct session *s, struct evbuffer *out)
 {
 	struct transaction *tx = &s->tx;
 	struct spool *sp = &tx->spool;
-	int sol = 1;
+	struct evbuffer *wire = NULL;
+	size_t off = 0;
+	int sol = 1, r = -1;
 
-	if (chain_message_changed(&s->cs, &tx->msg)) {
-		struct evbuffer *wire = evbuffer_new();
-		struct evbuffer_iovec v[16];
-		int r = -1, n;
-
-		if (wire != NULL && chain_message_emit(&s->cs, sp, &tx->msg, wire) == 0) {
-			r = 0;
-			while (r == 0 && (n = evbuffer_peek(wire, -1, NULL, v, 16)) > 0) {
-				size_t took = 0;
-				for (int i = 0; i < n && i < 16 && r == 0; i++) {
-					r = unstuff_add(out, v[i].iov_base, v[i].iov_len, &sol);
-					took += v[i].iov_len;
-				}
-				evbuffer_drain(wire, took);
-			}
-		}
-		if (wire != NULL)
-			evbuffer_free(wire);
-		return r;
-	}
-	for (size_t off = 0; off < sp->size;) {
+	/* The changed message is emitted whole (wire form), then read back
+	 * like the spool. */
+	if (chain_message_changed(&s->cs, &tx->msg) &&
+	    ((wire = evbuffer_new()) == NULL ||
+	        chain_message_emit(&s->cs, sp, &tx->msg, wire) != 0))
+		goto done;
+	for (;;) {
 		char buf[16384];
-		size_t want = sp->size - off < sizeof(buf) ? sp->size - off : sizeof(buf);
-		if (spool_pread(sp, off, buf, want) != (ssize_t)want ||
-		    unstuff_add(out, buf, want, &sol) != 0)
-			return -1;
-		off += want;
+		size_t want = wire != NULL
+		    ? sizeof(buf)
+		    : (sp->size - off < sizeof(buf) ? sp->size - off : sizeof(buf));
+		ssize_t n = wire != NULL ? evbuffer_remove(wire, buf, want)
+		                         : (want > 0 ? spool_pread(sp, off, buf, want) : 0);
+
+		if (n < 0 || (wire == NULL && (size_t)n != want))
+			goto done;
+		if (n == 0)
+			break;
+		off += (size_t)n;
+		if (evbuffer_add(out, buf, dataread_unstuff(buf, (size_t)n, &sol)) != 0)
+			goto done;
 	}
-	return 0;
+	r = 0;
+done:
+	if (wire != NULL)
+		evbuffer_free(wire);
+	return r;
 }
 
 /* on_bdat_final - the reply to BDAT LAST: the message's fate */

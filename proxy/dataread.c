@@ -265,3 +265,20 @@ dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed)
 	*consumed = len;
 	return PC_AGAIN;
 }
+
+/* dataread_unstuff - see dataread.h */
+size_t
+dataread_unstuff(char *p, size_t n, int *sol)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (*sol && p[i] == '.') {
+			*sol = 0;
+			continue;
+		}
+		*sol = p[i] == '\n';
+		p[o++] = p[i];
+	}
+	return o;
+}

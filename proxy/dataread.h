@@ -70,4 +70,13 @@ void dataread_init(struct dataread *d, enum dataread_mode mode, size_t max_size,
  */
 int dataread_feed(struct dataread *d, const char *buf, size_t len, size_t *consumed);
 
+/*
+ * dataread_unstuff - n octets of what the framer emitted (wire form), in
+ * place, without the dots that stuff a line beginning with "." (RFC 5321
+ * §4.5.2): the message itself, as filters read it and BDAT carries it.
+ * *sol says the next octet starts a line: 1 before the first piece, then
+ * carried from one piece to the next. Returns the octets left.
+ */
+size_t dataread_unstuff(char *p, size_t n, int *sol);
+
 #endif

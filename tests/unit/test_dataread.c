@@ -977,6 +977,41 @@ test_size_excludes_stuffing(void **state)
 	run_free(&r);
 }
 
+/* unstuff_pieces - dataread_unstuff over in, cut after every cut-th octet
+ * (0: whole), into out; the octets left */
+static size_t
+unstuff_pieces(const char *in, size_t n, size_t cut, char *out)
+{
+	size_t o = 0;
+	int sol = 1;
+
+	for (size_t i = 0; i < n;) {
+		size_t k = cut == 0 || n - i < cut ? n - i : cut;
+		memcpy(out + o, in + i, k);
+		o += dataread_unstuff(out + o, k, &sol);
+		i += k;
+	}
+	return o;
+}
+
+static void
+test_unstuff(void **state)
+{
+	/* Only a dot that begins a line goes, one per line; a line that is
+	 * just ".." keeps one; a dot after CR LF inside a piece or across
+	 * pieces alike. */
+	static const char in[] = "..a\r\nb.c\r\n...\r\n..\r\n\r\n.\r\nx.\r\n";
+	static const char want[] = ".a\r\nb.c\r\n..\r\n.\r\n\r\n\r\nx.\r\n";
+	char out[sizeof(in)];
+
+	(void)state;
+	for (size_t cut = 0; cut < sizeof(in); cut++) {
+		size_t n = unstuff_pieces(in, sizeof(in) - 1, cut, out);
+		assert_int_equal(n, sizeof(want) - 1);
+		assert_memory_equal(out, want, n);
+	}
+}
+
 static void
 test_random_model(void **state)
 {
@@ -1015,6 +1050,16 @@ test_random_model(void **state)
 			         "lf %lu/%lu cr %lu/%lu nul %lu/%lu\n  out  \"%s\"\n  want \"%s\"",
 			    a, r.rc, r.consumed, end, r.errors, r.bare_lf, lf, r.bare_cr, cr, r.nul,
 			    nul, b, c);
+		}
+		/* Un-stuffed, the output is the message, as long as size says:
+		 * BDAT n carries exactly that. */
+		{
+			char u[256];
+			int sol = 1;
+			assert_true(r.out.len <= sizeof(u));
+			if (r.out.len > 0)
+				memcpy(u, r.out.buf, r.out.len);
+			assert_int_equal(dataread_unstuff(u, r.out.len, &sol), r.size);
 		}
 		/* the same byte by byte and at two random cuts */
 		cuts[0] = rnd() % (len + 1);
@@ -1095,6 +1140,7 @@ main(void)
 	    cmocka_unit_test(test_max_size),
 	    cmocka_unit_test(test_max_line),
 	    cmocka_unit_test(test_size_excludes_stuffing),
+	    cmocka_unit_test(test_unstuff),
 	    cmocka_unit_test(test_random_model),
 	    cmocka_unit_test(test_zero_feed),
 	};
