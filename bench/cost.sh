@@ -34,7 +34,10 @@ BIN=${1:?usage: bench/cost.sh PATH-TO-PORTCULLIS}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 SOURCE=/usr/sbin/smtp-source
 SINK=/usr/sbin/smtp-sink
-PIPE_CLIENT=$(cd "$(dirname "$0")" && pwd)/smtp_pipe.py
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+PIPE_CLIENT=$BENCH_DIR/smtp_pipe.py
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 for t in "$SOURCE" "$SINK" valgrind strace ss timeout /usr/bin/python3 "$PIPE_CLIENT"; do
 	command -v "$t" >/dev/null || { echo "bench-cost: $t not found (make bench-cost installs it)" >&2; exit 2; }
 done
@@ -91,19 +94,6 @@ die() {
 		tail -n 20 "$LOG" >&2
 	fi
 	exit 1
-}
-
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_listen() { # port pid what; valgrind takes a few seconds to start a program
-	for _ in $(seq 600); do
-		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited at start"
-		sleep 0.05
-	done
-	die "$3 does not listen on 127.0.0.1:$1"
 }
 
 # Until no connection to or from PORT is established: the last session is
@@ -197,13 +187,6 @@ summarize() { # tool file
 	esac
 }
 
-# The sink's -c counter ("... mesg=N", rewritten after CR on every event).
-sink_count() {
-	local n
-	n=$(tr '\r' '\n' <"$WORK/plainsink.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1)
-	echo "${n:-0}"
-}
-
 # One measured run: writes $WORK/res/KEY (the summary) for workload W, side
 # (sink: smtp-source -> smtp-sink under the tool; proxy: smtp-source ->
 # portcullis under the tool -> smtp-sink), tool, message count.
@@ -212,14 +195,14 @@ measure() { # w side tool count
 	IFS='|' read -r name opts <<<"${WORKLOADS[$w]}"
 	key=$w.$side.$tool.$count
 	file=$OUT/$key
-	sp=$(free_port)
+	free_port sp
 	LOG=""
 	if [ "$side" = sink ]; then
 		# callgrind opens its file again when the sink has become nobody
 		[ "${#SINK_USER[@]}" -eq 0 ] || install -o nobody -m 644 /dev/null "$file"
 		start_under "$tool" "$file" "$SINK" "${SINK_USER[@]}" -m 64 "127.0.0.1:$sp" 64 \
 			</dev/null >"$WORK/sink.out" 2>&1
-		wait_listen "$sp" "$TARGET_PID" "smtp-sink under $tool"
+		wait_listen "$sp" "$TARGET_PID" "smtp-sink under $tool" 600
 		run_source "$name (direct, $tool)" "$sp" "$opts" "$count"
 		wait_idle "$sp"
 		stop_under
@@ -227,33 +210,21 @@ measure() { # w side tool count
 		"$SINK" -c "${SINK_USER[@]}" -m 64 "127.0.0.1:$sp" 64 </dev/null >"$WORK/plainsink.out" 2>&1 &
 		PLAIN_SINK_PID=$!
 		wait_listen "$sp" "$PLAIN_SINK_PID" "smtp-sink"
-		pp=$(free_port)
-		while [ "$pp" = "$sp" ]; do pp=$(free_port); done
-		# As bench/run.sh's config, with one process (workers = 1) and no
+		free_port pp
+		# The bench's config (bench_conf), with one process (workers = 1) and no
 		# seccomp: valgrind makes system calls of its own on the program's
 		# behalf (and runs it on a translation), which the proxy's filter
 		# would answer by killing it. The filter changes no count, so strace
 		# runs with the same config.
-		cat >"$WORK/cost.conf" <<EOF
-listen = 127.0.0.1:$pp
-backend = 127.0.0.1:$sp
-hostname = bench.test
-max_message_size = 50M
-max_connections = 4000
-max_connections_per_ip = 2000
-timeout = 60s
-backend_timeout = 60s
-shutdown_timeout = 2s
-spool_dir = $WORK
-backend_xclient = no
-client_rdns = no
-workers = 1
-seccomp = no
-EOF
+		{
+			bench_conf "$pp" "$sp" "$WORK"
+			echo "workers = 1"
+			echo "seccomp = no"
+		} >"$WORK/cost.conf"
 		"$BIN" -t -c "$WORK/cost.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the cost config"; }
 		LOG=$OUT/$key.proxy.log
 		start_under "$tool" "$file" "$BIN" -c "$WORK/cost.conf" </dev/null >/dev/null 2>"$LOG"
-		wait_listen "$pp" "$TARGET_PID" "portcullis under $tool"
+		wait_listen "$pp" "$TARGET_PID" "portcullis under $tool" 600
 		run_source "$name (proxy, $tool)" "$pp" "$opts" "$count"
 		wait_idle "$pp"
 		wait_idle "$sp"
@@ -261,7 +232,7 @@ EOF
 		[ "$STATUS" -eq 0 ] || die "$name: portcullis under $tool exited $STATUS at SIGTERM"
 		sent=$(grep -c ' status=sent ' "$LOG" || true)
 		[ "$sent" -eq "$count" ] || die "$name: portcullis logged $sent deliveries (status=sent), expected $count"
-		after=$(sink_count)
+		after=$(sink_count "$WORK/plainsink.out")
 		[ "$after" -eq "$count" ] || die "$name: sent $count messages through portcullis, the sink counted $after"
 		kill -TERM "$PLAIN_SINK_PID" 2>/dev/null || true
 		wait "$PLAIN_SINK_PID" 2>/dev/null || true

@@ -31,40 +31,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 die() { echo "log_writes: FAILED: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_listen() { # port pid what
-	for _ in $(seq 200); do
-		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited at start"
-		sleep 0.05
-	done
-	die "$3 does not listen on 127.0.0.1:$1"
-}
-
-SINK_PORT=$(free_port)
-PROXY_PORT=$(free_port)
-while [ "$PROXY_PORT" = "$SINK_PORT" ]; do PROXY_PORT=$(free_port); done
+free_port SINK_PORT
+free_port PROXY_PORT
 
 "$SINK" -u nobody -m 1024 "127.0.0.1:$SINK_PORT" 1024 >"$WORK/sink.out" 2>&1 </dev/null &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
 wait_listen "$SINK_PORT" "$SINK_PID" smtp-sink
 
-cat >"$WORK/p.conf" <<EOF
-listen = 127.0.0.1:$PROXY_PORT
-backend = 127.0.0.1:$SINK_PORT
-hostname = bench.test
-max_connections = 4000
-max_connections_per_ip = 2000
-spool_dir = $WORK
-backend_xclient = no
-client_rdns = no
-seccomp = no
-workers = $WORKERS
-EOF
+{
+	bench_conf "$PROXY_PORT" "$SINK_PORT" "$WORK"
+	echo "seccomp = no"
+	echo "workers = $WORKERS"
+} >"$WORK/p.conf"
 "$BIN" -t -c "$WORK/p.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t"; }
 # The log goes to a pipe, as under a service manager's journal or a test.
 # Its reader is no child of the proxy's, so it is not traced.

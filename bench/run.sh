@@ -20,6 +20,8 @@ BIN=${1:?usage: bench/run.sh PATH-TO-PORTCULLIS}
 [ -x "$BIN" ] || { echo "bench: $BIN is not an executable" >&2; exit 2; }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 SOURCE=/usr/sbin/smtp-source
 SINK=/usr/sbin/smtp-sink
 for t in "$SOURCE" "$SINK" ss; do
@@ -112,34 +114,11 @@ die() {
 	exit 1
 }
 
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_listen() { # port pid what [tries of 0.05 s, default 200]
-	for _ in $(seq "${4:-200}"); do
-		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited at start"
-		sleep 0.05
-	done
-	die "$3 does not listen on 127.0.0.1:$1"
-}
-
-# The sink's message counter: smtp-sink -c rewrites "sess=N quit=N mesg=N"
-# (ended by CR, flushed) on every event.
-sink_count() {
-	local n
-	n=$(tr '\r' '\n' <"$WORK/sink.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1)
-	echo "${n:-0}"
-}
-
 now_ns() { date +%s%N; }
 
-SINK_PORT=$(free_port)
-PROXY_PORT=$(free_port)
-while [ "$PROXY_PORT" = "$SINK_PORT" ]; do PROXY_PORT=$(free_port); done
-FPROXY_PORT=$(free_port)
-while [ "$FPROXY_PORT" = "$SINK_PORT" ] || [ "$FPROXY_PORT" = "$PROXY_PORT" ]; do FPROXY_PORT=$(free_port); done
+free_port SINK_PORT
+free_port PROXY_PORT
+free_port FPROXY_PORT
 PLUGIN_DIR=$(dirname "$BIN")/plugins
 
 # ---- Haraka (BENCH_PEERS=haraka): installed once from npm into a cache
@@ -202,10 +181,7 @@ haraka_start() {
 }
 if [ -n "$HARAKA" ]; then
 	haraka_install
-	HARAKA_PORT=$(free_port)
-	while [ "$HARAKA_PORT" = "$SINK_PORT" ] || [ "$HARAKA_PORT" = "$PROXY_PORT" ] || [ "$HARAKA_PORT" = "$FPROXY_PORT" ]; do
-		HARAKA_PORT=$(free_port)
-	done
+	free_port HARAKA_PORT
 fi
 
 # smtp-sink: as root it must drop privileges (-u). Backlog 1024, up to 1024
@@ -220,25 +196,7 @@ SINK_OPTS=""
 SINK_PID=$!
 wait_listen "$SINK_PORT" "$SINK_PID" "smtp-sink"
 
-cat >"$WORK/bench.conf" <<EOF
-# portcullis bench config: generous limits, so only speed is measured.
-listen = 127.0.0.1:$PROXY_PORT
-backend = 127.0.0.1:$SINK_PORT
-hostname = bench.test
-max_message_size = 50M
-max_connections = 4000
-max_connections_per_ip = 2000
-timeout = 60s
-backend_timeout = 60s
-shutdown_timeout = 2s
-spool_dir = $WORK
-# smtp-sink offers XCLIENT; a Postfix behind the proxy would want it, but
-# the baseline (smtp-source straight to the sink) does no such exchange.
-backend_xclient = no
-# No DNS: the proxy's speed, not the resolver's, is measured (with filters,
-# client_rdns would look every client up before the connect stage).
-client_rdns = no
-EOF
+bench_conf "$PROXY_PORT" "$SINK_PORT" "$WORK" >"$WORK/bench.conf"
 "$BIN" -t -c "$WORK/bench.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the bench config"; }
 "$BIN" -c "$WORK/bench.conf" 2>"$WORK/proxy.log" >/dev/null </dev/null &
 PROXY_PID=$!
@@ -247,7 +205,7 @@ wait_listen "$PROXY_PORT" "$PROXY_PID" "portcullis"
 # One smtp-source run of COUNT messages against PORT; prints msgs/s.
 run_one() { # label port opts count
 	local label=$1 port=$2 opts=$3 count=$4 before after t0 t1 rc=0
-	before=$(sink_count)
+	before=$(sink_count "$WORK/sink.out")
 	t0=$(now_ns)
 	# In a subshell of its own, whose times builtin (getrusage of its reaped
 	# children) is then smtp-source's CPU alone: appended, in seconds, to
@@ -270,11 +228,11 @@ run_one() { # label port opts count
 	# Every message got its 250 before smtp-source went on, and smtp-sink counts
 	# before it replies: the count is final now. Wait a moment anyway.
 	for _ in $(seq 50); do
-		after=$(sink_count)
+		after=$(sink_count "$WORK/sink.out")
 		[ $((after - before)) -ge "$count" ] && break
 		sleep 0.1
 	done
-	after=$(sink_count)
+	after=$(sink_count "$WORK/sink.out")
 	[ $((after - before)) -eq "$count" ] || die "$label: sent $count messages ($opts), the sink counted $((after - before))"
 	if [ "$port" = "$PROXY_PORT" ]; then
 		kill -0 "$PROXY_PID" 2>/dev/null || die "$label: portcullis is gone"
@@ -561,7 +519,7 @@ scrape_loop() {
 		sleep 0.1
 	done
 }
-METRICS_PORT=$(free_port)
+free_port METRICS_PORT
 
 # name | filter configuration | smtp-source options | message count | target ratio
 FILTER_WORKLOADS=(
@@ -597,7 +555,7 @@ PY
 }
 
 # Redis for the greylist workload: private, loopback, no persistence.
-REDIS_PORT=$(free_port)
+free_port REDIS_PORT
 /usr/bin/redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
 	--dir "$WORK" --daemonize no --logfile "$WORK/redis.log" >/dev/null 2>&1 </dev/null &
 REDIS_PID=$!
@@ -670,19 +628,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W
 TLS_KINDS=(rsa ecdsa)
 declare -A TLS_NAME=([rsa]="RSA 2048" [ecdsa]="ECDSA P-256")
 declare -A TLS_PID TLS_PLAIN_PORT TLS_PORT
-TLS_USED_PORTS=" $SINK_PORT $PROXY_PORT $FPROXY_PORT "
-tls_port() { # VAR: a free port not handed out yet, into VAR
-	local port
-	port=$(free_port)
-	while [[ $TLS_USED_PORTS == *" $port "* ]]; do port=$(free_port); done
-	TLS_USED_PORTS="$TLS_USED_PORTS$port "
-	printf -v "$1" '%s' "$port"
-}
 plain_port=""
 implicit_port=""
 for kind in "${TLS_KINDS[@]}"; do
-	tls_port plain_port
-	tls_port implicit_port
+	free_port plain_port
+	free_port implicit_port
 	TLS_PLAIN_PORT[$kind]=$plain_port
 	TLS_PORT[$kind]=$implicit_port
 	{
@@ -710,13 +660,13 @@ tls_run() { # port starttls|plain: prints msgs/s
 : >"$WORK/starttls-rsa.rates"
 : >"$WORK/starttls-ecdsa.rates"
 for _ in $(seq "$REPEAT"); do
-	before=$(sink_count)
+	before=$(sink_count "$WORK/sink.out")
 	tls_run "${TLS_PLAIN_PORT[rsa]}" plain >>"$WORK/plain.rates"
 	for kind in "${TLS_KINDS[@]}"; do
 		tls_run "${TLS_PLAIN_PORT[$kind]}" starttls >>"$WORK/starttls-$kind.rates"
 	done
 	sleep 0.2
-	after=$(sink_count)
+	after=$(sink_count "$WORK/sink.out")
 	[ $((after - before)) -eq $((count * 3)) ] || die "TLS workload: sent $((count * 3)), the sink counted $((after - before))"
 done
 d=$(median <"$WORK/plain.rates")
@@ -821,7 +771,7 @@ stop_filtered() { # label peer-pid
 }
 
 if [ -x /usr/sbin/spamd ]; then
-	SPAMD_PORT=$(free_port)
+	free_port SPAMD_PORT
 	SPAMD_DIR="$WORK/spamd"
 	mkdir -p "$SPAMD_DIR/etc" "$SPAMD_DIR/home"
 	cp /etc/spamassassin/*.pre "$SPAMD_DIR/etc/"
@@ -894,7 +844,7 @@ if [ -x /usr/sbin/opendkim ] && [ -x /usr/sbin/opendkim-genkey ]; then
 	DKIM_DIR="$WORK/opendkim"
 	mkdir -p "$DKIM_DIR"
 	/usr/sbin/opendkim-genkey -D "$DKIM_DIR" -d bench.test -s bench || die "opendkim-genkey failed"
-	DKIM_PORT=$(free_port)
+	free_port DKIM_PORT
 	# RequireSafeKeys no: the key lives under /tmp, which others can write.
 	printf '%s\n' "Mode s" "Socket inet:$DKIM_PORT@127.0.0.1" "Domain bench.test" "Selector bench" \
 		"KeyFile $DKIM_DIR/bench.private" "InternalHosts 127.0.0.1" \
@@ -915,8 +865,8 @@ if [ -x /usr/sbin/opendkim ] && [ -x /usr/sbin/opendkim-genkey ]; then
 		echo "on_error = tempfail"
 	}
 	# The check: one message through [milter dkim] into a dumping sink.
-	CHECK_SINK_PORT=$(free_port)
-	CHECK_PORT=$(free_port)
+	free_port CHECK_SINK_PORT
+	free_port CHECK_PORT
 	mkdir -m 777 "$WORK/dump"
 	"$SINK" -u nobody -D "$WORK/dump/msgs" "127.0.0.1:$CHECK_SINK_PORT" 16 >"$WORK/check-sink.out" 2>&1 </dev/null &
 	CHECK_SINK_PID=$!
