@@ -82,11 +82,11 @@ SPAMD_PID=""
 DKIM_PID=""
 CHECK_SINK_PID=""
 HARAKA_PID=""
-TLS_PIDS=""
+declare -A TLS_PID # the TLS proxies, by key type
 
 cleanup() {
 	local pid
-	for pid in $FPROXY_PID $PROXY_PID $HARAKA_PID $TLS_PIDS $SINK_PID $REDIS_PID $SPAMD_PID $DKIM_PID $CHECK_SINK_PID; do
+	for pid in $FPROXY_PID $PROXY_PID $HARAKA_PID "${TLS_PID[@]}" $SINK_PID $REDIS_PID $SPAMD_PID $DKIM_PID $CHECK_SINK_PID; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -TERM "$pid" 2>/dev/null || true
 			# libmilter daemons (opendkim) take ~5 s to exit on SIGTERM
@@ -112,6 +112,18 @@ die() {
 		tail -n 20 "$WORK/haraka.log" >&2
 	fi
 	exit 1
+}
+
+# proxy_start VAR CONF LOG PORT WHAT - check CONF (portcullis -t), start
+# the proxy on it with its log in LOG and its pid in VAR (for cleanup), and
+# wait until it listens on PORT.
+proxy_start() {
+	local pid
+	"$BIN" -t -c "$2" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the config of $5 ($2)"; }
+	"$BIN" -c "$2" 2>"$3" >/dev/null </dev/null &
+	pid=$!
+	printf -v "$1" '%s' "$pid"
+	wait_listen "$4" "$pid" "$5"
 }
 
 now_ns() { date +%s%N; }
@@ -197,10 +209,7 @@ SINK_PID=$!
 wait_listen "$SINK_PORT" "$SINK_PID" "smtp-sink"
 
 bench_conf "$PROXY_PORT" "$SINK_PORT" "$WORK" >"$WORK/bench.conf"
-"$BIN" -t -c "$WORK/bench.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the bench config"; }
-"$BIN" -c "$WORK/bench.conf" 2>"$WORK/proxy.log" >/dev/null </dev/null &
-PROXY_PID=$!
-wait_listen "$PROXY_PORT" "$PROXY_PID" "portcullis"
+proxy_start PROXY_PID "$WORK/bench.conf" "$WORK/proxy.log" "$PROXY_PORT" "portcullis"
 
 # One smtp-source run of COUNT messages against PORT; prints msgs/s.
 run_one() { # label port opts count
@@ -366,10 +375,7 @@ worker_deaths() { # the master's lines about workers that died unasked
 	sed "s/^listen = .*/listen = 127.0.0.1:$FPROXY_PORT/" "$WORK/bench.conf"
 	echo "workers = 2"
 } >"$WORK/workers.conf"
-"$BIN" -t -c "$WORK/workers.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the workers = 2 bench config"; }
-"$BIN" -c "$WORK/workers.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
-FPROXY_PID=$!
-wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis (workers = 2)"
+proxy_start FPROXY_PID "$WORK/workers.conf" "$WORK/fproxy.log" "$FPROXY_PORT" "portcullis (workers = 2)"
 # the master says started once every worker is ready
 for _ in $(seq 200); do
 	grep -q ' started, backend .*, 2 workers' "$WORK/fproxy.log" && break
@@ -579,10 +585,7 @@ for w in "${FILTER_WORKLOADS[@]}"; do
 		echo
 		filter_conf "$conf"
 	} >"$WORK/filters.conf"
-	"$BIN" -t -c "$WORK/filters.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the $conf bench config"; }
-	"$BIN" -c "$WORK/filters.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
-	FPROXY_PID=$!
-	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis ($conf)"
+	proxy_start FPROXY_PID "$WORK/filters.conf" "$WORK/fproxy.log" "$FPROXY_PORT" "portcullis ($conf)"
 	case $conf in greylist-*) greylist_pass "$FPROXY_PORT" ;; esac
 	SCRAPE_PID=""
 	if [ "$conf" = json+metrics ]; then
@@ -627,7 +630,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W
 	-out "$WORK/ecdsa.pem" -days 2 -subj "/CN=bench.test" >/dev/null 2>&1 || die "openssl cannot make an ECDSA certificate"
 TLS_KINDS=(rsa ecdsa)
 declare -A TLS_NAME=([rsa]="RSA 2048" [ecdsa]="ECDSA P-256")
-declare -A TLS_PID TLS_PLAIN_PORT TLS_PORT
+declare -A TLS_PLAIN_PORT TLS_PORT
 plain_port=""
 implicit_port=""
 for kind in "${TLS_KINDS[@]}"; do
@@ -641,11 +644,7 @@ for kind in "${TLS_KINDS[@]}"; do
 		echo "tls_cert = $WORK/$kind.pem"
 		echo "tls_key = $WORK/$kind.key"
 	} >"$WORK/tls-$kind.conf"
-	"$BIN" -t -c "$WORK/tls-$kind.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the TLS ($kind) bench config"; }
-	"$BIN" -c "$WORK/tls-$kind.conf" 2>"$WORK/tls-$kind.log" >/dev/null </dev/null &
-	TLS_PID[$kind]=$!
-	TLS_PIDS="$TLS_PIDS ${TLS_PID[$kind]}"
-	wait_listen "$implicit_port" "${TLS_PID[$kind]}" "portcullis (tls, $kind)"
+	proxy_start "TLS_PID[$kind]" "$WORK/tls-$kind.conf" "$WORK/tls-$kind.log" "$implicit_port" "portcullis (tls, $kind)"
 	wait_listen "$plain_port" "${TLS_PID[$kind]}" "portcullis (tls, $kind)"
 done
 count=$(awk -v s="$SCALE" 'BEGIN { n = int(2000 * s); print (n < 20 ? 20 : n) }')
@@ -729,7 +728,7 @@ for kind in "${TLS_KINDS[@]}"; do
 	wait "${TLS_PID[$kind]}" || rc=$?
 	[ "$rc" -eq 0 ] || die "the TLS portcullis ($kind) exited with status $rc after SIGTERM"
 done
-TLS_PIDS=""
+TLS_PID=()
 
 # ---- spamd: 1 KB x 20 sessions, a new connection per message, through a
 # proxy with a [plugin spamd] section in front of a private SpamAssassin
@@ -802,10 +801,7 @@ if [ -x /usr/sbin/spamd ]; then
 		echo "on_failure = on_error"
 		echo "on_error = tempfail"
 	} >"$WORK/spamd.conf"
-	"$BIN" -t -c "$WORK/spamd.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the spamd bench config"; }
-	"$BIN" -c "$WORK/spamd.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
-	FPROXY_PID=$!
-	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis (spamd)"
+	proxy_start FPROXY_PID "$WORK/spamd.conf" "$WORK/fproxy.log" "$FPROXY_PORT" "portcullis (spamd)"
 	name="1 KB x 20 sessions with spamd"
 	opts="-s 20 -l 1024"
 	count=$(awk -v s="$SCALE" 'BEGIN { n = int(200 * s); print (n < 20 ? 20 : n) }')
@@ -872,10 +868,7 @@ if [ -x /usr/sbin/opendkim ] && [ -x /usr/sbin/opendkim-genkey ]; then
 	CHECK_SINK_PID=$!
 	wait_listen "$CHECK_SINK_PORT" "$CHECK_SINK_PID" "smtp-sink (dump)"
 	dkim_conf "$CHECK_PORT" "$CHECK_SINK_PORT" >"$WORK/dkim-check.conf"
-	"$BIN" -t -c "$WORK/dkim-check.conf" >"$WORK/check.out" 2>&1 || { cat "$WORK/check.out" >&2; die "portcullis -t rejects the opendkim bench config"; }
-	"$BIN" -c "$WORK/dkim-check.conf" 2>"$WORK/dkim-check.log" >/dev/null </dev/null &
-	FPROXY_PID=$!
-	wait_listen "$CHECK_PORT" "$FPROXY_PID" "portcullis (opendkim check)"
+	proxy_start FPROXY_PID "$WORK/dkim-check.conf" "$WORK/dkim-check.log" "$CHECK_PORT" "portcullis (opendkim check)"
 	timeout "$RUN_BOUND" "$SOURCE" -M bench.test -f bench@bench.test -t sink@sink.test -l 1024 -m 1 \
 		"127.0.0.1:$CHECK_PORT" >"$WORK/source.out" 2>&1 || { cat "$WORK/source.out" "$WORK/dkim-check.log" >&2; die "opendkim check: smtp-source failed"; }
 	for _ in $(seq 50); do grep -q '^DKIM-Signature:' "$WORK/dump/msgs" 2>/dev/null && break; sleep 0.1; done
@@ -890,9 +883,7 @@ if [ -x /usr/sbin/opendkim ] && [ -x /usr/sbin/opendkim-genkey ]; then
 	[ "$rc" -eq 0 ] || die "the opendkim check portcullis exited with status $rc after SIGTERM"
 	# The measured proxy, in front of the counting sink.
 	dkim_conf "$FPROXY_PORT" "$SINK_PORT" >"$WORK/dkim.conf"
-	"$BIN" -c "$WORK/dkim.conf" 2>"$WORK/fproxy.log" >/dev/null </dev/null &
-	FPROXY_PID=$!
-	wait_listen "$FPROXY_PORT" "$FPROXY_PID" "portcullis (opendkim)"
+	proxy_start FPROXY_PID "$WORK/dkim.conf" "$WORK/fproxy.log" "$FPROXY_PORT" "portcullis (opendkim)"
 	name="1 KB x 20 sessions through OpenDKIM"
 	opts="-s 20 -l 1024"
 	count=$(awk -v s="$SCALE" 'BEGIN { n = int(1000 * s); print (n < 20 ? 20 : n) }')
